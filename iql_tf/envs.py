@@ -1,0 +1,62 @@
+"""Gymnasium environments as the datasets describe them, with dict observations flattened.
+
+Dict observations (PointMaze, AntMaze) are flattened by concatenating their entries in sorted key
+order (`achieved_goal`, `desired_goal`, `observation`): the same order for conversion, generation,
+evaluation and deployment (SPEC.md section 2).
+"""
+
+import warnings
+from typing import Any, Mapping, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from iql_tf.errors import UserError
+
+_registered = False
+
+
+def register_environments() -> None:
+    """Registers gymnasium-robotics' environments (PointMaze, AntMaze, Adroit, Kitchen) once."""
+    global _registered
+    if not _registered:
+        with warnings.catch_warnings():
+            # gymnasium-robotics warns about Adroit reward versions on every import.
+            warnings.simplefilter("ignore")
+            import gymnasium_robotics
+
+            gym.register_envs(gymnasium_robotics)
+        _registered = True
+
+
+def observation_keys(space: gym.Space) -> Optional[list]:
+    """The flattening order of a Dict observation space, or None for a Box."""
+    if isinstance(space, gym.spaces.Dict):
+        return sorted(space.spaces.keys())
+    return None
+
+
+def flatten_observation(observation: Any, keys: Optional[Sequence[str]]) -> np.ndarray:
+    """One observation (or a batch, leading axes kept) as a float32 vector in the fixed key order."""
+    if keys is None:
+        return np.asarray(observation, dtype=np.float32)
+    return np.concatenate([np.asarray(observation[key], dtype=np.float32) for key in keys], axis=-1)
+
+
+def make_env(
+    env_id: str,
+    env_kwargs: Optional[Mapping[str, Any]] = None,
+    max_episode_steps: Optional[int] = None,
+) -> gym.Env:
+    """Builds `env_id` with its kwargs; a missing or broken environment is a UserError."""
+    register_environments()
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as error:
+        raise UserError(
+            f"cannot make environment {env_id!r}: {error}; check the env id in the dataset metadata "
+            "and that gymnasium-robotics / mujoco are installed (pip install -r requirements.txt)"
+        ) from error

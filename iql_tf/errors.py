@@ -1,0 +1,21 @@
+"""One exception type for expected user mistakes, and the CLI wrapper that prints it as one line."""
+
+import sys
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """An expected mistake (bad file, bad flag, bad data): the message says what, where and how to fix it."""
+
+
+def run_main(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
+    """Wraps an absl `main` so that a UserError exits with one line on stderr and status 2."""
+
+    def wrapped(argv: Sequence[str]) -> None:
+        try:
+            main(argv)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped
