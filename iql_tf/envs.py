@@ -5,7 +5,8 @@ order (`achieved_goal`, `desired_goal`, `observation`): the same order for conve
 evaluation and deployment (SPEC.md section 2).
 """
 
-import warnings
+import contextlib
+import io
 from typing import Any, Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -20,9 +21,9 @@ def register_environments() -> None:
     """Registers gymnasium-robotics' environments (PointMaze, AntMaze, Adroit, Kitchen) once."""
     global _registered
     if not _registered:
-        with warnings.catch_warnings():
-            # gymnasium-robotics warns about Adroit reward versions on every import.
-            warnings.simplefilter("ignore")
+        # gymnasium-robotics prints a notice about Adroit reward versions to stderr on every import
+        # (README: "Adroit"); keep it out of every command's output.
+        with contextlib.redirect_stderr(io.StringIO()):
             import gymnasium_robotics
 
             gym.register_envs(gymnasium_robotics)

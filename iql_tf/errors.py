@@ -15,7 +15,8 @@ def run_main(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]],
         try:
             main(argv)
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            # gin appends "In call to configurable ..." lines to exceptions raised inside configurables.
+            print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped

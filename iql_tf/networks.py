@@ -24,9 +24,13 @@ def _dense(units: int, activation: Optional[str], seed: int, name: str) -> keras
     )
 
 
-def mlp_layers(hidden_dims: Sequence[int], activation: str, seed: int, prefix: str) -> list:
-    """The hidden Dense layers of an MLP, each with its own initialiser seed."""
-    return [_dense(units, activation, seed + i, f"{prefix}_hidden_{i}") for i, units in enumerate(hidden_dims)]
+def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seed: int, prefix: str) -> keras.Sequential:
+    """The hidden layers of an MLP, each Dense with its own initialiser seed.
+
+    A Sequential, not a Python list: Keras 3 does not expose layer lists to tf.train.Checkpoint.
+    """
+    layers = [_dense(units, activation, seed + i, f"{prefix}_hidden_{i}") for i, units in enumerate(hidden_dims)]
+    return keras.Sequential([keras.Input((input_dim,)), *layers], name=f"{prefix}_trunk")
 
 
 class ValueNetwork(keras.Model):
@@ -34,15 +38,12 @@ class ValueNetwork(keras.Model):
 
     def __init__(self, observation_dim: int, hidden_dims: Sequence[int], activation: str, seed: int, name="value"):
         super().__init__(name=name)
-        self.hidden = mlp_layers(hidden_dims, activation, seed, name)
+        self.trunk = mlp(observation_dim, hidden_dims, activation, seed, name)
         self.head = _dense(1, None, seed + len(hidden_dims), f"{name}_out")
         self(tf.zeros([1, observation_dim]))
 
     def call(self, observations: tf.Tensor) -> tf.Tensor:
-        x = observations
-        for layer in self.hidden:
-            x = layer(x)
-        return tf.squeeze(self.head(x), -1)
+        return tf.squeeze(self.head(self.trunk(observations)), -1)
 
 
 class TwinCritic(keras.Model):
@@ -79,7 +80,7 @@ class GaussianActor(keras.Model):
         name="actor",
     ):
         super().__init__(name=name)
-        self.hidden = mlp_layers(hidden_dims, activation, seed, name)
+        self.trunk = mlp(observation_dim, hidden_dims, activation, seed, name)
         self.mean_head = _dense(action_dim, None, seed + len(hidden_dims), f"{name}_mean")
         self.log_std = self.add_weight(shape=(action_dim,), initializer="zeros", name="log_std")
         self.dropout_rate = dropout_rate or 0.0
@@ -87,14 +88,12 @@ class GaussianActor(keras.Model):
 
     def call(self, observations: tf.Tensor, dropout_seed: Optional[tf.Tensor] = None) -> tf.Tensor:
         """The deterministic action tanh(Dense(h)); dropout is applied only when a seed is given."""
+        if dropout_seed is None or self.dropout_rate == 0:
+            return tf.tanh(self.mean_head(self.trunk(observations)))
         x = observations
-        seeds = None
-        if dropout_seed is not None and self.dropout_rate > 0:
-            seeds = tf.random.experimental.stateless_split(dropout_seed, num=len(self.hidden))
-        for i, layer in enumerate(self.hidden):
-            x = layer(x)
-            if seeds is not None:
-                x = tf.nn.experimental.stateless_dropout(x, rate=self.dropout_rate, seed=seeds[i])
+        seeds = tf.random.experimental.stateless_split(dropout_seed, num=len(self.trunk.layers))
+        for layer, seed in zip(self.trunk.layers, tf.unstack(seeds)):
+            x = tf.nn.experimental.stateless_dropout(layer(x), rate=self.dropout_rate, seed=seed)
         return tf.tanh(self.mean_head(x))
 
     def distribution(

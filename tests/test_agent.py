@@ -134,3 +134,21 @@ def test_actor_dropout_is_active_in_the_actor_loss():
         b.update(batch, dropout_seed=tf.constant([2, 2]))
         differ = not all(np.allclose(x, y) for x, y in zip(weights(a.actor), weights(b.actor)))
         assert differ == should_differ
+
+
+def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
+    agent = make_agent(actor_dropout_rate=0.1)
+    agent.train(ReplayBuffer(make_transitions()), 3)
+    path = tf.train.Checkpoint(agent=agent).save(str(tmp_path / "ckpt"))
+    saved = [name for name, _ in tf.train.list_variables(path) if name.startswith("agent/")]
+    models = (agent.value, agent.critic, agent.target_critic, agent.actor)
+    optimizers = (agent.value_optimizer, agent.critic_optimizer, agent.actor_optimizer)
+    expected = sum(len(m.variables) for m in models) + sum(len(o.variables) for o in optimizers) + 2  # step, rng
+    assert len(saved) == expected
+
+    restored = make_agent(actor_dropout_rate=0.1, seed=99)
+    tf.train.Checkpoint(agent=restored).restore(path).assert_existing_objects_matched()
+    for name in ("value", "critic", "target_critic", "actor"):
+        for a, b in zip(weights(getattr(agent, name)), weights(getattr(restored, name))):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(agent.generator.state.numpy(), restored.generator.state.numpy())

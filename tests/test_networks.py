@@ -13,12 +13,12 @@ def test_value_and_twin_critic_shapes_and_independence():
     q1, q2 = critic(observations, actions)
     assert q1.shape == q2.shape == (5,)
     assert not np.allclose(q1.numpy(), q2.numpy())  # two independently initialised networks
-    assert critic.q1.hidden[0].kernel.shape == (5, 16)  # input is concat(observation, action)
+    assert critic.q1.trunk.layers[0].kernel.shape == (5, 16)  # input is concat(observation, action)
 
 
 def test_every_dense_is_orthogonal_with_gain_sqrt2_and_zero_bias():
     actor = GaussianActor(4, 3, (32, 32), "relu", seed=1)
-    for layer in actor.hidden + [actor.mean_head]:
+    for layer in actor.trunk.layers + [actor.mean_head]:
         kernel = layer.kernel.numpy()
         small = min(kernel.shape)
         gram = kernel.T @ kernel if kernel.shape[0] >= kernel.shape[1] else kernel @ kernel.T

@@ -1,0 +1,94 @@
+"""Deterministic rollouts in the dataset's environment: returns, normalised score, success (SPEC.md section 3)."""
+
+from typing import Callable, Dict, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from iql_tf.envs import flatten_observation
+from iql_tf.errors import UserError
+
+Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in [-1, 1]
+
+
+def check_env_fits(env: gym.Env, observation_keys: Optional[Sequence[str]], observation_dim: int,
+                   action_dim: int, dataset: str) -> None:
+    """Raises a UserError when the dataset's shapes do not fit the environment's spaces."""
+    env_id = env.spec.id if env.spec else type(env).__name__
+    env_observation_dim = flatten_observation(env.observation_space.sample(), observation_keys).shape[-1]
+    env_action_dim = int(np.prod(env.action_space.shape))
+    if (env_observation_dim, env_action_dim) != (observation_dim, action_dim):
+        raise UserError(
+            f"dataset {dataset} has observations of size {observation_dim} and actions of size {action_dim}, "
+            f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: the dataset does not "
+            "belong to this environment; check the env id in its metadata.json or convert the right dataset"
+        )
+
+
+def normalized_score(returns: np.ndarray, ref_min_score: Optional[float],
+                     ref_max_score: Optional[float]) -> Optional[np.ndarray]:
+    """100 * (R - ref_min) / (ref_max - ref_min), or None when the dataset has no reference scores."""
+    if ref_min_score is None or ref_max_score is None:
+        return None
+    return 100.0 * (np.asarray(returns) - ref_min_score) / (ref_max_score - ref_min_score)
+
+
+def evaluate(
+    policy: Policy,
+    make_env: Callable[[], gym.Env],
+    observation_keys: Optional[Sequence[str]],
+    num_episodes: int,
+    seed: int,
+    ref_min_score: Optional[float] = None,
+    ref_max_score: Optional[float] = None,
+    num_envs: int = 25,
+) -> Dict[str, float]:
+    """Runs `num_episodes` full episodes, `num_envs` environments in lockstep so that the policy
+    sees one batch per step; episode i is reset with seed `seed * 100003 + i`.
+
+    Returns mean/std of the return and of the normalised score, and the success rate where the
+    environment reports `info["success"]` (counted as success at any step).
+    """
+    envs = [make_env() for _ in range(min(num_envs, num_episodes))]
+    returns, successes = [], []
+    next_episode = 0
+
+    def start(env: gym.Env):
+        nonlocal next_episode
+        if next_episode >= num_episodes:
+            return None
+        observation, info = env.reset(seed=seed * 100003 + next_episode)
+        next_episode += 1
+        return [0.0, bool(info.get("success", False)), observation]
+
+    # Per env: [episode return, success so far, observation], or None once it has no episode left.
+    slots = [start(env) for env in envs]
+    reports_success = False
+    while any(slot is not None for slot in slots):
+        active = [i for i, slot in enumerate(slots) if slot is not None]
+        observations = np.stack([flatten_observation(slots[i][2], observation_keys) for i in active])
+        actions = np.asarray(policy(observations))
+        for action, i in zip(actions, active):
+            observation, reward, terminated, truncated, info = envs[i].step(action)
+            slot = slots[i]
+            slot[0] += float(reward)
+            if "success" in info:
+                reports_success = True
+                slot[1] = slot[1] or bool(info["success"])
+            slot[2] = observation
+            if terminated or truncated:
+                returns.append(slot[0])
+                successes.append(slot[1])
+                slots[i] = start(envs[i])
+    for env in envs:
+        env.close()
+
+    returns = np.asarray(returns)
+    results = {"return_mean": float(returns.mean()), "return_std": float(returns.std())}
+    scores = normalized_score(returns, ref_min_score, ref_max_score)
+    if scores is not None:
+        results["normalized_score"] = float(scores.mean())
+        results["normalized_score_std"] = float(scores.std())
+    if reports_success:
+        results["success_rate"] = float(np.mean(successes))
+    return results
