@@ -1,0 +1,203 @@
+"""Offline dataset generation into the local Minari root (no download, no jax), seeded and deterministic.
+
+    python -m iql_tf.data.generate                      # the quickstart's PointMaze stitching dataset
+    python -m iql_tf.data.generate --kind=random --env_id=Hopper-v5 --num_steps=100000 \\
+        --dataset_id=iql_tf/hopper/random-v0
+    python -m iql_tf.data.generate --kind=policy --policy=runs/x/export/policy --noise_std=0.1 \\
+        --dataset_id=iql_tf/hopper/iql-noisy-v0
+
+Datasets are written with `minari.create_dataset_from_buffers`, with the evaluation env spec and
+reference scores (a random policy for ref_min_score; the noiseless planner or source policy for
+ref_max_score) so that normalised scores work.
+"""
+
+import shutil
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import gymnasium as gym
+import minari
+import numpy as np
+from absl import app, flags, logging
+from minari.data_collector import EpisodeBuffer
+from minari.dataset.minari_dataset import parse_dataset_id
+from minari.storage.datasets_root_dir import get_dataset_path
+
+from iql_tf import envs
+from iql_tf.data import pointmaze, rollouts, sources
+from iql_tf.errors import UserError, run_main
+
+POINTMAZE_DATASET_ID = "iql_tf/pointmaze/umaze-stitch-v0"
+DEFAULT_NUM_STEPS = 100_000
+DEFAULT_REFERENCE_EPISODES = 10
+_AUTHOR = "iql-tf"
+_CODE = "iql_tf/data/generate.py"
+
+
+def check_new_id(dataset_id: str, overwrite: bool) -> None:
+    """Fails early, before any generation, on a malformed id or one that exists without --overwrite."""
+    try:
+        parse_dataset_id(dataset_id)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"--dataset_id={dataset_id!r} is malformed; use namespace/name-vN, e.g. me/hopper/random-v0"
+                        ) from error
+    if get_dataset_path(dataset_id).exists() and not overwrite:
+        raise UserError(
+            f"{get_dataset_path(dataset_id)}: Minari dataset {dataset_id} already exists; pass --overwrite to "
+            "replace it or choose another --dataset_id"
+        )
+
+
+def write_dataset(
+    dataset_id: str,
+    episodes: List[EpisodeBuffer],
+    env: gym.Env,
+    eval_env: gym.Env,
+    ref_min_score: float,
+    ref_max_score: Optional[float],
+    algorithm: str,
+    description: str,
+    num_reference_episodes: int,
+) -> minari.MinariDataset:
+    """Writes a Minari dataset (replacing an existing one); a failed write leaves nothing behind."""
+    path = get_dataset_path(dataset_id)
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id,
+            episodes,
+            env=env,
+            eval_env=eval_env,
+            algorithm_name=algorithm,
+            author=_AUTHOR,
+            author_email="n/a",
+            code_permalink=_CODE,
+            ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score,
+            num_episodes_average_score=num_reference_episodes,
+            description=description,
+        )
+        if ref_max_score is None:  # minari stores reference scores only with a max score
+            dataset.storage.update_metadata({"ref_min_score": ref_min_score})
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    logging.info(
+        "wrote Minari dataset %s at %s: %d transitions in %d episodes, ref scores %s / %s",
+        dataset_id, path, dataset.total_steps, dataset.total_episodes, ref_min_score, ref_max_score,
+    )
+    return dataset
+
+
+def generate_pointmaze(
+    dataset_id: str = POINTMAZE_DATASET_ID,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    seed: int = 0,
+    overwrite: bool = False,
+    num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+) -> minari.MinariDataset:
+    """The quickstart's stitching dataset (see `pointmaze.py`); scores are success rates on the eval task."""
+    check_new_id(dataset_id, overwrite)
+    episodes, env = pointmaze.generate_episodes(num_steps, seed)
+    eval_env = envs.make_env(pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS)
+    ref_min_score = rollouts.mean_return(
+        eval_env, rollouts.random_policy(eval_env.action_space, seed), num_reference_episodes, seed
+    )
+    ref_max_score = rollouts.mean_return(eval_env, pointmaze.planner_policy(), num_reference_episodes, seed)
+    description = (
+        f"{num_steps} steps of a noisy (std {pointmaze.ACTION_NOISE}) BFS-waypoint + PD planner hopping between "
+        f"neighbouring cells of PointMaze UMaze, relabelled for start cell {pointmaze.START_CELL} -> goal cell "
+        f"{pointmaze.GOAL_CELL} (reward 1 and termination on arrival, episodes of at most "
+        f"{pointmaze.EPISODE_STEPS} steps); no episode visits the start cell and then reaches the goal, so the "
+        f"task needs stitching. Seed {seed}. Reference scores are success rates on the eval env."
+    )
+    return write_dataset(dataset_id, episodes, env, eval_env, ref_min_score, ref_max_score,
+                         "bfs-waypoint-pd-planner+noise, relabelled", description, num_reference_episodes)
+
+
+def generate_random(
+    dataset_id: str,
+    env_id: str,
+    env_kwargs: Optional[Mapping[str, Any]] = None,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> minari.MinariDataset:
+    """Uniform random actions in any gymnasium env; ref_min_score = mean return of the finished episodes."""
+    check_new_id(dataset_id, overwrite)
+    env = envs.make_env(env_id, env_kwargs)
+    episodes = rollouts.collect(env, rollouts.random_policy(env.action_space, seed), num_steps, seed)
+    finished = episodes[:-1] or episodes  # the last one may be cut by the step budget
+    ref_min_score = float(np.mean([np.sum(e.rewards) for e in finished]))
+    return write_dataset(dataset_id, episodes, env, env, ref_min_score, None, "uniform-random",
+                         f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.", len(finished))
+
+
+def generate_policy(
+    dataset_id: str,
+    policy_dir: str,
+    noise_std: float,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    seed: int = 0,
+    overwrite: bool = False,
+    num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+) -> minari.MinariDataset:
+    """Rollouts of an exported policy with Gaussian action noise, in the env its metadata names."""
+    check_new_id(dataset_id, overwrite)
+    policy, metadata = rollouts.saved_model_policy(policy_dir)
+    env = envs.make_env(metadata["env_id"], metadata["env_kwargs"], metadata["max_episode_steps"])
+    noisy = rollouts.with_noise(policy, noise_std, np.random.default_rng(seed))
+    episodes = rollouts.collect(env, noisy, num_steps, seed)
+    ref_min_score = rollouts.mean_return(
+        env, rollouts.random_policy(env.action_space, seed), num_reference_episodes, seed
+    )
+    ref_max_score = rollouts.mean_return(env, policy, num_reference_episodes, seed)
+    description = (
+        f"{num_steps} steps of the policy exported at {policy_dir} (trained on {metadata.get('dataset')}) with "
+        f"Gaussian action noise of std {noise_std}, seed {seed}. ref_max_score: the noiseless policy."
+    )
+    return write_dataset(dataset_id, episodes, env, env, ref_min_score, ref_max_score, "exported-policy+noise",
+                         description, num_reference_episodes)
+
+
+# The project's own ids: loading one that is missing generates it (how the quickstart runs offline).
+GENERATED_DATASETS: Dict[str, Callable[[str], minari.MinariDataset]] = {
+    POINTMAZE_DATASET_ID: lambda dataset_id: generate_pointmaze(dataset_id),
+}
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {list(argv[1:])}")
+    common = dict(num_steps=FLAGS.num_steps, seed=FLAGS.seed, overwrite=FLAGS.overwrite)
+    if FLAGS.kind == "pointmaze":
+        generate_pointmaze(FLAGS.dataset_id or POINTMAZE_DATASET_ID, num_reference_episodes=FLAGS.reference_episodes,
+                           **common)
+        return
+    if not FLAGS.dataset_id:
+        raise UserError(f"--kind={FLAGS.kind} needs --dataset_id (e.g. me/hopper/{FLAGS.kind}-v0)")
+    if FLAGS.kind == "random":
+        if not FLAGS.env_id:
+            raise UserError("--kind=random needs --env_id (any gymnasium env id, e.g. Hopper-v5)")
+        generate_random(FLAGS.dataset_id, FLAGS.env_id, sources.parse_env_kwargs(FLAGS.env_kwargs), **common)
+    else:
+        if not FLAGS.policy:
+            raise UserError("--kind=policy needs --policy=DIR/export/policy")
+        generate_policy(FLAGS.dataset_id, FLAGS.policy, FLAGS.noise_std,
+                        num_reference_episodes=FLAGS.reference_episodes, **common)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_enum("kind", "pointmaze", ["pointmaze", "random", "policy"], "Which generator to run.")
+    flags.DEFINE_string("dataset_id", None, f"Minari id to write (default for pointmaze: {POINTMAZE_DATASET_ID}).")
+    flags.DEFINE_integer("num_steps", DEFAULT_NUM_STEPS, "Transitions to generate.")
+    flags.DEFINE_integer("seed", 0, "Seed of everything random in the generation.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing dataset with the same id.")
+    flags.DEFINE_string("env_id", None, "random: the gymnasium env id.")
+    flags.DEFINE_string("env_kwargs", "{}", "random: JSON object of env kwargs.")
+    flags.DEFINE_string("policy", None, "policy: exported SavedModel directory (DIR/export/policy).")
+    flags.DEFINE_float("noise_std", 0.1, "policy: std of the Gaussian action noise.")
+    flags.DEFINE_integer("reference_episodes", DEFAULT_REFERENCE_EPISODES,
+                         "pointmaze/policy: episodes averaged for each reference score.")
+    app.run(run_main(main))

@@ -1,0 +1,54 @@
+"""Per-domain reward preprocessing (paper appendix B, SPEC.md section 1), applied once at load time.
+
+  'locomotion'  r * 1000 / (max - min trajectory return)   (the reference's `normalize`)
+  'antmaze'     r - 1
+  'none'        r
+Each mode is an affine map r * scale + shift, returned so the trainer can log what was applied.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from iql_tf.errors import UserError
+
+REWARD_PREPROCESSING = ("none", "locomotion", "antmaze")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardTransform:
+    """r -> r * scale + shift."""
+
+    mode: str
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+def trajectory_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+    """Undiscounted return of each trajectory; `dones` marks the last transition of each (and the last row)."""
+    starts = np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))
+    return np.add.reduceat(rewards.astype(np.float64), starts)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in REWARD_PREPROCESSING:
+        raise UserError(
+            f"reward_preprocessing={mode!r} is unknown; valid values: {', '.join(REWARD_PREPROCESSING)}"
+        )
+
+
+def reward_transform(mode: str, rewards: np.ndarray, dones: np.ndarray) -> RewardTransform:
+    """The transform `mode` means for this dataset; an unknown mode is a UserError listing the valid ones."""
+    check_mode(mode)
+    if mode == "antmaze":
+        return RewardTransform(mode, shift=-1.0)
+    if mode == "locomotion":
+        returns = trajectory_returns(rewards, dones)
+        spread = float(returns.max() - returns.min())
+        if spread <= 0.0:
+            raise UserError(
+                f"reward_preprocessing='locomotion' divides by the spread of trajectory returns, which is 0 here "
+                f"({returns.size} trajectories); use reward_preprocessing='none'"
+            )
+        return RewardTransform(mode, scale=1000.0 / spread)
+    return RewardTransform(mode)

@@ -1,0 +1,146 @@
+"""The TFRecord layout of a converted dataset: writing shards and reading them back into whole tensors.
+
+`DIR/shard-XXXXX-of-YYYYY.tfrecord` holds records of `BLOCK_SIZE` consecutive transitions each: a
+tf.train.Example with one bytes feature per transition key (`tf.io.serialize_tensor` of a float32 block)
+and the int64 features `block` (global position of the block) and `shard`. Big records make reading a few
+large sequential reads; `block` restores the order after a parallel read, which trajectory splitting needs.
+"""
+
+import pathlib
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+
+from iql_tf.data import checksums
+from iql_tf.data.metadata import DatasetMetadata, ShardInfo
+from iql_tf.data.transitions import TRANSITION_KEYS, Transitions
+from iql_tf.errors import UserError
+
+BLOCK_SIZE = 65536  # transitions per record: 7 MB for hopper, a few dozen records per million transitions
+DEFAULT_SHARD_SIZE = 262144  # transitions per file: a 1M dataset reads as 4 files in parallel
+SHARD_GLOB = "shard-*-of-*.tfrecord"
+
+_FEATURES = {
+    **{key: tf.io.FixedLenFeature([], tf.string) for key in TRANSITION_KEYS},
+    "block": tf.io.FixedLenFeature([], tf.int64),
+    "shard": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def write_shards(data: Transitions, directory: pathlib.Path, shard_size: int) -> List[ShardInfo]:
+    """Writes the transitions as shards of at most `shard_size` transitions; returns their descriptions."""
+    total = len(data["rewards"])
+    count = -(-total // shard_size)
+    block = 0
+    names, sizes = [], []
+    for index in range(count):
+        start, stop = index * shard_size, min(total, (index + 1) * shard_size)
+        names.append(shard_name(index, count))
+        sizes.append(stop - start)
+        with tf.io.TFRecordWriter(str(directory / names[-1])) as writer:
+            for first in range(start, stop, BLOCK_SIZE):
+                writer.write(_encode(data, first, min(stop, first + BLOCK_SIZE), block, index))
+                block += 1
+    digests = checksums.files_sha256([directory / name for name in names])
+    return [ShardInfo(name, size, digest) for name, size, digest in zip(names, sizes, digests)]
+
+
+def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) -> bytes:
+    feature = {
+        key: tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(data[key][start:stop]).numpy()])
+        )
+        for key in TRANSITION_KEYS
+    }
+    feature["block"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[block]))
+    feature["shard"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[shard]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _parse(record: tf.Tensor):
+    example = tf.io.parse_single_example(record, _FEATURES)
+    arrays = {key: tf.io.parse_tensor(example[key], tf.float32) for key in TRANSITION_KEYS}
+    return example["block"], example["shard"], arrays
+
+
+def read_shards(directory: pathlib.Path, metadata: DatasetMetadata) -> Dict[str, tf.Tensor]:
+    """All transitions of a converted directory as whole float32 tensors, verified against the metadata.
+
+    Checksums are verified first (in threads), then the shards are read in parallel with tf.data; any
+    mismatch or read error is a UserError naming the file.
+    """
+    paths = [directory / shard.file for shard in metadata.shards]
+    _check_files(directory, paths)
+    for path, shard, digest in zip(paths, metadata.shards, checksums.files_sha256(paths)):
+        if digest != shard.sha256:
+            raise UserError(
+                f"{path}: sha256 does not match {directory / 'metadata.json'} (the shard is corrupt, truncated "
+                "or from another conversion); re-run the conversion"
+            )
+    dataset = tf.data.TFRecordDataset([str(path) for path in paths], num_parallel_reads=len(paths))
+    dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    try:
+        blocks = sorted(((int(block), int(shard), arrays) for block, shard, arrays in dataset), key=lambda b: b[0])
+    except tf.errors.OpError as error:
+        raise UserError(
+            f"{_unreadable_shard(paths, directory)}: cannot be read as TFRecord ({error.message.splitlines()[0]}); "
+            "the shard is corrupt or truncated, re-run the conversion"
+        ) from error
+    _check_blocks(directory, metadata, blocks)
+    return {key: tf.concat([arrays[key] for _, _, arrays in blocks], axis=0) for key in TRANSITION_KEYS}
+
+
+def _check_files(directory: pathlib.Path, paths: List[pathlib.Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path}: shard listed in metadata.json is missing; re-run the conversion")
+    for path in sorted(set(directory.glob(SHARD_GLOB)) - set(paths)):
+        raise UserError(
+            f"{path}: shard not listed in metadata.json (the directory mixes conversions); "
+            "convert into a new directory"
+        )
+
+
+def _unreadable_shard(paths: List[pathlib.Path], directory: pathlib.Path) -> pathlib.Path:
+    """The first shard TensorFlow fails to read (only called after a failed parallel read)."""
+    for path in paths:
+        try:
+            for record in tf.data.TFRecordDataset(str(path)).map(_parse):
+                del record
+        except tf.errors.OpError:
+            return path
+    return directory
+
+
+def _check_blocks(directory: pathlib.Path, metadata: DatasetMetadata, blocks: list) -> None:
+    """Block order, per-shard counts and array shapes agree with metadata.json."""
+    where = directory / "metadata.json"
+    if [block for block, _, _ in blocks] != list(range(len(blocks))):
+        raise UserError(f"{where}: the shards' blocks are not numbered 0..{len(blocks) - 1}; re-run the conversion")
+    counts = np.zeros(len(metadata.shards), np.int64)
+    expected = {
+        "observations": metadata.observation_shape,
+        "next_observations": metadata.observation_shape,
+        "actions": metadata.action_shape,
+    }
+    for _, shard, arrays in blocks:
+        rows = int(arrays["rewards"].shape[0])
+        for key in TRANSITION_KEYS:
+            shape = [rows, *expected.get(key, [])]
+            if arrays[key].shape.as_list() != shape:
+                raise UserError(
+                    f"{directory / metadata.shards[shard].file}: field {key!r} has shape "
+                    f"{arrays[key].shape.as_list()} but metadata.json implies {shape}; re-run the conversion"
+                )
+        counts[shard] += rows
+    for shard, count in zip(metadata.shards, counts):
+        if count != shard.num_transitions:
+            raise UserError(
+                f"{directory / shard.file}: holds {count} transitions but metadata.json says "
+                f"{shard.num_transitions}; re-run the conversion"
+            )

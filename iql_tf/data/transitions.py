@@ -1,0 +1,92 @@
+"""Transition semantics (SPEC.md section 2): episodes or D4RL rows -> flat transition arrays.
+
+A dataset is a plain dict of float32 numpy arrays with the keys of `TRANSITION_KEYS`:
+  observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
+  terminals [N]  1.0 only where the environment terminated (a time-limit truncation is not terminal),
+  dones [N]      1.0 on the last transition of each trajectory (used to split trajectories, never in a target).
+No transition crosses an episode boundary.
+"""
+
+from typing import Dict, Optional
+
+import numpy as np
+
+TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "dones")
+
+Transitions = Dict[str, np.ndarray]
+
+# Reference (IQL's D4RL loader): consecutive rows belong to one trajectory while s'_i == s_{i+1}.
+CONTINUITY_TOLERANCE = 1e-6
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float32)
+
+
+def from_episode(
+    observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminations: np.ndarray
+) -> Transitions:
+    """One Minari-style episode: T+1 (flat) observations for T actions; transition t uses observations t, t+1."""
+    dones = np.zeros(len(actions), np.float32)
+    dones[-1] = 1.0
+    return {
+        "observations": _float32(observations[:-1]),
+        "actions": _float32(actions),
+        "rewards": _float32(rewards),
+        "next_observations": _float32(observations[1:]),
+        "terminals": _float32(terminations),
+        "dones": dones,
+    }
+
+
+def concatenate(parts: "list[Transitions]") -> Transitions:
+    return {key: np.concatenate([part[key] for part in parts]) for key in TRANSITION_KEYS}
+
+
+def from_rows(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray,
+    next_observations: Optional[np.ndarray] = None,
+) -> Transitions:
+    """D4RL-style rows (one step per row, episodes back to back) -> transitions.
+
+    With `next_observations` every row is a transition; a trajectory ends at a terminal, a timeout, where
+    the next row does not continue this row's s', and at the last row. Without it, s' is the next row of the
+    same episode, so the last row of an episode ending by timeout (or by the end of the file) has no s' and
+    is dropped. A terminal row is kept with s' = s: its mask is 0, so s' never enters a target, and dropping
+    it would erase the termination.
+    """
+    terminals = np.asarray(terminals).astype(bool)
+    timeouts = np.asarray(timeouts).astype(bool)
+    if next_observations is not None:
+        dones = terminals | timeouts
+        jumps = np.linalg.norm(observations[1:] - next_observations[:-1], axis=-1) > CONTINUITY_TOLERANCE
+        dones[:-1] |= jumps
+        dones[-1] = True
+        return {
+            "observations": _float32(observations),
+            "actions": _float32(actions),
+            "rewards": _float32(rewards),
+            "next_observations": _float32(next_observations),
+            "terminals": _float32(terminals),
+            "dones": _float32(dones),
+        }
+    episode_end = terminals | timeouts
+    episode_end[-1] = True
+    keep = ~episode_end | terminals
+    episode_index = np.cumsum(episode_end) - episode_end  # rows of one episode share an index
+    following = np.append(observations[1:], observations[-1:], axis=0)
+    next_rows = np.where(terminals[:, None], observations, following)
+    kept_episode = episode_index[keep]
+    dones = np.append(kept_episode[1:] != kept_episode[:-1], True) if kept_episode.size else kept_episode
+    return {
+        "observations": _float32(observations[keep]),
+        "actions": _float32(actions[keep]),
+        "rewards": _float32(rewards[keep]),
+        "next_observations": _float32(next_rows[keep]),
+        "terminals": _float32(terminals[keep]),
+        "dones": _float32(dones),
+    }

@@ -1,0 +1,126 @@
+"""make_dataset: reward preprocessing against numpy, action clipping, caching, gin, sources of every kind."""
+
+import gin
+import numpy as np
+import pytest
+from conftest import tiny_rows
+
+from iql_tf.data import convert as convert_lib
+from iql_tf.data import pipeline, rewards
+from iql_tf.data.pipeline import make_dataset
+from iql_tf.errors import UserError
+
+
+def reference_normalize(rewards_: np.ndarray, dones: np.ndarray) -> np.ndarray:
+    """The reference's `normalize` (split_into_trajectories + sort by return), written out with loops."""
+    trajectories = [[]]
+    for i, (reward, done) in enumerate(zip(rewards_, dones)):
+        trajectories[-1].append(reward)
+        if done and i + 1 < len(rewards_):
+            trajectories.append([])
+    returns = sorted(sum(t) for t in trajectories)
+    return rewards_ / (returns[-1] - returns[0]) * 1000.0
+
+
+def test_trajectory_returns_and_transforms_on_hand_numbers():
+    rewards_ = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    dones = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(rewards.trajectory_returns(rewards_, dones), [3.0, 12.0, 6.0])
+    assert rewards.reward_transform("locomotion", rewards_, dones) == rewards.RewardTransform(
+        "locomotion", scale=1000.0 / 9.0
+    )
+    assert rewards.reward_transform("antmaze", rewards_, dones) == rewards.RewardTransform("antmaze", shift=-1.0)
+    assert rewards.reward_transform("none", rewards_, dones) == rewards.RewardTransform("none")
+    with pytest.raises(UserError, match="spread of trajectory returns, which is 0"):
+        rewards.reward_transform("locomotion", np.ones(4), np.array([0.0, 1.0, 0.0, 1.0]))
+
+
+def test_unknown_preprocessing_lists_the_valid_modes(write_npz, tmp_path):
+    with pytest.raises(UserError, match=r"reward_preprocessing='d4rl' is unknown; valid values: none, locomotion, "
+                                        r"antmaze"):
+        make_dataset(str(write_npz()), reward_preprocessing="d4rl", cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()  # checked before any conversion
+
+
+@pytest.mark.parametrize("mode", ["none", "locomotion", "antmaze"])
+def test_reward_preprocessing_matches_numpy(mode, shared_datasets, tmp_path):
+    source = shared_datasets / "hopper-random-example.npz"
+    dataset = make_dataset(str(source), reward_preprocessing=mode, cache_dir=str(tmp_path))
+    with np.load(source) as raw:
+        original = raw["rewards"]
+    dones = dataset.tensors["dones"].numpy()
+    expected = {
+        "none": original,
+        "locomotion": reference_normalize(original, dones),
+        "antmaze": original - 1.0,
+    }[mode]
+    np.testing.assert_allclose(dataset.tensors["rewards"].numpy(), expected, rtol=1e-5)
+    assert dataset.reward_transform.mode == mode
+
+
+def test_actions_are_clipped_inside_the_open_interval(write_npz, tmp_path):
+    actions = tiny_rows()["actions"]
+    actions[0] = [1.0, -1.0]
+    actions[1] = [1.0005, -1.0005]  # within the 1e-3 tolerance of the source check
+    dataset = make_dataset(str(write_npz(actions=actions)), cache_dir=str(tmp_path / "cache"))
+    clipped = dataset.tensors["actions"].numpy()
+    np.testing.assert_array_equal(clipped[:2], np.float32([[1 - 1e-5, -(1 - 1e-5)]] * 2))
+    np.testing.assert_array_equal(clipped[2:11], actions[2:11])  # the last row is 1.0 again
+    assert clipped.max() == np.float32(1 - 1e-5)
+    assert all(tensor.dtype.name == "float32" for tensor in dataset.tensors.values())
+
+
+def test_conversion_is_cached_and_redone_when_the_source_changes(write_npz, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    path = write_npz()
+    first = make_dataset(str(path), cache_dir=str(cache))
+    assert len(list(cache.iterdir())) == 1
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "convert", no_conversion)
+        again = make_dataset(str(path), cache_dir=str(cache))
+    np.testing.assert_array_equal(again.tensors["rewards"].numpy(), first.tensors["rewards"].numpy())
+
+    write_npz(rewards=tiny_rows()["rewards"] + 7.0)  # same path, new content
+    changed = make_dataset(str(path), cache_dir=str(cache))
+    np.testing.assert_array_equal(changed.tensors["rewards"].numpy(), first.tensors["rewards"].numpy() + 7.0)
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("IQL_TF_DATA_DIR", str(tmp_path))
+    assert pipeline.default_cache_dir() == tmp_path
+
+
+def test_gin_configures_make_dataset_and_converted_directories_load_directly(write_npz, tmp_path):
+    convert_lib.convert(str(write_npz()), tmp_path / "converted")
+    gin.parse_config(f"""
+        make_dataset.source = '{tmp_path / "converted"}'
+        make_dataset.reward_preprocessing = 'antmaze'
+    """)
+    dataset = make_dataset()
+    np.testing.assert_allclose(dataset.tensors["rewards"].numpy(), tiny_rows()["rewards"] - 1.0)
+    assert dataset.metadata.source == str(tmp_path / "data.npz")
+
+
+def test_minari_example_loads_through_the_cache(shared_datasets, monkeypatch, tmp_path):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(shared_datasets / "minari"))
+    dataset = make_dataset("pointmaze/umaze-example-v0", cache_dir=str(tmp_path))
+    assert dataset.tensors["observations"].shape == (3000, 8)
+    assert dataset.metadata.observation_keys == ["achieved_goal", "desired_goal", "observation"]
+    assert dataset.metadata.num_episodes == 10 and dataset.metadata.env_id == "PointMaze_UMaze-v3"
+    assert [p.name.startswith("pointmaze_umaze-example-v0-") for p in tmp_path.iterdir()] == [True]
+
+
+def test_sources_that_are_not_datasets(minari_root, tmp_path):
+    with pytest.raises(UserError, match="minari download D4RL/door/human-v2"):
+        make_dataset("D4RL/door/human-v2", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match=r"missing.npz: file not found"):
+        make_dataset(str(tmp_path / "missing.npz"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"metadata.json: not found"):
+        make_dataset(str(tmp_path / "empty"), cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()

@@ -1,0 +1,132 @@
+"""Transition semantics (SPEC.md section 2) on hand-made rows and on the shared example datasets."""
+
+import json
+
+import h5py
+import minari
+import numpy as np
+import pytest
+from conftest import tiny_rows
+
+from iql_tf.data import sources, transitions
+from iql_tf.errors import UserError
+
+
+def test_rows_with_next_observations_keep_every_row():
+    rows = tiny_rows()
+    data = transitions.from_rows(**rows)
+    np.testing.assert_array_equal(data["next_observations"], rows["next_observations"])
+    np.testing.assert_array_equal(data["terminals"], rows["terminals"].astype(np.float32))
+    # A timeout is not terminal (its mask stays 1), but it ends a trajectory, like the terminal and the last row.
+    assert data["terminals"][8] == 0.0
+    np.testing.assert_array_equal(np.flatnonzero(data["dones"]), [3, 8, 11])
+
+
+def test_rows_discontinuity_ends_a_trajectory():
+    rows = tiny_rows()
+    rows["next_observations"][5] += 1e-3  # s'_5 != s_6: the reference splits there
+    rows["next_observations"][6] += 1e-8  # below the 1e-6 tolerance: same trajectory
+    data = transitions.from_rows(**rows)
+    np.testing.assert_array_equal(np.flatnonzero(data["dones"]), [3, 5, 8, 11])
+
+
+def test_rows_without_next_observations_use_the_next_row_and_drop_episode_ends():
+    rows = tiny_rows()
+    del rows["next_observations"]
+    data = transitions.from_rows(**rows)
+    # Row 8 (timeout) and row 11 (end of file) have no s' in their episode; the terminal row 3 is kept.
+    kept = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10]
+    np.testing.assert_array_equal(data["observations"], rows["observations"][kept])
+    expected_next = rows["observations"][[1, 2, 3, 3, 5, 6, 7, 8, 10, 11]]  # terminal row: s' = s (masked)
+    np.testing.assert_array_equal(data["next_observations"], expected_next)
+    np.testing.assert_array_equal(data["actions"], rows["actions"][kept])
+    np.testing.assert_array_equal(data["rewards"], rows["rewards"][kept])
+    np.testing.assert_array_equal(np.flatnonzero(data["terminals"]), [3])
+    np.testing.assert_array_equal(np.flatnonzero(data["dones"]), [3, 7, 9])
+    # No transition crosses an episode boundary: s' is always this episode's next observation (or s).
+    assert not np.any(data["next_observations"][:, 0] - data["observations"][:, 0] > 1)
+
+
+def test_episode_uses_consecutive_observations_and_terminations_only():
+    observations = np.arange(8, dtype=np.float64).reshape(4, 2)  # T + 1 = 4 observations, T = 3 actions
+    data = transitions.from_episode(observations, np.zeros((3, 1)), np.ones(3), np.array([False, False, True]))
+    np.testing.assert_array_equal(data["observations"], observations[:3])
+    np.testing.assert_array_equal(data["next_observations"], observations[1:])
+    np.testing.assert_array_equal(data["terminals"], [0, 0, 1])
+    np.testing.assert_array_equal(data["dones"], [0, 0, 1])
+    assert all(data[key].dtype == np.float32 for key in transitions.TRANSITION_KEYS)
+
+
+def test_hopper_npz_example(shared_datasets):
+    data = sources.read_source(str(shared_datasets / "hopper-random-example.npz"))
+    t = data.transitions
+    assert t["observations"].shape == (2000, 11) and t["actions"].shape == (2000, 3)
+    assert t["terminals"].sum() == 87
+    assert t["dones"].sum() == 88 and data.num_episodes == 88  # 87 falls + the unfinished last episode
+    assert t["dones"][-1] == 1 and t["terminals"][-1] == 0
+    # Without an env id the file names no environment and no reference scores.
+    assert data.env_id is None and data.ref_min_score is None
+
+
+def test_env_override_records_spaces_and_d4rl_locomotion_scores(shared_datasets):
+    data = sources.read_source(str(shared_datasets / "hopper-random-example.npz"), env_id="Hopper-v5")
+    assert (data.env_id, data.max_episode_steps) == ("Hopper-v5", 1000)
+    assert (data.ref_min_score, data.ref_max_score) == sources.D4RL_LOCOMOTION_SCORES["hopper"]
+    with pytest.raises(UserError, match=r"hopper-random-example.npz: field 'observations' has 11 columns but "
+                                        r"Walker2d-v5 has 17"):
+        sources.read_source(str(shared_datasets / "hopper-random-example.npz"), env_id="Walker2d-v5")
+
+
+def test_minari_example_flattens_dict_observations_in_sorted_key_order(shared_datasets, monkeypatch):
+    root = shared_datasets / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    data = sources.read_source("pointmaze/umaze-example-v0")
+    t = data.transitions
+    assert t["observations"].shape == (3000, 8) and data.num_episodes == 10
+    assert data.observation_keys == ["achieved_goal", "desired_goal", "observation"]
+    with h5py.File(root / "pointmaze/umaze-example-v0/data/main_data.hdf5", "r") as file:
+        episode = file["episode_3"]
+        raw = {key: episode[f"observations/{key}"][()] for key in data.observation_keys}
+        expected = np.concatenate([raw["achieved_goal"], raw["desired_goal"], raw["observation"]], axis=1)
+        actions = episode["actions"][()]
+    np.testing.assert_allclose(t["observations"][900:1200], expected[:-1].astype(np.float32))
+    np.testing.assert_allclose(t["next_observations"][900:1200], expected[1:].astype(np.float32))
+    np.testing.assert_array_equal(t["actions"][900:1200], actions)
+    assert t["terminals"].sum() == 0  # time-limit truncations are not terminal
+    np.testing.assert_array_equal(np.flatnonzero(t["dones"]), np.arange(299, 3000, 300))
+    # The evaluation env comes from eval_env_spec (goal cell 'g'), with its reference scores.
+    assert data.env_id == "PointMaze_UMaze-v3" and data.max_episode_steps == 300
+    assert data.env_kwargs["maze_map"][1][1] == "g"
+    assert (data.ref_min_score, data.ref_max_score) == (15.6, 227.7)
+    assert np.all(np.isinf(data.observation_low))
+
+
+def test_hdf5_source_reads_like_npz(tmp_path, write_npz):
+    path = tmp_path / "data.hdf5"
+    with h5py.File(path, "w") as file:
+        for key, value in tiny_rows().items():
+            file[key] = value
+        file["infos/qpos"] = np.zeros((12, 2))  # extra D4RL groups are ignored
+    from_hdf5 = sources.read_source(str(path)).transitions
+    from_npz = sources.read_source(str(write_npz())).transitions
+    for key in transitions.TRANSITION_KEYS:
+        np.testing.assert_array_equal(from_hdf5[key], from_npz[key])
+
+
+def test_missing_minari_id_is_one_error_without_network(minari_root, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(minari.storage.hosting, "download_dataset", no_network)
+    with pytest.raises(UserError) as error:
+        sources.read_source("D4RL/antmaze/umaze-v1")
+    message = str(error.value)
+    assert "D4RL/antmaze/umaze-v1" in message and str(minari_root) in message
+    assert "minari download D4RL/antmaze/umaze-v1" in message and "download=True" in message
+    assert "MINARI_DATASETS_PATH" in message
+
+
+def test_parse_env_kwargs():
+    assert sources.parse_env_kwargs(json.dumps({"a": 1})) == {"a": 1}
+    with pytest.raises(UserError, match="--env_kwargs"):
+        sources.parse_env_kwargs("[1]")
