@@ -31,17 +31,33 @@ def register_environments() -> None:
 
 
 def observation_keys(space: gym.Space) -> Optional[list]:
-    """The flattening order of a Dict observation space, or None for a Box."""
-    if isinstance(space, gym.spaces.Dict):
-        return sorted(space.spaces.keys())
-    return None
+    """The flattening order of a Dict observation space, or None for a Box.
+
+    Nested Dicts (FrankaKitchen's per-task goals) give 'outer/inner' paths, sorted at every level.
+    """
+    if not isinstance(space, gym.spaces.Dict):
+        return None
+    keys = []
+    for key in sorted(space.spaces.keys()):
+        inner = observation_keys(space.spaces[key])
+        keys += [key] if inner is None else [f"{key}/{path}" for path in inner]
+    return keys
+
+
+def observation_part(tree: Any, key: str) -> Any:
+    """The entry of a (nested) dict observation or Dict space at a key of `observation_keys`."""
+    for part in key.split("/"):
+        tree = tree[part]
+    return tree
 
 
 def flatten_observation(observation: Any, keys: Optional[Sequence[str]]) -> np.ndarray:
     """One observation (or a batch, leading axes kept) as a float32 vector in the fixed key order."""
     if keys is None:
         return np.asarray(observation, dtype=np.float32)
-    return np.concatenate([np.asarray(observation[key], dtype=np.float32) for key in keys], axis=-1)
+    return np.concatenate(
+        [np.asarray(observation_part(observation, key), dtype=np.float32) for key in keys], axis=-1
+    )
 
 
 def make_env(

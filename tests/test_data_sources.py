@@ -2,12 +2,15 @@
 
 import json
 
+import gymnasium as gym
 import h5py
 import minari
 import numpy as np
 import pytest
 from conftest import tiny_rows
+from minari.data_collector import EpisodeBuffer
 
+from iql_tf import envs
 from iql_tf.data import sources, transitions
 from iql_tf.errors import UserError
 
@@ -99,6 +102,28 @@ def test_minari_example_flattens_dict_observations_in_sorted_key_order(shared_da
     assert data.env_kwargs["maze_map"][1][1] == "g"
     assert (data.ref_min_score, data.ref_max_score) == (15.6, 227.7)
     assert np.all(np.isinf(data.observation_low))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # minari asks for author, description, ...
+def test_nested_dict_observations_flatten_in_sorted_path_order(minari_root):
+    box = lambda n, bound=np.inf: gym.spaces.Box(-bound, bound, (n,))  # noqa: E731
+    goals = gym.spaces.Dict({"kettle": box(3), "burner": box(1)})
+    space = gym.spaces.Dict({"observation": box(2, 5.0), "desired_goal": goals})
+    steps = 4
+    rows = np.arange(steps + 1, dtype=np.float64)[:, None]
+    episode = EpisodeBuffer(
+        observations={"observation": np.hstack([rows, -rows]),
+                      "desired_goal": {"kettle": np.hstack([rows, rows, rows]) + 10, "burner": rows + 100}},
+        actions=np.zeros((steps, 2), np.float32), rewards=np.ones(steps),
+        terminations=np.array([False] * 3 + [True]), truncations=np.zeros(steps, bool),
+    )
+    minari.create_dataset_from_buffers("tt/nested-v0", [episode], observation_space=space, action_space=box(2, 1.0))
+    data = sources.read_source("tt/nested-v0")
+    assert data.observation_keys == envs.observation_keys(space) == [
+        "desired_goal/burner", "desired_goal/kettle", "observation"]
+    np.testing.assert_array_equal(data.transitions["observations"][1], [101, 11, 11, 11, 1, -1])
+    np.testing.assert_array_equal(data.observation_high, [np.inf] * 4 + [5.0, 5.0])
+    assert data.env_id is None and data.transitions["terminals"].tolist() == [0, 0, 0, 1]
 
 
 def test_hdf5_source_reads_like_npz(tmp_path, write_npz):

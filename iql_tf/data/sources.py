@@ -213,16 +213,15 @@ def _read_minari(dataset: minari.MinariDataset) -> SourceData:
 def _check_observations(where: str, observations: Any, keys: Optional[List[str]], rows: int) -> np.ndarray:
     if keys is None:
         return validation.check_array(where, "observations", np.asarray(observations), (rows, None))
-    parts = {
-        key: validation.check_array(where, f"observations/{key}", np.asarray(observations[key]), (rows, None))
-        for key in keys
-    }
-    return envs.flatten_observation(parts, keys)
+    for key in keys:
+        part = np.asarray(envs.observation_part(observations, key))
+        validation.check_array(where, f"observations/{key}", part, (rows, None))
+    return envs.flatten_observation(observations, keys)
 
 
 def _bounds(space: gym.Space, keys: Optional[List[str]]) -> Tuple[np.ndarray, np.ndarray]:
     """Flat low/high of a Box, or of a Dict of Boxes in the flattening order."""
-    boxes = [space] if keys is None else [space[key] for key in keys]
+    boxes = [space] if keys is None else [envs.observation_part(space, key) for key in keys]
     if not all(isinstance(box, gym.spaces.Box) for box in boxes):
         raise UserError(f"space {space} is not made of Box spaces: iql-tf handles continuous spaces only")
     return (
