@@ -196,3 +196,8 @@ def test_cli_converts_and_reports_errors_in_one_line(shared_datasets, write_npz,
     assert error_lines == [f"error: {bad}: field 'actions' row 5 has value -7 outside [-1, 1] (by more than "
                            "0.001): the actions look unnormalised; rescale them to the action space"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_converted_directory_is_not_a_source(converted, tmp_path):
+    with pytest.raises(UserError, match=r"is already converted; pass it to make_dataset"):
+        convert(str(converted), tmp_path / "again")

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from absl import app, flags, logging
 
 from iql_tf.data import checksums, shards, sources
-from iql_tf.data.metadata import DatasetMetadata, write_metadata
+from iql_tf.data.metadata import METADATA_FILE, DatasetMetadata, write_metadata
 from iql_tf.errors import UserError, run_main
 
 
@@ -35,6 +35,8 @@ def convert(
     output = pathlib.Path(output).expanduser()
     if output.exists() and not (output.is_dir() and not any(output.iterdir())):
         raise UserError(f"{output}: already exists; choose a new --output or delete it first")
+    if (pathlib.Path(source).expanduser() / METADATA_FILE).is_file():
+        raise UserError(f"{source}: is already converted; pass it to make_dataset (or load_converted) directly")
     if shard_size <= 0:
         raise UserError(f"shard_size must be positive, got {shard_size}")
     files = sources.source_files(source, download)

@@ -99,10 +99,9 @@ def generate_pointmaze(
     check_new_id(dataset_id, overwrite)
     episodes, env = pointmaze.generate_episodes(num_steps, seed)
     eval_env = envs.make_env(pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS)
-    ref_min_score = rollouts.mean_return(
-        eval_env, rollouts.random_policy(eval_env.action_space, seed), num_reference_episodes, seed
+    ref_min_score, ref_max_score = rollouts.reference_scores(
+        eval_env, pointmaze.planner_policy(), num_reference_episodes, seed
     )
-    ref_max_score = rollouts.mean_return(eval_env, pointmaze.planner_policy(), num_reference_episodes, seed)
     description = (
         f"{num_steps} steps of a noisy (std {pointmaze.ACTION_NOISE}) BFS-waypoint + PD planner hopping between "
         f"neighbouring cells of PointMaze UMaze, relabelled for start cell {pointmaze.START_CELL} -> goal cell "
@@ -147,10 +146,7 @@ def generate_policy(
     env = envs.make_env(metadata["env_id"], metadata["env_kwargs"], metadata["max_episode_steps"])
     noisy = rollouts.with_noise(policy, noise_std, np.random.default_rng(seed))
     episodes = rollouts.collect(env, noisy, num_steps, seed)
-    ref_min_score = rollouts.mean_return(
-        env, rollouts.random_policy(env.action_space, seed), num_reference_episodes, seed
-    )
-    ref_max_score = rollouts.mean_return(env, policy, num_reference_episodes, seed)
+    ref_min_score, ref_max_score = rollouts.reference_scores(env, policy, num_reference_episodes, seed)
     description = (
         f"{num_steps} steps of the policy exported at {policy_dir} (trained on {metadata.get('dataset')}) with "
         f"Gaussian action noise of std {noise_std}, seed {seed}. ref_max_score: the noiseless policy."

@@ -58,12 +58,7 @@ class DatasetMetadata:
     @classmethod
     def from_json(cls, text: str, where: str) -> "DatasetMetadata":
         """Parses and type-checks the JSON; any problem is a UserError naming `where` and the field."""
-        try:
-            fields = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where}: not valid JSON ({error}); re-run the conversion") from error
-        if not isinstance(fields, dict):
-            raise UserError(f"{where}: expected a JSON object; re-run the conversion")
+        fields = parse_json_object(text, where, "re-run the conversion")
         expected = {field.name for field in dataclasses.fields(cls)}
         missing = sorted(expected - fields.keys())
         if missing:
@@ -99,6 +94,17 @@ class DatasetMetadata:
                 raise UserError(
                     f"{where}: field {field!r} disagrees with the shapes or shard counts; re-run the conversion"
                 )
+
+
+def parse_json_object(text: str, where: str, fix: str) -> Dict[str, Any]:
+    """A JSON object; invalid JSON or another type is a UserError naming `where` and saying `fix`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: not valid JSON ({error}); {fix}") from error
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a JSON object, got {text[:40]!r}; {fix}")
+    return value
 
 
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")

@@ -3,7 +3,6 @@
 A policy is any callable from one (unflattened) observation to one action.
 """
 
-import json
 import pathlib
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -12,6 +11,7 @@ import numpy as np
 from minari.data_collector import EpisodeBuffer
 
 from iql_tf import envs
+from iql_tf.data.metadata import parse_json_object
 from iql_tf.errors import UserError
 
 Policy = Callable[[Any], np.ndarray]
@@ -41,7 +41,7 @@ def saved_model_policy(directory: "str | pathlib.Path") -> Tuple[Policy, dict]:
     metadata_path = directory / "assets" / "metadata.json"
     if not metadata_path.is_file():
         raise UserError(f"{metadata_path}: not found; --policy must be an exported policy (DIR/export/policy)")
-    metadata = json.loads(metadata_path.read_text())
+    metadata = parse_json_object(metadata_path.read_text(), str(metadata_path), "re-export the policy")
     for field in ("env_id", "env_kwargs", "max_episode_steps", "observation_keys"):
         if field not in metadata:
             raise UserError(f"{metadata_path}: missing field {field!r}; re-export the policy")
@@ -97,3 +97,9 @@ def collect(env: gym.Env, policy: Policy, num_steps: int, seed: int) -> List[Epi
 def mean_return(env: gym.Env, policy: Policy, num_episodes: int, seed: int) -> float:
     """Average undiscounted return of full episodes, reset with seeds seed, seed + 1, ..."""
     return float(np.mean([np.sum(run_episode(env, policy, seed + k).rewards) for k in range(num_episodes)]))
+
+
+def reference_scores(env: gym.Env, policy: Policy, num_episodes: int, seed: int) -> Tuple[float, float]:
+    """(ref_min_score, ref_max_score): mean returns of a random policy and of `policy` (noiseless)."""
+    random_return = mean_return(env, random_policy(env.action_space, seed), num_episodes, seed)
+    return random_return, mean_return(env, policy, num_episodes, seed)

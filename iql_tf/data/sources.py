@@ -21,6 +21,7 @@ from minari.storage.datasets_root_dir import get_dataset_path
 from iql_tf import envs
 from iql_tf.data import transitions as transitions_lib
 from iql_tf.data import validation
+from iql_tf.data.metadata import parse_json_object
 from iql_tf.errors import UserError
 
 FILE_SUFFIXES = (".npz", ".hdf5", ".h5")
@@ -270,12 +271,6 @@ def _with_reference_fallback(data: SourceData) -> SourceData:
     return dataclasses.replace(data, ref_min_score=ref_min_score, ref_max_score=ref_max_score)
 
 
-def parse_env_kwargs(text: str) -> dict:
+def parse_env_kwargs(text: str) -> Dict[str, Any]:
     """The --env_kwargs flag: a JSON object."""
-    try:
-        kwargs = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"--env_kwargs: not valid JSON ({error}); pass an object such as '{{\"a\": 1}}'") from error
-    if not isinstance(kwargs, dict):
-        raise UserError(f"--env_kwargs: expected a JSON object, got {text!r}")
-    return kwargs
+    return parse_json_object(text, "--env_kwargs", "pass an object such as '{\"continuing_task\": false}'")
