@@ -57,7 +57,7 @@ class DatasetMetadata:
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "DatasetMetadata":
-        """Parses and type-checks the JSON; any problem is a UserError naming `where` and the field."""
+        """Parses and checks the JSON; any problem is a UserError naming `where` (and the field)."""
         fields = parse_json_object(text, where, "re-run the conversion")
         expected = {field.name for field in dataclasses.fields(cls)}
         missing = sorted(expected - fields.keys())
@@ -73,9 +73,9 @@ class DatasetMetadata:
                 fields[name] = [float(value) for value in fields[name]]
             fields["shards"] = [ShardInfo(**shard) for shard in fields["shards"]]
             metadata = cls(**{name: fields[name] for name in expected})
+            metadata.check(where)
         except (TypeError, ValueError) as error:
             raise UserError(f"{where}: malformed field ({error}); re-run the conversion") from error
-        metadata.check(where)
         return metadata
 
     def check(self, where: str) -> None:

@@ -60,7 +60,7 @@ def converted_directory(
         load_metadata(path)  # raises: a directory without metadata.json is no dataset
     files = sources.source_files(source, download)
     key = hashlib.sha256(
-        json.dumps([FORMAT_VERSION, source, env_id, env_kwargs or {}]).encode()
+        json.dumps([FORMAT_VERSION, env_id, env_kwargs or {}]).encode()
         + "".join(f"{file}:{file.stat().st_size}:{file.stat().st_mtime_ns}\n" for file in files).encode()
     ).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem if sources.is_file_source(source) else source)

@@ -81,7 +81,7 @@ def load_minari(dataset_id: str, download: bool = False) -> minari.MinariDataset
         pass
     except ValueError as error:  # malformed id or unsupported Minari version
         raise UserError(f"{dataset_id}: not a usable Minari dataset ({error})") from error
-    from iql_tf.data import generate  # generation is only needed here, and imports MuJoCo
+    from iql_tf.data import generate  # imported late: generate imports this module
 
     if dataset_id in generate.GENERATED_DATASETS:
         logging.info("%s is not in the local Minari root: generating it (no download needed)", dataset_id)
