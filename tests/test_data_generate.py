@@ -106,6 +106,17 @@ def test_random_generation_records_the_random_return(minari_root):
     assert data.env_id == "Hopper-v5" and data.transitions["terminals"].sum() == len(episodes) - 1
 
 
+def test_a_failed_write_leaves_no_dataset(minari_root, monkeypatch):
+    def broken(dataset_id, *args, **kwargs):
+        (minari_root / dataset_id / "data").mkdir(parents=True)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate.generate_random("tt/hopper/broken-v0", "Hopper-v5", num_steps=50)
+    assert not (minari_root / "tt/hopper/broken-v0").exists()
+
+
 def _tiny_policy(directory, observation_dim=11, action_dim=3):
     """A stand-in for an exported policy: the same signature and assets/metadata.json as the export."""
 

@@ -57,8 +57,10 @@ def write_dataset(
     algorithm: str,
     description: str,
     num_reference_episodes: int,
+    overwrite: bool,
 ) -> minari.MinariDataset:
-    """Writes a Minari dataset (replacing an existing one); a failed write leaves nothing behind."""
+    """Writes a Minari dataset (replacing an existing one if `overwrite`); a failed write leaves nothing."""
+    check_new_id(dataset_id, overwrite)  # again: generation took a while
     path = get_dataset_path(dataset_id)
     shutil.rmtree(path, ignore_errors=True)
     try:
@@ -110,7 +112,7 @@ def generate_pointmaze(
         f"task needs stitching. Seed {seed}. Reference scores are success rates on the eval env."
     )
     return write_dataset(dataset_id, episodes, env, eval_env, ref_min_score, ref_max_score,
-                         "bfs-waypoint-pd-planner+noise, relabelled", description, num_reference_episodes)
+                         "bfs-waypoint-pd-planner+noise, relabelled", description, num_reference_episodes, overwrite)
 
 
 def generate_random(
@@ -128,7 +130,8 @@ def generate_random(
     finished = episodes[:-1] or episodes  # the last one may be cut by the step budget
     ref_min_score = float(np.mean([np.sum(e.rewards) for e in finished]))
     return write_dataset(dataset_id, episodes, env, env, ref_min_score, None, "uniform-random",
-                         f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.", len(finished))
+                         f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.", len(finished),
+                         overwrite)
 
 
 def generate_policy(
@@ -152,7 +155,7 @@ def generate_policy(
         f"Gaussian action noise of std {noise_std}, seed {seed}. ref_max_score: the noiseless policy."
     )
     return write_dataset(dataset_id, episodes, env, env, ref_min_score, ref_max_score, "exported-policy+noise",
-                         description, num_reference_episodes)
+                         description, num_reference_episodes, overwrite)
 
 
 # The project's own ids: loading one that is missing generates it (how the quickstart runs offline).
