@@ -10,7 +10,7 @@ episodes are split by a truncation), so solving the task needs stitching.
 import collections
 import copy
 import math
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -199,9 +199,11 @@ def generate_episodes(num_transitions: int, seed: int) -> Tuple[List[EpisodeBuff
     return episodes, env
 
 
-def planner_policy(planner: Optional[Planner] = None):
+def planner_policy() -> Callable[[Dict[str, np.ndarray]], np.ndarray]:
     """The noiseless planner as a policy of dict observations (for ref_max_score)."""
-    planner = planner or Planner(U_MAZE)
-    return lambda observation: planner.action(observation["observation"], observation["desired_goal"]).astype(
-        np.float32
-    )
+    planner = Planner(U_MAZE)
+
+    def policy(observation: Dict[str, np.ndarray]) -> np.ndarray:
+        return planner.action(observation["observation"], observation["desired_goal"]).astype(np.float32)
+
+    return policy
