@@ -6,11 +6,18 @@ from typing import Any, Dict, Sequence
 
 import gin
 import tensorflow as tf
+from absl import flags
 
 from iql_tf.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIN_DIR = REPO_ROOT / "gin"
+
+
+def define_gin_flags() -> None:
+    """--gin_file and --gin_bindings, the only configuration flags of every command that trains."""
+    flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order (e.g. gin/locomotion.gin).")
+    flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files, e.g. 'train.seed = 1'.")
 
 
 def resolve_gin_file(name: str) -> str:

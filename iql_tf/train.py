@@ -28,10 +28,6 @@ from iql_tf.export import export_policy
 from iql_tf.replay_buffer import ReplayBuffer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order (e.g. gin/locomotion.gin).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files, e.g. 'train.seed = 1'.")
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard events, export. Re-use it to resume.")
-
 RESULTS_FILE = "eval_results.json"
 
 
@@ -204,7 +200,8 @@ def train(
     if last_saved != step:
         manager.save(checkpoint_number=step)
     if eval_episodes > 0:
-        results = run_evaluation(step)
+        # A finished run that is re-run (a sweep resuming, say) keeps its recorded final evaluation.
+        results = _recorded_results(workdir).get(step) or run_evaluation(step)
     export(step, results)
     writer.flush()
     logging.info("Done: %d steps; policy exported to %s.", step, os.path.join(workdir, "export", "policy"))
@@ -218,14 +215,21 @@ def _headline(results: Dict[str, float]) -> str:
     return ""
 
 
-def _append_result(workdir: str, step: int, results: Dict[str, float]) -> None:
-    """Keeps every evaluation in DIR/eval_results.json (written atomically)."""
+def _recorded_results(workdir: str) -> Dict[int, Dict[str, float]]:
+    """The evaluations in DIR/eval_results.json, by step."""
     path = os.path.join(workdir, RESULTS_FILE)
-    history = []
-    if os.path.exists(path):
-        with open(path) as f:
-            history = [entry for entry in json.load(f) if entry["step"] < step]
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {entry.pop("step"): entry for entry in json.load(f)}
+
+
+def _append_result(workdir: str, step: int, results: Dict[str, float]) -> None:
+    """Adds an evaluation to DIR/eval_results.json (atomically), dropping any of a later step that a
+    resumed run is about to redo."""
+    history = [{"step": s, **r} for s, r in _recorded_results(workdir).items() if s < step]
     history.append({"step": step, **results})
+    path = os.path.join(workdir, RESULTS_FILE)
     with open(path + ".tmp", "w") as f:
         json.dump(history, f, indent=2)
     os.replace(path + ".tmp", path)
@@ -243,4 +247,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    config.define_gin_flags()
+    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard events, export. Re-use it to resume.")
     app.run(run_main(main))
