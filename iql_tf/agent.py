@@ -35,7 +35,8 @@ def _adam(learning_rate) -> keras.optimizers.Adam:
     return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
 
 
-@gin.configurable
+# The trainer passes these; binding them in gin would be silently overridden, so gin refuses them.
+@gin.configurable(denylist=["observation_dim", "action_dim", "actor_decay_steps", "seed"])
 class IQLAgent(tf.Module):
     """Value, twin critics with a Polyak target, and a Gaussian actor trained by AWR.
 

@@ -174,6 +174,7 @@ def test_dataset_that_does_not_fit_the_environment_is_a_user_error(hopper_bindin
 @pytest.mark.parametrize("binding, message", [
     ("train.no_such_parameter = 1", "no_such_parameter"),
     ("NoSuchConfigurable.x = 1", "NoSuchConfigurable"),
+    ("IQLAgent.seed = 3", "seed"),  # set by the trainer (train.seed): a binding would be silently overridden
 ])
 def test_unknown_gin_names_are_user_errors(binding, message):
     with pytest.raises(UserError, match=message):
