@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from iql_tf import config  # noqa: E402
@@ -109,6 +110,7 @@ def main(argv: Sequence[str]) -> None:
         os.makedirs(FLAGS.output_dir, exist_ok=True)
     except OSError as error:
         raise UserError(f"--output_dir {FLAGS.output_dir}: {error.strerror}; choose a writable folder") from error
+    tf.get_logger().setLevel("WARNING")  # TF's own INFO lines (saver internals) drown the runs' progress
     rows = run_sweep(FLAGS.gin_file, FLAGS.gin_bindings, expectiles, seeds, FLAGS.output_dir)
     print(f"{'expectile':>9} {'seed':>5} {rows[0]['score_kind']:>18}")
     for row in rows:
