@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from iql_tf import losses
+from iql_tf.errors import UserError
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
 from iql_tf.replay_buffer import ReplayBuffer
 
@@ -28,6 +29,26 @@ METRIC_NAMES = (
     "target_mean",
 )
 LOSS_NAMES = ("value_loss", "actor_loss", "critic_loss")
+
+
+def _check_hyperparameters(hidden_dims, expectile, beta, discount, target_update_rate, learning_rates,
+                           dropout_rate, batch_size) -> None:
+    """Raises a UserError naming the first IQLAgent binding that is out of its range."""
+    dims_ok = isinstance(hidden_dims, (tuple, list)) and hidden_dims and all(
+        isinstance(units, int) and units > 0 for units in hidden_dims)
+    checks = [
+        ("hidden_dims", hidden_dims, dims_ok, "a tuple of positive sizes, e.g. (256, 256)"),
+        ("expectile", expectile, 0.0 < expectile < 1.0, "in (0, 1)"),
+        ("beta", beta, beta >= 0.0, ">= 0 (0 is behaviour cloning)"),
+        ("discount", discount, 0.0 <= discount <= 1.0, "in [0, 1]"),
+        ("target_update_rate", target_update_rate, 0.0 < target_update_rate <= 1.0, "in (0, 1]"),
+        ("learning rates", learning_rates, all(lr > 0 for lr in learning_rates), "positive"),
+        ("actor_dropout_rate", dropout_rate, dropout_rate is None or 0.0 <= dropout_rate < 1.0, "None or in [0, 1)"),
+        ("batch_size", batch_size, isinstance(batch_size, int) and batch_size > 0, "a positive integer"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise UserError(f"IQLAgent.{name} = {value!r} must be {expected}; fix it in the gin file or --gin_bindings")
 
 
 def _adam(learning_rate) -> keras.optimizers.Adam:
@@ -79,6 +100,8 @@ class IQLAgent(tf.Module):
           jit_compile: compile the train step with XLA (slower than TF's own kernels on CPU here).
         """
         super().__init__(name="iql_agent")
+        _check_hyperparameters(hidden_dims, expectile, beta, discount, target_update_rate,
+                               (value_lr, critic_lr, actor_lr), actor_dropout_rate, batch_size)
         self.expectile = float(expectile)
         self.beta = float(beta)
         self.discount = float(discount)

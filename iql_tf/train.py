@@ -108,8 +108,9 @@ def train(
     if env_fn is None and eval_episodes > 0:
         if not metadata.env_id:
             raise UserError(
-                f"dataset {metadata.source} names no environment, so it cannot be evaluated: "
-                "bind train.eval_episodes = 0 to train without evaluation"
+                f"dataset {metadata.source} names no environment, so it cannot be evaluated: bind "
+                "make_dataset.env_id (e.g. 'Hopper-v5') to the env it was collected in, or train.eval_episodes = 0 "
+                "to train without evaluation"
             )
         env_fn = lambda: make_env(metadata.env_id, metadata.env_kwargs, metadata.max_episode_steps)  # noqa: E731
     if eval_episodes > 0:

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from iql_tf import losses
 from iql_tf.agent import IQLAgent
+from iql_tf.errors import UserError
 from iql_tf.replay_buffer import ReplayBuffer
 
 OBS, ACT = 3, 2
@@ -152,3 +153,14 @@ def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
         for a, b in zip(weights(getattr(agent, name)), weights(getattr(restored, name))):
             np.testing.assert_array_equal(a, b, err_msg=name)
     np.testing.assert_array_equal(agent.generator.state.numpy(), restored.generator.state.numpy())
+
+
+@pytest.mark.parametrize("binding, value, message", [
+    ("hidden_dims", 3, "IQLAgent.hidden_dims = 3"), ("hidden_dims", (), "IQLAgent.hidden_dims"),
+    ("expectile", 1.0, "IQLAgent.expectile"), ("beta", -1.0, "IQLAgent.beta"), ("discount", 1.5, "IQLAgent.discount"),
+    ("target_update_rate", 0.0, "IQLAgent.target_update_rate"), ("critic_lr", 0.0, "IQLAgent.learning rates"),
+    ("actor_dropout_rate", 1.0, "IQLAgent.actor_dropout_rate"), ("batch_size", 0, "IQLAgent.batch_size"),
+])
+def test_out_of_range_hyperparameters_are_user_errors(binding, value, message):
+    with pytest.raises(UserError, match=message):
+        make_agent(**{binding: value})

@@ -155,3 +155,10 @@ def test_parse_env_kwargs():
     assert sources.parse_env_kwargs(json.dumps({"a": 1})) == {"a": 1}
     with pytest.raises(UserError, match="--env_kwargs"):
         sources.parse_env_kwargs("[1]")
+
+
+def test_a_file_of_another_kind_is_not_mistaken_for_a_minari_id(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not data")
+    with pytest.raises(UserError, match=r"notes.txt: not a dataset file \(expected .npz, .hdf5 or .h5\)"):
+        sources.source_files(str(path))

@@ -66,6 +66,9 @@ def source_files(source: str, download: bool = False) -> List[pathlib.Path]:
             raise UserError(f"{source}: file not found; pass an existing .npz / .hdf5 file, a Minari id or a "
                             "converted dataset directory")
         return [path.resolve()]
+    if pathlib.Path(source).expanduser().is_file():
+        raise UserError(f"{source}: not a dataset file (expected .npz, .hdf5 or .h5), nor a Minari id or a "
+                        "converted dataset directory")
     data_path = pathlib.Path(load_minari(source, download).spec.data_path)
     return sorted(path.resolve() for path in data_path.iterdir() if path.is_file())
 
