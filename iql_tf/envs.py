@@ -77,3 +77,22 @@ def make_env(
             f"cannot make environment {env_id!r}: {error}; check the env id in the dataset metadata "
             "and that gymnasium-robotics / mujoco are installed (pip install -r requirements.txt)"
         ) from error
+    except (TypeError, ValueError) as error:  # kwargs the environment does not take, or bad values
+        raise UserError(
+            f"cannot make environment {env_id!r} with kwargs {kwargs}: {error}; fix the env kwargs"
+        ) from error
+
+
+def check_env_fits(env: gym.Env, observation_keys: Optional[Sequence[str]], observation_dim: int,
+                   action_dim: int, dataset: str) -> None:
+    """Raises a UserError when the dataset's shapes do not fit the environment's spaces."""
+    env_id = env.spec.id if env.spec else type(env).__name__
+    env_observation_dim = flatten_observation(env.observation_space.sample(), observation_keys).shape[-1]
+    env_action_dim = int(np.prod(env.action_space.shape))
+    if (env_observation_dim, env_action_dim) != (observation_dim, action_dim):
+        raise UserError(
+            f"dataset {dataset} has observations of size {observation_dim} and actions of size {action_dim}, "
+            f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: the dataset does not "
+            "belong to this environment; check the env id in its metadata.json or convert the right dataset"
+        )
+

@@ -6,23 +6,8 @@ import gymnasium as gym
 import numpy as np
 
 from iql_tf.envs import flatten_observation
-from iql_tf.errors import UserError
 
 Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in [-1, 1]
-
-
-def check_env_fits(env: gym.Env, observation_keys: Optional[Sequence[str]], observation_dim: int,
-                   action_dim: int, dataset: str) -> None:
-    """Raises a UserError when the dataset's shapes do not fit the environment's spaces."""
-    env_id = env.spec.id if env.spec else type(env).__name__
-    env_observation_dim = flatten_observation(env.observation_space.sample(), observation_keys).shape[-1]
-    env_action_dim = int(np.prod(env.action_space.shape))
-    if (env_observation_dim, env_action_dim) != (observation_dim, action_dim):
-        raise UserError(
-            f"dataset {dataset} has observations of size {observation_dim} and actions of size {action_dim}, "
-            f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: the dataset does not "
-            "belong to this environment; check the env id in its metadata.json or convert the right dataset"
-        )
 
 
 def normalized_score(returns: np.ndarray, ref_min_score: Optional[float],

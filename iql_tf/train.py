@@ -21,9 +21,9 @@ from absl import app, flags, logging
 from iql_tf import config
 from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.data.pipeline import make_dataset
-from iql_tf.envs import make_env
+from iql_tf.envs import check_env_fits, make_env
 from iql_tf.errors import UserError, run_main
-from iql_tf.evaluation import check_env_fits, evaluate
+from iql_tf.evaluation import evaluate
 from iql_tf.export import export_policy
 from iql_tf.replay_buffer import ReplayBuffer
 
