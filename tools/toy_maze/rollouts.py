@@ -58,7 +58,10 @@ def make_dataset(
     """Trajectory 0 follows the optimal policy (it must reach the goal); trajectories 1..num_random act uniformly."""
     episodes = [rollout(maze, greedy(optimal_actions), horizon, rng)]
     if episodes[0][-1, 2] != maze.goal:
-        raise UserError(f"the optimal trajectory did not reach the goal within --horizon={horizon}: use a longer horizon")
+        raise UserError(
+            f"the optimal trajectory did not reach the goal within --dataset_horizon={horizon}: use a longer "
+            "--dataset_horizon"
+        )
     episodes += [rollout(maze, uniform_random, horizon, rng) for _ in range(num_random)]
     rows = np.concatenate(episodes)
     reached = rows[:, 2] == maze.goal
