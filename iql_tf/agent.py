@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from iql_tf import losses
-from iql_tf.errors import UserError
+from iql_tf.errors import UserError, is_integer, is_number
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
 from iql_tf.replay_buffer import ReplayBuffer
 
@@ -31,24 +31,30 @@ METRIC_NAMES = (
 LOSS_NAMES = ("value_loss", "actor_loss", "critic_loss")
 
 
-def _check_hyperparameters(hidden_dims, expectile, beta, discount, target_update_rate, learning_rates,
+def _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, target_update_rate, learning_rates,
                            dropout_rate, batch_size) -> None:
     """Raises a UserError naming the first IQLAgent binding that is out of its range."""
-    dims_ok = isinstance(hidden_dims, (tuple, list)) and hidden_dims and all(
-        isinstance(units, int) and units > 0 for units in hidden_dims)
     checks = [
-        ("hidden_dims", hidden_dims, dims_ok, "a tuple of positive sizes, e.g. (256, 256)"),
-        ("expectile", expectile, 0.0 < expectile < 1.0, "in (0, 1)"),
-        ("beta", beta, beta >= 0.0, ">= 0 (0 is behaviour cloning)"),
-        ("discount", discount, 0.0 <= discount <= 1.0, "in [0, 1]"),
-        ("target_update_rate", target_update_rate, 0.0 < target_update_rate <= 1.0, "in (0, 1]"),
-        ("learning rates", learning_rates, all(lr > 0 for lr in learning_rates), "positive"),
-        ("actor_dropout_rate", dropout_rate, dropout_rate is None or 0.0 <= dropout_rate < 1.0, "None or in [0, 1)"),
-        ("batch_size", batch_size, isinstance(batch_size, int) and batch_size > 0, "a positive integer"),
+        ("hidden_dims", hidden_dims, isinstance(hidden_dims, (tuple, list)) and len(hidden_dims) > 0
+         and all(is_integer(units) and units > 0 for units in hidden_dims), "a tuple of positive sizes, e.g. (256, 256)"),
+        ("expectile", expectile, is_number(expectile) and 0.0 < expectile < 1.0, "a number in (0, 1)"),
+        ("beta", beta, is_number(beta) and beta >= 0.0, "a number >= 0 (0 is behaviour cloning)"),
+        ("discount", discount, is_number(discount) and 0.0 <= discount <= 1.0, "a number in [0, 1]"),
+        ("target_update_rate", target_update_rate, is_number(target_update_rate) and 0.0 < target_update_rate <= 1.0,
+         "a number in (0, 1]"),
+        ("learning rates", learning_rates, all(is_number(lr) and lr > 0 for lr in learning_rates), "positive numbers"),
+        ("actor_dropout_rate", dropout_rate, dropout_rate is None or is_number(dropout_rate) and 0.0 <= dropout_rate < 1.0,
+         "None or a number in [0, 1)"),
+        ("batch_size", batch_size, is_integer(batch_size) and batch_size > 0, "a positive integer"),
     ]
     for name, value, ok, expected in checks:
         if not ok:
             raise UserError(f"IQLAgent.{name} = {value!r} must be {expected}; fix it in the gin file or --gin_bindings")
+    try:
+        keras.activations.get(activation)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"IQLAgent.activation = {activation!r} is not a Keras activation (e.g. 'relu', 'elu', "
+                        "'tanh'); fix it in the gin file or --gin_bindings") from error
 
 
 def _adam(learning_rate) -> keras.optimizers.Adam:
@@ -97,10 +103,11 @@ class IQLAgent(tf.Module):
           target_update_rate: Polyak rate alpha of the target critics.
           actor_cosine_decay: cosine decay of the actor lr to 0 over actor_decay_steps.
           actor_dropout_rate: dropout after each hidden layer of the actor, in training only.
-          jit_compile: compile the train step with XLA (slower than TF's own kernels on CPU here).
+          jit_compile: compile the train step with XLA (on this project's CPU: faster for 64x64 and
+            128x128 networks, slower for 256x256; see README "Figures").
         """
         super().__init__(name="iql_agent")
-        _check_hyperparameters(hidden_dims, expectile, beta, discount, target_update_rate,
+        _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, target_update_rate,
                                (value_lr, critic_lr, actor_lr), actor_dropout_rate, batch_size)
         self.expectile = float(expectile)
         self.beta = float(beta)
@@ -129,6 +136,8 @@ class IQLAgent(tf.Module):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.generator = tf.random.Generator.from_seed(seed)
         self._train = tf.function(self._train_steps, jit_compile=jit_compile)
+        # A fixed signature: evaluation batches shrink as episodes end, which must not retrace.
+        self.act = tf.function(self.actor, input_signature=[tf.TensorSpec([None, observation_dim], tf.float32)])
 
     def update(self, batch: Dict[str, tf.Tensor], dropout_seed: tf.Tensor) -> Dict[str, tf.Tensor]:
         """One IQL update in the reference order: value, actor, critics, target critics."""
@@ -166,7 +175,6 @@ class IQLAgent(tf.Module):
             )
         self.step.assign_add(1)
 
-        policy_std = tf.exp(tf.clip_by_value(self.actor.log_std, -5.0, 2.0))
         return {
             "value_loss": value_loss,
             "v_mean": tf.reduce_mean(v),
@@ -179,7 +187,7 @@ class IQLAgent(tf.Module):
             "awr_weight_clipped_fraction": tf.reduce_mean(
                 tf.cast(weights >= losses.MAX_AWR_WEIGHT, tf.float32)
             ),
-            "policy_std_mean": tf.reduce_mean(policy_std),
+            "policy_std_mean": tf.reduce_mean(self.actor.std()),
             "critic_loss": critic_loss,
             "q1_mean": tf.reduce_mean(q1),
             "q2_mean": tf.reduce_mean(q2),
@@ -215,8 +223,3 @@ class IQLAgent(tf.Module):
         """Runs `num_steps` updates on batches sampled from `buffer`; returns their mean metrics."""
         metrics = self._train(buffer, tf.constant(num_steps, tf.int32))
         return {name: float(value) for name, value in metrics.items()}
-
-    @tf.function
-    def act(self, observations: tf.Tensor) -> tf.Tensor:
-        """Deterministic actions (the policy mean), in [-1, 1]."""
-        return self.actor(observations)

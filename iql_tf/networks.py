@@ -96,12 +96,15 @@ class GaussianActor(keras.Model):
             x = tf.nn.experimental.stateless_dropout(layer(x), rate=self.dropout_rate, seed=seed)
         return tf.tanh(self.mean_head(x))
 
+    def std(self) -> tf.Tensor:
+        """The state-independent standard deviation exp(clip(log_std, -5, 2)), [action_dim]."""
+        return tf.exp(tf.clip_by_value(self.log_std, LOG_STD_MIN, LOG_STD_MAX))
+
     def distribution(
         self, observations: tf.Tensor, temperature: float = 1.0, dropout_seed: Optional[tf.Tensor] = None
     ) -> tfd.Distribution:
         """The policy as a TFP distribution; temperature 0 collapses it onto the mean."""
         # A Gaussian over raw actions with a tanh'd mean, not a tanh-squashed distribution (SPEC.md 6.2).
-        log_std = tf.clip_by_value(self.log_std, LOG_STD_MIN, LOG_STD_MAX)
         return tfd.MultivariateNormalDiag(
-            loc=self(observations, dropout_seed=dropout_seed), scale_diag=tf.exp(log_std) * temperature
+            loc=self(observations, dropout_seed=dropout_seed), scale_diag=self.std() * temperature
         )

@@ -22,7 +22,7 @@ from iql_tf import config
 from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import check_env_fits, make_env
-from iql_tf.errors import UserError, run_main
+from iql_tf.errors import UserError, is_integer, run_main
 from iql_tf.evaluation import evaluate
 from iql_tf.export import export_policy
 from iql_tf.replay_buffer import ReplayBuffer
@@ -93,13 +93,14 @@ def train(
       dataset_fn: returns the offline dataset (tensors + metadata); injected by tests.
       env_fn: builds one evaluation environment; defaults to the one in the dataset metadata.
     """
-    for name, value in [("max_steps", max_steps), ("steps_per_call", steps_per_call),
-                        ("log_interval", log_interval), ("eval_interval", eval_interval),
-                        ("checkpoint_interval", checkpoint_interval), ("checkpoints_to_keep", checkpoints_to_keep)]:
-        if value <= 0:
-            raise UserError(f"train.{name} = {value} must be positive; fix it in the gin file or --gin_bindings")
-    if eval_episodes < 0:
-        raise UserError(f"train.eval_episodes = {eval_episodes} must be >= 0")
+    for name, value, minimum in [("max_steps", max_steps, 1), ("steps_per_call", steps_per_call, 1),
+                                 ("log_interval", log_interval, 1), ("eval_interval", eval_interval, 1),
+                                 ("eval_episodes", eval_episodes, 0), ("checkpoint_interval", checkpoint_interval, 1),
+                                 ("checkpoints_to_keep", checkpoints_to_keep, 1), ("seed", seed, 0)]:
+        if not is_integer(value) or value < minimum:
+            kind = "positive" if minimum else "non-negative"
+            raise UserError(f"train.{name} = {value!r} must be a {kind} integer (write 1000000, not 1e6); "
+                            "fix it in the gin file or --gin_bindings")
 
     dataset = dataset_fn()
     metadata = dataset.metadata
@@ -243,7 +244,10 @@ def main(argv: Sequence[str]) -> None:
         raise UserError("--workdir is required: the run directory for checkpoints, TensorBoard and the export")
     tf.get_logger().setLevel("WARNING")  # TF's own INFO lines (saver internals) drown the run's progress
     config.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    os.makedirs(FLAGS.workdir, exist_ok=True)
+    try:
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--workdir {FLAGS.workdir}: cannot create it ({error.strerror}); choose a writable folder") from error
     train(FLAGS.workdir)
 
 

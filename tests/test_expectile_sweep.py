@@ -29,7 +29,7 @@ def test_sweep_trains_each_expectile_and_seed_and_reuses_finished_runs(tiny_bind
     output = tmp_path / "sweep"
     rows = run_sweep(["gin/locomotion.gin"], tiny_bindings, [0.5, 0.9], [0, 1], str(output))
     assert [(row["expectile"], row["seed"]) for row in rows] == [(0.5, 0), (0.5, 1), (0.9, 0), (0.9, 1)]
-    assert all(row["score_kind"] == "normalized_score" for row in rows)
+    assert all(row["score_kind"] == "normalized_score" for row in rows)  # Hopper reports no success
     for tau, seed in [(0.5, 0), (0.9, 1)]:
         operative = (output / f"tau-{tau:g}_seed-{seed}" / "operative_config.gin").read_text()
         assert f"IQLAgent.expectile = {tau}" in operative and f"train.seed = {seed}" in operative
@@ -48,6 +48,12 @@ def test_sweep_trains_each_expectile_and_seed_and_reuses_finished_runs(tiny_bind
 def test_expectile_outside_the_unit_interval_is_a_user_error(tiny_bindings, tmp_path):
     with pytest.raises(UserError, match="expectile 1.5 is outside"):
         run_sweep(["gin/locomotion.gin"], tiny_bindings, [0.7, 1.5], [0], str(tmp_path))
+
+
+@pytest.mark.parametrize("binding", ["IQLAgent.expectile = 0.8", "train.seed=4"])
+def test_bindings_of_what_the_sweep_sets_are_refused(tiny_bindings, tmp_path, binding):
+    with pytest.raises(UserError, match="the sweep sets IQLAgent.expectile and train.seed itself"):
+        run_sweep(["gin/locomotion.gin"], tiny_bindings + [binding], [0.7], [0], str(tmp_path))
 
 
 def test_cli_rejects_a_malformed_list_in_one_line(tmp_path):

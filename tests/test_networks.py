@@ -18,7 +18,11 @@ def test_value_and_twin_critic_shapes_and_independence():
 
 def test_every_dense_is_orthogonal_with_gain_sqrt2_and_zero_bias():
     actor = GaussianActor(4, 3, (32, 32), "relu", seed=1)
-    for layer in actor.trunk.layers + [actor.mean_head]:
+    value = ValueNetwork(4, (32, 32), "relu", seed=2)
+    critic = TwinCritic(4, 3, (32, 32), "relu", seed=3)
+    networks = [actor.trunk.layers + [actor.mean_head], value.trunk.layers + [value.head]]
+    networks += [q.trunk.layers + [q.head] for q in (critic.q1, critic.q2)]
+    for layer in sum(networks, []):
         kernel = layer.kernel.numpy()
         small = min(kernel.shape)
         gram = kernel.T @ kernel if kernel.shape[0] >= kernel.shape[1] else kernel @ kernel.T

@@ -65,9 +65,10 @@ def latest_step(workdir):
 
 
 @pytest.mark.slow
-def test_run_interrupted_by_sigterm_and_kill_9_ends_with_the_same_weights(hopper_bindings, tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_run_interrupted_by_sigterm_and_kill_9_ends_with_the_same_weights(hopper_bindings, tmp_path, jit_compile):
     schedule = ["train.max_steps = 3000", "train.checkpoint_interval = 200", "train.steps_per_call = 50",
-                "IQLAgent.actor_dropout_rate = 0.1"]
+                "IQLAgent.actor_dropout_rate = 0.1", f"IQLAgent.jit_compile = {jit_compile}"]
     bindings = hopper_bindings + schedule
 
     parse(bindings)
@@ -189,12 +190,23 @@ def test_missing_gin_file_lists_the_available_ones():
 @pytest.mark.parametrize("bindings, message", [
     (["train.no_such_parameter = 1"], "no_such_parameter"),
     (["make_dataset.source = '/no/such/data.npz'"], "/no/such/data.npz"),
-    (["train.max_steps = 0"], "train.max_steps = 0 must be positive"),
+    (["train.max_steps = 0"], "train.max_steps = 0 must be a positive integer"),
+    (["train.max_steps = 1e6"], "train.max_steps = 1000000.0 must be a positive integer (write 1000000, not 1e6)"),
+    (["IQLAgent.expectile = '0.7'"], "IQLAgent.expectile = '0.7' must be a number in (0, 1)"),
+    (["IQLAgent.activation = 'rleu'"], "IQLAgent.activation = 'rleu' is not a Keras activation"),
 ])
-def test_cli_reports_expected_mistakes_in_one_line(bindings, message, tmp_path):
-    process = run_cli(bindings, tmp_path / "run")
+def test_cli_reports_expected_mistakes_in_one_line(bindings, message, hopper_bindings, tmp_path):
+    process = run_cli(hopper_bindings + bindings, tmp_path / "run")
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+
+
+def test_cli_reports_a_workdir_it_cannot_create_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    process = run_cli([], tmp_path / "file" / "run")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert stderr.strip().splitlines()[-1].startswith(f"error: --workdir {tmp_path / 'file' / 'run'}: cannot create it")

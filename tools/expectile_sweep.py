@@ -12,6 +12,7 @@ command resumes unfinished runs and reuses finished ones. Writes OUTPUT_DIR/expe
 
 import csv
 import os
+import re
 from typing import Dict, List, Sequence
 
 import gin
@@ -30,8 +31,11 @@ from iql_tf.train import train  # noqa: E402
 FLAGS = flags.FLAGS
 CSV_FILE = "expectile_sweep.csv"
 PNG_FILE = "expectile_sweep.png"
-# The final evaluation's headline, in order of preference.
-SCORE_KEYS = ("normalized_score", "return_mean")
+# The final evaluation's headline, in order of preference: success where the env reports it (for
+# AntMaze the paper's score is 100 x success, whatever Minari's eval env makes of the return).
+SCORE_KEYS = ("success_rate", "normalized_score", "return_mean")
+# Bindings the sweep sets itself for each run.
+SWEPT = re.compile(r"\s*(IQLAgent\.expectile|train\.seed)\s*=")
 
 
 def parse_values(text: Sequence[str], kind, flag: str) -> list:
@@ -50,6 +54,10 @@ def run_sweep(gin_files: Sequence[str], gin_bindings: Sequence[str], expectiles:
     for expectile in expectiles:
         if not 0.0 < expectile < 1.0:
             raise UserError(f"expectile {expectile} is outside (0, 1)")
+    for binding in gin_bindings:
+        if SWEPT.match(binding):
+            raise UserError(f"--gin_bindings {binding!r}: the sweep sets IQLAgent.expectile and train.seed itself; "
+                            "use --expectiles and --seeds")
     rows = []
     for expectile in expectiles:
         for seed in seeds:
@@ -63,8 +71,7 @@ def run_sweep(gin_files: Sequence[str], gin_bindings: Sequence[str], expectiles:
             score_key = next((key for key in SCORE_KEYS if key in results), None)
             if score_key is None:
                 raise UserError(f"{workdir}: the run has no evaluation; the sweep needs train.eval_episodes > 0")
-            rows.append({"expectile": expectile, "seed": seed, "score": results[score_key],
-                         "score_kind": score_key, "success_rate": results.get("success_rate", "")})
+            rows.append({"expectile": expectile, "seed": seed, "score": results[score_key], "score_kind": score_key})
     write_csv(rows, os.path.join(output_dir, CSV_FILE))
     plot(rows, os.path.join(output_dir, PNG_FILE))
     return rows
