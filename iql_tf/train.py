@@ -25,6 +25,7 @@ from iql_tf.envs import check_env_fits, make_env
 from iql_tf.errors import UserError, is_integer, run_main
 from iql_tf.evaluation import evaluate
 from iql_tf.export import export_policy
+from iql_tf.files import atomic_path
 from iql_tf.replay_buffer import ReplayBuffer
 
 FLAGS = flags.FLAGS
@@ -231,10 +232,8 @@ def _append_result(workdir: str, step: int, results: Dict[str, float]) -> None:
     resumed run is about to redo."""
     history = [{"step": s, **r} for s, r in _recorded_results(workdir).items() if s < step]
     history.append({"step": step, **results})
-    path = os.path.join(workdir, RESULTS_FILE)
-    with open(path + ".tmp", "w") as f:
+    with atomic_path(os.path.join(workdir, RESULTS_FILE)) as path, open(path, "w") as f:
         json.dump(history, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def main(argv: Sequence[str]) -> None:

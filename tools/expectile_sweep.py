@@ -26,6 +26,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from iql_tf import config  # noqa: E402
 from iql_tf.errors import UserError, run_main  # noqa: E402
+from iql_tf.files import atomic_path  # noqa: E402
 from iql_tf.train import train  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -78,11 +79,10 @@ def run_sweep(gin_files: Sequence[str], gin_bindings: Sequence[str], expectiles:
 
 
 def write_csv(rows: List[Dict[str, float]], path: str) -> None:
-    with open(path + ".tmp", "w", newline="") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(path + ".tmp", path)
 
 
 def plot(rows: List[Dict[str, float]], path: str) -> None:
@@ -101,9 +101,9 @@ def plot(rows: List[Dict[str, float]], path: str) -> None:
     axis.set_title("Final score against the expectile")
     axis.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path + ".tmp.png", dpi=120)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
     plt.close(figure)
-    os.replace(path + ".tmp.png", path)
 
 
 def main(argv: Sequence[str]) -> None:
