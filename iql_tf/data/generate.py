@@ -6,12 +6,13 @@
     python -m iql_tf.data.generate --kind=policy --policy=runs/x/export/policy --noise_std=0.1 \\
         --dataset_id=iql_tf/hopper/iql-noisy-v0
 
-Datasets are written with `minari.create_dataset_from_buffers`, with the evaluation env spec and
-reference scores (a random policy for ref_min_score; the noiseless planner or source policy for
-ref_max_score) so that normalised scores work.
+Datasets are written with `minari.create_dataset_from_buffers`, atomically (`minari_root`), with the
+evaluation env spec and reference scores (a random policy for ref_min_score; the noiseless planner or
+source policy for ref_max_score), measured by `evaluation.evaluate` like a trained policy, so that
+normalised scores work. Environments must act in [-1, 1].
 """
 
-import shutil
+import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -19,11 +20,9 @@ import minari
 import numpy as np
 from absl import app, flags, logging
 from minari.data_collector import EpisodeBuffer
-from minari.dataset.minari_dataset import parse_dataset_id
-from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
-from iql_tf.data import pointmaze, rollouts, sources
+from iql_tf.data import minari_root, pointmaze, rollouts, sources, validation
 from iql_tf.errors import UserError, run_main
 
 POINTMAZE_DATASET_ID = "iql_tf/pointmaze/umaze-stitch-v0"
@@ -33,18 +32,14 @@ _AUTHOR = "iql-tf"
 _CODE = "iql_tf/data/generate.py"
 
 
-def check_new_id(dataset_id: str, overwrite: bool) -> None:
-    """Fails early, before any generation, on a malformed id or one that exists without --overwrite."""
-    try:
-        parse_dataset_id(dataset_id)
-    except (ValueError, TypeError) as error:
-        raise UserError(f"--dataset_id={dataset_id!r} is malformed; use namespace/name-vN, e.g. me/hopper/random-v0"
-                        ) from error
-    if get_dataset_path(dataset_id).exists() and not overwrite:
-        raise UserError(
-            f"{get_dataset_path(dataset_id)}: Minari dataset {dataset_id} already exists; pass --overwrite to "
-            "replace it or choose another --dataset_id"
-        )
+def check_settings(num_steps: int, num_reference_episodes: int, noise_std: float = 0.0) -> None:
+    """Settings that would generate nothing (or never finish) are UserErrors, for the CLI and library callers."""
+    if num_steps <= 0:
+        raise UserError(f"num_steps must be > 0, got {num_steps} (--num_steps: transitions to generate)")
+    if num_reference_episodes <= 0:
+        raise UserError(f"num_reference_episodes must be > 0, got {num_reference_episodes} (--reference_episodes)")
+    if not noise_std >= 0.0:  # also refuses nan
+        raise UserError(f"noise_std must be >= 0, got {noise_std} (--noise_std)")
 
 
 def write_dataset(
@@ -59,11 +54,10 @@ def write_dataset(
     num_reference_episodes: int,
     overwrite: bool,
 ) -> minari.MinariDataset:
-    """Writes a Minari dataset (replacing an existing one if `overwrite`); a failed write leaves nothing."""
-    check_new_id(dataset_id, overwrite)  # again: generation took a while
-    path = get_dataset_path(dataset_id)
-    shutil.rmtree(path, ignore_errors=True)
-    try:
+    """Writes a Minari dataset atomically (replacing an existing one if `overwrite`): see `minari_root`."""
+    minari_root.check_new_id(dataset_id, overwrite)  # again: generation took a while
+
+    def write() -> None:
         dataset = minari.create_dataset_from_buffers(
             dataset_id,
             episodes,
@@ -80,14 +74,20 @@ def write_dataset(
         )
         if ref_max_score is None:  # minari stores reference scores only with a max score
             dataset.storage.update_metadata({"ref_min_score": ref_min_score})
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
+
+    dataset = minari_root.write_atomically(dataset_id, overwrite, write)
     logging.info(
         "wrote Minari dataset %s at %s: %d transitions in %d episodes, ref scores %s / %s",
-        dataset_id, path, dataset.total_steps, dataset.total_episodes, ref_min_score, ref_max_score,
+        dataset_id, dataset.spec.data_path, dataset.total_steps, dataset.total_episodes, ref_min_score, ref_max_score,
     )
     return dataset
+
+
+def _checked_env(make_env: Callable[[], gym.Env]) -> gym.Env:
+    """An environment whose actions the data and a trained policy can hold ([-1, 1]), before any generation."""
+    env = make_env()
+    validation.check_action_space(f"environment {env.spec.id}", env.action_space)
+    return env
 
 
 def generate_pointmaze(
@@ -98,11 +98,16 @@ def generate_pointmaze(
     num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
 ) -> minari.MinariDataset:
     """The quickstart's stitching dataset (see `pointmaze.py`); scores are success rates on the eval task."""
-    check_new_id(dataset_id, overwrite)
+    check_settings(num_steps, num_reference_episodes)
+    minari_root.check_new_id(dataset_id, overwrite)
     episodes, env = pointmaze.generate_episodes(num_steps, seed)
-    eval_env = envs.make_env(pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS)
+    make_eval_env = functools.partial(
+        envs.make_env, pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS
+    )
+    eval_env = make_eval_env()
     ref_min_score, ref_max_score = rollouts.reference_scores(
-        eval_env, pointmaze.planner_policy(), num_reference_episodes, seed
+        pointmaze.planner_policy(), eval_env.action_space, make_eval_env,
+        envs.observation_keys(eval_env.observation_space), num_reference_episodes, seed,
     )
     description = (
         f"{num_steps} steps of a noisy (std {pointmaze.ACTION_NOISE}) BFS-waypoint + PD planner hopping between "
@@ -122,16 +127,22 @@ def generate_random(
     num_steps: int = DEFAULT_NUM_STEPS,
     seed: int = 0,
     overwrite: bool = False,
+    num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
 ) -> minari.MinariDataset:
-    """Uniform random actions in any gymnasium env; ref_min_score = mean return of the finished episodes."""
-    check_new_id(dataset_id, overwrite)
-    env = envs.make_env(env_id, env_kwargs)
-    episodes = rollouts.collect(env, rollouts.random_policy(env.action_space, seed), num_steps, seed)
-    finished = episodes[:-1] or episodes  # the last one may be cut by the step budget
-    ref_min_score = float(np.mean([np.sum(e.rewards) for e in finished]))
+    """Uniform random actions in a gymnasium env with actions in [-1, 1]; ref_min_score is the random
+    policy's mean return under evaluation (no ref_max_score)."""
+    check_settings(num_steps, num_reference_episodes)
+    minari_root.check_new_id(dataset_id, overwrite)
+    make_env = functools.partial(envs.make_env, env_id, env_kwargs)
+    env = _checked_env(make_env)
+    keys = envs.observation_keys(env.observation_space)
+    episodes = rollouts.collect(env, rollouts.random_policy(env.action_space, seed), keys, num_steps, seed)
+    ref_min_score = rollouts.mean_return(
+        rollouts.random_policy(env.action_space, seed), make_env, keys, num_reference_episodes, seed
+    )
     return write_dataset(dataset_id, episodes, env, env, ref_min_score, None, "uniform-random",
-                         f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.", len(finished),
-                         overwrite)
+                         f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.",
+                         num_reference_episodes, overwrite)
 
 
 def generate_policy(
@@ -144,12 +155,18 @@ def generate_policy(
     num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
 ) -> minari.MinariDataset:
     """Rollouts of an exported policy with Gaussian action noise, in the env its metadata names."""
-    check_new_id(dataset_id, overwrite)
+    check_settings(num_steps, num_reference_episodes, noise_std)
+    minari_root.check_new_id(dataset_id, overwrite)
     policy, metadata = rollouts.saved_model_policy(policy_dir)
-    env = envs.make_env(metadata["env_id"], metadata["env_kwargs"], metadata["max_episode_steps"])
+    make_env = functools.partial(envs.make_env, metadata["env_id"], metadata["env_kwargs"],
+                                 metadata["max_episode_steps"])
+    env = _checked_env(make_env)
+    keys = metadata["observation_keys"]
     noisy = rollouts.with_noise(policy, noise_std, np.random.default_rng(seed))
-    episodes = rollouts.collect(env, noisy, num_steps, seed)
-    ref_min_score, ref_max_score = rollouts.reference_scores(env, policy, num_reference_episodes, seed)
+    episodes = rollouts.collect(env, noisy, keys, num_steps, seed)
+    ref_min_score, ref_max_score = rollouts.reference_scores(
+        policy, env.action_space, make_env, keys, num_reference_episodes, seed
+    )
     description = (
         f"{num_steps} steps of the policy exported at {policy_dir} (trained on {metadata.get('dataset')}) with "
         f"Gaussian action noise of std {noise_std}, seed {seed}. ref_max_score: the noiseless policy."
@@ -158,10 +175,24 @@ def generate_policy(
                          description, num_reference_episodes, overwrite)
 
 
-# The project's own ids: loading one that is missing generates it (how the quickstart runs offline).
+# The project's own ids, generated when missing (how the quickstart runs offline).
 GENERATED_DATASETS: Dict[str, Callable[[str], minari.MinariDataset]] = {
-    POINTMAZE_DATASET_ID: lambda dataset_id: generate_pointmaze(dataset_id),
+    POINTMAZE_DATASET_ID: generate_pointmaze,
 }
+
+
+def generate_if_missing(source: str) -> None:
+    """Generates `source` if it is one of the project's own ids (`GENERATED_DATASETS`) and not in the local
+    Minari root. Called where sources are resolved for conversion and training, before they are read."""
+    if source not in GENERATED_DATASETS or minari_root.dataset_exists(source):
+        return
+    logging.info("%s is not in the local Minari root: generating it (no download needed)", source)
+    try:
+        GENERATED_DATASETS[source](source)
+    except UserError:
+        if not minari_root.dataset_exists(source):  # else another process generated it meanwhile
+            raise
+
 
 FLAGS = flags.FLAGS
 
@@ -169,10 +200,10 @@ FLAGS = flags.FLAGS
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
-    common = dict(num_steps=FLAGS.num_steps, seed=FLAGS.seed, overwrite=FLAGS.overwrite)
+    common = dict(num_steps=FLAGS.num_steps, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+                  num_reference_episodes=FLAGS.reference_episodes)
     if FLAGS.kind == "pointmaze":
-        generate_pointmaze(FLAGS.dataset_id or POINTMAZE_DATASET_ID, num_reference_episodes=FLAGS.reference_episodes,
-                           **common)
+        generate_pointmaze(FLAGS.dataset_id or POINTMAZE_DATASET_ID, **common)
         return
     if not FLAGS.dataset_id:
         raise UserError(f"--kind={FLAGS.kind} needs --dataset_id (e.g. me/hopper/{FLAGS.kind}-v0)")
@@ -183,8 +214,7 @@ def main(argv: Sequence[str]) -> None:
     else:
         if not FLAGS.policy:
             raise UserError("--kind=policy needs --policy=DIR/export/policy")
-        generate_policy(FLAGS.dataset_id, FLAGS.policy, FLAGS.noise_std,
-                        num_reference_episodes=FLAGS.reference_episodes, **common)
+        generate_policy(FLAGS.dataset_id, FLAGS.policy, FLAGS.noise_std, **common)
 
 
 if __name__ == "__main__":
@@ -198,5 +228,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("policy", None, "policy: exported SavedModel directory (DIR/export/policy).")
     flags.DEFINE_float("noise_std", 0.1, "policy: std of the Gaussian action noise.")
     flags.DEFINE_integer("reference_episodes", DEFAULT_REFERENCE_EPISODES,
-                         "pointmaze/policy: episodes averaged for each reference score.")
+                         "Evaluation episodes averaged for each reference score.")
     app.run(run_main(main))

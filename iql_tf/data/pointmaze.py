@@ -29,6 +29,8 @@ KP, KD = 10.0, 1.0
 EPISODE_STEPS = 200
 EVAL_EPISODE_STEPS = 300
 STREAM_KWARGS = {"continuing_task": True, "reset_target": False}
+# The flattened observation (sorted keys, SPEC.md section 2): achieved_goal (2), desired_goal (2), observation (4).
+DESIRED_GOAL, STATE = slice(2, 4), slice(4, 8)
 
 Cell = Tuple[int, int]
 Step = Tuple[np.ndarray, np.ndarray, np.ndarray]  # (state, action, next state); state = x, y, vx, vy
@@ -199,11 +201,11 @@ def generate_episodes(num_transitions: int, seed: int) -> Tuple[List[EpisodeBuff
     return episodes, env
 
 
-def planner_policy() -> Callable[[Dict[str, np.ndarray]], np.ndarray]:
-    """The noiseless planner as a policy of dict observations (for ref_max_score)."""
+def planner_policy() -> Callable[[np.ndarray], np.ndarray]:
+    """The noiseless planner as a policy of flattened observation batches (for ref_max_score)."""
     planner = Planner(U_MAZE)
 
-    def policy(observation: Dict[str, np.ndarray]) -> np.ndarray:
-        return planner.action(observation["observation"], observation["desired_goal"]).astype(np.float32)
+    def policy(observations: np.ndarray) -> np.ndarray:
+        return np.stack([planner.action(row[STATE], row[DESIRED_GOAL]) for row in observations]).astype(np.float32)
 
     return policy

@@ -1,66 +1,102 @@
-"""Running a policy in a gymnasium env into Minari `EpisodeBuffer`s, and mean returns for reference scores.
+"""Policies for the generators, data collection into Minari `EpisodeBuffer`s, and reference scores.
 
-A policy is any callable from one (unflattened) observation to one action.
+A policy is an `evaluation.Policy`: a float32 batch [B, obs_dim] of flattened observations (`envs.flatten_observation`
+in `observation_keys` order) -> actions [B, act_dim], like the trained agent and the exported SavedModel. Reference
+scores come from `evaluation.evaluate`, the code (and seeding) that scores a trained policy, so a normalised
+score of 100 means "as good as the reference policy under the same evaluation".
 """
 
 import pathlib
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
 from minari.data_collector import EpisodeBuffer
 
-from iql_tf import envs
+from iql_tf import envs, evaluation
 from iql_tf.data.metadata import parse_json_object
 from iql_tf.errors import UserError
 
-Policy = Callable[[Any], np.ndarray]
+Policy = evaluation.Policy
+_POLICY_FIELDS = ("env_id", "env_kwargs", "max_episode_steps", "observation_keys")
 
 
 def random_policy(space: gym.Space, seed: int) -> Policy:
-    """Uniform random actions, seeded."""
+    """Uniform random actions, one per row of the batch, seeded."""
     space.seed(seed)
-    return lambda observation: space.sample()
+    return lambda observations: np.stack([space.sample() for _ in observations]).astype(np.float32)
 
 
 def with_noise(policy: Policy, std: float, rng: np.random.Generator) -> Policy:
     """Gaussian action noise N(0, std^2), clipped to [-1, 1]."""
 
-    def noisy(observation: Any) -> np.ndarray:
-        action = np.asarray(policy(observation), np.float64)
-        return np.clip(action + rng.normal(0.0, std, action.shape), -1.0, 1.0).astype(np.float32)
+    def noisy(observations: np.ndarray) -> np.ndarray:
+        actions = np.asarray(policy(observations), np.float64)
+        return np.clip(actions + rng.normal(0.0, std, actions.shape), -1.0, 1.0).astype(np.float32)
 
     return noisy
 
 
 def saved_model_policy(directory: "str | pathlib.Path") -> Tuple[Policy, dict]:
-    """The deterministic policy of an exported SavedModel (`serving_default`) and its assets/metadata.json."""
+    """The deterministic policy of an exported SavedModel (`serving_default`) and its assets/metadata.json.
+
+    Anything that is not an export with a named environment is a UserError saying what to pass instead.
+    """
+    directory = pathlib.Path(directory).expanduser()
+    if not (directory / "saved_model.pb").is_file():
+        raise UserError(f"{directory}: no SavedModel there (saved_model.pb not found); --policy must be the "
+                        "exported policy of a training run, RUN_DIR/export/policy")
+    metadata = _policy_metadata(directory / "assets" / "metadata.json")
     import tensorflow as tf  # only policy rollouts need TensorFlow
 
-    directory = pathlib.Path(directory).expanduser()
-    metadata_path = directory / "assets" / "metadata.json"
-    if not metadata_path.is_file():
-        raise UserError(f"{metadata_path}: not found; --policy must be an exported policy (DIR/export/policy)")
-    metadata = parse_json_object(metadata_path.read_text(), str(metadata_path), "re-export the policy")
-    for field in ("env_id", "env_kwargs", "max_episode_steps", "observation_keys"):
+    try:
+        serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{directory}: cannot load the SavedModel's serving_default signature "
+                        f"({str(error).splitlines()[0]}); export the policy again") from error
+    return lambda observations: serve(observations=tf.constant(observations, tf.float32))["actions"].numpy(), metadata
+
+
+def _policy_metadata(path: pathlib.Path) -> dict:
+    """An export's metadata.json, which must name the environment the policy acts in."""
+    if not path.is_file():
+        raise UserError(f"{path}: not found; --policy must be an exported policy (RUN_DIR/export/policy)")
+    metadata = parse_json_object(path.read_text(), str(path), "re-export the policy")
+    for field in _POLICY_FIELDS:
         if field not in metadata:
-            raise UserError(f"{metadata_path}: missing field {field!r}; re-export the policy")
-    serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    keys = metadata["observation_keys"]
+            raise UserError(f"{path}: missing field {field!r}; re-export the policy")
+    if not isinstance(metadata["env_id"], str):
+        raise UserError(
+            f"{path}: field 'env_id' is {metadata['env_id']!r}: the policy was trained on a dataset that names no "
+            "environment, so it cannot be rolled out; bind make_dataset.env_id (e.g. 'Hopper-v5') when training "
+            "it, or convert its dataset with --env_id, then train and export again"
+        )
+    return metadata
 
-    def policy(observation: Any) -> np.ndarray:
-        batch = envs.flatten_observation(observation, keys)[None]
-        return serve(observations=tf.constant(batch))["actions"].numpy()[0]
 
-    return policy, metadata
+def collect(env: gym.Env, policy: Policy, observation_keys: Optional[Sequence[str]], num_steps: int, seed: int
+            ) -> List[EpisodeBuffer]:
+    """Episodes totalling exactly `num_steps` steps (raw observations, as Minari stores them); only the first
+    reset is seeded (the env's RNG follows), and the last episode is truncated by the budget."""
+
+    def act(observation: Any) -> np.ndarray:
+        return np.asarray(policy(envs.flatten_observation(observation, observation_keys)[None]))[0]
+
+    episodes: List[EpisodeBuffer] = []
+    total = 0
+    while total < num_steps:
+        episodes.append(_run_episode(env, act, seed if not episodes else None, num_steps - total))
+        total += len(episodes[-1])
+    return episodes
 
 
-def run_episode(env: gym.Env, policy: Policy, seed: Optional[int], max_steps: Optional[int] = None) -> EpisodeBuffer:
+def _run_episode(env: gym.Env, act: Callable[[Any], np.ndarray], seed: Optional[int], max_steps: int
+                 ) -> EpisodeBuffer:
     """One episode until termination, truncation or `max_steps` (then marked truncated)."""
     observation, _ = env.reset(seed=seed)
     observations, actions, rewards, terminations, truncations = [observation], [], [], [], []
     while True:
-        action = policy(observation)
+        action = act(observation)
         observation, reward, terminated, truncated, _ = env.step(action)
         observations.append(observation)
         actions.append(action)
@@ -84,22 +120,14 @@ def _stack(observations: List[Any]) -> Any:
     return np.stack(observations)
 
 
-def collect(env: gym.Env, policy: Policy, num_steps: int, seed: int) -> List[EpisodeBuffer]:
-    """Episodes totalling exactly `num_steps` steps; only the first reset is seeded (the env's RNG follows)."""
-    episodes: List[EpisodeBuffer] = []
-    total = 0
-    while total < num_steps:
-        episodes.append(run_episode(env, policy, seed if not episodes else None, num_steps - total))
-        total += len(episodes[-1])
-    return episodes
+def mean_return(policy: Policy, make_env: Callable[[], gym.Env], observation_keys: Optional[Sequence[str]],
+                num_episodes: int, seed: int) -> float:
+    """The policy's mean return under `evaluation.evaluate` (episode i reset with seed * 100003 + i)."""
+    return evaluation.evaluate(policy, make_env, observation_keys, num_episodes, seed)["return_mean"]
 
 
-def mean_return(env: gym.Env, policy: Policy, num_episodes: int, seed: int) -> float:
-    """Average undiscounted return of full episodes, reset with seeds seed, seed + 1, ..."""
-    return float(np.mean([np.sum(run_episode(env, policy, seed + k).rewards) for k in range(num_episodes)]))
-
-
-def reference_scores(env: gym.Env, policy: Policy, num_episodes: int, seed: int) -> Tuple[float, float]:
-    """(ref_min_score, ref_max_score): mean returns of a random policy and of `policy` (noiseless)."""
-    random_return = mean_return(env, random_policy(env.action_space, seed), num_episodes, seed)
-    return random_return, mean_return(env, policy, num_episodes, seed)
+def reference_scores(policy: Policy, action_space: gym.Space, make_env: Callable[[], gym.Env],
+                     observation_keys: Optional[Sequence[str]], num_episodes: int, seed: int) -> Tuple[float, float]:
+    """(ref_min_score, ref_max_score): mean returns of a uniform random policy and of `policy` (noiseless)."""
+    random_return = mean_return(random_policy(action_space, seed), make_env, observation_keys, num_episodes, seed)
+    return random_return, mean_return(policy, make_env, observation_keys, num_episodes, seed)

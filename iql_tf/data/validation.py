@@ -1,4 +1,4 @@
-"""Checks of source arrays, each failing with one UserError that names the file, field and row.
+"""Checks of source arrays and action spaces, each failing with one UserError that names the file, field and row.
 
 `where` is the file (and, for Minari, the episode) the arrays came from; rows are those of the source, so
 the user can find them.
@@ -6,6 +6,7 @@ the user can find them.
 
 from typing import Mapping, Optional, Sequence
 
+import gymnasium as gym
 import numpy as np
 
 from iql_tf.errors import UserError
@@ -63,6 +64,17 @@ def check_actions(where: str, field: str, actions: np.ndarray) -> None:
         raise UserError(
             f"{where}: field {field!r} row {row} has value {_first_value(actions, bad, row)} outside [-1, 1] "
             f"(by more than {ACTION_TOLERANCE:g}): the actions look unnormalised; rescale them to the action space"
+        )
+
+
+def check_action_space(where: str, space: gym.Space) -> None:
+    """The policy acts in [-1, 1] (tanh), so data and environments must too: a Box within [-1, 1]."""
+    is_box = isinstance(space, gym.spaces.Box)
+    if not is_box or np.any(np.abs([space.low, space.high]) > 1.0 + ACTION_TOLERANCE):
+        raise UserError(
+            f"{where}: action space {space} is not a Box within [-1, 1]; iql-tf learns continuous actions in "
+            "[-1, 1] only: rescale the environment's actions (gymnasium.wrappers.RescaleAction) and register it "
+            "under a new id, or choose another environment"
         )
 
 
