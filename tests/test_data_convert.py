@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -201,3 +202,30 @@ def test_cli_converts_and_reports_errors_in_one_line(shared_datasets, write_npz,
 def test_a_converted_directory_is_not_a_source(converted, tmp_path):
     with pytest.raises(UserError, match=r"is already converted; pass it to make_dataset"):
         convert(str(converted), tmp_path / "again")
+
+
+def test_a_directory_without_metadata_is_no_source_and_not_a_minari_id(minari_root, tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'folder'}: a directory without metadata.json, so not a "
+                                        r"converted dataset \(nor a Minari id\)") as error:
+        convert(str(tmp_path / "folder"), tmp_path / "out")
+    assert "minari download" not in str(error.value)
+
+
+@pytest.mark.parametrize("output", ["/proc/foo/bar", "{tmp}/data.npz/out"])
+def test_an_output_that_cannot_be_created_is_a_user_error(output, write_npz, tmp_path):
+    path = write_npz()
+    output = output.format(tmp=tmp_path)
+    with pytest.raises(UserError, match=rf"^{output}: cannot create it in {os.path.dirname(output)} \(.+\); "
+                                        r"choose an --output \(make_dataset.cache_dir when training\) in a writable "
+                                        r"folder$"):
+        convert(str(path), output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz"]
+
+
+def test_cli_output_that_cannot_be_created(write_npz):
+    failed = _cli(f"--source={write_npz()}", "--output=/proc/foo/bar")
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert failed.returncode == 2 and len(errors) == 1, failed.stderr
+    assert re.fullmatch(r"error: /proc/foo/bar: cannot create it in /proc/foo \(.+\); choose an --output "
+                        r"\(make_dataset.cache_dir when training\) in a writable folder", errors[0])

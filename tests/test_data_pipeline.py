@@ -11,12 +11,16 @@ from iql_tf.data.pipeline import make_dataset
 from iql_tf.errors import UserError
 
 
-def reference_normalize(rewards_: np.ndarray, dones: np.ndarray) -> np.ndarray:
-    """The reference's `normalize` (split_into_trajectories + sort by return), written out with loops."""
+def reference_normalize(raw: dict) -> np.ndarray:
+    """The reference's `normalize` on a D4RL file's own arrays, written out with loops: its loader ends a
+    trajectory at a terminal, a timeout, or where the next row does not continue s' (then sorts returns)."""
+    rewards_ = raw["rewards"]
     trajectories = [[]]
-    for i, (reward, done) in enumerate(zip(rewards_, dones)):
+    for i, reward in enumerate(rewards_):
         trajectories[-1].append(reward)
-        if done and i + 1 < len(rewards_):
+        last = i + 1 == len(rewards_)
+        jump = not last and np.linalg.norm(raw["observations"][i + 1] - raw["next_observations"][i]) > 1e-6
+        if not last and (raw["terminals"][i] or raw["timeouts"][i] or jump):
             trajectories.append([])
     returns = sorted(sum(t) for t in trajectories)
     return rewards_ / (returns[-1] - returns[0]) * 1000.0
@@ -46,16 +50,32 @@ def test_unknown_preprocessing_lists_the_valid_modes(write_npz, tmp_path):
 def test_reward_preprocessing_matches_numpy(mode, shared_datasets, tmp_path):
     source = shared_datasets / "hopper-random-example.npz"
     dataset = make_dataset(str(source), reward_preprocessing=mode, cache_dir=str(tmp_path))
-    with np.load(source) as raw:
-        original = raw["rewards"]
-    dones = dataset.tensors["dones"].numpy()
+    with np.load(source) as file:
+        raw = dict(file)
+    original = raw["rewards"]
     expected = {
         "none": original,
-        "locomotion": reference_normalize(original, dones),
+        "locomotion": reference_normalize(raw),  # trajectories from the file, not from the code's dones
         "antmaze": original - 1.0,
     }[mode]
     np.testing.assert_allclose(dataset.tensors["rewards"].numpy(), expected, rtol=1e-5)
     assert dataset.reward_transform.mode == mode
+
+
+@pytest.mark.parametrize("with_next_observations, spread", [
+    # tiny_rows' episodes: rows 0-3 (terminal), 4-8 (timeout), 9-11 (end of file); returns 4, 58, 70.
+    (True, 70.0 - 4.0),
+    # Without next_observations the timeout row 8 and the last row 11 are dropped: returns 4, 8, 0.
+    (False, 8.0 - 0.0),
+])
+def test_locomotion_scale_from_hand_computed_trajectory_returns(with_next_observations, spread, write_npz, tmp_path):
+    rewards_ = np.array([1, 1, 1, 1, 2, 2, 2, 2, 50, 0, 0, 70], np.float32)
+    # s' continues into the next row everywhere, so only the terminal and the timeout can end a trajectory.
+    observations = tiny_rows()["observations"]
+    next_observations = np.append(observations[1:], observations[-1:] + 1, axis=0) if with_next_observations else None
+    path = write_npz(rewards=rewards_, next_observations=next_observations)
+    dataset = make_dataset(str(path), reward_preprocessing="locomotion", cache_dir=str(tmp_path / "cache"))
+    assert dataset.reward_transform.scale == pytest.approx(1000.0 / spread)
 
 
 def test_actions_are_clipped_inside_the_open_interval(write_npz, tmp_path):
@@ -121,6 +141,16 @@ def test_sources_that_are_not_datasets(minari_root, tmp_path):
     with pytest.raises(UserError, match=r"missing.npz: file not found"):
         make_dataset(str(tmp_path / "missing.npz"), cache_dir=str(tmp_path / "cache"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"metadata.json: not found"):
+    with pytest.raises(UserError, match=r"empty: a directory without metadata.json, so not a converted dataset"):
         make_dataset(str(tmp_path / "empty"), cache_dir=str(tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("binding", [dict(env_id="Hopper-v5"), dict(env_kwargs={"continuing_task": False})])
+def test_env_bindings_with_a_converted_directory_are_an_error(binding, write_npz, tmp_path):
+    convert_lib.convert(str(write_npz()), tmp_path / "converted")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'converted'}: is already converted with env_id=None and "
+                                        r"env_kwargs=\{\}, so make_dataset.env_id / env_kwargs cannot apply to it; "
+                                        r"re-convert its source with --env_id"):
+        make_dataset(str(tmp_path / "converted"), **binding)
+    assert make_dataset(str(tmp_path / "converted"), env_kwargs={}).metadata.env_id is None  # empty: no binding

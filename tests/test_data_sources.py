@@ -1,6 +1,8 @@
 """Transition semantics (SPEC.md section 2) on hand-made rows and on the shared example datasets."""
 
+import ast
 import json
+import pathlib
 
 import gymnasium as gym
 import h5py
@@ -75,9 +77,32 @@ def test_env_override_records_spaces_and_d4rl_locomotion_scores(shared_datasets)
     data = sources.read_source(str(shared_datasets / "hopper-random-example.npz"), env_id="Hopper-v5")
     assert (data.env_id, data.max_episode_steps) == ("Hopper-v5", 1000)
     assert (data.ref_min_score, data.ref_max_score) == sources.D4RL_LOCOMOTION_SCORES["hopper"]
-    with pytest.raises(UserError, match=r"hopper-random-example.npz: field 'observations' has 11 columns but "
-                                        r"Walker2d-v5 has 17"):
+    # The same check as training's (envs.check_env_fits), naming the dataset.
+    with pytest.raises(UserError, match=r"^dataset .*hopper-random-example.npz has observations of size 11 and "
+                                        r"actions of size 3, but environment Walker2d-v5 has 17 and 6"):
         sources.read_source(str(shared_datasets / "hopper-random-example.npz"), env_id="Walker2d-v5")
+
+
+def test_env_override_needs_actions_in_minus_one_one(write_npz):
+    path = write_npz(actions=tiny_rows()["actions"][:, :1])  # 3 observation columns, 1 action: Pendulum's shapes
+    with pytest.raises(UserError, match=rf"^{path}: environment Pendulum-v1: action space Box\(-2.0, 2.0, \(1,\), "
+                                        r"float32\) is not a Box within \[-1, 1\]"):
+        sources.read_source(str(path), env_id="Pendulum-v1")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # minari asks for author, description, ...
+@pytest.mark.parametrize("action_space, actions", [
+    (gym.spaces.Box(-2.0, 2.0, (1,)), np.zeros((2, 1), np.float32)),
+    (gym.spaces.Discrete(3), np.zeros(2, np.int64)),
+])
+def test_minari_dataset_needs_actions_in_minus_one_one(minari_root, action_space, actions):
+    episode = EpisodeBuffer(observations=np.zeros((3, 2)), actions=actions, rewards=np.ones(2),
+                            terminations=np.array([False, True]), truncations=np.zeros(2, bool))
+    minari.create_dataset_from_buffers("tt/wide-v0", [episode], observation_space=gym.spaces.Box(-1, 1, (2,)),
+                                       action_space=action_space)
+    with pytest.raises(UserError, match=rf"^Minari dataset tt/wide-v0 \({minari_root / 'tt/wide-v0/data'}\): "
+                                        rf"action space {type(action_space).__name__}.* is not a Box within"):
+        sources.read_source("tt/wide-v0")
 
 
 def test_minari_example_flattens_dict_observations_in_sorted_key_order(shared_datasets, monkeypatch):
@@ -147,7 +172,8 @@ def test_missing_minari_id_is_one_error_without_network(minari_root, monkeypatch
         sources.read_source("D4RL/antmaze/umaze-v1")
     message = str(error.value)
     assert "D4RL/antmaze/umaze-v1" in message and str(minari_root) in message
-    assert "minari download D4RL/antmaze/umaze-v1" in message and "download=True" in message
+    assert "minari download D4RL/antmaze/umaze-v1" in message
+    assert "make_dataset.download = True when training, --download for the converter" in message
     assert "MINARI_DATASETS_PATH" in message
 
 
@@ -157,8 +183,34 @@ def test_parse_env_kwargs():
         sources.parse_env_kwargs("[1]")
 
 
+def test_a_directory_is_not_mistaken_for_a_minari_id(minari_root, tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=rf"^{tmp_path}: a directory without metadata.json, so not a converted "
+                                        rf"dataset \(nor a Minari id\); convert a source into it with "
+                                        rf"`python -m iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={tmp_path}`"):
+        sources.source_files(str(tmp_path))
+    # Run from inside the Minari root, a Minari id is also a directory: it is still read as the id.
+    episode = EpisodeBuffer(observations=np.zeros((2, 1)), actions=np.zeros((1, 1), np.float32), rewards=np.ones(1),
+                            terminations=np.array([True]), truncations=np.zeros(1, bool))
+    with pytest.warns(UserWarning):
+        minari.create_dataset_from_buffers("tt/here-v0", [episode], observation_space=gym.spaces.Box(-1, 1, (1,)),
+                                           action_space=gym.spaces.Box(-1, 1, (1,)))
+    monkeypatch.chdir(minari_root)
+    assert sources.source_files("tt/here-v0")[0].parent == (minari_root / "tt/here-v0/data").resolve()
+
+
 def test_a_file_of_another_kind_is_not_mistaken_for_a_minari_id(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not data")
     with pytest.raises(UserError, match=r"notes.txt: not a dataset file \(expected .npz, .hdf5 or .h5\)"):
         sources.source_files(str(path))
+
+
+def test_reading_sources_does_not_reach_into_the_generators(minari_root):
+    tree = ast.parse(pathlib.Path(sources.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not any("generate" in name for name in imported)
+    with pytest.raises(UserError, match="no such file, converted directory or local Minari dataset"):
+        sources.load_minari("iql_tf/pointmaze/umaze-stitch-v0")  # reading alone never generates
+    assert list(minari_root.iterdir()) == []

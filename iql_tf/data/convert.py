@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from absl import app, flags, logging
 
-from iql_tf.data import checksums, shards, sources
+from iql_tf.data import checksums, generate, shards, sources
 from iql_tf.data.metadata import METADATA_FILE, DatasetMetadata, write_metadata
 from iql_tf.errors import UserError, run_main
 
@@ -39,12 +39,11 @@ def convert(
         raise UserError(f"{source}: is already converted; pass it to make_dataset (or load_converted) directly")
     if shard_size <= 0:
         raise UserError(f"shard_size must be positive, got {shard_size}")
+    generate.generate_if_missing(source)
     files = sources.source_files(source, download)
     data = sources.read_source(source, download, env_id, env_kwargs)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    partial = _partial_directory(output)
     try:
-        partial.chmod(0o755)  # mkdtemp's 0o700 would follow the rename
         metadata = DatasetMetadata(
             source=source,
             source_checksum=checksums.combined_sha256(files),
@@ -74,6 +73,20 @@ def convert(
         raise
     logging.info("%s", summary(metadata, output))
     return metadata
+
+
+def _partial_directory(output: pathlib.Path) -> pathlib.Path:
+    """A new hidden sibling of `output` to write into; an output whose folder cannot be made is a UserError."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+        partial.chmod(0o755)  # mkdtemp's 0o700 would follow the rename
+    except OSError as error:
+        raise UserError(
+            f"{output}: cannot create it in {output.parent} ({error.strerror or error}); choose an --output "
+            "(make_dataset.cache_dir when training) in a writable folder"
+        ) from error
+    return partial
 
 
 def summary(metadata: DatasetMetadata, output: pathlib.Path) -> str:

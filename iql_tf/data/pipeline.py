@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf.data import rewards as rewards_lib
-from iql_tf.data import shards, sources
+from iql_tf.data import generate, shards, sources
 from iql_tf.data.convert import convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
 from iql_tf.errors import UserError
@@ -52,12 +52,16 @@ def converted_directory(
     env_id: Optional[str] = None,
     env_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> pathlib.Path:
-    """`source` itself if it is a converted directory, else its conversion in `cache_dir` (made if needed)."""
+    """`source` itself if it is a converted directory, else its conversion in `cache_dir` (made if needed).
+
+    A converted directory records its evaluation env, so `env_id`/`env_kwargs` given with one are an error
+    rather than silently ignored. The project's own Minari ids are generated first when missing.
+    """
     path = pathlib.Path(source).expanduser()
     if (path / METADATA_FILE).is_file():
+        _check_no_env_override(path, env_id, env_kwargs)
         return path
-    if path.is_dir():
-        load_metadata(path)  # raises: a directory without metadata.json is no dataset
+    generate.generate_if_missing(source)
     files = sources.source_files(source, download)
     key = hashlib.sha256(
         json.dumps([FORMAT_VERSION, env_id, env_kwargs or {}]).encode()
@@ -73,6 +77,21 @@ def converted_directory(
             if not (target / METADATA_FILE).is_file():  # else another process converted it meanwhile
                 raise
     return target
+
+
+def _check_no_env_override(
+    directory: pathlib.Path, env_id: Optional[str], env_kwargs: Optional[Mapping[str, Any]]
+) -> None:
+    """A converted directory's metadata.json fixes its evaluation env: a binding that would be ignored is an error."""
+    if env_id is None and not env_kwargs:
+        return
+    metadata = load_metadata(directory)
+    raise UserError(
+        f"{directory}: is already converted with env_id={metadata.env_id!r} and env_kwargs={metadata.env_kwargs}, "
+        f"so make_dataset.env_id / env_kwargs cannot apply to it; re-convert its source with --env_id "
+        f"(python -m iql_tf.data.convert --source={metadata.source} --output=NEW_DIR --env_id=...) or pass the "
+        "source itself to make_dataset, or drop the env_id / env_kwargs bindings"
+    )
 
 
 @gin.configurable
@@ -93,7 +112,8 @@ def make_dataset(
       cache_dir: where conversions of non-converted sources are kept; default $IQL_TF_DATA_DIR or
         ~/.iql_tf/datasets.
       download: let Minari download a dataset that is not local (otherwise a missing id is an error).
-      env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5).
+      env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5), or to
+        override a Minari dataset's; an error with a converted directory (its metadata.json fixes the env).
     """
     rewards_lib.check_mode(reward_preprocessing)
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()

@@ -2,7 +2,8 @@
 
 Each reader returns a `SourceData`: the transitions (see `transitions.py`) plus what the metadata needs
 (evaluation env, flattening order, space bounds, reference scores). Minari datasets are read with minari's
-own API and are never downloaded unless `download=True`.
+own API and are never downloaded unless `download=True`. (The project's own generated ids are generated when
+missing by `generate.generate_if_missing`, called where sources are resolved, not here.)
 """
 
 import dataclasses
@@ -19,9 +20,9 @@ from absl import logging
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
+from iql_tf.data import minari_root, validation
 from iql_tf.data import transitions as transitions_lib
-from iql_tf.data import validation
-from iql_tf.data.metadata import parse_json_object
+from iql_tf.data.metadata import METADATA_FILE, parse_json_object
 from iql_tf.errors import UserError
 
 FILE_SUFFIXES = (".npz", ".hdf5", ".h5")
@@ -66,36 +67,36 @@ def source_files(source: str, download: bool = False) -> List[pathlib.Path]:
             raise UserError(f"{source}: file not found; pass an existing .npz / .hdf5 file, a Minari id or a "
                             "converted dataset directory")
         return [path.resolve()]
-    if pathlib.Path(source).expanduser().is_file():
+    path = pathlib.Path(source).expanduser()
+    if path.is_file():
         raise UserError(f"{source}: not a dataset file (expected .npz, .hdf5 or .h5), nor a Minari id or a "
                         "converted dataset directory")
+    if path.is_dir() and not minari_root.dataset_exists(source):
+        raise UserError(
+            f"{source}: a directory without {METADATA_FILE}, so not a converted dataset (nor a Minari id); convert "
+            f"a source into it with `python -m iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={source}`, "
+            "or pass a .npz/.hdf5/.h5 file or a Minari id (e.g. D4RL/door/human-v2, not its directory)"
+        )
     data_path = pathlib.Path(load_minari(source, download).spec.data_path)
     return sorted(path.resolve() for path in data_path.iterdir() if path.is_file())
 
 
 def load_minari(dataset_id: str, download: bool = False) -> minari.MinariDataset:
-    """The local Minari dataset `dataset_id`; generates the project's own ids when missing.
-
-    Any other missing id is one UserError saying how to get it, unless `download` allows the network.
-    """
+    """The local Minari dataset `dataset_id`; a missing one is one UserError saying how to get it, unless
+    `download` allows the network."""
     try:
         return minari.load_dataset(dataset_id, download=False)
     except FileNotFoundError:
         pass
     except ValueError as error:  # malformed id or unsupported Minari version
         raise UserError(f"{dataset_id}: not a usable Minari dataset ({error})") from error
-    from iql_tf.data import generate  # imported late: generate imports this module
-
-    if dataset_id in generate.GENERATED_DATASETS:
-        logging.info("%s is not in the local Minari root: generating it (no download needed)", dataset_id)
-        generate.GENERATED_DATASETS[dataset_id](dataset_id)
-        return minari.load_dataset(dataset_id, download=False)
     if not download:
         raise UserError(
             f"{dataset_id}: no such file, converted directory or local Minari dataset (Minari root "
             f"{get_dataset_path()}); get it on a connected machine with "
             f"`pip install minari && minari download {dataset_id}` and copy the root here (point "
-            "MINARI_DATASETS_PATH at it), or allow the download with download=True (--download)"
+            "MINARI_DATASETS_PATH at it), or allow the download (make_dataset.download = True when training, "
+            "--download for the converter)"
         )
     logging.info("downloading Minari dataset %s", dataset_id)
     try:
@@ -181,6 +182,7 @@ def _npz_field(path: pathlib.Path, file: Any, key: str) -> np.ndarray:
 def _read_minari(dataset: minari.MinariDataset) -> SourceData:
     keys = envs.observation_keys(dataset.observation_space)
     data_path = dataset.spec.data_path
+    validation.check_action_space(f"Minari dataset {dataset.spec.dataset_id} ({data_path})", dataset.action_space)
     parts = []
     for episode in dataset.iterate_episodes():
         where = f"{data_path}: episode {episode.id}"
@@ -196,8 +198,8 @@ def _read_minari(dataset: minari.MinariDataset) -> SourceData:
     validation.check_not_empty(data_path, len(parts))
     metadata = dataset.storage.metadata
     env_spec = json.loads(metadata.get("eval_env_spec") or metadata.get("env_spec") or "null") or {}
-    observation_low, observation_high = _bounds(dataset.observation_space, keys)
-    action_low, action_high = _bounds(dataset.action_space, None)
+    observation_low, observation_high = _bounds(data_path, dataset.observation_space, keys)
+    action_low, action_high = _bounds(data_path, dataset.action_space, None)
     return SourceData(
         transitions=transitions_lib.concatenate(parts),
         num_episodes=len(parts),
@@ -223,11 +225,11 @@ def _check_observations(where: str, observations: Any, keys: Optional[List[str]]
     return envs.flatten_observation(observations, keys)
 
 
-def _bounds(space: gym.Space, keys: Optional[List[str]]) -> Tuple[np.ndarray, np.ndarray]:
+def _bounds(where: str, space: gym.Space, keys: Optional[List[str]]) -> Tuple[np.ndarray, np.ndarray]:
     """Flat low/high of a Box, or of a Dict of Boxes in the flattening order."""
     boxes = [space] if keys is None else [envs.observation_part(space, key) for key in keys]
     if not all(isinstance(box, gym.spaces.Box) for box in boxes):
-        raise UserError(f"space {space} is not made of Box spaces: iql-tf handles continuous spaces only")
+        raise UserError(f"{where}: space {space} is not made of Box spaces: iql-tf handles continuous spaces only")
     return (
         np.concatenate([box.low.astype(np.float64).ravel() for box in boxes]),
         np.concatenate([box.high.astype(np.float64).ravel() for box in boxes]),
@@ -238,18 +240,13 @@ def _with_env(data: SourceData, source: str, env_id: str, env_kwargs: Dict[str, 
     """Records `env_id` as the evaluation env, with its spaces, after checking the data fits them."""
     env = envs.make_env(env_id, env_kwargs)
     keys = envs.observation_keys(env.observation_space)
-    observation_low, observation_high = _bounds(env.observation_space, keys)
-    action_low, action_high = _bounds(env.action_space, None)
+    envs.check_env_fits(env, keys, data.transitions["observations"].shape[1], data.transitions["actions"].shape[1],
+                        source)
+    where = f"{source}: environment {env_id}"
+    validation.check_action_space(where, env.action_space)
+    observation_low, observation_high = _bounds(where, env.observation_space, keys)
+    action_low, action_high = _bounds(where, env.action_space, None)
     env.close()
-    for field, data_dim, env_dim in (
-        ("observations", data.transitions["observations"].shape[1], observation_low.size),
-        ("actions", data.transitions["actions"].shape[1], action_low.size),
-    ):
-        if data_dim != env_dim:
-            raise UserError(
-                f"{source}: field {field!r} has {data_dim} columns but {env_id} has {env_dim}; "
-                "pass the environment the data was collected in"
-            )
     return dataclasses.replace(
         data,
         env_id=env_id,

@@ -76,6 +76,9 @@ def from_rows(
         }
     episode_end = terminals | timeouts
     episode_end[-1] = True
+    # Deliberate deviation from SPEC.md section 2 ("the last row of each episode is dropped"): a terminal last
+    # row is kept with s' = s, which its mask of 0 keeps out of every target; dropping it would erase the
+    # termination. The reference's loader keeps these rows too.
     keep = ~episode_end | terminals
     episode_index = np.cumsum(episode_end) - episode_end  # rows of one episode share an index
     following = np.append(observations[1:], observations[-1:], axis=0)
