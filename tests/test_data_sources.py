@@ -185,8 +185,8 @@ def test_parse_env_kwargs():
 
 def test_a_directory_is_not_mistaken_for_a_minari_id(minari_root, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=rf"^{tmp_path}: a directory without metadata.json, so not a converted "
-                                        rf"dataset \(nor a Minari id\); convert a source into it with "
-                                        rf"`python -m iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={tmp_path}`"):
+                                        r"dataset \(nor a Minari id\); convert a source into it with `python -m "
+                                        rf"iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={tmp_path}`"):
         sources.source_files(str(tmp_path))
     # Run from inside the Minari root, a Minari id is also a directory: it is still read as the id.
     episode = EpisodeBuffer(observations=np.zeros((2, 1)), actions=np.zeros((1, 1), np.float32), rewards=np.ones(1),
