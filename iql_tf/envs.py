@@ -93,6 +93,7 @@ def check_env_fits(env: gym.Env, observation_keys: Optional[Sequence[str]], obse
         raise UserError(
             f"dataset {dataset} has observations of size {observation_dim} and actions of size {action_dim}, "
             f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: the dataset does not "
-            "belong to this environment; check the env id in its metadata.json or convert the right dataset"
+            "belong to this environment; name the environment the data was collected in (the converter's --env_id, "
+            "make_dataset.env_id) or use the right dataset"
         )
 
