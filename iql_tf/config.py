@@ -4,9 +4,12 @@ import os
 import pathlib
 from typing import Any, Dict, Sequence
 
+import logging as std_logging
+
 import gin
 import tensorflow as tf
 from absl import flags
+from absl import logging
 
 from iql_tf.errors import UserError
 
@@ -18,6 +21,15 @@ def define_gin_flags() -> None:
     """--gin_file and --gin_bindings, the only configuration flags of every command that trains."""
     flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order (e.g. gin/locomotion.gin).")
     flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files, e.g. 'train.seed = 1'.")
+
+
+def quiet_tensorflow_info() -> None:
+    """Drops TensorFlow's own INFO lines (saver and SavedModel internals) that drown a run's progress;
+    warnings and errors still show, and so does this project's INFO logging."""
+    tf.get_logger().setLevel("WARNING")
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= std_logging.WARNING or "/tensorflow/" not in record.pathname
+    )
 
 
 def resolve_gin_file(name: str) -> str:

@@ -241,7 +241,7 @@ def main(argv: Sequence[str]) -> None:
         raise UserError(f"unexpected arguments {list(argv[1:])}: settings go in --gin_file or --gin_bindings")
     if not FLAGS.workdir:
         raise UserError("--workdir is required: the run directory for checkpoints, TensorBoard and the export")
-    tf.get_logger().setLevel("WARNING")  # TF's own INFO lines (saver internals) drown the run's progress
+    config.quiet_tensorflow_info()
     config.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     try:
         os.makedirs(FLAGS.workdir, exist_ok=True)

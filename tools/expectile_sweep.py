@@ -21,7 +21,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from iql_tf import config  # noqa: E402
@@ -117,7 +116,7 @@ def main(argv: Sequence[str]) -> None:
         os.makedirs(FLAGS.output_dir, exist_ok=True)
     except OSError as error:
         raise UserError(f"--output_dir {FLAGS.output_dir}: {error.strerror}; choose a writable folder") from error
-    tf.get_logger().setLevel("WARNING")  # TF's own INFO lines (saver internals) drown the runs' progress
+    config.quiet_tensorflow_info()
     rows = run_sweep(FLAGS.gin_file, FLAGS.gin_bindings, expectiles, seeds, FLAGS.output_dir)
     print(f"{'expectile':>9} {'seed':>5} {rows[0]['score_kind']:>18}")
     for row in rows:
