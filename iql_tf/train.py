@@ -23,7 +23,7 @@ from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import check_env_fits, make_env
 from iql_tf.errors import UserError, is_integer, run_main
-from iql_tf.evaluation import evaluate
+from iql_tf.evaluation import evaluate, make_envs
 from iql_tf.export import export_policy
 from iql_tf.files import atomic_path
 from iql_tf.replay_buffer import ReplayBuffer
@@ -115,10 +115,9 @@ def train(
                 "to train without evaluation"
             )
         env_fn = lambda: make_env(metadata.env_id, metadata.env_kwargs, metadata.max_episode_steps)  # noqa: E731
-    if eval_episodes > 0:
-        probe = env_fn()
-        check_env_fits(probe, metadata.observation_keys, observation_dim, action_dim, metadata.source)
-        probe.close()
+    eval_envs = make_envs(env_fn, eval_episodes) if eval_episodes > 0 else []
+    if eval_envs:
+        check_env_fits(eval_envs[0], metadata.observation_keys, observation_dim, action_dim, metadata.source)
 
     buffer = ReplayBuffer(dataset.tensors)
     agent = IQLAgent(observation_dim, action_dim, actor_decay_steps=max_steps, seed=seed)
@@ -141,7 +140,7 @@ def train(
 
     def run_evaluation(step: int) -> Dict[str, float]:
         results = evaluate(
-            lambda observations: agent.act(observations).numpy(), env_fn, metadata.observation_keys,
+            lambda observations: agent.act(observations).numpy(), eval_envs, metadata.observation_keys,
             eval_episodes, seed, metadata.ref_min_score, metadata.ref_max_score,
         )
         _write_scalars(writer, "eval", results, step)
@@ -207,6 +206,8 @@ def train(
         results = _recorded_results(workdir).get(step) or run_evaluation(step)
     export(step, results)
     writer.flush()
+    for env in eval_envs:
+        env.close()
     logging.info("Done: %d steps; policy exported to %s.", step, os.path.join(workdir, "export", "policy"))
     return results
 

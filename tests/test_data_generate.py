@@ -106,7 +106,8 @@ def test_random_generation_records_the_random_return(minari_root):
     assert dataset.total_steps == 300 and episodes[-1].truncations[-1]
     # The random policy scored as a trained policy is: evaluation.evaluate, episodes reset with seed * 100003 + i.
     space = envs.make_env("Hopper-v5").action_space
-    expected = evaluation.evaluate(rollouts.random_policy(space, 0), lambda: envs.make_env("Hopper-v5"), None, 3, 0)
+    expected = evaluation.evaluate(rollouts.random_policy(space, 0),
+                                   evaluation.make_envs(lambda: envs.make_env("Hopper-v5"), 3), None, 3, 0)
     assert dataset.storage.metadata["ref_min_score"] == pytest.approx(expected["return_mean"])
     assert json.loads(dataset.storage.metadata["env_spec"])["id"] == "Hopper-v5"
     data = sources.read_source("tt/hopper/random-v0")
@@ -218,9 +219,10 @@ def test_policy_rollouts_add_noise_and_are_scored_as_evaluation_scores(minari_ro
     # The reference scores are what the trainer's evaluation (same function, same seeding) reports.
     make_env = functools.partial(envs.make_env, "Hopper-v5", {}, 1000)
     metadata = dataset.storage.metadata
-    assert metadata["ref_max_score"] == pytest.approx(evaluation.evaluate(policy, make_env, None, 2, 0)["return_mean"])
+    policy_return = evaluation.evaluate(policy, evaluation.make_envs(make_env, 2), None, 2, 0)["return_mean"]
+    assert metadata["ref_max_score"] == pytest.approx(policy_return)
     random_policy = rollouts.random_policy(make_env().action_space, 0)
-    random_return = evaluation.evaluate(random_policy, make_env, None, 2, 0)["return_mean"]
+    random_return = evaluation.evaluate(random_policy, evaluation.make_envs(make_env, 2), None, 2, 0)["return_mean"]
     assert metadata["ref_min_score"] == pytest.approx(random_return)
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from iql_tf import config
 from iql_tf.envs import make_env
-from iql_tf.evaluation import evaluate
+from iql_tf.evaluation import evaluate, make_envs
 from iql_tf.export import load_metadata
 from iql_tf.train import train
 
@@ -34,7 +34,7 @@ def test_quickstart_iql_stitches_where_behaviour_cloning_does_not(minari_root, t
     assert metadata["step"] == 50000 and metadata["evaluation"]["success_rate"] == iql["success_rate"]
     exported = evaluate(
         lambda observations: policy.signatures["serving_default"](observations=tf.constant(observations))["actions"],
-        lambda: make_env(metadata["env_id"], metadata["env_kwargs"], metadata["max_episode_steps"]),
+        make_envs(lambda: make_env(metadata["env_id"], metadata["env_kwargs"], metadata["max_episode_steps"]), 100),
         metadata["observation_keys"], num_episodes=100, seed=0,
     )
     assert exported["success_rate"] == pytest.approx(iql["success_rate"])

@@ -6,7 +6,7 @@ import pytest
 
 from iql_tf.envs import check_env_fits
 from iql_tf.errors import UserError
-from iql_tf.evaluation import evaluate, normalized_score
+from iql_tf.evaluation import evaluate, make_envs, normalized_score
 
 
 class Corridor(gym.Env):
@@ -63,7 +63,7 @@ def forward(observations):
 
 def test_successful_policy_returns_one_per_episode_and_counts_every_episode_once():
     make, made = corridor_factory()
-    results = evaluate(forward, make, ["a_bias", "position"], num_episodes=9, seed=3, num_envs=4)
+    results = evaluate(forward, make_envs(make, 9, num_envs=4), ["a_bias", "position"], num_episodes=9, seed=3)
     assert results == {"return_mean": 1.0, "return_std": 0.0, "success_rate": 1.0}
     seeds = sorted(seed for env in made for seed in env.unwrapped.resets)
     assert seeds == [3 * 100003 + i for i in range(9)]  # one reset per episode, seeded from the run seed
@@ -73,19 +73,23 @@ def test_successful_policy_returns_one_per_episode_and_counts_every_episode_once
 def test_idle_policy_is_truncated_by_the_time_limit_and_never_succeeds():
     make, _ = corridor_factory()
     idle = lambda observations: np.zeros((len(observations), 1), np.float32)  # noqa: E731
-    results = evaluate(idle, make, ["a_bias", "position"], num_episodes=3, seed=0, ref_min_score=0.0, ref_max_score=2.0)
+    results = evaluate(idle, make_envs(make, 3), ["a_bias", "position"], num_episodes=3, seed=0, ref_min_score=0.0,
+                       ref_max_score=2.0)
     assert results == {"return_mean": 0.0, "return_std": 0.0, "normalized_score": 0.0, "normalized_score_std": 0.0,
                        "success_rate": 0.0}
 
 
-def test_success_at_any_step_counts_and_results_do_not_depend_on_the_number_of_envs():
+def test_success_at_any_step_counts_and_results_do_not_depend_on_the_envs_or_their_reuse():
     def slow(observations):
         return np.full((len(observations), 1), 0.5, np.float32)
 
     make, _ = corridor_factory(max_steps=12, flicker=True)
-    one = evaluate(slow, make, ["a_bias", "position"], num_episodes=10, seed=1, num_envs=1)
-    many = evaluate(slow, make, ["a_bias", "position"], num_episodes=10, seed=1, num_envs=10)
+    one = evaluate(slow, make_envs(make, 10, num_envs=1), ["a_bias", "position"], num_episodes=10, seed=1)
+    many_envs = make_envs(make, 10, num_envs=10)
+    many = evaluate(slow, many_envs, ["a_bias", "position"], num_episodes=10, seed=1)
     assert one == many
+    # Reused environments give the same result again: every episode is reset with its own seed.
+    assert evaluate(slow, many_envs, ["a_bias", "position"], num_episodes=10, seed=1) == many
     # Starts in [0, 0.5) at 0.125 per step reach 1 within 8 steps; the return stays 0 (no terminal reward).
     assert one["success_rate"] == 1.0 and one["return_mean"] == 0.0
 

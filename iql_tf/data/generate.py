@@ -137,8 +137,8 @@ def generate_random(
     env = _checked_env(make_env)
     keys = envs.observation_keys(env.observation_space)
     episodes = rollouts.collect(env, rollouts.random_policy(env.action_space, seed), keys, num_steps, seed)
-    ref_min_score = rollouts.mean_return(
-        rollouts.random_policy(env.action_space, seed), make_env, keys, num_reference_episodes, seed
+    (ref_min_score,) = rollouts.mean_returns(
+        [rollouts.random_policy(env.action_space, seed)], make_env, keys, num_reference_episodes, seed
     )
     return write_dataset(dataset_id, episodes, env, env, ref_min_score, None, "uniform-random",
                          f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.",

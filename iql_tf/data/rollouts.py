@@ -120,14 +120,23 @@ def _stack(observations: List[Any]) -> Any:
     return np.stack(observations)
 
 
-def mean_return(policy: Policy, make_env: Callable[[], gym.Env], observation_keys: Optional[Sequence[str]],
-                num_episodes: int, seed: int) -> float:
-    """The policy's mean return under `evaluation.evaluate` (episode i reset with seed * 100003 + i)."""
-    return evaluation.evaluate(policy, make_env, observation_keys, num_episodes, seed)["return_mean"]
+def mean_returns(policies: Sequence[Policy], make_env: Callable[[], gym.Env],
+                 observation_keys: Optional[Sequence[str]], num_episodes: int, seed: int) -> List[float]:
+    """Each policy's mean return under `evaluation.evaluate` (episode i reset with seed * 100003 + i),
+    all in the same environments, built once."""
+    eval_envs = evaluation.make_envs(make_env, num_episodes)
+    try:
+        return [evaluation.evaluate(policy, eval_envs, observation_keys, num_episodes, seed)["return_mean"]
+                for policy in policies]
+    finally:
+        for env in eval_envs:
+            env.close()
 
 
 def reference_scores(policy: Policy, action_space: gym.Space, make_env: Callable[[], gym.Env],
                      observation_keys: Optional[Sequence[str]], num_episodes: int, seed: int) -> Tuple[float, float]:
     """(ref_min_score, ref_max_score): mean returns of a uniform random policy and of `policy` (noiseless)."""
-    random_return = mean_return(random_policy(action_space, seed), make_env, observation_keys, num_episodes, seed)
-    return random_return, mean_return(policy, make_env, observation_keys, num_episodes, seed)
+    random_return, policy_return = mean_returns(
+        [random_policy(action_space, seed), policy], make_env, observation_keys, num_episodes, seed
+    )
+    return random_return, policy_return
