@@ -1,9 +1,17 @@
-"""The IQL agent: networks, optimisers, target critics, and the compiled train step (SPEC.md section 1)."""
+"""The IQL agent: networks, optimisers, target critics, and the compiled updates.
 
-from typing import Dict, Optional, Sequence
+The agent is an ensemble of independently seeded members (one per seed of the run): own initialisation,
+own batches and dropout masks (each member samples with its own random generator), own target critics.
+The members' losses are summed, so each member's gradient, and with Adam (elementwise) each member's step,
+is exactly what it would be trained alone.
+"""
+
+import json
+from typing import Any, Dict, Optional, Sequence
 
 import gin
 import keras
+import numpy as np
 import tensorflow as tf
 
 from iql_tf import losses
@@ -11,7 +19,7 @@ from iql_tf.errors import UserError, is_integer, is_number
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
 from iql_tf.replay_buffer import ReplayBuffer
 
-# Metrics of one update, in the order the train step computes them.
+# Metrics of one update, in the order the train step computes them; each is one value per member.
 METRIC_NAMES = (
     "value_loss",
     "v_mean",
@@ -27,12 +35,14 @@ METRIC_NAMES = (
     "q1_mean",
     "q2_mean",
     "target_mean",
+    "actor_lr",
 )
 LOSS_NAMES = ("value_loss", "actor_loss", "critic_loss")
+_LOSS_ROWS = [METRIC_NAMES.index(name) for name in LOSS_NAMES]
 
 
 def _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, target_update_rate, learning_rates,
-                           dropout_rate, batch_size) -> None:
+                           dropout_rate, batch_size, jit_compile) -> None:
     """Raises a UserError naming the first IQLAgent binding that is out of its range."""
     checks = [
         ("hidden_dims", hidden_dims, isinstance(hidden_dims, (tuple, list)) and len(hidden_dims) > 0
@@ -46,6 +56,8 @@ def _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, t
         ("actor_dropout_rate", dropout_rate, dropout_rate is None or is_number(dropout_rate) and 0.0 <= dropout_rate < 1.0,
          "None or a number in [0, 1)"),
         ("batch_size", batch_size, is_integer(batch_size) and batch_size > 0, "a positive integer"),
+        ("jit_compile", jit_compile, jit_compile in (None, True, False),
+         "None (the faster path on this machine), True (XLA) or False"),
     ]
     for name, value, ok, expected in checks:
         if not ok:
@@ -63,13 +75,12 @@ def _adam(learning_rate) -> keras.optimizers.Adam:
 
 
 # The trainer passes these; binding them in gin would be silently overridden, so gin refuses them.
-@gin.configurable(denylist=["observation_dim", "action_dim", "actor_decay_steps", "seed"])
+@gin.configurable(denylist=["observation_dim", "action_dim", "actor_decay_steps", "seeds"])
 class IQLAgent(tf.Module):
-    """Value, twin critics with a Polyak target, and a Gaussian actor trained by AWR.
+    """Value, twin critics with a Polyak target, and a Gaussian actor trained by AWR, per member.
 
-    Everything that must survive a restart (weights, optimiser slots, the step, the random
-    generator) is reachable from this module, so `tf.train.Checkpoint(agent=agent)` restores
-    the exact training state.
+    Everything that must survive a restart (weights, optimiser slots, the step, the random generators) is
+    reachable from this module, so `tf.train.Checkpoint(agent=agent)` restores the exact training state.
     """
 
     def __init__(
@@ -77,7 +88,7 @@ class IQLAgent(tf.Module):
         observation_dim: int,
         action_dim: int,
         actor_decay_steps: int,
-        seed: int = 0,
+        seeds: Sequence[int] = (0,),
         hidden_dims: Sequence[int] = (256, 256),
         activation: str = "relu",
         expectile: float = 0.7,
@@ -90,38 +101,51 @@ class IQLAgent(tf.Module):
         actor_cosine_decay: bool = True,
         actor_dropout_rate: Optional[float] = None,
         batch_size: int = 256,
-        jit_compile: bool = False,
+        jit_compile: Optional[bool] = None,
     ):
         """Builds the networks.
 
         Args:
           observation_dim, action_dim: sizes of the flattened observation and of the action.
-          actor_decay_steps: length of the actor's cosine learning-rate decay (the run's max steps).
-          seed: seeds the initialisers and the generator that samples batches and dropout masks.
+          actor_decay_steps: length of the actor's cosine learning-rate decay (the run's offline updates).
+          seeds: one per member; seed the initialisers and the generator that samples the member's batches,
+            dropout masks and exploration.
           expectile: tau of the value's expectile regression (0.5 gives one-step SARSA values).
           beta: inverse temperature of AWR; 0 turns policy extraction into behaviour cloning.
           target_update_rate: Polyak rate alpha of the target critics.
           actor_cosine_decay: cosine decay of the actor lr to 0 over actor_decay_steps.
           actor_dropout_rate: dropout after each hidden layer of the actor, in training only.
-          jit_compile: compile the train step with XLA (on this project's CPU: faster for 64x64 and
-            128x128 networks, slower for 256x256; see README "Figures").
+          jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the
+            trainer time both on this machine and take the faster (`fastest_path`).
         """
         super().__init__(name="iql_agent")
         _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, target_update_rate,
-                               (value_lr, critic_lr, actor_lr), actor_dropout_rate, batch_size)
+                               (value_lr, critic_lr, actor_lr), actor_dropout_rate, batch_size, jit_compile)
+        # As JSON: tf.Module would wrap a dict attribute into a trackable that json cannot write.
+        self._hyperparameters = json.dumps(dict(
+            hidden_dims=list(hidden_dims), activation=activation, expectile=float(expectile), beta=float(beta),
+            discount=float(discount), target_update_rate=float(target_update_rate), value_lr=float(value_lr),
+            critic_lr=float(critic_lr), actor_lr=float(actor_lr), actor_cosine_decay=bool(actor_cosine_decay),
+            actor_dropout_rate=actor_dropout_rate, batch_size=int(batch_size),
+            actor_decay_steps=int(actor_decay_steps) if actor_cosine_decay else None,
+        ))
+        self.observation_dim, self.action_dim = observation_dim, action_dim
+        self.seeds = tuple(int(seed) for seed in seeds)
+        self.members = len(self.seeds)
         self.expectile = float(expectile)
         self.beta = float(beta)
         self.discount = float(discount)
         self.target_update_rate = float(target_update_rate)
         self.batch_size = int(batch_size)
 
-        self.value = ValueNetwork(observation_dim, hidden_dims, activation, seed)
-        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, seed + 1000)
-        self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, seed + 1000,
+        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds)
+        critic_seeds = [seed + 1000 for seed in self.seeds]
+        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds)
+        self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds,
                                         name="target_critic")
         self.target_critic.set_weights(self.critic.get_weights())
-        self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation, seed + 2000,
-                                   actor_dropout_rate)
+        self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
+                                   [seed + 2000 for seed in self.seeds], actor_dropout_rate)
 
         if actor_cosine_decay:
             actor_lr = keras.optimizers.schedules.CosineDecay(actor_lr, decay_steps=actor_decay_steps)
@@ -134,13 +158,32 @@ class IQLAgent(tf.Module):
         self.actor_optimizer.build(self.actor.trainable_variables)
 
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.generator = tf.random.Generator.from_seed(seed)
-        self._train = tf.function(self._train_steps, jit_compile=jit_compile)
-        # A fixed signature: evaluation batches shrink as episodes end, which must not retrace.
-        self.act = tf.function(self.actor, input_signature=[tf.TensorSpec([None, observation_dim], tf.float32)])
+        self.generators = [tf.random.Generator.from_seed(seed) for seed in self.seeds]
+        members_spec = tf.TensorSpec([self.members, None, observation_dim], tf.float32)
+        # Fixed signatures: evaluation batches shrink as episodes end, which must not retrace.
+        self.act = tf.function(self.actor, input_signature=[members_spec])
+        self.explore = tf.function(self._explore, input_signature=[members_spec, tf.TensorSpec([], tf.float32)])
+        self.jit_compile: Optional[bool] = None
+        if jit_compile is not None:
+            self.compile(jit_compile)
 
-    def update(self, batch: Dict[str, tf.Tensor], dropout_seed: tf.Tensor) -> Dict[str, tf.Tensor]:
-        """One IQL update in the reference order: value, actor, critics, target critics."""
+    @property
+    def hyperparameters(self) -> Dict[str, Any]:
+        """The constructor's settings (what decides the training, besides the seeds), JSON-ready."""
+        return json.loads(self._hyperparameters)
+
+    def compile(self, jit_compile: bool) -> None:
+        """Chooses how the updates are compiled: with XLA or with TensorFlow's own kernels."""
+        self.jit_compile = bool(jit_compile)
+        self._compiled_updates = tf.function(self._updates, jit_compile=self.jit_compile)
+        self._compiled_update = tf.function(self._sampled_update, jit_compile=self.jit_compile)
+        self._compiled_online_update = tf.function(self._add_and_update, jit_compile=self.jit_compile)
+
+    def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
+        """One IQL update of every member in the reference order: value, actor, critics, target critics.
+
+        `batch` holds [members, B, ...] tensors; returns the metrics as [len(METRIC_NAMES), members].
+        """
         observations, actions = batch["observations"], batch["actions"]
         target_q1, target_q2 = self.target_critic(observations, actions)
         target_q = tf.minimum(target_q1, target_q2)
@@ -149,15 +192,17 @@ class IQLAgent(tf.Module):
         with tf.GradientTape() as tape:
             v = self.value(observations)
             value_loss = losses.expectile_loss(target_q - v, self.expectile)
-        self._apply(self.value_optimizer, tape, value_loss, self.value)
+            total = tf.reduce_sum(value_loss)  # the sum over members: each member's gradient is its own loss's
+        self._apply(self.value_optimizer, tape, total, self.value)
 
         # 2. Actor: AWR with advantages from the value network after step 1.
         advantages = target_q - self.value(observations)
         weights = losses.awr_weights(advantages, self.beta)
         with tf.GradientTape() as tape:
-            log_probs = self.actor.distribution(observations, dropout_seed=dropout_seed).log_prob(actions)
+            log_probs = self.actor.distribution(observations, dropout_seeds=dropout_seeds).log_prob(actions)
             actor_loss = losses.awr_actor_loss(log_probs, weights)
-        self._apply(self.actor_optimizer, tape, actor_loss, self.actor)
+            total = tf.reduce_sum(actor_loss)
+        self._apply(self.actor_optimizer, tape, total, self.actor)
 
         # 3. Critics: TD targets bootstrap from the value network after step 1.
         target = losses.td_target(
@@ -166,7 +211,8 @@ class IQLAgent(tf.Module):
         with tf.GradientTape() as tape:
             q1, q2 = self.critic(observations, actions)
             critic_loss = losses.critic_loss(q1, q2, target)
-        self._apply(self.critic_optimizer, tape, critic_loss, self.critic)
+            total = tf.reduce_sum(critic_loss)
+        self._apply(self.critic_optimizer, tape, total, self.critic)
 
         # 4. Target critics: Polyak averaging.
         for target_variable, variable in zip(self.target_critic.variables, self.critic.variables):
@@ -175,24 +221,24 @@ class IQLAgent(tf.Module):
             )
         self.step.assign_add(1)
 
-        return {
-            "value_loss": value_loss,
-            "v_mean": tf.reduce_mean(v),
-            "actor_loss": actor_loss,
-            "advantage_mean": tf.reduce_mean(advantages),
-            "advantage_std": tf.math.reduce_std(advantages),
-            "advantage_max": tf.reduce_max(advantages),
-            "awr_weight_mean": tf.reduce_mean(weights),
-            "awr_weight_max": tf.reduce_max(weights),
-            "awr_weight_clipped_fraction": tf.reduce_mean(
-                tf.cast(weights >= losses.MAX_AWR_WEIGHT, tf.float32)
-            ),
-            "policy_std_mean": tf.reduce_mean(self.actor.std()),
-            "critic_loss": critic_loss,
-            "q1_mean": tf.reduce_mean(q1),
-            "q2_mean": tf.reduce_mean(q2),
-            "target_mean": tf.reduce_mean(target),
-        }
+        per_member = lambda x: tf.reduce_mean(x, axis=list(range(1, x.shape.rank)))  # noqa: E731
+        return tf.stack([
+            value_loss,
+            per_member(v),
+            actor_loss,
+            per_member(advantages),
+            tf.math.reduce_std(advantages, axis=-1),
+            tf.reduce_max(advantages, axis=-1),
+            per_member(weights),
+            tf.reduce_max(weights, axis=-1),
+            per_member(tf.cast(weights >= losses.MAX_AWR_WEIGHT, tf.float32)),
+            per_member(self.actor.std()),
+            critic_loss,
+            per_member(q1),
+            per_member(q2),
+            per_member(target),
+            tf.fill([self.members], tf.cast(self.actor_optimizer.learning_rate, tf.float32)),
+        ])
 
     @staticmethod
     def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
@@ -200,26 +246,70 @@ class IQLAgent(tf.Module):
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    def _train_steps(self, buffer: ReplayBuffer, num_steps: tf.Tensor) -> Dict[str, tf.Tensor]:
-        # K updates in one compiled call; the target update sits inside the loop (SPEC.md 6.4).
-        # Metrics are averaged over the K updates; the loop stops at the first non-finite loss so
-        # that the caller can name the step where it happened.
-        totals = {name: tf.constant(0.0) for name in METRIC_NAMES}
-        count = tf.constant(0)
+    def _sampled_update(self, buffer: ReplayBuffer) -> tf.Tensor:
+        batch = buffer.sample(self.generators, self.batch_size)
+        dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
+        return self.update(batch, dropout_seeds)
+
+    def _add_and_update(self, buffer: ReplayBuffer, transition: Dict[str, tf.Tensor]) -> tf.Tensor:
+        buffer.add(transition)
+        return self._sampled_update(buffer)
+
+    def _updates(self, buffer: ReplayBuffer, num_updates: tf.Tensor) -> tf.Tensor:
+        # K updates in one compiled call; the target update sits inside the loop (JAX-CORL #73: outside it,
+        # fused updates train against a stale target). Metrics are averaged over the K updates; the loop stops
+        # at the first non-finite loss so that the caller can name the step where it happened.
+        totals = tf.zeros([len(METRIC_NAMES), self.members])
+        metrics = totals
+        count = tf.constant(0.0)
         finite = tf.constant(True)
-        for _ in tf.range(num_steps):
+        for _ in tf.range(num_updates):
             if not finite:
                 break
-            batch = buffer.sample(self.generator, self.batch_size)
-            metrics = self.update(batch, dropout_seed=self.generator.make_seeds(1)[:, 0])
-            finite = tf.reduce_all([tf.math.is_finite(metrics[name]) for name in LOSS_NAMES])
-            totals = {name: totals[name] + metrics[name] for name in METRIC_NAMES}
-            count += 1
-        means = {name: total / tf.cast(count, tf.float32) for name, total in totals.items()}
-        means["actor_lr"] = tf.convert_to_tensor(self.actor_optimizer.learning_rate)
-        return means
+            metrics = self._sampled_update(buffer)
+            finite = tf.reduce_all(tf.math.is_finite(tf.gather(metrics, _LOSS_ROWS)))
+            totals += metrics
+            count += 1.0
+        # actor_lr, the last row, is the rate reached after the K updates, not their mean.
+        return tf.concat([totals[:-1] / count, metrics[-1:]], axis=0)
 
-    def train(self, buffer: ReplayBuffer, num_steps: int) -> Dict[str, float]:
-        """Runs `num_steps` updates on batches sampled from `buffer`; returns their mean metrics."""
-        metrics = self._train(buffer, tf.constant(num_steps, tf.int32))
-        return {name: float(value) for name, value in metrics.items()}
+    def run_updates(self, buffer: ReplayBuffer, num_updates: int) -> Dict[str, np.ndarray]:
+        """Runs `num_updates` updates on batches sampled from `buffer`; returns their mean metrics, one value
+        per member. Stops early (see `step`) at the first non-finite loss."""
+        if self.jit_compile is None:
+            raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
+        if num_updates == 1:
+            metrics = self._compiled_update(buffer)
+        else:
+            metrics = self._compiled_updates(buffer, tf.constant(num_updates, tf.int32))
+        return dict(zip(METRIC_NAMES, metrics.numpy()))
+
+    def online_update(self, buffer: ReplayBuffer, transition: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Appends one transition (float32 arrays keyed as the buffer's columns) and makes one update, in one
+        compiled call; returns the update's metrics."""
+        return dict(zip(METRIC_NAMES, self._compiled_online_update(buffer, transition).numpy()))
+
+    def _explore(self, observations: tf.Tensor, noise_std: tf.Tensor) -> tf.Tensor:
+        """Actions sampled from each member's policy (temperature 1) plus Gaussian exploration noise of std
+        `noise_std`, clipped to [-1, 1]; drawn with the members' own generators, so a resumed run draws alike."""
+        mean = self.actor(observations)
+        shape = tf.shape(mean)[1:]
+        policy_noise = tf.stack([generator.normal(shape) for generator in self.generators])
+        extra_noise = tf.stack([generator.normal(shape) for generator in self.generators])
+        return tf.clip_by_value(mean + self.actor.std() * policy_noise + noise_std * extra_noise, -1.0, 1.0)
+
+    def weights_finite(self) -> Dict[str, bool]:
+        """Whether each network's weights and optimiser state are all finite (checked before saving)."""
+        groups = {"value": self.value, "actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
+        return {name: all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.variables)
+                for name, model in groups.items()}
+
+    def member_weights(self, member: int) -> Dict[str, np.ndarray]:
+        """The actor of one member as plain arrays (kernels [in, out], biases [out], log_std [act]), for export."""
+        layers = list(self.actor.trunk.layers) + [self.actor.mean_head]
+        weights = {}
+        for i, layer in enumerate(layers):
+            weights[f"kernel_{i}"] = layer.kernel[member].numpy()
+            weights[f"bias_{i}"] = layer.bias[member, 0].numpy()
+        weights["log_std"] = self.actor.log_std[member, 0].numpy()
+        return weights

@@ -1,63 +1,74 @@
-"""Gin parsing for the command line, and saving the operative config beside a run."""
+"""Gin configuration: the packaged config files, the two gin flags every training command takes, parsing.
 
+The configs ship inside the package (`iql_tf/configs/*.gin`), so `--gin_file=locomotion` works from any
+directory after a plain `pip install`. A file given by path is read as is; its `include 'base.gin'` lines
+resolve against the packaged folder too.
+"""
+
+import importlib.resources
+import logging
 import os
 import pathlib
-from typing import Any, Dict, Sequence
-
-import logging as std_logging
+import tokenize
+from typing import List, Sequence
 
 import gin
-import tensorflow as tf
 from absl import flags
-from absl import logging
 
 from iql_tf.errors import UserError
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-GIN_DIR = REPO_ROOT / "gin"
+
+def configs_dir() -> pathlib.Path:
+    """The packaged gin files' folder (a real folder: the package is installed unzipped)."""
+    return pathlib.Path(str(importlib.resources.files("iql_tf") / "configs"))
+
+
+def available_configs() -> List[str]:
+    return sorted(path.stem for path in configs_dir().glob("*.gin"))
 
 
 def define_gin_flags() -> None:
-    """--gin_file and --gin_bindings, the only configuration flags of every command that trains."""
-    flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order (e.g. gin/locomotion.gin).")
+    """--gin_file and --gin_bindings, the configuration flags of every command that trains."""
+    flags.DEFINE_multi_string("gin_file", [], "Gin config, repeatable, applied in order: a packaged name "
+                              f"({', '.join(available_configs())}) or a path to a .gin file.")
     flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files, e.g. 'train.seed = 1'.")
 
 
-def quiet_tensorflow_info() -> None:
-    """Drops TensorFlow's own INFO lines (saver and SavedModel internals) that drown a run's progress;
-    warnings and errors still show, and so does this project's INFO logging."""
-    tf.get_logger().setLevel("WARNING")
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= std_logging.WARNING or "/tensorflow/" not in record.pathname
-    )
-
-
 def resolve_gin_file(name: str) -> str:
-    """A gin file as given, or relative to the repository (`gin/x.gin`), or by short name (`x`)."""
-    for candidate in (pathlib.Path(name), REPO_ROOT / name, GIN_DIR / name, GIN_DIR / f"{name}.gin"):
-        if candidate.is_file():
-            return str(candidate)
-    available = ", ".join(sorted(path.name for path in GIN_DIR.glob("*.gin")))
-    raise UserError(f"gin file {name!r} not found (looked in ., {REPO_ROOT} and {GIN_DIR}); available: {available}")
+    """A gin file as given if it exists, else the packaged config of that name (`locomotion`,
+    `locomotion.gin` and `gin/locomotion.gin` all name the packaged `locomotion.gin`)."""
+    path = pathlib.Path(name).expanduser()
+    if path.is_file():
+        return str(path)
+    packaged = configs_dir() / pathlib.Path(name).name
+    packaged = packaged if packaged.suffix == ".gin" else packaged.with_name(packaged.name + ".gin")
+    if packaged.is_file():
+        return str(packaged)
+    raise UserError(f"gin file {name!r} not found (neither a file nor a packaged config); packaged configs: "
+                    f"{', '.join(available_configs())}")
+
+
+def _not_gin_probing(record: logging.LogRecord) -> bool:
+    """gin looks for an included file under each search path in turn and logs (an ERROR where it is not, the
+    working directory first); only the final 'Unable to open file', raised as an exception, matters."""
+    return not record.pathname.endswith(f"gin{os.sep}resource_reader.py")
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
-    """Parses gin files then bindings; unknown configurables or parameters are UserErrors."""
-    # Domain files `include 'gin/base.gin'`: make that resolve from any working directory.
-    gin.add_config_file_search_path(str(REPO_ROOT))
+    """Parses gin files then bindings; unknown configurables or parameters and syntax errors are UserErrors."""
+    import iql_tf.trainer  # noqa: F401  (registers the configurables: train, IQLAgent, make_dataset)
+
+    gin.add_config_file_search_path(str(configs_dir()))  # `include 'base.gin'` from any working directory
+    if _not_gin_probing not in logging.getLogger().filters:
+        logging.getLogger().addFilter(_not_gin_probing)
+    paths = [resolve_gin_file(name) for name in files]
     try:
-        gin.parse_config_files_and_bindings([resolve_gin_file(name) for name in files], bindings)
-    except (ValueError, KeyError, SyntaxError, TypeError, OSError) as error:
+        gin.parse_config_files_and_bindings(paths, bindings)
+    except (ValueError, KeyError, SyntaxError, TypeError, OSError, tokenize.TokenError) as error:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise UserError(f"gin config: {message}; check the gin files and --gin_bindings") from error
 
 
-def save_operative_config(workdir: str, writer: tf.summary.SummaryWriter, extra: Dict[str, Any]) -> None:
-    """Writes the gin config actually used to DIR/operative_config.gin and to TensorBoard as text."""
-    operative = gin.operative_config_str()
-    with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
-        f.write(operative)
-    details = "\n".join(f"- {key}: `{value}`" for key, value in extra.items())
-    with writer.as_default(step=0):
-        tf.summary.text("config/gin", f"```\n{operative}\n```")
-        tf.summary.text("config/data", details)
+def config_name(files: Sequence[str]) -> str:
+    """A short name for a run's configuration: the stem of its last gin file ('default' without one)."""
+    return pathlib.Path(files[-1]).stem if files else "default"

@@ -2,17 +2,18 @@
 
 Dict observations (PointMaze, AntMaze) are flattened by concatenating their entries in sorted key
 order (`achieved_goal`, `desired_goal`, `observation`): the same order for conversion, generation,
-evaluation and deployment (SPEC.md section 2).
+evaluation and deployment.
 """
 
 import contextlib
 import io
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from iql_tf.errors import UserError
+from iql_tf.json_records import parse_json_object
 
 _registered = False
 
@@ -97,3 +98,8 @@ def check_env_fits(env: gym.Env, observation_keys: Optional[Sequence[str]], obse
             "make_dataset.env_id) or use the right dataset"
         )
 
+
+
+def parse_env_kwargs(text: str) -> Dict[str, Any]:
+    """The --env_kwargs flag: a JSON object."""
+    return parse_json_object(text, "--env_kwargs", "pass an object such as '{\"continuing_task\": false}'")

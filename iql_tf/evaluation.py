@@ -1,4 +1,8 @@
-"""Deterministic rollouts in the dataset's environment: returns, normalised score, success (SPEC.md section 3)."""
+"""Deterministic rollouts in the dataset's environment: returns, normalised score, success.
+
+A separate environment instance from any exploration, seeded per episode from the run seed, deterministic
+actions (the policy mean), full episodes up to the environment's time limit.
+"""
 
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -7,7 +11,7 @@ import numpy as np
 
 from iql_tf.envs import flatten_observation
 
-Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in [-1, 1]
+Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in the env's units
 
 
 def normalized_score(returns: np.ndarray, ref_min_score: Optional[float],

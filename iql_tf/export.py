@@ -1,78 +1,76 @@
-"""SavedModel export of the extracted policy, loadable by deployment code with TensorFlow alone.
+"""The trained policy as a SavedModel (and a TensorFlow Lite model) that deployment code loads with
+TensorFlow alone.
 
-Layout (SPEC.md section 5): `DIR/export/policy/` holds a SavedModel with the signatures
-`serving_default` (observations -> deterministic actions in [-1, 1]) and `sample`
-(observations, temperature, seed -> sampled actions clipped to [-1, 1]), and
-`assets/metadata.json` describing the environment, the observation flattening and the run.
+`DIR/export/policy/` (one per seed, `DIR/export/seed_K/policy/`, for a run of several seeds) holds:
+- a SavedModel with the signatures `serving_default` (raw observations -> deterministic actions in the
+  environment's units) and `sample` (observations, temperature, seed -> sampled actions, clipped to the
+  action bounds);
+- `policy.tflite`, `serving_default` for TensorFlow Lite / LiteRT;
+- `assets/metadata.json` (`PolicyMetadata`).
+The weights, the observation normalisation and the action bounds are constants of the graph, not variables:
+that keeps the model self-contained and lets TFLite convert it (variables come out as NaN with XNNPACK).
+The directory is replaced atomically, so it holds a complete export at every instant.
 """
 
-import json
-import os
-import shutil
-import tempfile
-from typing import Any, Dict
+import pathlib
+from typing import Dict
 
+import keras
+import numpy as np
 import tensorflow as tf
 
-from iql_tf.networks import GaussianActor
-
-METADATA_FILE = "metadata.json"
+from iql_tf import files
+from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.networks import LOG_STD_MAX, LOG_STD_MIN
+from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata
 
 
 class ExportedPolicy(tf.Module):
-    """The actor alone, behind fixed input signatures."""
+    """The actor of one member with its preprocessing, as graph constants behind fixed input signatures."""
 
-    def __init__(self, actor: GaussianActor, observation_dim: int):
+    def __init__(self, weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing):
         super().__init__(name="policy")
-        self.actor = actor
+        # numpy, not tensors: each is turned into a constant while tracing, so none becomes a captured variable.
+        self._weights = weights
+        self._activation = keras.activations.get(activation)
+        self._preprocessing = preprocessing
+        observation_dim = weights["kernel_0"].shape[0]
         observations = tf.TensorSpec([None, observation_dim], tf.float32, name="observations")
         self.act = tf.function(self._act, input_signature=[observations])
-        self.sample = tf.function(
-            self._sample,
-            input_signature=[
-                observations,
-                tf.TensorSpec([], tf.float32, name="temperature"),
-                tf.TensorSpec([2], tf.int32, name="seed"),
-            ],
-        )
+        self.sample = tf.function(self._sample, input_signature=[
+            observations, tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([2], tf.int32, name="seed"),
+        ])
+
+    def _mean(self, observations: tf.Tensor) -> tf.Tensor:
+        """tanh(Dense(MLP(normalised s))), in [-1, 1]."""
+        x = self._preprocessing.observations(observations)
+        num_layers = sum(name.startswith("kernel_") for name in self._weights)
+        for i in range(num_layers):
+            x = tf.matmul(x, tf.constant(self._weights[f"kernel_{i}"])) + tf.constant(self._weights[f"bias_{i}"])
+            if i < num_layers - 1:
+                x = self._activation(x)
+        return tf.tanh(x)
+
+    def _to_env(self, unit_actions: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self._preprocessing.actions_from_unit(tf.clip_by_value(unit_actions, -1.0, 1.0)), tf.float32)
 
     def _act(self, observations: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {"actions": tf.clip_by_value(self.actor(observations), -1.0, 1.0)}
+        return {"actions": self._to_env(self._mean(observations))}
 
     def _sample(self, observations: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -> Dict[str, tf.Tensor]:
-        actions = self.actor.distribution(observations, temperature=temperature).sample(seed=seed)
-        return {"actions": tf.clip_by_value(actions, -1.0, 1.0)}
+        mean = self._mean(observations)
+        std = tf.exp(tf.clip_by_value(tf.constant(self._weights["log_std"]), LOG_STD_MIN, LOG_STD_MAX))
+        noise = tf.random.stateless_normal(tf.shape(mean), seed)
+        return {"actions": self._to_env(mean + std * temperature * noise)}
 
 
-def export_policy(actor: GaussianActor, observation_dim: int, directory: str, metadata: Dict[str, Any]) -> None:
-    """Writes the SavedModel and its metadata to `directory`, replacing an earlier export.
-
-    The export is written to a staging folder and renamed into place, so `directory` never holds
-    a half-written SavedModel."""
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".policy-", dir=parent)
-    try:
-        module = ExportedPolicy(actor, observation_dim)
-        tf.saved_model.save(
-            module, staging, signatures={"serving_default": module.act, "sample": module.sample}
-        )
-        os.makedirs(os.path.join(staging, "assets"), exist_ok=True)
-        with open(os.path.join(staging, "assets", METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
-        if os.path.exists(directory):
-            retired = tempfile.mkdtemp(prefix=".policy-old-", dir=parent)
-            os.replace(directory, os.path.join(retired, "policy"))
-            os.replace(staging, directory)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, directory)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
-
-
-def load_metadata(directory: str) -> Dict[str, Any]:
-    """The metadata stored beside an exported policy."""
-    with open(os.path.join(directory, "assets", METADATA_FILE)) as f:
-        return json.load(f)
+def export_policy(weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
+                  directory: "str | pathlib.Path", metadata: PolicyMetadata) -> None:
+    """Writes the SavedModel, the TFLite model and the metadata to `directory`, replacing an earlier export."""
+    module = ExportedPolicy(weights, activation, preprocessing)
+    with files.atomic_directory(directory, replace=True) as staging:
+        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.act, "sample": module.sample})
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=["serving_default"])
+        (staging / TFLITE_FILE).write_bytes(converter.convert())
+        (staging / METADATA_PATH).parent.mkdir(exist_ok=True)
+        (staging / METADATA_PATH).write_text(metadata.to_json())

@@ -1,4 +1,8 @@
-"""The IQL losses as pure functions of tensors (paper eqs. 5-7, SPEC.md section 1)."""
+"""The IQL losses as pure functions of tensors (paper eqs. 5-7).
+
+Means run over the last (batch) axis, so [B] inputs give a scalar and [members, B] inputs give one loss per
+ensemble member.
+"""
 
 import tensorflow as tf
 
@@ -9,7 +13,7 @@ MAX_AWR_WEIGHT = 100.0
 def expectile_loss(diff: tf.Tensor, expectile: float) -> tf.Tensor:
     """Batch mean of L2_tau(u) = |tau - 1(u < 0)| * u^2 with u = Q(s, a) - V(s)."""
     weight = tf.where(diff > 0, expectile, 1.0 - expectile)
-    return tf.reduce_mean(weight * tf.square(diff))
+    return tf.reduce_mean(weight * tf.square(diff), axis=-1)
 
 
 def td_target(rewards: tf.Tensor, masks: tf.Tensor, next_values: tf.Tensor, discount: float) -> tf.Tensor:
@@ -19,7 +23,7 @@ def td_target(rewards: tf.Tensor, masks: tf.Tensor, next_values: tf.Tensor, disc
 
 def critic_loss(q1: tf.Tensor, q2: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     """Sum of both critics' mean squared TD errors against the same target."""
-    return tf.reduce_mean(tf.square(q1 - target)) + tf.reduce_mean(tf.square(q2 - target))
+    return tf.reduce_mean(tf.square(q1 - target), axis=-1) + tf.reduce_mean(tf.square(q2 - target), axis=-1)
 
 
 def awr_weights(advantages: tf.Tensor, beta: float) -> tf.Tensor:
@@ -29,4 +33,4 @@ def awr_weights(advantages: tf.Tensor, beta: float) -> tf.Tensor:
 
 def awr_actor_loss(log_probs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """Advantage-weighted regression: -mean(weight * log pi(a|s))."""
-    return -tf.reduce_mean(weights * log_probs)
+    return -tf.reduce_mean(weights * log_probs, axis=-1)

@@ -1,9 +1,16 @@
-"""Keras models of IQL: value V(s), twin critics Q1/Q2(s, a) and the Gaussian actor (SPEC.md section 1)."""
+"""Keras models of IQL for an ensemble of independent members: value V(s), twin critics Q1/Q2(s, a) and the
+Gaussian actor.
+
+Every weight has a leading member axis ([members, in, out] kernels), so N independently seeded agents train
+through batched matmuls in one compiled step (`train.num_seeds`); a single run is the ensemble of one.
+Inputs and outputs carry the same axis: observations [members, B, obs] -> values [members, B].
+"""
 
 import math
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -13,98 +20,125 @@ LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
 
 
-def _dense(units: int, activation: Optional[str], seed: int, name: str) -> keras.layers.Dense:
-    # The reference initialises every Dense, output layers included, orthogonally with gain sqrt(2).
-    return keras.layers.Dense(
-        units,
-        activation=activation,
-        kernel_initializer=keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed),
-        bias_initializer="zeros",
-        name=name,
-    )
+class EnsembleDense(keras.layers.Layer):
+    """`members` independent Dense layers: [members, B, in] -> [members, B, out].
+
+    Member k's kernel is what a plain Dense initialised orthogonally with gain sqrt(2) and seed `seeds[k]`
+    would hold (the reference's initialisation, output layers included), and its bias is zero.
+    """
+
+    def __init__(self, units: int, seeds: Sequence[int], activation: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.seeds = list(seeds)
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        fan_in = int(input_shape[-1])
+        kernels = np.stack([
+            keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)((fan_in, self.units)).numpy()
+            for seed in self.seeds
+        ])
+        self.kernel = self.add_weight(shape=kernels.shape, initializer=keras.initializers.Constant(kernels),
+                                      name="kernel")
+        self.bias = self.add_weight(shape=(len(self.seeds), 1, self.units), initializer="zeros", name="bias")
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        if len(self.seeds) == 1:  # a plain matmul: no batch dimension for the kernels to loop over
+            outputs = (tf.matmul(inputs[0], self.kernel[0]) + self.bias[0])[None]
+        else:
+            outputs = tf.matmul(inputs, self.kernel) + self.bias
+        return self.activation(outputs)
 
 
-def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seed: int, prefix: str) -> keras.Sequential:
-    """The hidden layers of an MLP, each Dense with its own initialiser seed.
+def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
+        prefix: str) -> keras.Sequential:
+    """The hidden layers of an ensemble MLP; layer i of member k is seeded `seeds[k] + i`.
 
     A Sequential, not a Python list: Keras 3 does not expose layer lists to tf.train.Checkpoint.
     """
-    layers = [_dense(units, activation, seed + i, f"{prefix}_hidden_{i}") for i, units in enumerate(hidden_dims)]
-    return keras.Sequential([keras.Input((input_dim,)), *layers], name=f"{prefix}_trunk")
+    layers = [EnsembleDense(units, [seed + i for seed in seeds], activation, name=f"{prefix}_hidden_{i}")
+              for i, units in enumerate(hidden_dims)]
+    return keras.Sequential([keras.Input((None, input_dim)), *layers], name=f"{prefix}_trunk")
 
 
 class ValueNetwork(keras.Model):
-    """V(s): MLP with a scalar head, output squeezed to [B]."""
+    """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]."""
 
-    def __init__(self, observation_dim: int, hidden_dims: Sequence[int], activation: str, seed: int, name="value"):
+    def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
+                 name="value"):
         super().__init__(name=name)
-        self.trunk = mlp(observation_dim, hidden_dims, activation, seed, name)
-        self.head = _dense(1, None, seed + len(hidden_dims), f"{name}_out")
-        self(tf.zeros([1, observation_dim]))
+        self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name)
+        self.head = EnsembleDense(1, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_out")
+        self(tf.zeros([len(seeds), 1, input_dim]))
 
-    def call(self, observations: tf.Tensor) -> tf.Tensor:
-        return tf.squeeze(self.head(self.trunk(observations)), -1)
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.squeeze(self.head(self.trunk(inputs)), -1)
 
 
 class TwinCritic(keras.Model):
-    """Two independent Q networks over concat(s, a); returns (Q1, Q2), each [B]."""
+    """Two independent Q networks per member over concat(s, a), run as one ensemble of 2 x members
+    (Q1 of every member, then Q2 of every member); returns (Q1, Q2), each [members, B]."""
 
-    def __init__(
-        self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str, seed: int,
-        name="critic",
-    ):
+    def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
+                 seeds: Sequence[int], name="critic"):
         super().__init__(name=name)
-        self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seed, name=f"{name}_q1")
-        self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seed + 100, name=f"{name}_q2")
+        self.members = len(seeds)
+        self.q = ValueNetwork(observation_dim + action_dim, hidden_dims, activation,
+                              list(seeds) + [seed + 100 for seed in seeds], name=f"{name}_q")
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
         inputs = tf.concat([observations, actions], axis=-1)
-        return self.q1(inputs), self.q2(inputs)
+        q = self.q(tf.concat([inputs, inputs], axis=0))
+        return q[: self.members], q[self.members:]
 
 
 class GaussianActor(keras.Model):
-    """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std.
+    """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std per member.
 
-    Dropout (kitchen/adroit) is stateless and seeded by the caller, so the agent's one checkpointed
-    random generator drives it and a resumed run repeats the same masks.
+    Dropout (kitchen/adroit) is stateless and seeded by the caller with one seed per member, so each member's
+    checkpointed random generator drives its own masks and a resumed run repeats them.
     """
 
-    def __init__(
-        self,
-        observation_dim: int,
-        action_dim: int,
-        hidden_dims: Sequence[int],
-        activation: str,
-        seed: int,
-        dropout_rate: Optional[float] = None,
-        name="actor",
-    ):
+    def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
+                 seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor"):
         super().__init__(name=name)
-        self.trunk = mlp(observation_dim, hidden_dims, activation, seed, name)
-        self.mean_head = _dense(action_dim, None, seed + len(hidden_dims), f"{name}_mean")
-        self.log_std = self.add_weight(shape=(action_dim,), initializer="zeros", name="log_std")
+        self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name)
+        self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_mean")
+        self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std")
         self.dropout_rate = dropout_rate or 0.0
-        self(tf.zeros([1, observation_dim]))
+        self(tf.zeros([len(seeds), 1, observation_dim]))
 
-    def call(self, observations: tf.Tensor, dropout_seed: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """The deterministic action tanh(Dense(h)); dropout is applied only when a seed is given."""
-        if dropout_seed is None or self.dropout_rate == 0:
+    def call(self, observations: tf.Tensor, dropout_seeds: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """The deterministic action tanh(Dense(h)); dropout only when seeds ([members, 2]) are given."""
+        if dropout_seeds is None or self.dropout_rate == 0:
             return tf.tanh(self.mean_head(self.trunk(observations)))
         x = observations
-        seeds = tf.random.experimental.stateless_split(dropout_seed, num=len(self.trunk.layers))
-        for layer, seed in zip(self.trunk.layers, tf.unstack(seeds)):
-            x = tf.nn.experimental.stateless_dropout(layer(x), rate=self.dropout_rate, seed=seed)
+        for i, layer in enumerate(self.trunk.layers):
+            x = layer(x)
+            # Per member, so that each member's masks are those it would draw alone.
+            x = tf.stack([
+                tf.nn.experimental.stateless_dropout(x[k], rate=self.dropout_rate, seed=layer_seeds[i])
+                for k, layer_seeds in enumerate(_layer_seeds(dropout_seeds, len(self.trunk.layers)))
+            ])
         return tf.tanh(self.mean_head(x))
 
     def std(self) -> tf.Tensor:
-        """The state-independent standard deviation exp(clip(log_std, -5, 2)), [action_dim]."""
+        """exp(clip(log_std, -5, 2)), [members, 1, action_dim]."""
         return tf.exp(tf.clip_by_value(self.log_std, LOG_STD_MIN, LOG_STD_MAX))
 
-    def distribution(
-        self, observations: tf.Tensor, temperature: float = 1.0, dropout_seed: Optional[tf.Tensor] = None
-    ) -> tfd.Distribution:
-        """The policy as a TFP distribution; temperature 0 collapses it onto the mean."""
-        # A Gaussian over raw actions with a tanh'd mean, not a tanh-squashed distribution (SPEC.md 6.2).
+    def distribution(self, observations: tf.Tensor, temperature: float = 1.0,
+                     dropout_seeds: Optional[tf.Tensor] = None) -> tfd.Distribution:
+        """The policy as a TFP distribution over [members, B, action_dim]; temperature 0 is the mean."""
+        # A Gaussian over raw actions with a tanh'd mean, not a tanh-squashed distribution: a squashed one
+        # trains badly with AWR (d3rlpy #171, CORL #38).
         return tfd.MultivariateNormalDiag(
-            loc=self(observations, dropout_seed=dropout_seed), scale_diag=self.std() * temperature
+            loc=self(observations, dropout_seeds=dropout_seeds), scale_diag=self.std() * temperature
         )
+
+
+def _layer_seeds(dropout_seeds: tf.Tensor, num_layers: int) -> List[List[tf.Tensor]]:
+    """Per member, one stateless seed per hidden layer, split from the member's seed."""
+    members = dropout_seeds.shape[0]
+    return [tf.unstack(tf.random.experimental.stateless_split(dropout_seeds[k], num=num_layers))
+            for k in range(members)]

@@ -1,11 +1,13 @@
 """Transitions held in memory as tf.Variables and sampled uniformly inside the compiled train step.
 
-Variables (not graph constants) keep a 1M-transition dataset out of the traced graph, and the
-`size` variable lets an online buffer grow behind the same sampling code.
+Variables (not graph constants) keep a 1M-transition dataset out of the traced graph. The buffer is
+preallocated to its final size (the offline dataset plus every online transition to come), so growing it
+during fine-tuning neither reallocates nor retraces: `size` says how much of it is filled.
 """
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 # What one gradient update reads; masks are 1 - terminal (a truncation keeps its bootstrap).
@@ -13,9 +15,10 @@ BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations"
 
 
 class ReplayBuffer(tf.Module):
-    """Holds observations, actions, rewards, masks and next observations of N transitions."""
+    """Observations, actions, rewards, masks and next observations of up to `capacity` transitions."""
 
-    def __init__(self, transitions: Mapping[str, tf.Tensor], name: str = "replay_buffer"):
+    def __init__(self, transitions: Mapping[str, tf.Tensor], capacity: Optional[int] = None,
+                 name: str = "replay_buffer"):
         super().__init__(name=name)
         columns = {
             "observations": transitions["observations"],
@@ -24,13 +27,39 @@ class ReplayBuffer(tf.Module):
             "masks": 1.0 - tf.convert_to_tensor(transitions["terminals"], tf.float32),
             "next_observations": transitions["next_observations"],
         }
+        self.offline_size = int(columns["rewards"].shape[0])
+        self.capacity = max(capacity or 0, self.offline_size)
+        free = self.capacity - self.offline_size
         self.columns = {
-            key: tf.Variable(tf.convert_to_tensor(value, tf.float32), trainable=False, name=key)
+            key: tf.Variable(tf.concat([tf.convert_to_tensor(value, tf.float32),
+                                        tf.zeros([free, *value.shape[1:]], tf.float32)], axis=0),
+                             trainable=False, name=key)
             for key, value in columns.items()
         }
-        self.size = tf.Variable(int(columns["rewards"].shape[0]), dtype=tf.int64, trainable=False, name="size")
+        self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
 
-    def sample(self, generator: tf.random.Generator, batch_size: int) -> Dict[str, tf.Tensor]:
-        """A batch of `batch_size` transitions drawn uniformly with replacement."""
-        indices = generator.uniform([batch_size], minval=0, maxval=self.size, dtype=tf.int64)
+    def sample(self, generators: Sequence[tf.random.Generator], batch_size: int) -> Dict[str, tf.Tensor]:
+        """One batch per generator (ensemble member), uniform with replacement: [members, batch_size, ...]."""
+        indices = tf.stack([
+            generator.uniform([batch_size], minval=0, maxval=self.size, dtype=tf.int64) for generator in generators
+        ])
         return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
+
+    def add(self, transition: Mapping[str, tf.Tensor]) -> None:
+        """Appends one transition (unbatched tensors keyed as BATCH_KEYS); the caller keeps size < capacity."""
+        index = tf.reshape(self.size, [1, 1])
+        for key in BATCH_KEYS:
+            self.columns[key].scatter_nd_update(index, tf.expand_dims(tf.cast(transition[key], tf.float32), 0))
+        self.size.assign_add(1)
+
+    def online_rows(self, start: int, stop: int) -> Dict[str, np.ndarray]:
+        """Online transitions [start, stop) (counted from the end of the offline data), as numpy arrays."""
+        first, last = self.offline_size + start, self.offline_size + stop
+        return {key: column[first:last].numpy() for key, column in self.columns.items()}
+
+    def restore_online(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Puts saved online transitions back after the offline data and sets `size` to match."""
+        count = len(rows["rewards"])
+        for key, column in self.columns.items():
+            column[self.offline_size:self.offline_size + count].assign(rows[key])
+        self.size.assign(self.offline_size + count)

@@ -1,25 +1,36 @@
-"""Shared fixtures: the example datasets beside the checkout, a clean gin state, a private Minari root."""
+"""Shared fixtures: example datasets made here, a clean gin state, private Minari roots and caches.
+
+Nothing outside the repository is read: the datasets the tests need are generated (tests/datasets.py), and
+every run, cache and Minari root lives in pytest's temporary folders, never in the user's home.
+"""
 
 import os
 import pathlib
 
-import gin
-import pytest
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gin  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import datasets  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def shared_datasets() -> pathlib.Path:
-    """../shared/datasets beside the checkout (CI lays a copy there), or $IQL_TF_SHARED_DATASETS."""
-    path = pathlib.Path(os.environ.get("IQL_TF_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
-    if not (path / "hopper-random-example.npz").exists():
-        raise FileNotFoundError(
-            f"example datasets not found at {path}: set IQL_TF_SHARED_DATASETS to the shared/datasets folder"
-        )
-    return path
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory):
+    """The conversion cache, the compiled-path cache and the default Minari root of the whole session."""
+    root = tmp_path_factory.mktemp("homes")
+    saved = {name: os.environ.get(name) for name in ("IQL_TF_DATA_DIR", "IQL_TF_CACHE_DIR", "MINARI_DATASETS_PATH")}
+    os.environ.update(IQL_TF_DATA_DIR=str(root / "data"), IQL_TF_CACHE_DIR=str(root / "cache"),
+                      MINARI_DATASETS_PATH=str(root / "minari"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +50,37 @@ def minari_root(tmp_path, monkeypatch) -> pathlib.Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def hopper_rows():
+    """2000 D4RL-style rows of Hopper-v5 with uniform random actions (see tests/datasets.py)."""
+    return datasets.hopper_random_rows()
+
+
+@pytest.fixture(scope="session")
+def hopper_npz(hopper_rows, tmp_path_factory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("hopper") / "hopper-random.npz"
+    np.savez(path, **hopper_rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pointmaze_root(tmp_path_factory) -> pathlib.Path:
+    """A Minari root holding `pointmaze/umaze-example-v0` (4 episodes of 100 steps)."""
+    root = tmp_path_factory.mktemp("pointmaze-minari")
+    previous = os.environ["MINARI_DATASETS_PATH"]
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        datasets.write_pointmaze_minari("pointmaze/umaze-example-v0")
+    finally:
+        os.environ["MINARI_DATASETS_PATH"] = previous
+    return root
+
+
 def tiny_rows() -> dict:
     """D4RL-style rows of three episodes: rows 0-3 end terminal, 4-8 end by timeout, 9-11 end with the file.
 
     Observations are [row, 10 * row, -row]; at each episode end s' is a distinct final observation.
     """
-    import numpy as np
-
     rows = np.arange(12, dtype=np.float32)
     observations = np.stack([rows, 10 * rows, -rows], axis=1)
     next_observations = np.stack([rows + 1, 10 * (rows + 1), -(rows + 1)], axis=1)
@@ -67,7 +102,6 @@ def tiny_rows() -> dict:
 @pytest.fixture
 def write_npz(tmp_path):
     """Writes `tiny_rows()` with fields replaced (None drops a field) to tmp_path/NAME.npz; returns the path."""
-    import numpy as np
 
     def write(name: str = "data", **fields) -> pathlib.Path:
         arrays = {**tiny_rows(), **fields}

@@ -1,4 +1,4 @@
-"""The train step: update order, target update, fused K-step calls, non-finite stop."""
+"""The train step: update order, target update, fused and single updates, the ensemble, non-finite stop."""
 
 import numpy as np
 import pytest
@@ -12,11 +12,11 @@ from iql_tf.replay_buffer import ReplayBuffer
 OBS, ACT = 3, 2
 
 
-def make_agent(**kwargs) -> IQLAgent:
+def make_agent(seeds=(7,), **kwargs) -> IQLAgent:
     defaults = dict(hidden_dims=(16, 16), expectile=0.8, beta=3.0, batch_size=32, value_lr=0.05,
-                    critic_lr=0.05, actor_lr=0.05, actor_cosine_decay=False, seed=7)
+                    critic_lr=0.05, actor_lr=0.05, actor_cosine_decay=False, jit_compile=False)
     defaults.update(kwargs)
-    return IQLAgent(OBS, ACT, actor_decay_steps=100, **defaults)
+    return IQLAgent(OBS, ACT, actor_decay_steps=100, seeds=seeds, **defaults)
 
 
 def make_transitions(n=64, seed=0, rewards=None):
@@ -31,8 +31,9 @@ def make_transitions(n=64, seed=0, rewards=None):
 
 
 def batch_of(transitions):
-    batch = {key: tf.constant(value) for key, value in transitions.items() if key != "terminals"}
-    batch["masks"] = tf.constant(1.0 - transitions["terminals"])
+    """One member's batch: [1, B, ...]."""
+    batch = {key: tf.constant(value[None]) for key, value in transitions.items() if key != "terminals"}
+    batch["masks"] = tf.constant(1.0 - transitions["terminals"][None])
     return batch
 
 
@@ -46,18 +47,18 @@ def manual_update(agent: IQLAgent, batch, actor_uses_updated_value=True):
     target_q = tf.minimum(*agent.target_critic(obs, act))
     old_v = agent.value(obs)
     with tf.GradientTape() as tape:
-        value_loss = losses.expectile_loss(target_q - agent.value(obs), agent.expectile)
+        value_loss = tf.reduce_sum(losses.expectile_loss(target_q - agent.value(obs), agent.expectile))
     grads = tape.gradient(value_loss, agent.value.trainable_variables)
     agent.value_optimizer.apply_gradients(zip(grads, agent.value.trainable_variables))
     v = agent.value(obs) if actor_uses_updated_value else old_v
     weights_awr = losses.awr_weights(target_q - v, agent.beta)
     with tf.GradientTape() as tape:
-        actor_loss = losses.awr_actor_loss(agent.actor.distribution(obs).log_prob(act), weights_awr)
+        actor_loss = tf.reduce_sum(losses.awr_actor_loss(agent.actor.distribution(obs).log_prob(act), weights_awr))
     grads = tape.gradient(actor_loss, agent.actor.trainable_variables)
     agent.actor_optimizer.apply_gradients(zip(grads, agent.actor.trainable_variables))
     y = losses.td_target(batch["rewards"], batch["masks"], agent.value(batch["next_observations"]), agent.discount)
     with tf.GradientTape() as tape:
-        critic_loss = losses.critic_loss(*agent.critic(obs, act), y)
+        critic_loss = tf.reduce_sum(losses.critic_loss(*agent.critic(obs, act), y))
     grads = tape.gradient(critic_loss, agent.critic.trainable_variables)
     agent.critic_optimizer.apply_gradients(zip(grads, agent.critic.trainable_variables))
     for target, source in zip(agent.target_critic.variables, agent.critic.variables):
@@ -71,7 +72,7 @@ def test_update_follows_the_reference_order():
     for agent_ in (agent, reference, wrong_order):
         for variable in agent_.target_critic.variables:
             variable.assign(variable * 0.5)
-    agent.update(batch, dropout_seed=tf.constant([0, 0]))
+    agent.update(batch, dropout_seeds=tf.constant([[0, 0]]))
     manual_update(reference, batch)
     manual_update(wrong_order, batch, actor_uses_updated_value=False)
     for name in ("value", "actor", "critic", "target_critic"):
@@ -85,7 +86,7 @@ def test_target_critics_move_by_polyak_averaging_only():
     agent = make_agent()
     for variable in agent.target_critic.variables:
         variable.assign(tf.zeros_like(variable))
-    agent.update(batch_of(make_transitions()), dropout_seed=tf.constant([0, 0]))
+    agent.update(batch_of(make_transitions()), dropout_seeds=tf.constant([[0, 0]]))
     for target, source in zip(weights(agent.target_critic), weights(agent.critic)):
         np.testing.assert_allclose(target, 0.005 * source, rtol=1e-5, atol=1e-8)
     assert len(agent.target_critic.trainable_variables) == len(agent.critic.trainable_variables)
@@ -94,9 +95,9 @@ def test_target_critics_move_by_polyak_averaging_only():
 def test_fused_k_steps_equal_k_single_calls():
     buffer = ReplayBuffer(make_transitions(n=200))
     fused, single = make_agent(), make_agent()
-    fused_metrics = fused.train(buffer, 5)
+    fused_metrics = fused.run_updates(buffer, 5)
     for _ in range(5):
-        single.train(buffer, 1)
+        single.run_updates(buffer, 1)
     assert int(fused.step) == int(single.step) == 5
     for name in ("value", "actor", "critic", "target_critic"):
         for a, b in zip(weights(getattr(fused, name)), weights(getattr(single, name))):
@@ -104,11 +105,47 @@ def test_fused_k_steps_equal_k_single_calls():
     assert set(fused_metrics) >= {"value_loss", "actor_loss", "critic_loss", "awr_weight_mean", "actor_lr"}
 
 
+def test_xla_and_tensorflow_kernels_compute_the_same_updates():
+    buffer = ReplayBuffer(make_transitions(n=200))
+    plain, xla = make_agent(jit_compile=False), make_agent(jit_compile=True)
+    plain.run_updates(buffer, 20)
+    xla.run_updates(buffer, 19)  # XLA, fused then single
+    xla.run_updates(buffer, 1)
+    for name in ("value", "actor", "critic", "target_critic"):
+        for a, b in zip(weights(getattr(plain, name)), weights(getattr(xla, name))):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_an_ensemble_of_three_trains_each_member_as_its_own_run():
+    # Own initialisation, batches, dropout masks and target critics: after 50 updates each member of an
+    # ensemble of seeds 3, 4, 5 holds the weights of the single-seed run with that seed.
+    buffer = ReplayBuffer(make_transitions(n=300))
+    settings = dict(actor_dropout_rate=0.1, actor_cosine_decay=True, value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
+    ensemble = make_agent(seeds=(3, 4, 5), **settings)
+    metrics = ensemble.run_updates(buffer, 50)
+    assert metrics["critic_loss"].shape == (3,)
+    for member, seed in enumerate((3, 4, 5)):
+        alone = make_agent(seeds=(seed,), **settings)
+        alone_metrics = alone.run_updates(buffer, 50)
+        np.testing.assert_allclose(metrics["critic_loss"][member], alone_metrics["critic_loss"][0], rtol=1e-4)
+        for name in ("value", "actor", "critic", "target_critic"):
+            for a, b in zip(weights(getattr(alone, name)), weights(getattr(ensemble, name))):
+                if name in ("critic", "target_critic"):  # [Q1 of each member, Q2 of each member]
+                    b = b[[member, member + 3]]
+                    a = a[[0, 1]]
+                else:
+                    b, a = b[member], a[0]
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{name} of seed {seed}")
+    # And the members differ from one another.
+    assert not np.allclose(weights(ensemble.actor)[0][0], weights(ensemble.actor)[0][1])
+
+
 def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
     agent = make_agent(actor_cosine_decay=True, actor_lr=3e-4)
     buffer = ReplayBuffer(make_transitions())
-    assert agent.train(buffer, 50)["actor_lr"] == pytest.approx(3e-4 * 0.5 * (1 + np.cos(np.pi * 0.5)), rel=1e-4)
-    assert agent.train(buffer, 50)["actor_lr"] == pytest.approx(0.0, abs=1e-9)
+    assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(3e-4 * 0.5 * (1 + np.cos(np.pi * 0.5)),
+                                                                         rel=1e-4)
+    assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(0.0, abs=1e-9)
     assert float(agent.value_optimizer.learning_rate) == pytest.approx(0.05)
 
 
@@ -120,9 +157,9 @@ def test_adam_uses_optax_epsilon():
 def test_training_stops_at_the_first_non_finite_loss():
     rewards = np.full(64, np.nan, np.float32)
     agent = make_agent()
-    metrics = agent.train(ReplayBuffer(make_transitions(rewards=rewards)), 10)
+    metrics = agent.run_updates(ReplayBuffer(make_transitions(rewards=rewards)), 10)
     assert int(agent.step) == 1
-    assert np.isnan(metrics["critic_loss"])
+    assert np.isnan(metrics["critic_loss"][0])
 
 
 def test_actor_dropout_is_active_in_the_actor_loss():
@@ -131,28 +168,47 @@ def test_actor_dropout_is_active_in_the_actor_loss():
     batch = batch_of(make_transitions())
     for rate, should_differ in ((0.5, True), (None, False)):
         a, b = make_agent(actor_dropout_rate=rate), make_agent(actor_dropout_rate=rate)
-        a.update(batch, dropout_seed=tf.constant([1, 1]))
-        b.update(batch, dropout_seed=tf.constant([2, 2]))
+        a.update(batch, dropout_seeds=tf.constant([[1, 1]]))
+        b.update(batch, dropout_seeds=tf.constant([[2, 2]]))
         differ = not all(np.allclose(x, y) for x, y in zip(weights(a.actor), weights(b.actor)))
         assert differ == should_differ
 
 
 def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
-    agent = make_agent(actor_dropout_rate=0.1)
-    agent.train(ReplayBuffer(make_transitions()), 3)
+    agent = make_agent(seeds=(7, 8), actor_dropout_rate=0.1)
+    agent.run_updates(ReplayBuffer(make_transitions()), 3)
     path = tf.train.Checkpoint(agent=agent).save(str(tmp_path / "ckpt"))
     saved = [name for name, _ in tf.train.list_variables(path) if name.startswith("agent/")]
     models = (agent.value, agent.critic, agent.target_critic, agent.actor)
     optimizers = (agent.value_optimizer, agent.critic_optimizer, agent.actor_optimizer)
-    expected = sum(len(m.variables) for m in models) + sum(len(o.variables) for o in optimizers) + 2  # step, rng
+    expected = sum(len(m.variables) for m in models) + sum(len(o.variables) for o in optimizers) + 1 + 2  # step, rngs
     assert len(saved) == expected
 
-    restored = make_agent(actor_dropout_rate=0.1, seed=99)
+    restored = make_agent(seeds=(7, 8), actor_dropout_rate=0.1)
     tf.train.Checkpoint(agent=restored).restore(path).assert_existing_objects_matched()
     for name in ("value", "critic", "target_critic", "actor"):
         for a, b in zip(weights(getattr(agent, name)), weights(getattr(restored, name))):
             np.testing.assert_array_equal(a, b, err_msg=name)
-    np.testing.assert_array_equal(agent.generator.state.numpy(), restored.generator.state.numpy())
+    for a, b in zip(agent.generators, restored.generators):
+        np.testing.assert_array_equal(a.state.numpy(), b.state.numpy())
+
+
+def test_online_update_appends_then_trains_and_exploration_is_seeded():
+    transitions = make_transitions(n=10)
+    buffer = ReplayBuffer(transitions, capacity=12)
+    agent = make_agent()
+    new = {"observations": np.ones(OBS, np.float32), "actions": np.zeros(ACT, np.float32),
+           "rewards": np.float32(2.0), "masks": np.float32(0.0), "next_observations": np.ones(OBS, np.float32)}
+    agent.online_update(buffer, new)
+    assert int(buffer.size) == 11 and int(agent.step) == 1
+    rows = buffer.online_rows(0, 1)
+    assert rows["rewards"].tolist() == [2.0] and rows["masks"].tolist() == [0.0]
+    observations = tf.zeros([1, 4, OBS])
+    first, again = make_agent().explore(observations, tf.constant(0.1)), make_agent().explore(observations,
+                                                                                              tf.constant(0.1))
+    np.testing.assert_array_equal(first.numpy(), again.numpy())  # the same seed explores alike
+    assert np.all(np.abs(first.numpy()) <= 1.0)
+    assert not np.allclose(first.numpy(), make_agent().act(observations).numpy())  # sampled, not the mean
 
 
 @pytest.mark.parametrize("binding, value, message", [
@@ -160,6 +216,7 @@ def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
     ("expectile", 1.0, "IQLAgent.expectile"), ("beta", -1.0, "IQLAgent.beta"), ("discount", 1.5, "IQLAgent.discount"),
     ("target_update_rate", 0.0, "IQLAgent.target_update_rate"), ("critic_lr", 0.0, "IQLAgent.learning rates"),
     ("actor_dropout_rate", 1.0, "IQLAgent.actor_dropout_rate"), ("batch_size", 0, "IQLAgent.batch_size"),
+    ("jit_compile", "yes", "IQLAgent.jit_compile"),
 ])
 def test_out_of_range_hyperparameters_are_user_errors(binding, value, message):
     with pytest.raises(UserError, match=message):

@@ -1,9 +1,10 @@
-"""Offline generation: the PointMaze stitching recipe (SPEC.md section 2), random and policy rollouts,
+"""Offline generation: the PointMaze stitching recipe (docs/data.md), random and policy rollouts,
 settings and environments refused up front, atomic writes into the Minari root."""
 
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -14,11 +15,11 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 
 from iql_tf import envs, evaluation
-from iql_tf.data import convert as convert_lib
-from iql_tf.data import generate, pointmaze, rollouts, sources
-from iql_tf.data.minari_root import STAGING_PREFIX
+from iql_tf.data import conversion, generated, sources
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.errors import UserError
+from iql_tf.generation import generate, pointmaze, rollouts
+from iql_tf.policy_metadata import METADATA_PATH, PolicyMetadata
 
 PLANNER = pointmaze.Planner(pointmaze.U_MAZE)
 
@@ -134,7 +135,8 @@ def test_a_failed_write_leaves_nothing_at_the_id(minari_root, monkeypatch, error
     _fail_after_writing(monkeypatch, error)
     with pytest.raises(type(error)):
         generate.generate_random("tt/hopper/broken-v0", "Hopper-v5", num_steps=50, num_reference_episodes=1)
-    assert _root_entries(minari_root) == []  # no dataset, no namespace, no staging folder
+    assert not any("broken" in entry or ".partial-" in entry for entry in _root_entries(minari_root))
+    assert minari.list_local_datasets() == {}  # no dataset, no staging folder
     assert os.environ["MINARI_DATASETS_PATH"] == str(minari_root)  # restored after the staging write
 
 
@@ -163,17 +165,18 @@ def test_a_dataset_created_meanwhile_by_another_process_is_kept(minari_root, mon
         generate.generate_random("tt/hopper/race-v0", "Hopper-v5", num_steps=20, num_reference_episodes=1)
     assert [entry for entry in _root_entries(minari_root) if "race-v0" in entry] == [
         "tt/hopper/race-v0", "tt/hopper/race-v0/data"]  # the other dataset, untouched; no staging folder
-    assert not any(entry.startswith(STAGING_PREFIX) for entry in _root_entries(minari_root))
+    assert not any(".partial-" in entry for entry in _root_entries(minari_root))
 
 
-def test_a_written_dataset_loads_and_lists_beside_a_stale_staging_folder(minari_root):
-    # What a killed run leaves: a hidden staging root holding a half-written dataset.
-    stale = minari_root / f"{STAGING_PREFIX}killed"
-    (stale / "tt/hopper/random-v0/data").mkdir(parents=True)
-    (stale / "tt/hopper/random-v0/data/main_data.hdf5").write_bytes(b"half")
+def test_a_written_dataset_loads_and_lists_and_sweeps_a_stale_staging_folder(minari_root):
+    # What a killed run leaves: a hidden staging folder of a process that no longer exists.
+    (minari_root / "tt/hopper").mkdir(parents=True)
+    stale = minari_root / f"tt/hopper/.random-v0.partial-{socket.gethostname()}-999999999-abc"
+    (stale / "minari-root/tt/hopper/random-v0/data").mkdir(parents=True)
     generate.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=40, num_reference_episodes=1)
     assert list(minari.list_local_datasets()) == ["tt/hopper/random-v0"]
     assert minari.load_dataset("tt/hopper/random-v0").total_steps == 40
+    assert not stale.exists()
     # minari's own namespace metadata, as if minari had written the dataset in place.
     from minari.namespace import list_local_namespaces
 
@@ -181,10 +184,11 @@ def test_a_written_dataset_loads_and_lists_beside_a_stale_staging_folder(minari_
     generate.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=30, overwrite=True,
                              num_reference_episodes=1)
     assert minari.load_dataset("tt/hopper/random-v0").total_steps == 30
-    assert sorted(path.name for path in minari_root.iterdir()) == [stale.name, "tt"]
+    assert sorted(path.name for path in (minari_root / "tt/hopper").iterdir()) == [
+        "namespace_metadata.json", "random-v0"]
 
 
-def _tiny_policy(directory, observation_dim=11, action_dim=3):
+def _tiny_policy(directory, observation_dim=11, action_dim=3, env_id="Hopper-v5"):
     """A stand-in for an exported policy: the same signature and assets/metadata.json as the export."""
 
     class Policy(tf.Module):
@@ -199,11 +203,12 @@ def _tiny_policy(directory, observation_dim=11, action_dim=3):
 
     module = Policy()
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
-    (directory / "assets").mkdir(exist_ok=True)
-    (directory / "assets" / "metadata.json").write_text(json.dumps({
-        "env_id": "Hopper-v5", "env_kwargs": {}, "max_episode_steps": 1000, "observation_keys": None,
-        "dataset": "tt/hopper/random-v0",
-    }))
+    (directory / METADATA_PATH).parent.mkdir(exist_ok=True)
+    (directory / METADATA_PATH).write_text(PolicyMetadata(
+        env_id=env_id, env_kwargs={}, max_episode_steps=1000, observation_keys=None, observation_dim=observation_dim,
+        action_dim=action_dim, action_low=[-1.0] * action_dim, action_high=[1.0] * action_dim,
+        observation_normalization=None, ref_min_score=None, ref_max_score=None, dataset="tt/hopper/random-v0",
+        dataset_checksum="0", seed=0, step=1, evaluation={}, gin_config="").to_json())
 
 
 def test_policy_rollouts_add_noise_and_are_scored_as_evaluation_scores(minari_root, tmp_path):
@@ -238,9 +243,9 @@ def test_the_planner_reads_state_and_goal_from_flattened_observations():
 
 @pytest.fixture
 def small_project_dataset(minari_root, monkeypatch):
-    """The project's id generated at 1000 steps instead of 100k, so the hook runs in a test."""
+    """The project's id generated at 1000 steps instead of 100k, so the generation runs in a test."""
     small = functools.partial(generate.generate_pointmaze, num_steps=1000, num_reference_episodes=1)
-    monkeypatch.setitem(generate.GENERATED_DATASETS, generate.POINTMAZE_DATASET_ID, small)
+    monkeypatch.setitem(generated._GENERATORS, generate.POINTMAZE_DATASET_ID, small)
     return minari_root / generate.POINTMAZE_DATASET_ID
 
 
@@ -252,17 +257,13 @@ def test_make_dataset_generates_the_project_dataset_when_missing(small_project_d
     assert minari.load_dataset(generate.POINTMAZE_DATASET_ID).total_steps == 1000
 
 
-def test_the_converter_generates_the_project_dataset_when_missing(small_project_dataset, tmp_path):
-    metadata = convert_lib.convert(generate.POINTMAZE_DATASET_ID, tmp_path / "converted")
-    assert metadata.num_transitions == 1000 and (small_project_dataset / "data").is_dir()
-
-
-def test_generate_if_missing_leaves_other_and_present_ids_alone(small_project_dataset, monkeypatch):
-    generate.generate_if_missing("D4RL/door/human-v2")  # not the project's: reading it reports it missing
-    assert not small_project_dataset.exists()
-    generate.generate_if_missing(generate.POINTMAZE_DATASET_ID)
-    monkeypatch.setitem(generate.GENERATED_DATASETS, generate.POINTMAZE_DATASET_ID, pytest.fail)
-    generate.generate_if_missing(generate.POINTMAZE_DATASET_ID)  # present: not generated again
+def test_the_converter_generates_the_project_dataset_when_missing(small_project_dataset, tmp_path, monkeypatch):
+    source = sources.resolve(generate.POINTMAZE_DATASET_ID, generate=True)
+    assert source.kind == sources.MINARI and (small_project_dataset / "data").is_dir()
+    assert conversion.convert(source, tmp_path / "converted").num_transitions == 1000
+    # Present now: not generated again.
+    monkeypatch.setitem(generated._GENERATORS, generate.POINTMAZE_DATASET_ID, pytest.fail)
+    assert sources.resolve(generate.POINTMAZE_DATASET_ID, generate=True).kind == sources.MINARI
 
 
 SETTINGS = {
@@ -288,68 +289,62 @@ def test_settings_that_generate_nothing_are_refused_before_any_work(case, minari
     assert list(minari_root.iterdir()) == []
 
 
-@pytest.mark.parametrize("env_id, space", [("Pendulum-v1", r"Box\(-2.0, 2.0"), ("CartPole-v1", r"Discrete\(2\)")])
-def test_random_generation_needs_actions_in_minus_one_one(env_id, space, minari_root):
-    with pytest.raises(UserError, match=rf"^environment {env_id}: action space {space}.* is not a Box within "
-                                        r"\[-1, 1\]; .*RescaleAction"):
-        generate.generate_random(f"tt/{env_id.lower()}/random-v0", env_id, num_steps=10)
+def test_random_generation_needs_a_box_action_space_and_keeps_other_bounds(minari_root):
+    with pytest.raises(UserError, match=r"^environment CartPole-v1: action space Discrete\(2\) is not a Box"):
+        generate.generate_random("tt/cartpole/random-v0", "CartPole-v1", num_steps=10)
     assert list(minari_root.iterdir()) == []
+    dataset = generate.generate_random("tt/pendulum/random-v0", "Pendulum-v1", num_steps=50, num_reference_episodes=1)
+    actions = np.concatenate([episode.actions for episode in dataset.iterate_episodes()])
+    assert np.abs(actions).max() > 1.0 and np.abs(actions).max() <= 2.0  # Pendulum's own units
 
 
 def test_a_policy_directory_that_is_not_an_export(minari_root, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("not a policy")
     for path in (tmp_path / "empty", tmp_path / "file.txt", tmp_path / "missing"):
-        with pytest.raises(UserError, match=rf"^{path}: no SavedModel there \(saved_model.pb not found\); --policy "
-                                            r"must be the exported policy of a training run, RUN_DIR/export/policy"):
+        with pytest.raises(UserError, match=rf"^{path}: no SavedModel there \(saved_model.pb not found\); give the "
+                                            r"exported policy of a training run, RUN_DIR/export/policy"):
             generate.generate_policy("tt/hopper/policy-v0", str(path), noise_std=0.1, num_steps=10)
-    (tmp_path / "empty" / "saved_model.pb").write_bytes(b"")
-    (tmp_path / "empty" / "assets").mkdir()
-    (tmp_path / "empty" / "assets" / "metadata.json").write_text(json.dumps(
-        {"env_id": "Hopper-v5", "env_kwargs": {}, "max_episode_steps": 1000, "observation_keys": None}))
-    with pytest.raises(UserError, match=r"empty: cannot load the SavedModel's serving_default signature"):
-        generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "empty"), noise_std=0.1, num_steps=10)
+    _tiny_policy(tmp_path / "broken")
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(UserError, match=r"broken: cannot load the SavedModel's serving_default signature"):
+        generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "broken"), noise_std=0.1, num_steps=10)
+    (tmp_path / "broken" / METADATA_PATH).write_text("{}")
+    with pytest.raises(UserError, match=r"metadata.json: missing field 'env_id'; export the policy again"):
+        generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "broken"), noise_std=0.1, num_steps=10)
     assert list(minari_root.iterdir()) == []
 
 
 def test_a_policy_trained_without_an_environment_cannot_be_rolled_out(minari_root, tmp_path):
-    _tiny_policy(tmp_path / "policy")
-    path = tmp_path / "policy" / "assets" / "metadata.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "env_id": None}))
-    with pytest.raises(UserError, match=rf"^{path}: field 'env_id' is None: the policy was trained on a dataset "
-                                        r"that names no environment.*bind make_dataset.env_id"):
+    _tiny_policy(tmp_path / "policy", env_id=None)
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'policy'}: the policy was trained on a dataset that names "
+                                        r"no environment.*bind make_dataset.env_id"):
         generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1, num_steps=10)
 
 
 def _cli(*args, root):
-    return subprocess.run([sys.executable, "-m", "iql_tf.data.generate", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "iql_tf.generation.generate", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, env={**os.environ, "MINARI_DATASETS_PATH": str(root)})
 
 
-def _cli_error(*args, root):
-    """The one `error:` line of a CLI run that must fail with status 2."""
-    result = _cli(*args, root=root)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2 and len(errors) == 1, result.stderr
-    return errors[0]
-
-
-def test_cli_generates_and_refuses_to_overwrite(minari_root):
+def test_cli_generates_and_refuses_mistakes_in_one_line(minari_root):
     args = ["--num_steps=400", "--dataset_id=tt/pointmaze/cli-v0", "--reference_episodes=1"]
     assert _cli(*args, root=minari_root).returncode == 0
-    assert _cli_error(*args, root=minari_root) == (
+    result = _cli(*args, root=minari_root)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr and errors == [
         f"error: {minari_root / 'tt/pointmaze/cli-v0'}: Minari dataset tt/pointmaze/cli-v0 already exists; "
-        "pass --overwrite to replace it or choose another --dataset_id"
-    )
-    assert _cli_error("--kind=random", "--env_id=Hopper-v5", root=minari_root).startswith(
-        "error: --kind=random needs --dataset_id")
+        "pass --overwrite to replace it or choose another --dataset_id"]
+    assert minari.list_local_datasets().keys() == {"tt/pointmaze/cli-v0"}
 
 
-def test_cli_mistakes_are_one_error_line_and_write_nothing(minari_root, tmp_path):
-    assert _cli_error("--num_steps=0", root=minari_root) == (
-        "error: num_steps must be > 0, got 0 (--num_steps: transitions to generate)")
-    assert _cli_error("--kind=random", "--env_id=Pendulum-v1", "--dataset_id=tt/pendulum/random-v0",
-                      root=minari_root).startswith("error: environment Pendulum-v1: action space Box(-2.0, 2.0")
-    assert _cli_error("--kind=policy", f"--policy={tmp_path}", "--dataset_id=tt/hopper/policy-v0",
-                      root=minari_root).startswith(f"error: {tmp_path}: no SavedModel there")
+def test_mistakes_of_the_command_line_are_user_errors(minari_root, tmp_path):
+    flags = {"kind": "random", "env_id": "Hopper-v5", "dataset_id": None, "num_steps": 10, "seed": 0,
+             "overwrite": False, "env_kwargs": "{}", "policy": None, "noise_std": 0.1, "reference_episodes": 1}
+    with pytest.raises(UserError, match="--kind=random needs --dataset_id"):
+        generate.generate_from_flags(**flags)
+    with pytest.raises(UserError, match="--kind=policy needs --policy"):
+        generate.generate_from_flags(**dict(flags, kind="policy", dataset_id="tt/x/policy-v0"))
+    with pytest.raises(UserError, match="num_steps must be > 0, got 0 \\(--num_steps: transitions to generate\\)"):
+        generate.generate_from_flags(**dict(flags, kind="pointmaze", num_steps=0))
     assert list(minari_root.iterdir()) == []

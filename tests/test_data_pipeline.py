@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from conftest import tiny_rows
 
-from iql_tf.data import convert as convert_lib
-from iql_tf.data import pipeline, rewards
+from iql_tf.data import conversion, pipeline, rewards, sources
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.errors import UserError
 
@@ -47,8 +46,8 @@ def test_unknown_preprocessing_lists_the_valid_modes(write_npz, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["none", "locomotion", "antmaze"])
-def test_reward_preprocessing_matches_numpy(mode, shared_datasets, tmp_path):
-    source = shared_datasets / "hopper-random-example.npz"
+def test_reward_preprocessing_matches_numpy(mode, hopper_npz, tmp_path):
+    source = hopper_npz
     dataset = make_dataset(str(source), reward_preprocessing=mode, cache_dir=str(tmp_path))
     with np.load(source) as file:
         raw = dict(file)
@@ -59,7 +58,7 @@ def test_reward_preprocessing_matches_numpy(mode, shared_datasets, tmp_path):
         "antmaze": original - 1.0,
     }[mode]
     np.testing.assert_allclose(dataset.tensors["rewards"].numpy(), expected, rtol=1e-5)
-    assert dataset.reward_transform.mode == mode
+    assert dataset.preprocessing.reward.mode == mode
 
 
 @pytest.mark.parametrize("with_next_observations, spread", [
@@ -75,7 +74,7 @@ def test_locomotion_scale_from_hand_computed_trajectory_returns(with_next_observ
     next_observations = np.append(observations[1:], observations[-1:] + 1, axis=0) if with_next_observations else None
     path = write_npz(rewards=rewards_, next_observations=next_observations)
     dataset = make_dataset(str(path), reward_preprocessing="locomotion", cache_dir=str(tmp_path / "cache"))
-    assert dataset.reward_transform.scale == pytest.approx(1000.0 / spread)
+    assert dataset.preprocessing.reward.scale == pytest.approx(1000.0 / spread)
 
 
 def test_actions_are_clipped_inside_the_open_interval(write_npz, tmp_path):
@@ -116,7 +115,7 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_gin_configures_make_dataset_and_converted_directories_load_directly(write_npz, tmp_path):
-    convert_lib.convert(str(write_npz()), tmp_path / "converted")
+    conversion.convert(sources.resolve(str(write_npz())), tmp_path / "converted")
     gin.parse_config(f"""
         make_dataset.source = '{tmp_path / "converted"}'
         make_dataset.reward_preprocessing = 'antmaze'
@@ -126,12 +125,12 @@ def test_gin_configures_make_dataset_and_converted_directories_load_directly(wri
     assert dataset.metadata.source == str(tmp_path / "data.npz")
 
 
-def test_minari_example_loads_through_the_cache(shared_datasets, monkeypatch, tmp_path):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(shared_datasets / "minari"))
+def test_minari_example_loads_through_the_cache(pointmaze_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
     dataset = make_dataset("pointmaze/umaze-example-v0", cache_dir=str(tmp_path))
-    assert dataset.tensors["observations"].shape == (3000, 8)
+    assert dataset.tensors["observations"].shape == (400, 8)
     assert dataset.metadata.observation_keys == ["achieved_goal", "desired_goal", "observation"]
-    assert dataset.metadata.num_episodes == 10 and dataset.metadata.env_id == "PointMaze_UMaze-v3"
+    assert dataset.metadata.num_episodes == 4 and dataset.metadata.env_id == "PointMaze_UMaze-v3"
     assert [p.name.startswith("pointmaze_umaze-example-v0-") for p in tmp_path.iterdir()] == [True]
 
 
@@ -146,11 +145,48 @@ def test_sources_that_are_not_datasets(minari_root, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("binding", [dict(env_id="Hopper-v5"), dict(env_kwargs={"continuing_task": False})])
+@pytest.mark.parametrize("binding", [dict(env_id="Hopper-v5"), dict(env_kwargs={"continuing_task": False}),
+                                     dict(action_bounds=(-2, 2))])
 def test_env_bindings_with_a_converted_directory_are_an_error(binding, write_npz, tmp_path):
-    convert_lib.convert(str(write_npz()), tmp_path / "converted")
-    with pytest.raises(UserError, match=rf"^{tmp_path / 'converted'}: is already converted with env_id=None and "
-                                        r"env_kwargs=\{\}, so make_dataset.env_id / env_kwargs cannot apply to it; "
-                                        r"re-convert its source with --env_id"):
+    conversion.convert(sources.resolve(str(write_npz())), tmp_path / "converted")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'converted'}: is already converted with env_id=None, "
+                                        rf"env_kwargs=\{{\}} and its action bounds, so make_dataset.{next(iter(binding))} "
+                                        r"cannot apply to it; re-convert its source"):
         make_dataset(str(tmp_path / "converted"), **binding)
     assert make_dataset(str(tmp_path / "converted"), env_kwargs={}).metadata.env_id is None  # empty: no binding
+
+
+def test_a_damaged_cache_entry_is_converted_again(write_npz, tmp_path):
+    cache = tmp_path / "cache"
+    path = write_npz()
+    first = make_dataset(str(path), cache_dir=str(cache))
+    (entry,) = cache.iterdir()
+    shard = next(entry.glob("shard-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[:-5])  # truncated by a full disk, say
+    again = make_dataset(str(path), cache_dir=str(cache))
+    np.testing.assert_array_equal(again.tensors["rewards"].numpy(), first.tensors["rewards"].numpy())
+    (entry / "metadata.json").unlink()  # an entry someone half deleted
+    make_dataset(str(path), cache_dir=str(cache))
+    assert [p.name for p in cache.iterdir()] == [entry.name] and (entry / "metadata.json").is_file()
+
+
+def test_actions_are_rescaled_to_the_unit_interval_from_their_bounds(write_npz, tmp_path):
+    actions = np.linspace(-2, 2, 24, dtype=np.float32).reshape(12, 2)
+    dataset = make_dataset(str(write_npz(actions=actions)), cache_dir=str(tmp_path), action_bounds=(-2.0, 2.0))
+    np.testing.assert_allclose(dataset.tensors["actions"].numpy(), np.clip(actions / 2, -1 + 1e-5, 1 - 1e-5))
+    np.testing.assert_allclose(dataset.preprocessing.actions_from_unit(dataset.tensors["actions"].numpy()[1:-1]),
+                               actions[1:-1], rtol=1e-5)
+    assert dataset.metadata.action_low == [-2.0, -2.0]
+
+
+def test_observation_normalisation_uses_the_dataset_statistics(write_npz, tmp_path):
+    rows = tiny_rows()
+    plain = make_dataset(str(write_npz()), cache_dir=str(tmp_path))
+    normalised = make_dataset(str(write_npz()), cache_dir=str(tmp_path), normalize_observations=True)
+    mean, std = rows["observations"].mean(0), rows["observations"].std(0) + 1e-3
+    np.testing.assert_allclose(normalised.tensors["observations"].numpy(), (rows["observations"] - mean) / std,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(normalised.tensors["next_observations"].numpy(),
+                               (rows["next_observations"] - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(plain.tensors["observations"].numpy(), rows["observations"])
+    assert not plain.preprocessing.normalize_observations

@@ -1,4 +1,4 @@
-"""Transition semantics (SPEC.md section 2) on hand-made rows and on the shared example datasets."""
+"""Transition semantics (docs/semantics.md) on hand-made rows and on generated example datasets."""
 
 import ast
 import json
@@ -13,7 +13,7 @@ from conftest import tiny_rows
 from minari.data_collector import EpisodeBuffer
 
 from iql_tf import envs
-from iql_tf.data import sources, transitions
+from iql_tf.data import sources, transitions, validation
 from iql_tf.errors import UserError
 
 
@@ -62,68 +62,84 @@ def test_episode_uses_consecutive_observations_and_terminations_only():
     assert all(data[key].dtype == np.float32 for key in transitions.TRANSITION_KEYS)
 
 
-def test_hopper_npz_example(shared_datasets):
-    data = sources.read_source(str(shared_datasets / "hopper-random-example.npz"))
+def test_hopper_rows_example(hopper_npz, hopper_rows):
+    data = sources.read_source(str(hopper_npz))
     t = data.transitions
-    assert t["observations"].shape == (2000, 11) and t["actions"].shape == (2000, 3)
-    assert t["terminals"].sum() == 87
-    assert t["dones"].sum() == 88 and data.num_episodes == 88  # 87 falls + the unfinished last episode
+    assert t["observations"].shape == hopper_rows["observations"].shape
+    np.testing.assert_array_equal(t["terminals"], hopper_rows["terminals"].astype(np.float32))
+    # Every episode ends in a done: the falls and the one cut by the end of the collection.
+    falls, cut = int(hopper_rows["terminals"].sum()), int(hopper_rows["timeouts"].sum())
+    assert falls > 10 and cut == 1
+    assert t["dones"].sum() == falls + cut == data.num_episodes
     assert t["dones"][-1] == 1 and t["terminals"][-1] == 0
-    # Without an env id the file names no environment and no reference scores.
+    # Without an env id the file names no environment and no reference scores; actions are taken in [-1, 1].
     assert data.env_id is None and data.ref_min_score is None
+    assert data.action_low.tolist() == [-1.0] * 3
 
 
-def test_env_override_records_spaces_and_d4rl_locomotion_scores(shared_datasets):
-    data = sources.read_source(str(shared_datasets / "hopper-random-example.npz"), env_id="Hopper-v5")
+def test_env_override_records_spaces_and_d4rl_locomotion_scores(hopper_npz):
+    data = sources.read_source(str(hopper_npz), env_id="Hopper-v5")
     assert (data.env_id, data.max_episode_steps) == ("Hopper-v5", 1000)
     assert (data.ref_min_score, data.ref_max_score) == sources.D4RL_LOCOMOTION_SCORES["hopper"]
     # The same check as training's (envs.check_env_fits), naming the dataset.
-    with pytest.raises(UserError, match=r"^dataset .*hopper-random-example.npz has observations of size 11 and "
+    with pytest.raises(UserError, match=r"^dataset .*hopper-random.npz has observations of size 11 and "
                                         r"actions of size 3, but environment Walker2d-v5 has 17 and 6"):
-        sources.read_source(str(shared_datasets / "hopper-random-example.npz"), env_id="Walker2d-v5")
+        sources.read_source(str(hopper_npz), env_id="Walker2d-v5")
 
 
-def test_env_override_needs_actions_in_minus_one_one(write_npz):
-    path = write_npz(actions=tiny_rows()["actions"][:, :1])  # 3 observation columns, 1 action: Pendulum's shapes
-    with pytest.raises(UserError, match=rf"^{path}: environment Pendulum-v1: action space Box\(-2.0, 2.0, \(1,\), "
-                                        r"float32\) is not a Box within \[-1, 1\]"):
-        sources.read_source(str(path), env_id="Pendulum-v1")
+def test_actions_keep_the_units_of_their_action_space(write_npz):
+    # Pendulum's shapes: 3 observation columns, 1 action in [-2, 2].
+    actions = np.linspace(-2, 2, 12, dtype=np.float32)[:, None]
+    path = write_npz(actions=actions)
+    data = sources.read_source(str(path), env_id="Pendulum-v1")
+    assert (data.action_low.tolist(), data.action_high.tolist()) == ([-2.0], [2.0])
+    np.testing.assert_array_equal(data.transitions["actions"], actions)  # stored as given
+    # Without an environment the bounds are [-1, 1] unless given.
+    with pytest.raises(UserError, match=rf"^{path}: field 'actions' row 0 has value -2 outside \[-1, 1\] .*no "
+                                        r"environment gives this dataset's action bounds.*action_bounds"
+                                        r".* \(6 rows in all: 0, 1, 2, 9, 10, ...\)"):
+        sources.read_source(str(path))
+    given = sources.read_source(str(path), action_bounds=(-2.0, 2.0))
+    assert given.action_high.tolist() == [2.0]
+    # Actions beyond the environment's bounds are in other units.
+    with pytest.raises(UserError, match=r"field 'actions' row 0 has value -4 outside the action space \[-2, 2\] "
+                                        r"of Pendulum-v1"):
+        sources.read_source(str(write_npz(actions=2 * actions)), env_id="Pendulum-v1")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # minari asks for author, description, ...
-@pytest.mark.parametrize("action_space, actions", [
-    (gym.spaces.Box(-2.0, 2.0, (1,)), np.zeros((2, 1), np.float32)),
-    (gym.spaces.Discrete(3), np.zeros(2, np.int64)),
+@pytest.mark.parametrize("action_space, actions, message", [
+    (gym.spaces.Discrete(3), np.zeros(2, np.int64), r"action space Discrete\(3\) is not a Box"),
+    (gym.spaces.Box(-np.inf, np.inf, (2,)), np.zeros((2, 2), np.float32), r"action space Box.* is unbounded in dimension\(s\) \[0, 1\]"),
 ])
-def test_minari_dataset_needs_actions_in_minus_one_one(minari_root, action_space, actions):
+def test_minari_dataset_needs_a_bounded_box_action_space(minari_root, action_space, actions, message):
     episode = EpisodeBuffer(observations=np.zeros((3, 2)), actions=actions, rewards=np.ones(2),
                             terminations=np.array([False, True]), truncations=np.zeros(2, bool))
     minari.create_dataset_from_buffers("tt/wide-v0", [episode], observation_space=gym.spaces.Box(-1, 1, (2,)),
                                        action_space=action_space)
     with pytest.raises(UserError, match=rf"^Minari dataset tt/wide-v0 \({minari_root / 'tt/wide-v0/data'}\): "
-                                        rf"action space {type(action_space).__name__}.* is not a Box within"):
+                                        rf"{message}"):
         sources.read_source("tt/wide-v0")
 
 
-def test_minari_example_flattens_dict_observations_in_sorted_key_order(shared_datasets, monkeypatch):
-    root = shared_datasets / "minari"
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+def test_minari_example_flattens_dict_observations_in_sorted_key_order(pointmaze_root, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
     data = sources.read_source("pointmaze/umaze-example-v0")
     t = data.transitions
-    assert t["observations"].shape == (3000, 8) and data.num_episodes == 10
+    assert t["observations"].shape == (400, 8) and data.num_episodes == 4
     assert data.observation_keys == ["achieved_goal", "desired_goal", "observation"]
-    with h5py.File(root / "pointmaze/umaze-example-v0/data/main_data.hdf5", "r") as file:
-        episode = file["episode_3"]
+    with h5py.File(pointmaze_root / "pointmaze/umaze-example-v0/data/main_data.hdf5", "r") as file:
+        episode = file["episode_2"]
         raw = {key: episode[f"observations/{key}"][()] for key in data.observation_keys}
         expected = np.concatenate([raw["achieved_goal"], raw["desired_goal"], raw["observation"]], axis=1)
         actions = episode["actions"][()]
-    np.testing.assert_allclose(t["observations"][900:1200], expected[:-1].astype(np.float32))
-    np.testing.assert_allclose(t["next_observations"][900:1200], expected[1:].astype(np.float32))
-    np.testing.assert_array_equal(t["actions"][900:1200], actions)
+    np.testing.assert_allclose(t["observations"][200:300], expected[:-1].astype(np.float32))
+    np.testing.assert_allclose(t["next_observations"][200:300], expected[1:].astype(np.float32))
+    np.testing.assert_array_equal(t["actions"][200:300], actions)
     assert t["terminals"].sum() == 0  # time-limit truncations are not terminal
-    np.testing.assert_array_equal(np.flatnonzero(t["dones"]), np.arange(299, 3000, 300))
+    np.testing.assert_array_equal(np.flatnonzero(t["dones"]), np.arange(99, 400, 100))
     # The evaluation env comes from eval_env_spec (goal cell 'g'), with its reference scores.
-    assert data.env_id == "PointMaze_UMaze-v3" and data.max_episode_steps == 300
+    assert data.env_id == "PointMaze_UMaze-v3" and data.max_episode_steps == 100
     assert data.env_kwargs["maze_map"][1][1] == "g"
     assert (data.ref_min_score, data.ref_max_score) == (15.6, 227.7)
     assert np.all(np.isinf(data.observation_low))
@@ -178,16 +194,16 @@ def test_missing_minari_id_is_one_error_without_network(minari_root, monkeypatch
 
 
 def test_parse_env_kwargs():
-    assert sources.parse_env_kwargs(json.dumps({"a": 1})) == {"a": 1}
+    assert envs.parse_env_kwargs(json.dumps({"a": 1})) == {"a": 1}
     with pytest.raises(UserError, match="--env_kwargs"):
-        sources.parse_env_kwargs("[1]")
+        envs.parse_env_kwargs("[1]")
 
 
 def test_a_directory_is_not_mistaken_for_a_minari_id(minari_root, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=rf"^{tmp_path}: a directory without metadata.json, so not a converted "
                                         r"dataset \(nor a Minari id\); convert a source into it with `python -m "
                                         rf"iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={tmp_path}`"):
-        sources.source_files(str(tmp_path))
+        sources.resolve(str(tmp_path))
     # Run from inside the Minari root, a Minari id is also a directory: it is still read as the id.
     episode = EpisodeBuffer(observations=np.zeros((2, 1)), actions=np.zeros((1, 1), np.float32), rewards=np.ones(1),
                             terminations=np.array([True]), truncations=np.zeros(1, bool))
@@ -195,22 +211,30 @@ def test_a_directory_is_not_mistaken_for_a_minari_id(minari_root, tmp_path, monk
         minari.create_dataset_from_buffers("tt/here-v0", [episode], observation_space=gym.spaces.Box(-1, 1, (1,)),
                                            action_space=gym.spaces.Box(-1, 1, (1,)))
     monkeypatch.chdir(minari_root)
-    assert sources.source_files("tt/here-v0")[0].parent == (minari_root / "tt/here-v0/data").resolve()
+    resolved = sources.resolve("tt/here-v0")
+    assert resolved.kind == sources.MINARI and resolved.files[0].parent == (minari_root / "tt/here-v0/data").resolve()
 
 
 def test_a_file_of_another_kind_is_not_mistaken_for_a_minari_id(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not data")
     with pytest.raises(UserError, match=r"notes.txt: not a dataset file \(expected .npz, .hdf5 or .h5\)"):
-        sources.source_files(str(path))
+        sources.resolve(str(path))
 
 
-def test_reading_sources_does_not_reach_into_the_generators(minari_root):
-    tree = ast.parse(pathlib.Path(sources.__file__).read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not any("generate" in name for name in imported)
-    with pytest.raises(UserError, match="no such file, converted directory or local Minari dataset"):
-        sources.load_minari("iql_tf/pointmaze/umaze-stitch-v0")  # reading alone never generates
+def test_the_read_path_never_imports_the_generators(minari_root):
+    data_package = pathlib.Path(sources.__file__).parent
+    for module in sorted(data_package.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        if module.name == "convert.py":  # the command line wires the generators in; the library does not
+            continue
+        assert not any("generation" in name for name in imported), module.name
+    # A generated id is recognised, but resolving or reading it generates nothing.
+    resolved = sources.resolve("iql_tf/pointmaze/umaze-stitch-v0")
+    assert resolved.kind == sources.GENERATED
+    with pytest.raises(UserError, match="generated when training or converting it"):
+        sources.read(resolved, validation.Report())
     assert list(minari_root.iterdir()) == []

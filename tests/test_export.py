@@ -1,4 +1,5 @@
-"""The exported policy: signatures, metadata, and loading in a process that has only TensorFlow."""
+"""The exported policy: TensorFlow alone loads it; it takes raw observations and returns actions in the
+environment's units (normalisation and bounds inside); TFLite computes the same; replacement is atomic."""
 
 import json
 import subprocess
@@ -6,10 +7,15 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from iql_tf.export import export_policy, load_metadata
-from iql_tf.networks import GaussianActor
+from iql_tf import files
+from iql_tf.agent import IQLAgent
+from iql_tf.data import rewards
+from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.export import export_policy
+from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata, read_policy_metadata
 
 # Run in a fresh interpreter in which the project and every library but TensorFlow fail to import.
 DEPLOYMENT_SCRIPT = textwrap.dedent("""
@@ -28,24 +34,54 @@ DEPLOYMENT_SCRIPT = textwrap.dedent("""
     sampled = policy.signatures["sample"](observations=observations, temperature=tf.constant(1.0),
                                           seed=tf.constant([1, 2]))["actions"].numpy()
     cold = policy.sample(observations, tf.constant(0.0), tf.constant([3, 4]))["actions"].numpy()
+    interpreter = tf.lite.Interpreter(model_path=f"{export_dir}/policy.tflite")
+    runner = interpreter.get_signature_runner("serving_default")
+    lite = runner(observations=observations.numpy())["actions"]
     loaded = sorted(name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in BLOCKED)
-    np.savez(out_file, actions=actions, sampled=sampled, cold=cold)
+    np.savez(out_file, actions=actions, sampled=sampled, cold=cold, lite=lite)
     print(json.dumps(loaded))
 """)
 
-
-def make_actor():
-    actor = GaussianActor(5, 3, (16, 16), "relu", seed=0)
-    actor.mean_head.bias.assign([2.0, -2.0, 0.0])  # pushes some actions close to the bounds
-    return actor
+OBS, ACT = 11, 3
+LOW, HIGH = np.array([-2.0, -1.0, 0.0], np.float32), np.array([2.0, 1.0, 10.0], np.float32)
 
 
-def test_export_loads_with_tensorflow_alone_and_matches_the_actor(tmp_path):
-    actor = make_actor()
+def make_agent(seeds=(0,)):
+    agent = IQLAgent(OBS, ACT, actor_decay_steps=10, seeds=seeds, hidden_dims=(16, 16), jit_compile=False)
+    agent.actor.mean_head.bias.assign(np.tile([[[2.0, -2.0, 0.0]]], (len(seeds), 1, 1)))  # some actions near bounds
+    return agent
+
+
+def metadata(**fields):
+    defaults = dict(env_id="Toy-v0", env_kwargs={}, max_episode_steps=10, observation_keys=None, observation_dim=OBS,
+                    action_dim=ACT, action_low=LOW.tolist(), action_high=HIGH.tolist(), observation_normalization=None,
+                    ref_min_score=None, ref_max_score=None, dataset="toy", dataset_checksum="0", seed=0, step=7,
+                    evaluation={}, gin_config="")
+    return PolicyMetadata(**{**defaults, **fields})
+
+
+def preprocessing(observations, normalize):
+    return Preprocessing.fit(observations, LOW, HIGH, rewards.RewardTransform("none"), normalize)
+
+
+def agent_actions(agent, member, prep, raw_observations):
+    """What the trainer's evaluation does: normalise, act, rescale to the environment's units."""
+    prepared = prep.observations(raw_observations)
+    unit = agent.act(np.broadcast_to(prepared, (agent.members, *prepared.shape))).numpy()[member]
+    return prep.actions_from_unit(np.clip(unit, -1, 1))
+
+
+@pytest.fixture(scope="module")
+def raw_observations(hopper_rows):
+    return hopper_rows["observations"][:64]
+
+
+def test_export_loads_with_tensorflow_alone_and_matches_the_agent_on_raw_observations(tmp_path, raw_observations):
+    agent = make_agent(seeds=(0, 1))
+    prep = preprocessing(raw_observations, normalize=True)
     export_dir = tmp_path / "export" / "policy"
-    export_policy(actor, 5, str(export_dir), {"env_id": "Toy-v0", "observation_keys": None, "step": 7})
-    observations = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
-    np.save(tmp_path / "observations.npy", observations)
+    export_policy(agent.member_weights(1), "relu", prep, export_dir, metadata(seed=1))
+    np.save(tmp_path / "observations.npy", raw_observations)
     (tmp_path / "deploy.py").write_text(DEPLOYMENT_SCRIPT)
 
     result = subprocess.run(
@@ -56,18 +92,35 @@ def test_export_loads_with_tensorflow_alone_and_matches_the_actor(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []  # nothing blocked was imported
     out = np.load(tmp_path / "out.npz")
-    np.testing.assert_allclose(out["actions"], actor(observations).numpy(), rtol=1e-5, atol=1e-6)
+    expected = agent_actions(agent, 1, prep, raw_observations)
+    np.testing.assert_allclose(out["actions"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["lite"], out["actions"], rtol=1e-5, atol=1e-5)  # TFLite computes the same
+    assert not np.allclose(out["actions"], agent_actions(agent, 0, prep, raw_observations))  # seed 1's policy
     np.testing.assert_allclose(out["cold"], out["actions"], rtol=1e-5, atol=1e-6)
     assert out["sampled"].shape == (64, 3)
-    assert np.all(np.abs(out["sampled"]) <= 1.0) and np.any(np.abs(out["sampled"]) == 1.0)  # clipped
+    assert np.all(out["sampled"] >= LOW) and np.all(out["sampled"] <= HIGH)
+    assert np.any(out["sampled"] == HIGH) or np.any(out["sampled"] == LOW)  # clipped to the bounds
     assert not np.allclose(out["sampled"], out["actions"])
-    assert load_metadata(str(export_dir)) == {"env_id": "Toy-v0", "observation_keys": None, "step": 7}
+    assert read_policy_metadata(export_dir) == metadata(seed=1)
 
 
-def test_sample_signature_is_reproducible_for_a_seed(tmp_path):
-    export_policy(make_actor(), 5, str(tmp_path / "policy"), {})
+def test_the_tflite_model_has_no_variables_left_to_read(tmp_path, raw_observations):
+    # With weights as variables, XNNPACK gives NaN and the plain interpreter fails in READ_VARIABLE.
+    prep = preprocessing(raw_observations, normalize=False)
+    export_policy(make_agent().member_weights(0), "relu", prep, tmp_path / "policy", metadata())
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "policy" / TFLITE_FILE))
+    operators = {detail["op_name"] for detail in interpreter._get_ops_details()}
+    assert not operators & {"READ_VARIABLE", "VAR_HANDLE", "ASSIGN_VARIABLE"}
+    runner = interpreter.get_signature_runner("serving_default")
+    actions = runner(observations=raw_observations[:1])["actions"]
+    assert np.all(np.isfinite(actions)) and actions.shape == (1, 3)
+
+
+def test_sample_signature_is_reproducible_for_a_seed(tmp_path, raw_observations):
+    prep = preprocessing(raw_observations, normalize=False)
+    export_policy(make_agent().member_weights(0), "relu", prep, tmp_path / "policy", metadata())
     policy = tf.saved_model.load(str(tmp_path / "policy"))
-    observations = tf.random.normal([4, 5])
+    observations = tf.constant(raw_observations[:4])
     first = policy.sample(observations, tf.constant(1.0), tf.constant([5, 6]))["actions"]
     again = policy.sample(observations, tf.constant(1.0), tf.constant([5, 6]))["actions"]
     other = policy.sample(observations, tf.constant(1.0), tf.constant([7, 8]))["actions"]
@@ -75,9 +128,23 @@ def test_sample_signature_is_reproducible_for_a_seed(tmp_path):
     assert not np.allclose(first.numpy(), other.numpy())
 
 
-def test_export_replaces_an_earlier_one_and_leaves_no_staging_folders(tmp_path):
+def test_export_replaces_an_earlier_one_in_one_step_and_leaves_no_staging_folders(tmp_path, raw_observations,
+                                                                                  monkeypatch):
     directory = tmp_path / "export" / "policy"
-    export_policy(make_actor(), 5, str(directory), {"step": 1})
-    export_policy(make_actor(), 5, str(directory), {"step": 2})
-    assert load_metadata(str(directory)) == {"step": 2}
+    prep = preprocessing(raw_observations, normalize=False)
+    weights = make_agent().member_weights(0)
+    export_policy(weights, "relu", prep, directory, metadata(step=1))
+    seen = []
+    exchange = files._exchange
+
+    def watched(first, second):  # the old export is complete until the instant the new one is
+        seen.append(read_policy_metadata(second).step)
+        exchange(first, second)
+        seen.append(read_policy_metadata(second).step)
+
+    monkeypatch.setattr(files, "_exchange", watched)
+    export_policy(weights, "relu", prep, directory, metadata(step=2))
+    assert seen == [1, 2]
+    assert read_policy_metadata(directory).step == 2
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["policy"]
+    assert (directory / METADATA_PATH).is_file() and (directory / TFLITE_FILE).is_file()

@@ -1,19 +1,20 @@
 """`DIR/metadata.json` of a converted dataset: what the shards hold and how to evaluate on them.
 
 Written by the converter, read by the loader and by evaluation (env id and kwargs, flattening order,
-reference scores). Non-finite bounds are stored as the strings "inf" / "-inf" so the file is strict JSON.
+action bounds, reference scores). Infinite bounds are stored as the strings "inf" / "-inf".
 """
 
 import dataclasses
-import json
 import math
 import pathlib
 from typing import Any, Dict, List, Optional, Sequence
 
+from iql_tf import json_records
 from iql_tf.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
+_BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ class DatasetMetadata:
     action_shape: List[int]
     observation_low: List[float]
     observation_high: List[float]
-    action_low: List[float]
+    action_low: List[float]  # the action space, in the units the shards store actions in
     action_high: List[float]
     num_transitions: int
     num_episodes: int
@@ -49,69 +50,47 @@ class DatasetMetadata:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        """Strict JSON (no NaN/Infinity literals)."""
-        fields = dataclasses.asdict(self)
-        for name in _BOUND_FIELDS:
-            fields[name] = [_encode_float(value) for value in fields[name]]
-        return json.dumps(fields, indent=2, allow_nan=False)
+        return json_records.to_json(self, _encode_bounds)
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> "DatasetMetadata":
+    def from_json(cls, text: str, where: str, fix: str = "re-run the conversion") -> "DatasetMetadata":
         """Parses and checks the JSON; any problem is a UserError naming `where` (and the field)."""
-        fields = parse_json_object(text, where, "re-run the conversion")
-        expected = {field.name for field in dataclasses.fields(cls)}
-        missing = sorted(expected - fields.keys())
-        if missing:
-            raise UserError(f"{where}: missing field {missing[0]!r}; re-run the conversion")
-        if fields["format_version"] != FORMAT_VERSION:
-            raise UserError(
-                f"{where}: field 'format_version' is {fields['format_version']!r}, this iql-tf reads "
-                f"{FORMAT_VERSION}; re-run the conversion with this version"
-            )
-        try:
-            for name in _BOUND_FIELDS:
-                fields[name] = [float(value) for value in fields[name]]
-            fields["shards"] = [ShardInfo(**shard) for shard in fields["shards"]]
-            metadata = cls(**{name: fields[name] for name in expected})
-            metadata.check(where)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"{where}: malformed field ({error}); re-run the conversion") from error
+        metadata = json_records.from_json(cls, text, where, fix, FORMAT_VERSION, _decode)
+        metadata.check(where, fix)
         return metadata
 
-    def check(self, where: str) -> None:
+    def check(self, where: str, fix: str) -> None:
         """Internal consistency: shapes, bounds and counts agree with each other."""
         problems = [
             ("observation_low", len(self.observation_low) != _size(self.observation_shape)),
             ("observation_high", len(self.observation_high) != _size(self.observation_shape)),
             ("action_low", len(self.action_low) != _size(self.action_shape)),
             ("action_high", len(self.action_high) != _size(self.action_shape)),
+            ("action_high", not all(math.isfinite(low) and math.isfinite(high) and low < high
+                                    for low, high in zip(self.action_low, self.action_high))),
             ("num_transitions", self.num_transitions != sum(s.num_transitions for s in self.shards)),
             ("num_transitions", self.num_transitions <= 0),
             ("num_episodes", not 0 < self.num_episodes <= self.num_transitions),
         ]
         for field, wrong in problems:
             if wrong:
-                raise UserError(
-                    f"{where}: field {field!r} disagrees with the shapes or shard counts; re-run the conversion"
-                )
+                raise UserError(f"{where}: field {field!r} disagrees with the shapes, bounds or shard counts; {fix}")
+
+    @property
+    def content_checksum(self) -> str:
+        """Identifies the converted arrays: the shards' digests (the source's alone would miss a re-conversion
+        with other settings)."""
+        return json_records.digest([self.source_checksum] + [shard.sha256 for shard in self.shards])
 
 
-def parse_json_object(text: str, where: str, fix: str) -> Dict[str, Any]:
-    """A JSON object; invalid JSON or another type is a UserError naming `where` and saying `fix`."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{where}: not valid JSON ({error}); {fix}") from error
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a JSON object, got {text[:40]!r}; {fix}")
-    return value
+def _encode_bounds(fields: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(fields, **{name: [json_records.encode_float(v) for v in fields[name]] for name in _BOUND_FIELDS})
 
 
-_BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
-
-
-def _encode_float(value: float) -> Any:
-    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+def _decode(fields: Dict[str, Any]) -> Dict[str, Any]:
+    fields = dict(fields, **{name: [float(value) for value in fields[name]] for name in _BOUND_FIELDS})
+    fields["shards"] = [ShardInfo(**shard) for shard in fields["shards"]]
+    return fields
 
 
 def _size(shape: Sequence[int]) -> int:
@@ -119,10 +98,10 @@ def _size(shape: Sequence[int]) -> int:
 
 
 def write_metadata(directory: pathlib.Path, metadata: DatasetMetadata) -> None:
-    (directory / METADATA_FILE).write_text(metadata.to_json() + "\n")
+    (directory / METADATA_FILE).write_text(metadata.to_json())
 
 
-def load_metadata(directory: "str | pathlib.Path") -> DatasetMetadata:
+def load_metadata(directory: "str | pathlib.Path", fix: str = "re-run the conversion") -> DatasetMetadata:
     """Reads `directory/metadata.json`; a missing or invalid file is a UserError saying how to fix it."""
     path = pathlib.Path(directory) / METADATA_FILE
     if not path.is_file():
@@ -130,4 +109,4 @@ def load_metadata(directory: "str | pathlib.Path") -> DatasetMetadata:
             f"{path}: not found, so {directory} is not a converted dataset; create it with "
             f"`python -m iql_tf.data.convert --source=... --output={directory}`"
         )
-    return DatasetMetadata.from_json(path.read_text(), str(path))
+    return DatasetMetadata.from_json(path.read_text(), str(path), fix)

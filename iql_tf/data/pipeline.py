@@ -5,92 +5,95 @@ once into the cache (keyed by the source files' path, size and mtime, so an edit
 and always read back from the shards, so every run sees data that went through the same path.
 """
 
-import hashlib
-import json
 import os
 import pathlib
 import re
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+import shutil
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import gin
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from iql_tf import files, json_records
+from iql_tf.data import shards, sources
 from iql_tf.data import rewards as rewards_lib
-from iql_tf.data import generate, shards, sources
-from iql_tf.data.convert import convert
+from iql_tf.data.conversion import convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
+from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
 
-# SPEC.md section 2: the log-likelihood of an action at +-1 under tanh(mean) is -inf; the reference clips too.
+# The log-likelihood of an action at +-1 under tanh(mean) is -inf; the reference clips too.
 ACTION_LIMIT = 1.0 - 1e-5
 
 
 class OfflineDataset(NamedTuple):
-    """Float32 tensors keyed as `transitions.TRANSITION_KEYS` (actions clipped, rewards preprocessed)."""
+    """Float32 tensors keyed as `transitions.TRANSITION_KEYS`, as the networks see them (observations
+    normalised if asked, actions in [-1, 1] and clipped, rewards preprocessed), and how they were made so."""
 
     tensors: Dict[str, tf.Tensor]
     metadata: DatasetMetadata
-    reward_transform: rewards_lib.RewardTransform
+    preprocessing: Preprocessing
 
 
-def load_converted(directory: "str | pathlib.Path") -> Tuple[Dict[str, tf.Tensor], DatasetMetadata]:
+def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conversion"
+                   ) -> Tuple[Dict[str, tf.Tensor], DatasetMetadata]:
     """The raw tensors and metadata of a converted directory, checksums and counts verified."""
     directory = pathlib.Path(directory).expanduser()
-    metadata = load_metadata(directory)
-    return shards.read_shards(directory, metadata), metadata
+    metadata = load_metadata(directory, fix)
+    return shards.read_shards(directory, metadata, fix), metadata
 
 
 def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("IQL_TF_DATA_DIR", "~/.iql_tf/datasets")).expanduser()
 
 
-def converted_directory(
-    source: str,
-    cache_dir: pathlib.Path,
-    download: bool = False,
-    env_id: Optional[str] = None,
-    env_kwargs: Optional[Mapping[str, Any]] = None,
-) -> pathlib.Path:
-    """`source` itself if it is a converted directory, else its conversion in `cache_dir` (made if needed).
-
-    A converted directory records its evaluation env, so `env_id`/`env_kwargs` given with one are an error
-    rather than silently ignored. The project's own Minari ids are generated first when missing.
-    """
-    path = pathlib.Path(source).expanduser()
-    if (path / METADATA_FILE).is_file():
-        _check_no_env_override(path, env_id, env_kwargs)
-        return path
-    generate.generate_if_missing(source)
-    files = sources.source_files(source, download)
-    key = hashlib.sha256(
-        json.dumps([FORMAT_VERSION, env_id, env_kwargs or {}]).encode()
-        + "".join(f"{file}:{file.stat().st_size}:{file.stat().st_mtime_ns}\n" for file in files).encode()
-    ).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem if sources.is_file_source(source) else source)
+def load_source(source: str, cache_dir: pathlib.Path, download: bool = False, env_id: Optional[str] = None,
+                env_kwargs: Optional[Mapping[str, Any]] = None,
+                action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                ) -> Tuple[Dict[str, tf.Tensor], DatasetMetadata]:
+    """The raw tensors of `source`: a converted directory as is, anything else through its conversion in
+    `cache_dir` (made once; a damaged cache entry is made again). The project's own ids are generated first
+    when missing."""
+    resolved = sources.resolve(source, download, generate=True)
+    settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
+    if resolved.kind == sources.CONVERTED:
+        _check_no_overrides(resolved.path, settings)
+        return load_converted(resolved.path)
+    key = json_records.digest([FORMAT_VERSION, settings, [[str(f), f.stat().st_size, f.stat().st_mtime_ns]
+                                                          for f in resolved.files]])
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else source)
     target = cache_dir / f"{name}-{key}"
-    if not (target / METADATA_FILE).is_file():
-        logging.info("converting %s once into the cache %s", source, target)
+    files.sweep_stale_staging(cache_dir)
+    if target.exists():
         try:
-            convert(source, target, download=download, env_id=env_id, env_kwargs=env_kwargs)
-        except UserError:
-            if not (target / METADATA_FILE).is_file():  # else another process converted it meanwhile
-                raise
-    return target
+            return load_converted(target)
+        except UserError as error:
+            # The cache holds only derived data: a damaged or incomplete entry is made again.
+            logging.warning("cache entry %s is damaged (%s): converting %s again", target, error, source)
+            shutil.rmtree(target, ignore_errors=True)
+    logging.info("converting %s once into the cache %s", source, target)
+    try:
+        convert(resolved, target, **settings)
+    except UserError:
+        if not (target / METADATA_FILE).is_file():  # else another process converted it meanwhile
+            raise
+    return load_converted(target)
 
 
-def _check_no_env_override(
-    directory: pathlib.Path, env_id: Optional[str], env_kwargs: Optional[Mapping[str, Any]]
-) -> None:
-    """A converted directory's metadata.json fixes its evaluation env: a binding that would be ignored is an error."""
-    if env_id is None and not env_kwargs:
+def _check_no_overrides(directory: pathlib.Path, settings: Dict[str, Any]) -> None:
+    """A converted directory's metadata.json fixes its environment and bounds: a binding that would be
+    ignored is an error."""
+    given = [name for name, value in settings.items() if value]
+    if not given:
         return
     metadata = load_metadata(directory)
     raise UserError(
-        f"{directory}: is already converted with env_id={metadata.env_id!r} and env_kwargs={metadata.env_kwargs}, "
-        f"so make_dataset.env_id / env_kwargs cannot apply to it; re-convert its source with --env_id "
-        f"(python -m iql_tf.data.convert --source={metadata.source} --output=NEW_DIR --env_id=...) or pass the "
-        "source itself to make_dataset, or drop the env_id / env_kwargs bindings"
+        f"{directory}: is already converted with env_id={metadata.env_id!r}, env_kwargs={metadata.env_kwargs} and "
+        f"its action bounds, so make_dataset.{given[0]} cannot apply to it; re-convert its source with the setting "
+        f"(python -m iql_tf.data.convert --source={metadata.source} --output=NEW_DIR ...), or pass the source "
+        "itself to make_dataset, or drop the binding"
     )
 
 
@@ -98,10 +101,12 @@ def _check_no_env_override(
 def make_dataset(
     source: str,
     reward_preprocessing: str = "none",
+    normalize_observations: bool = False,
     cache_dir: Optional[str] = None,
     download: bool = False,
     env_id: Optional[str] = None,
     env_kwargs: Optional[Mapping[str, Any]] = None,
+    action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
 ) -> OfflineDataset:
     """Loads `source` into memory for training.
 
@@ -109,25 +114,36 @@ def make_dataset(
       source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, or a Minari dataset id in the local
         Minari root (the project's generated ids are generated when missing).
       reward_preprocessing: 'none', 'locomotion' or 'antmaze' (see `rewards.py`).
+      normalize_observations: train on (s - mean) / (std + 1e-3) with the dataset's statistics; evaluation and
+        the exported policy apply the same, so deployment feeds raw observations. Off in the paper.
       cache_dir: where conversions of non-converted sources are kept; default $IQL_TF_DATA_DIR or
         ~/.iql_tf/datasets.
       download: let Minari download a dataset that is not local (otherwise a missing id is an error).
       env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5), or to
         override a Minari dataset's; an error with a converted directory (its metadata.json fixes the env).
+      action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
     """
     rewards_lib.check_mode(reward_preprocessing)
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    tensors, metadata = load_converted(converted_directory(source, cache, download, env_id, env_kwargs))
-    transform = rewards_lib.reward_transform(
-        reward_preprocessing, tensors["rewards"].numpy(), tensors["dones"].numpy()
+    tensors, metadata = load_source(source, cache, download, env_id, env_kwargs, action_bounds)
+    raw = {key: value.numpy() for key, value in tensors.items()}
+    preprocessing = Preprocessing.fit(
+        raw["observations"], np.asarray(metadata.action_low), np.asarray(metadata.action_high),
+        rewards_lib.reward_transform(reward_preprocessing, raw["rewards"], raw["dones"]), normalize_observations,
     )
     logging.info(
-        "dataset %s: %d transitions, %d trajectories; rewards * %g + %g (%s)",
-        source, metadata.num_transitions, metadata.num_episodes, transform.scale, transform.shift, transform.mode,
+        "dataset %s: %d transitions, %d trajectories; rewards * %g + %g (%s)%s",
+        source, metadata.num_transitions, metadata.num_episodes, preprocessing.reward.scale,
+        preprocessing.reward.shift, preprocessing.reward.mode,
+        "; observations normalised" if normalize_observations else "",
     )
-    tensors = dict(
-        tensors,
-        actions=tf.clip_by_value(tensors["actions"], -ACTION_LIMIT, ACTION_LIMIT),
-        rewards=tensors["rewards"] * transform.scale + transform.shift,
+    unit_actions = np.clip(preprocessing.actions_to_unit(raw["actions"]), -ACTION_LIMIT, ACTION_LIMIT)
+    prepared = dict(
+        raw,
+        observations=preprocessing.observations(raw["observations"]),
+        next_observations=preprocessing.observations(raw["next_observations"]),
+        actions=unit_actions,
+        rewards=preprocessing.rewards(raw["rewards"]),
     )
-    return OfflineDataset(tensors, metadata, transform)
+    return OfflineDataset({key: tf.constant(value, tf.float32) for key, value in prepared.items()}, metadata,
+                          preprocessing)

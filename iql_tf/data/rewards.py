@@ -1,4 +1,4 @@
-"""Per-domain reward preprocessing (paper appendix B, SPEC.md section 1), applied once at load time.
+"""Per-domain reward preprocessing (paper appendix B), applied once at load time.
 
   'locomotion'  r * 1000 / (max - min trajectory return)   (the reference's `normalize`)
   'antmaze'     r - 1

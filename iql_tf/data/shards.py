@@ -68,19 +68,20 @@ def _parse(record: tf.Tensor):
     return example["block"], example["shard"], arrays
 
 
-def read_shards(directory: pathlib.Path, metadata: DatasetMetadata) -> Dict[str, tf.Tensor]:
+def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "re-run the conversion"
+                ) -> Dict[str, tf.Tensor]:
     """All transitions of a converted directory as whole float32 tensors, verified against the metadata.
 
     Checksums are verified first (in threads), then the shards are read in parallel with tf.data; any
-    mismatch or read error is a UserError naming the file.
+    mismatch or read error is a UserError naming the file and saying `fix`.
     """
     paths = [directory / shard.file for shard in metadata.shards]
-    _check_files(directory, paths)
+    _check_files(directory, paths, fix)
     for path, shard, digest in zip(paths, metadata.shards, checksums.files_sha256(paths)):
         if digest != shard.sha256:
             raise UserError(
                 f"{path}: sha256 does not match {directory / 'metadata.json'} (the shard is corrupt, truncated "
-                "or from another conversion); re-run the conversion"
+                f"or from another conversion); {fix}"
             )
     dataset = tf.data.TFRecordDataset([str(path) for path in paths], num_parallel_reads=len(paths))
     dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -89,16 +90,16 @@ def read_shards(directory: pathlib.Path, metadata: DatasetMetadata) -> Dict[str,
     except tf.errors.OpError as error:
         raise UserError(
             f"{_unreadable_shard(paths, directory)}: cannot be read as TFRecord ({error.message.splitlines()[0]}); "
-            "the shard is corrupt or truncated, re-run the conversion"
+            f"the shard is corrupt or truncated; {fix}"
         ) from error
-    _check_blocks(directory, metadata, blocks)
+    _check_blocks(directory, metadata, blocks, fix)
     return {key: tf.concat([arrays[key] for _, _, arrays in blocks], axis=0) for key in TRANSITION_KEYS}
 
 
-def _check_files(directory: pathlib.Path, paths: List[pathlib.Path]) -> None:
+def _check_files(directory: pathlib.Path, paths: List[pathlib.Path], fix: str) -> None:
     for path in paths:
         if not path.is_file():
-            raise UserError(f"{path}: shard listed in metadata.json is missing; re-run the conversion")
+            raise UserError(f"{path}: shard listed in metadata.json is missing; {fix}")
     for path in sorted(set(directory.glob(SHARD_GLOB)) - set(paths)):
         raise UserError(
             f"{path}: shard not listed in metadata.json (the directory mixes conversions); "
@@ -117,11 +118,11 @@ def _unreadable_shard(paths: List[pathlib.Path], directory: pathlib.Path) -> pat
     return directory
 
 
-def _check_blocks(directory: pathlib.Path, metadata: DatasetMetadata, blocks: list) -> None:
+def _check_blocks(directory: pathlib.Path, metadata: DatasetMetadata, blocks: list, fix: str) -> None:
     """Block order, per-shard counts and array shapes agree with metadata.json."""
     where = directory / "metadata.json"
     if [block for block, _, _ in blocks] != list(range(len(blocks))):
-        raise UserError(f"{where}: the shards' blocks are not numbered 0..{len(blocks) - 1}; re-run the conversion")
+        raise UserError(f"{where}: the shards' blocks are not numbered 0..{len(blocks) - 1}; {fix}")
     counts = np.zeros(len(metadata.shards), np.int64)
     expected = {
         "observations": metadata.observation_shape,
@@ -135,12 +136,12 @@ def _check_blocks(directory: pathlib.Path, metadata: DatasetMetadata, blocks: li
             if arrays[key].shape.as_list() != shape:
                 raise UserError(
                     f"{directory / metadata.shards[shard].file}: field {key!r} has shape "
-                    f"{arrays[key].shape.as_list()} but metadata.json implies {shape}; re-run the conversion"
+                    f"{arrays[key].shape.as_list()} but metadata.json implies {shape}; {fix}"
                 )
         counts[shard] += rows
     for shard, count in zip(metadata.shards, counts):
         if count != shard.num_transitions:
             raise UserError(
                 f"{directory / shard.file}: holds {count} transitions but metadata.json says "
-                f"{shard.num_transitions}; re-run the conversion"
+                f"{shard.num_transitions}; {fix}"
             )

@@ -1,16 +1,17 @@
-"""Reading the three source shapes (local Minari dataset, D4RL-style HDF5, npz) into validated transitions.
+"""What a source string names (`resolve`), and reading it into validated transitions (`read`).
 
-Each reader returns a `SourceData`: the transitions (see `transitions.py`) plus what the metadata needs
-(evaluation env, flattening order, space bounds, reference scores). Minari datasets are read with minari's
-own API and are never downloaded unless `download=True`. (The project's own generated ids are generated when
-missing by `generate.generate_if_missing`, called where sources are resolved, not here.)
+A source is a converted directory, a D4RL-style .npz / .hdf5 / .h5 file, a Minari id in the local Minari root
+(read with minari's own API, never downloaded unless `download=True`), or one of the project's generated ids
+not generated yet. `resolve` finds out which, once, and keeps what it loaded; `read` returns a `SourceData`:
+the transitions plus what the metadata needs (evaluation env, flattening order, space bounds, reference
+scores), with every problem of the arrays recorded in a `validation.Report`.
 """
 
 import dataclasses
 import json
 import pathlib
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import h5py
@@ -20,21 +21,35 @@ from absl import logging
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
-from iql_tf.data import minari_root, validation
+from iql_tf.data import generated, validation
 from iql_tf.data import transitions as transitions_lib
-from iql_tf.data.metadata import METADATA_FILE, parse_json_object
+from iql_tf.data.metadata import METADATA_FILE
 from iql_tf.errors import UserError
 
 FILE_SUFFIXES = (".npz", ".hdf5", ".h5")
 REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 OPTIONAL_FIELDS = ("next_observations",)
 
-# SPEC.md section 8: Minari's locomotion datasets carry no reference scores (Minari issue 323); D4RL's.
+CONVERTED, FILE, MINARI, GENERATED = "converted", "file", "minari", "generated"
+
+# Minari's locomotion datasets carry no reference scores (Minari issue 323): D4RL's, from D4RL's
+# infos.py (REF_MIN_SCORE / REF_MAX_SCORE), by environment name.
 D4RL_LOCOMOTION_SCORES = {
     "hopper": (-20.272305, 3234.3),
     "halfcheetah": (-280.178953, 12135.0),
     "walker2d": (1.629008, 4592.3),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A source string, resolved: its kind, its path or Minari dataset, and the files it consists of."""
+
+    name: str  # as the user gave it
+    kind: str  # CONVERTED, FILE, MINARI or GENERATED
+    path: Optional[pathlib.Path] = None  # the converted directory or the file
+    files: Tuple[pathlib.Path, ...] = ()  # what checksums and cache keys cover (FILE, MINARI)
+    dataset: Optional[minari.MinariDataset] = None  # MINARI: loaded once, here
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,90 +70,135 @@ class SourceData:
     ref_max_score: Optional[float]
 
 
-def is_file_source(source: str) -> bool:
-    return pathlib.Path(source).suffix.lower() in FILE_SUFFIXES
+def minari_dataset_exists(dataset_id: str) -> bool:
+    """Whether the local Minari root holds `dataset_id` (minari's own test: its `data` folder exists)."""
+    try:
+        return (get_dataset_path(dataset_id) / "data").is_dir()
+    except (ValueError, TypeError):  # not shaped like an id
+        return False
 
 
-def source_files(source: str, download: bool = False) -> List[pathlib.Path]:
-    """The files a source consists of (for checksums and cache keys), sorted."""
-    if is_file_source(source):
-        path = pathlib.Path(source).expanduser()
+def resolve(source: str, download: bool = False, generate: bool = False) -> Source:
+    """Finds out what `source` is; anything that is no dataset is one UserError saying what to pass. With
+    `generate`, a missing generated id is generated and resolved as the Minari dataset it then is."""
+    path = pathlib.Path(source).expanduser()
+    if (path / METADATA_FILE).is_file():
+        return Source(source, CONVERTED, path=path)
+    if path.suffix.lower() in FILE_SUFFIXES:
         if not path.is_file():
             raise UserError(f"{source}: file not found; pass an existing .npz / .hdf5 file, a Minari id or a "
                             "converted dataset directory")
-        return [path.resolve()]
-    path = pathlib.Path(source).expanduser()
+        return Source(source, FILE, path=path.resolve(), files=(path.resolve(),))
     if path.is_file():
         raise UserError(f"{source}: not a dataset file (expected .npz, .hdf5 or .h5), nor a Minari id or a "
                         "converted dataset directory")
-    if path.is_dir() and not minari_root.dataset_exists(source):
+    # Run from inside the Minari root, an id is also a directory: the id wins.
+    if minari_dataset_exists(source) or (download and not path.is_dir()):
+        dataset = _load_minari(source, download)
+        files = tuple(sorted(p.resolve() for p in pathlib.Path(dataset.spec.data_path).iterdir() if p.is_file()))
+        return Source(source, MINARI, files=files, dataset=dataset)
+    if path.is_dir():
         raise UserError(
             f"{source}: a directory without {METADATA_FILE}, so not a converted dataset (nor a Minari id); convert "
             f"a source into it with `python -m iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={source}`, "
             "or pass a .npz/.hdf5/.h5 file or a Minari id (e.g. D4RL/door/human-v2, not its directory)"
         )
-    data_path = pathlib.Path(load_minari(source, download).spec.data_path)
-    return sorted(path.resolve() for path in data_path.iterdir() if path.is_file())
+    if generated.is_generated(source):
+        if not generate:
+            return Source(source, GENERATED)
+        generated.generate(source, minari_dataset_exists)
+        return resolve(source)
+    hint = ""
+    if source.startswith(generated.NAMESPACE):
+        hint = f" (ids in {generated.NAMESPACE} are made by `python -m iql_tf.generation.generate`)"
+    raise UserError(
+        f"{source}: no such file, converted directory or local Minari dataset (Minari root "
+        f"{get_dataset_path()}){hint}; get it on a connected machine with "
+        f"`pip install minari && minari download {source}` and copy the root here (point "
+        "MINARI_DATASETS_PATH at it), or allow the download (make_dataset.download = True when training, "
+        "--download for the converter)"
+    )
 
 
-def load_minari(dataset_id: str, download: bool = False) -> minari.MinariDataset:
-    """The local Minari dataset `dataset_id`; a missing one is one UserError saying how to get it, unless
-    `download` allows the network."""
+def _load_minari(dataset_id: str, download: bool) -> minari.MinariDataset:
+    if download and not minari_dataset_exists(dataset_id):
+        logging.info("downloading Minari dataset %s", dataset_id)
     try:
-        return minari.load_dataset(dataset_id, download=False)
-    except FileNotFoundError:
-        pass
-    except ValueError as error:  # malformed id or unsupported Minari version
+        return minari.load_dataset(dataset_id, download=download)
+    except (ValueError, FileNotFoundError) as error:  # malformed id, unsupported Minari version
         raise UserError(f"{dataset_id}: not a usable Minari dataset ({error})") from error
-    if not download:
-        raise UserError(
-            f"{dataset_id}: no such file, converted directory or local Minari dataset (Minari root "
-            f"{get_dataset_path()}); get it on a connected machine with "
-            f"`pip install minari && minari download {dataset_id}` and copy the root here (point "
-            "MINARI_DATASETS_PATH at it), or allow the download (make_dataset.download = True when training, "
-            "--download for the converter)"
-        )
-    logging.info("downloading Minari dataset %s", dataset_id)
-    try:
-        return minari.load_dataset(dataset_id, download=True)
     except Exception as error:  # network and server errors come in many types
         raise UserError(f"{dataset_id}: download failed ({error}); check the id and the network") from error
 
 
-def read_source(
-    source: str, download: bool = False, env_id: Optional[str] = None, env_kwargs: Optional[Mapping] = None
-) -> SourceData:
-    """Reads and validates a source. `env_id`/`env_kwargs` set the evaluation env (npz/HDF5 carry none)."""
-    if is_file_source(source):
-        data = _read_rows(source_files(source)[0])
+def read(source: Source, report: validation.Report, env_id: Optional[str] = None,
+         env_kwargs: Optional[Mapping[str, Any]] = None,
+         action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Optional[SourceData]:
+    """Reads a FILE or MINARI source, recording its problems in `report`; None when they leave nothing to
+    read. `env_id`/`env_kwargs` set the evaluation env (npz/HDF5 carry none); `action_bounds` (low, high)
+    give the action space of data that names no environment."""
+    if source.kind == FILE:
+        data = _read_rows(source.path, report)
+    elif source.kind == MINARI:
+        data = _read_minari(source.dataset, report)
     else:
-        data = _read_minari(load_minari(source, download))
+        raise UserError(f"{source.name}: a {source.kind} dataset, not a source to read: "
+                        + ("load it with make_dataset or load_converted" if source.kind == CONVERTED
+                           else "it is generated when training or converting it"))
+    if data is None:
+        return None
     if env_id is not None:
-        data = _with_env(data, source, env_id, dict(env_kwargs or {}))
+        data = _with_env(data, source.name, env_id, dict(env_kwargs or {}))
+    bounds_from = data.env_id or (f"Minari dataset {source.name}" if source.kind == MINARI else None)
+    if action_bounds is not None:
+        if bounds_from is not None:
+            raise UserError(f"{source.name}: action_bounds given, but {bounds_from} has its own action space; drop "
+                            "make_dataset.action_bounds / --action_bounds")
+        data = dataclasses.replace(data, **_action_bounds(action_bounds, data.action_low.size))
+        bounds_from = "make_dataset.action_bounds / --action_bounds"
+    report.check_actions(str(source.path or source.name), data.transitions["actions"], data.action_low,
+                         data.action_high, bounds_from)
     return _with_reference_fallback(data)
 
 
-def _read_rows(path: pathlib.Path) -> SourceData:
+def read_source(source: str, download: bool = False, env_id: Optional[str] = None,
+                env_kwargs: Optional[Mapping[str, Any]] = None,
+                action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> SourceData:
+    """Resolves and reads a FILE or MINARI source; its first problem is a UserError."""
+    report = validation.Report()
+    data = read(resolve(source, download), report, env_id, env_kwargs, action_bounds)
+    report.raise_first(source)
+    return data
+
+
+def _read_rows(path: pathlib.Path, report: validation.Report) -> Optional[SourceData]:
     where = str(path)
     arrays = _load_arrays(path)
-    validation.check_keys(where, arrays, REQUIRED_FIELDS)
-    observations = validation.check_array(where, "observations", arrays["observations"], (None, None))
+    if not report.check_keys(where, arrays, REQUIRED_FIELDS):
+        return None
+    observations = report.check_array(where, "observations", arrays["observations"], (None, None))
+    if observations is None:
+        return None
     rows, columns = observations.shape
-    actions = validation.check_array(where, "actions", arrays["actions"], (rows, None))
-    validation.check_actions(where, "actions", actions)
-    rewards = validation.check_array(where, "rewards", arrays["rewards"], (rows,))
-    flags = {}
-    for field in ("terminals", "timeouts"):
-        flags[field] = validation.check_array(where, field, arrays[field], (rows,))
-        validation.check_flags(where, field, flags[field])
+    actions = report.check_array(where, "actions", arrays["actions"], (rows, None))
+    rewards = report.check_array(where, "rewards", arrays["rewards"], (rows,))
+    flags = {field: report.check_array(where, field, arrays[field], (rows,)) for field in ("terminals", "timeouts")}
+    for field, values in flags.items():
+        if values is not None:
+            report.check_flags(where, field, values)
     next_observations = None
     if "next_observations" in arrays:
-        next_observations = validation.check_array(
-            where, "next_observations", arrays["next_observations"], (rows, columns)
-        )
-    validation.check_not_empty(where, rows)
+        next_observations = report.check_array(where, "next_observations", arrays["next_observations"],
+                                               (rows, columns))
+        if next_observations is None:
+            return None
+    if actions is None or rewards is None or any(values is None for values in flags.values()):
+        return None
+    report.check_not_empty(where, rows)
+    if rows == 0:
+        return None
     data = transitions_lib.from_rows(observations, actions, rewards, **flags, next_observations=next_observations)
-    validation.check_not_empty(where, len(data["rewards"]))
+    report.check_not_empty(where, len(data["rewards"]))
     return SourceData(
         transitions=data,
         num_episodes=int(data["dones"].sum()),
@@ -179,23 +239,22 @@ def _npz_field(path: pathlib.Path, file: Any, key: str) -> np.ndarray:
         ) from error
 
 
-def _read_minari(dataset: minari.MinariDataset) -> SourceData:
+def _read_minari(dataset: minari.MinariDataset, report: validation.Report) -> Optional[SourceData]:
     keys = envs.observation_keys(dataset.observation_space)
     data_path = dataset.spec.data_path
     validation.check_action_space(f"Minari dataset {dataset.spec.dataset_id} ({data_path})", dataset.action_space)
     parts = []
-    for episode in dataset.iterate_episodes():
-        where = f"{data_path}: episode {episode.id}"
-        steps = len(episode.rewards)
-        if steps == 0:
-            continue
-        observations = _check_observations(where, episode.observations, keys, steps + 1)
-        actions = validation.check_array(where, "actions", np.asarray(episode.actions), (steps, None))
-        validation.check_actions(where, "actions", actions)
-        rewards = validation.check_array(where, "rewards", episode.rewards, (steps,))
-        terminations = validation.check_array(where, "terminations", episode.terminations, (steps,))
-        parts.append(transitions_lib.from_episode(observations, actions, rewards, terminations))
-    validation.check_not_empty(data_path, len(parts))
+    try:
+        for episode in dataset.iterate_episodes():
+            part = _read_episode(f"{data_path}: episode {episode.id}", episode, keys, report)
+            if part is not None:
+                parts.append(part)
+    except (OSError, KeyError) as error:  # h5py on a truncated or damaged main_data.hdf5
+        raise UserError(f"{data_path}: cannot be read ({str(error).splitlines()[0]}); the Minari dataset's files "
+                        "are truncated or corrupt: download, copy or generate it again") from error
+    report.check_not_empty(data_path, len(parts))
+    if not parts:
+        return None
     metadata = dataset.storage.metadata
     env_spec = json.loads(metadata.get("eval_env_spec") or metadata.get("env_spec") or "null") or {}
     observation_low, observation_high = _bounds(data_path, dataset.observation_space, keys)
@@ -216,13 +275,27 @@ def _read_minari(dataset: minari.MinariDataset) -> SourceData:
     )
 
 
-def _check_observations(where: str, observations: Any, keys: Optional[List[str]], rows: int) -> np.ndarray:
+def _read_episode(where: str, episode: Any, keys: Optional[List[str]], report: validation.Report
+                  ) -> Optional[transitions_lib.Transitions]:
+    steps = len(episode.rewards)
+    if steps == 0:
+        return None
+    observations = _check_observations(where, episode.observations, keys, steps + 1, report)
+    actions = report.check_array(where, "actions", np.asarray(episode.actions), (steps, None))
+    rewards = report.check_array(where, "rewards", np.asarray(episode.rewards), (steps,))
+    terminations = report.check_array(where, "terminations", np.asarray(episode.terminations), (steps,))
+    if any(array is None for array in (observations, actions, rewards, terminations)):
+        return None
+    return transitions_lib.from_episode(observations, actions, rewards, terminations)
+
+
+def _check_observations(where: str, observations: Any, keys: Optional[List[str]], rows: int,
+                        report: validation.Report) -> Optional[np.ndarray]:
     if keys is None:
-        return validation.check_array(where, "observations", np.asarray(observations), (rows, None))
-    for key in keys:
-        part = np.asarray(envs.observation_part(observations, key))
-        validation.check_array(where, f"observations/{key}", part, (rows, None))
-    return envs.flatten_observation(observations, keys)
+        return report.check_array(where, "observations", np.asarray(observations), (rows, None))
+    parts = [report.check_array(where, f"observations/{key}", np.asarray(envs.observation_part(observations, key)),
+                                (rows, None)) for key in keys]
+    return None if any(part is None for part in parts) else envs.flatten_observation(observations, keys)
 
 
 def _bounds(where: str, space: gym.Space, keys: Optional[List[str]]) -> Tuple[np.ndarray, np.ndarray]:
@@ -234,6 +307,18 @@ def _bounds(where: str, space: gym.Space, keys: Optional[List[str]]) -> Tuple[np
         np.concatenate([box.low.astype(np.float64).ravel() for box in boxes]),
         np.concatenate([box.high.astype(np.float64).ravel() for box in boxes]),
     )
+
+
+def _action_bounds(bounds: Tuple[Sequence[float], Sequence[float]], action_dim: int) -> Dict[str, np.ndarray]:
+    """`(low, high)`, each a number or one per action dimension, as the SourceData fields."""
+    try:
+        low, high = (np.broadcast_to(np.asarray(b, np.float64), (action_dim,)).copy() for b in bounds)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"action_bounds {bounds!r}: expected (low, high), each a number or {action_dim} numbers, "
+                        "e.g. (-2.0, 2.0)") from error
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+        raise UserError(f"action_bounds {bounds!r}: need finite low < high in every dimension")
+    return {"action_low": low, "action_high": high}
 
 
 def _with_env(data: SourceData, source: str, env_id: str, env_kwargs: Dict[str, Any]) -> SourceData:
@@ -261,7 +346,7 @@ def _with_env(data: SourceData, source: str, env_id: str, env_kwargs: Dict[str, 
 
 
 def _with_reference_fallback(data: SourceData) -> SourceData:
-    """D4RL's locomotion reference scores where the source has none (SPEC.md section 8)."""
+    """D4RL's locomotion reference scores where the source has none."""
     if data.ref_min_score is not None and data.ref_max_score is not None or data.env_id is None:
         return data
     domain = data.env_id.lower().split("-")[0]
@@ -269,8 +354,3 @@ def _with_reference_fallback(data: SourceData) -> SourceData:
         return data
     ref_min_score, ref_max_score = D4RL_LOCOMOTION_SCORES[domain]
     return dataclasses.replace(data, ref_min_score=ref_min_score, ref_max_score=ref_max_score)
-
-
-def parse_env_kwargs(text: str) -> Dict[str, Any]:
-    """The --env_kwargs flag: a JSON object."""
-    return parse_json_object(text, "--env_kwargs", "pass an object such as '{\"continuing_task\": false}'")

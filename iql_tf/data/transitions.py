@@ -1,4 +1,4 @@
-"""Transition semantics (SPEC.md section 2): episodes or D4RL rows -> flat transition arrays.
+"""Transition semantics (docs/semantics.md): episodes or D4RL rows -> flat transition arrays.
 
 A dataset is a plain dict of float32 numpy arrays with the keys of `TRANSITION_KEYS`:
   observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
@@ -76,7 +76,7 @@ def from_rows(
         }
     episode_end = terminals | timeouts
     episode_end[-1] = True
-    # Deliberate deviation from SPEC.md section 2 ("the last row of each episode is dropped"): a terminal last
+    # Deliberate deviation from D4RL's own loader, which drops the last row of every episode: a terminal last
     # row is kept with s' = s, which its mask of 0 keeps out of every target; dropping it would erase the
     # termination. The reference's loader keeps these rows too.
     keep = ~episode_end | terminals

@@ -1,0 +1,95 @@
+"""Conversion: a resolved Minari dataset, D4RL-style HDF5 or npz -> `DIR/shard-*.tfrecord` +
+`DIR/metadata.json` (the command line is `iql_tf.data.convert`).
+
+The output is written to a hidden staging folder beside it and renamed into place when complete, so a failed
+or interrupted conversion leaves nothing at the output.
+"""
+
+import pathlib
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from absl import logging
+
+from iql_tf import files
+from iql_tf.data import checksums, shards, sources, validation
+from iql_tf.data.metadata import DatasetMetadata, write_metadata
+from iql_tf.errors import UserError
+
+
+def convert(
+    source: sources.Source,
+    output: "str | pathlib.Path",
+    shard_size: int = shards.DEFAULT_SHARD_SIZE,
+    env_id: Optional[str] = None,
+    env_kwargs: Optional[Mapping[str, Any]] = None,
+    action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+) -> DatasetMetadata:
+    """Validates a resolved FILE or MINARI source and writes it as a converted dataset at `output` (which
+    must not exist yet, or be empty).
+
+    `env_id`/`env_kwargs` record the evaluation environment (npz/HDF5 files carry none, Minari datasets their
+    own, overridden when given); `action_bounds` the action space of data that names no environment.
+    """
+    output = pathlib.Path(output).expanduser()
+    if source.kind == sources.CONVERTED:
+        raise UserError(f"{source.name}: is already converted; pass it to make_dataset (or load_converted) directly")
+    if output.exists() and not (output.is_dir() and not any(output.iterdir())):
+        raise UserError(f"{output}: already exists; choose a new --output or delete it first")
+    if shard_size <= 0:
+        raise UserError(f"shard_size must be positive, got {shard_size}")
+    report = validation.Report()
+    data = sources.read(source, report, env_id, env_kwargs, action_bounds)
+    report.raise_first(source.name)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _unwritable(output, error) from error
+    try:
+        with files.atomic_directory(output) as staging:
+            metadata = DatasetMetadata(
+                source=source.name,
+                source_checksum=checksums.combined_sha256(source.files),
+                env_id=data.env_id,
+                env_kwargs=data.env_kwargs,
+                max_episode_steps=data.max_episode_steps,
+                observation_keys=data.observation_keys,
+                observation_shape=list(data.transitions["observations"].shape[1:]),
+                action_shape=list(data.transitions["actions"].shape[1:]),
+                observation_low=data.observation_low.tolist(),
+                observation_high=data.observation_high.tolist(),
+                action_low=data.action_low.tolist(),
+                action_high=data.action_high.tolist(),
+                num_transitions=len(data.transitions["rewards"]),
+                num_episodes=data.num_episodes,
+                ref_min_score=data.ref_min_score,
+                ref_max_score=data.ref_max_score,
+                shards=shards.write_shards(data.transitions, staging, shard_size),
+            )
+            write_metadata(staging, metadata)
+    except FileExistsError as error:
+        raise UserError(f"{output}: was filled by another process during the conversion ({error})") from error
+    except OSError as error:
+        raise _unwritable(output, error) from error
+    logging.info("%s", summary(metadata, output))
+    return metadata
+
+
+def _unwritable(output: pathlib.Path, error: OSError) -> UserError:
+    return UserError(f"{output}: cannot create it in {output.parent} ({error.strerror or error}); choose an --output "
+                     "(make_dataset.cache_dir when training) in a writable folder")
+
+
+def summary(metadata: DatasetMetadata, output: pathlib.Path) -> str:
+    """One paragraph for the log: counts, shapes, environment, reference scores."""
+    keys = f" (flattened {', '.join(metadata.observation_keys)})" if metadata.observation_keys else ""
+    return (
+        f"converted {metadata.source} -> {output}: {metadata.num_transitions} transitions in "
+        f"{metadata.num_episodes} trajectories, {len(metadata.shards)} shard(s); observations "
+        f"{metadata.observation_shape}{keys}, actions {metadata.action_shape} in "
+        f"{validation.format_bounds(np.asarray(metadata.action_low), np.asarray(metadata.action_high))}"
+        f"; evaluation env {metadata.env_id or 'unknown (pass --env_id)'} {metadata.env_kwargs or ''} "
+        f"max_episode_steps={metadata.max_episode_steps}; ref_min_score={metadata.ref_min_score}, "
+        f"ref_max_score={metadata.ref_max_score}; source sha256 {metadata.source_checksum[:16]}..."
+    )

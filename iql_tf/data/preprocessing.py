@@ -1,0 +1,70 @@
+"""How the networks see an environment: observations (optionally normalised), actions in [-1, 1], rewards
+preprocessed per domain. One `Preprocessing` is fixed when the offline dataset is loaded and applied alike to
+the offline data, to online transitions, in evaluation and inside the exported policy, so that deployment
+code feeds raw observations and receives actions in the environment's units.
+"""
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from iql_tf.data import rewards as rewards_lib
+
+# Added to the observation std, as TD3+BC's normalisation does: constant features must not divide by ~0.
+STD_EPSILON = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Observation normalisation (mean 0 / std 1 when off), action bounds and the reward transform."""
+
+    observation_mean: np.ndarray
+    observation_std: np.ndarray
+    action_low: np.ndarray
+    action_high: np.ndarray
+    reward: rewards_lib.RewardTransform
+    normalize_observations: bool = False
+
+    @classmethod
+    def fit(cls, observations: np.ndarray, action_low: np.ndarray, action_high: np.ndarray,
+            reward: rewards_lib.RewardTransform, normalize_observations: bool) -> "Preprocessing":
+        """Observation statistics from the dataset when asked for; identity otherwise."""
+        size = observations.shape[1]
+        if normalize_observations:
+            mean = observations.mean(axis=0, dtype=np.float64).astype(np.float32)
+            std = (observations.std(axis=0, dtype=np.float64) + STD_EPSILON).astype(np.float32)
+        else:
+            mean, std = np.zeros(size, np.float32), np.ones(size, np.float32)
+        return cls(mean, std, np.asarray(action_low, np.float32), np.asarray(action_high, np.float32), reward,
+                   normalize_observations)
+
+    def observations(self, observations: Any) -> Any:
+        """Raw -> network observations (numpy or TensorFlow alike)."""
+        if not self.normalize_observations:
+            return observations
+        return (observations - self.observation_mean) / self.observation_std
+
+    # Written so that bounds of [-1, 1] map every action exactly onto itself.
+    def actions_to_unit(self, actions: Any) -> Any:
+        """Environment units -> [-1, 1]."""
+        return (2.0 * actions - (self.action_low + self.action_high)) / (self.action_high - self.action_low)
+
+    def actions_from_unit(self, actions: Any) -> Any:
+        """[-1, 1] -> environment units."""
+        return (actions * (self.action_high - self.action_low) + (self.action_low + self.action_high)) / 2.0
+
+    def rewards(self, rewards: Any) -> Any:
+        return rewards * self.reward.scale + self.reward.shift
+
+    def describe(self) -> Dict[str, Any]:
+        """JSON-ready summary for the run's records and fingerprint."""
+        statistics: Optional[Dict[str, list]] = None
+        if self.normalize_observations:
+            statistics = {"mean": self.observation_mean.tolist(), "std": self.observation_std.tolist()}
+        return {
+            "reward": dataclasses.asdict(self.reward),
+            "observation_normalization": statistics,
+            "action_low": self.action_low.tolist(),
+            "action_high": self.action_high.tolist(),
+        }

@@ -1,0 +1,94 @@
+"""Choosing how the updates are compiled (XLA or TensorFlow's own kernels) by timing both on this machine.
+
+Which one is faster depends on the processor, the network sizes and the batch: on one 2-core CPU XLA won
+at 64x64 and lost at 256x256, on another it won at both. So when `IQLAgent.jit_compile` is left at None, the
+first run of a configuration times a few hundred updates of each path on throwaway agents and takes the
+faster; the answer is cached per machine, TensorFlow version and configuration
+(`$IQL_TF_CACHE_DIR/fastest_path.json`, default `~/.cache/iql_tf`), so later runs start at once. A resumed run
+keeps the path it was trained with (its numerics), whatever the cache says.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import time
+from typing import Callable, Dict
+
+import tensorflow as tf
+from absl import logging
+
+from iql_tf import files, json_records
+
+CACHE_FILE = "fastest_path.json"
+_TIMED_SECONDS = 1.0  # per path, after compiling
+
+
+def cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("IQL_TF_CACHE_DIR", "~/.cache/iql_tf")).expanduser()
+
+
+def machine() -> Dict[str, str]:
+    """What the timing depends on besides the configuration."""
+    devices = [device.device_type for device in tf.config.list_logical_devices()]
+    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", "GPU")
+            for gpu in tf.config.list_physical_devices("GPU")]
+    return {"processor": _processor(), "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
+            "devices": ",".join(devices), "gpus": ",".join(gpus)}
+
+
+def _processor() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def choose(agent: "object", make_agent: Callable[[bool], "object"], buffer: "object", settings: "object") -> bool:
+    """True for XLA, False for TensorFlow's kernels: whichever runs the updates of `agent`'s configuration
+    faster; the timing runs on agents from `make_agent(jit_compile)`, never on `agent`."""
+    calls = _calls(settings)
+    key = json_records.digest([machine(), agent.hyperparameters, agent.observation_dim, agent.action_dim,
+                               agent.members, calls])
+    path = cache_dir() / CACHE_FILE
+    cached = _read(path)
+    if key in cached:
+        return cached[key]["xla"]
+    rates = {jit: _updates_per_second(make_agent(jit), buffer, calls) for jit in (False, True)}
+    xla = rates[True] > rates[False]
+    logging.info("timed the compiled updates on this machine: XLA %.0f, TensorFlow kernels %.0f updates/s; "
+                 "using %s (cached in %s)", rates[True], rates[False], "XLA" if xla else "TensorFlow kernels", path)
+    cached[key] = {"xla": xla, "updates_per_second": {"xla": rates[True], "tensorflow": rates[False]}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with files.atomic_file(path) as temporary, open(temporary, "w") as f:
+            json.dump(cached, f, indent=2)
+    except OSError as error:  # a read-only home only costs the timing next time
+        logging.warning("could not cache the choice in %s: %s", path, error)
+    return xla
+
+
+def _calls(settings: "object") -> int:
+    """Updates per compiled call that the run will mostly make: one online, K offline."""
+    if settings.num_online_steps > settings.num_offline_steps:
+        return 1
+    return min(settings.steps_per_call, 100)
+
+
+def _updates_per_second(agent: "object", buffer: "object", calls: int) -> float:
+    agent.run_updates(buffer, calls)  # traces and compiles
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < _TIMED_SECONDS:
+        agent.run_updates(buffer, calls)
+        count += calls
+    return count / (time.perf_counter() - start)
+
+
+def _read(path: pathlib.Path) -> Dict[str, dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,230 @@
+"""Generate an offline dataset into the local Minari root: `python -m iql_tf.generation.generate` (or
+`iql-generate`). No download, no jax; seeded and deterministic.
+
+    python -m iql_tf.generation.generate                # the quickstart's PointMaze stitching dataset
+    python -m iql_tf.generation.generate --kind=random --env_id=Hopper-v5 --num_steps=100000 \\
+        --dataset_id=me/hopper/random-v0
+    python -m iql_tf.generation.generate --kind=policy --policy=runs/x/export/policy --noise_std=0.1 \\
+        --dataset_id=me/hopper/iql-noisy-v0
+
+Datasets are written with `minari.create_dataset_from_buffers`, atomically (`minari_writer`), with the
+evaluation env spec and reference scores (a random policy for ref_min_score; the noiseless planner or
+source policy for ref_max_score), measured by `evaluation.evaluate` like a trained policy, so that
+normalised scores work.
+"""
+
+import functools
+import sys
+from typing import Any, Callable, List, Mapping, Optional, Sequence
+
+import gymnasium as gym
+import minari
+import numpy as np
+from absl import flags, logging
+from minari.data_collector import EpisodeBuffer
+
+from iql_tf import cli, envs
+from iql_tf.data import validation
+from iql_tf.errors import UserError
+from iql_tf.generation import minari_writer, pointmaze, rollouts
+
+POINTMAZE_DATASET_ID = "iql_tf/pointmaze/umaze-stitch-v0"
+DEFAULT_NUM_STEPS = 100_000
+DEFAULT_REFERENCE_EPISODES = 10
+_AUTHOR = "iql-tf"
+_CODE = "iql_tf/generation/generate.py"
+
+
+def check_settings(num_steps: int, num_reference_episodes: int, noise_std: float = 0.0) -> None:
+    """Settings that would generate nothing (or never finish) are UserErrors, for the CLI and library callers."""
+    if num_steps <= 0:
+        raise UserError(f"num_steps must be > 0, got {num_steps} (--num_steps: transitions to generate)")
+    if num_reference_episodes <= 0:
+        raise UserError(f"num_reference_episodes must be > 0, got {num_reference_episodes} (--reference_episodes)")
+    if not noise_std >= 0.0:  # also refuses nan
+        raise UserError(f"noise_std must be >= 0, got {noise_std} (--noise_std)")
+
+
+def write_dataset(
+    dataset_id: str,
+    episodes: List[EpisodeBuffer],
+    env: gym.Env,
+    eval_env: gym.Env,
+    ref_min_score: float,
+    ref_max_score: Optional[float],
+    algorithm: str,
+    description: str,
+    num_reference_episodes: int,
+    overwrite: bool,
+) -> minari.MinariDataset:
+    """Writes a Minari dataset atomically (replacing an existing one if `overwrite`): see `minari_writer`."""
+    minari_writer.check_new_id(dataset_id, overwrite)  # again: generation took a while
+
+    def write() -> None:
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id,
+            episodes,
+            env=env,
+            eval_env=eval_env,
+            algorithm_name=algorithm,
+            author=_AUTHOR,
+            author_email="n/a",
+            code_permalink=_CODE,
+            ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score,
+            num_episodes_average_score=num_reference_episodes,
+            description=description,
+        )
+        if ref_max_score is None:  # minari stores reference scores only with a max score
+            dataset.storage.update_metadata({"ref_min_score": ref_min_score})
+
+    dataset = minari_writer.write_atomically(dataset_id, overwrite, write)
+    logging.info(
+        "wrote Minari dataset %s at %s: %d transitions in %d episodes, ref scores %s / %s",
+        dataset_id, dataset.spec.data_path, dataset.total_steps, dataset.total_episodes, ref_min_score, ref_max_score,
+    )
+    return dataset
+
+
+def _checked_env(make_env: Callable[[], gym.Env]) -> gym.Env:
+    """An environment whose actions a trained policy can hold (a bounded Box), checked before any generation."""
+    env = make_env()
+    validation.check_action_space(f"environment {env.spec.id}", env.action_space)
+    return env
+
+
+def generate_pointmaze(
+    dataset_id: str = POINTMAZE_DATASET_ID,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    seed: int = 0,
+    overwrite: bool = False,
+    num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+) -> minari.MinariDataset:
+    """The quickstart's stitching dataset (see `pointmaze.py`); scores are success rates on the eval task."""
+    check_settings(num_steps, num_reference_episodes)
+    minari_writer.check_new_id(dataset_id, overwrite)
+    episodes, env = pointmaze.generate_episodes(num_steps, seed)
+    make_eval_env = functools.partial(
+        envs.make_env, pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS
+    )
+    eval_env = make_eval_env()
+    ref_min_score, ref_max_score = rollouts.reference_scores(
+        pointmaze.planner_policy(), eval_env.action_space, make_eval_env,
+        envs.observation_keys(eval_env.observation_space), num_reference_episodes, seed,
+    )
+    description = (
+        f"{num_steps} steps of a noisy (std {pointmaze.ACTION_NOISE}) BFS-waypoint + PD planner hopping between "
+        f"neighbouring cells of PointMaze UMaze, relabelled for start cell {pointmaze.START_CELL} -> goal cell "
+        f"{pointmaze.GOAL_CELL} (reward 1 and termination on arrival, episodes of at most "
+        f"{pointmaze.EPISODE_STEPS} steps); no episode visits the start cell and then reaches the goal, so the "
+        f"task needs stitching. Seed {seed}. Reference scores are success rates on the eval env."
+    )
+    return write_dataset(dataset_id, episodes, env, eval_env, ref_min_score, ref_max_score,
+                         "bfs-waypoint-pd-planner+noise, relabelled", description, num_reference_episodes, overwrite)
+
+
+def generate_random(
+    dataset_id: str,
+    env_id: str,
+    env_kwargs: Optional[Mapping[str, Any]] = None,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    seed: int = 0,
+    overwrite: bool = False,
+    num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+) -> minari.MinariDataset:
+    """Uniform random actions in a gymnasium env with actions in [-1, 1]; ref_min_score is the random
+    policy's mean return under evaluation (no ref_max_score)."""
+    check_settings(num_steps, num_reference_episodes)
+    minari_writer.check_new_id(dataset_id, overwrite)
+    make_env = functools.partial(envs.make_env, env_id, env_kwargs)
+    env = _checked_env(make_env)
+    keys = envs.observation_keys(env.observation_space)
+    episodes = rollouts.collect(env, rollouts.random_policy(env.action_space, seed), keys, num_steps, seed)
+    (ref_min_score,) = rollouts.mean_returns(
+        [rollouts.random_policy(env.action_space, seed)], make_env, keys, num_reference_episodes, seed
+    )
+    return write_dataset(dataset_id, episodes, env, env, ref_min_score, None, "uniform-random",
+                         f"{num_steps} steps of uniform random actions in {env_id}, seed {seed}.",
+                         num_reference_episodes, overwrite)
+
+
+def generate_policy(
+    dataset_id: str,
+    policy_dir: str,
+    noise_std: float,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    seed: int = 0,
+    overwrite: bool = False,
+    num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+) -> minari.MinariDataset:
+    """Rollouts of an exported policy with Gaussian action noise, in the env its metadata names."""
+    check_settings(num_steps, num_reference_episodes, noise_std)
+    minari_writer.check_new_id(dataset_id, overwrite)
+    policy, metadata = rollouts.saved_model_policy(policy_dir)
+    env_id = rollouts.require_environment(policy_dir, metadata)
+    make_env = functools.partial(envs.make_env, env_id, metadata.env_kwargs, metadata.max_episode_steps)
+    env = _checked_env(make_env)
+    keys = metadata.observation_keys
+    noisy = rollouts.with_noise(policy, noise_std, env.action_space, np.random.default_rng(seed))
+    episodes = rollouts.collect(env, noisy, keys, num_steps, seed)
+    ref_min_score, ref_max_score = rollouts.reference_scores(
+        policy, env.action_space, make_env, keys, num_reference_episodes, seed
+    )
+    description = (
+        f"{num_steps} steps of the policy exported at {policy_dir} (trained on {metadata.dataset}) with "
+        f"Gaussian action noise of std {noise_std}, seed {seed}. ref_max_score: the noiseless policy."
+    )
+    return write_dataset(dataset_id, episodes, env, env, ref_min_score, ref_max_score, "exported-policy+noise",
+                         description, num_reference_episodes, overwrite)
+
+
+FLAGS = flags.FLAGS
+
+
+def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, seed: int, overwrite: bool,
+                        env_id: Optional[str], env_kwargs: str, policy: Optional[str], noise_std: float,
+                        reference_episodes: int) -> minari.MinariDataset:
+    """What the command line asks for, with a UserError for each missing or conflicting flag."""
+    common = dict(num_steps=num_steps, seed=seed, overwrite=overwrite, num_reference_episodes=reference_episodes)
+    if kind == "pointmaze":
+        return generate_pointmaze(dataset_id or POINTMAZE_DATASET_ID, **common)
+    if not dataset_id:
+        raise UserError(f"--kind={kind} needs --dataset_id (e.g. me/hopper/{kind}-v0)")
+    if kind == "random":
+        if not env_id:
+            raise UserError("--kind=random needs --env_id (any gymnasium env id, e.g. Hopper-v5)")
+        return generate_random(dataset_id, env_id, envs.parse_env_kwargs(env_kwargs), **common)
+    if not policy:
+        raise UserError("--kind=policy needs --policy=DIR/export/policy")
+    return generate_policy(dataset_id, policy, noise_std, **common)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {list(argv[1:])}")
+    generate_from_flags(FLAGS.kind, FLAGS.dataset_id, FLAGS.num_steps, FLAGS.seed, FLAGS.overwrite, FLAGS.env_id,
+                        FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes)
+
+
+def define_flags() -> None:
+    flags.DEFINE_enum("kind", "pointmaze", ["pointmaze", "random", "policy"], "Which generator to run.")
+    flags.DEFINE_string("dataset_id", None, f"Minari id to write (default for pointmaze: {POINTMAZE_DATASET_ID}).")
+    flags.DEFINE_integer("num_steps", DEFAULT_NUM_STEPS, "Transitions to generate.")
+    flags.DEFINE_integer("seed", 0, "Seed of everything random in the generation.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing dataset with the same id.")
+    flags.DEFINE_string("env_id", None, "random: the gymnasium env id.")
+    flags.DEFINE_string("env_kwargs", "{}", "random: JSON object of env kwargs.")
+    flags.DEFINE_string("policy", None, "policy: exported SavedModel directory (DIR/export/policy).")
+    flags.DEFINE_float("noise_std", 0.1, "policy: std of the Gaussian action noise.")
+    flags.DEFINE_integer("reference_episodes", DEFAULT_REFERENCE_EPISODES,
+                         "Evaluation episodes averaged for each reference score.")
+
+
+def run() -> None:
+    """The `iql-generate` command."""
+    define_flags()
+    cli.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,63 @@
+"""Progress on the terminal: a tqdm bar, with every log line written above it rather than glued onto it.
+
+While the bar is shown, `sys.stderr` is a stream that writes through `tqdm.write`, which clears the bar,
+prints the line and draws the bar again (absl's log handler, Python warnings and TensorFlow's Python logger
+all write to `sys.stderr`).
+"""
+
+import sys
+from typing import Any
+
+import tqdm
+
+
+class _AboveTheBar:
+    """A stand-in for stderr whose writes go above the progress bars on `stream`."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        tqdm.tqdm.write(text, file=self._stream, end="")
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class ProgressBar(tqdm.tqdm):
+    """tqdm on stderr (steps, steps/s, ETA, the last evaluation), routing stderr above itself until closed."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self._stderr = sys.stderr
+        super().__init__(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True,
+                         file=self._stderr, smoothing=0.1)
+        if enabled:
+            sys.stderr = _AboveTheBar(self._stderr)
+
+    def close(self) -> None:
+        if isinstance(sys.stderr, _AboveTheBar):
+            sys.stderr = self._stderr
+        super().close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> ProgressBar:
+    return ProgressBar(total, initial, enabled)
+
+
+
+def quiet_tensorflow() -> None:
+    """Drops TensorFlow's own INFO lines (saver and SavedModel internals) that drown a run's progress;
+    warnings and errors still show, and so does this project's INFO logging."""
+    import logging as std_logging
+
+    import tensorflow as tf
+    from absl import logging
+
+    tf.get_logger().setLevel("WARNING")
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= std_logging.WARNING or "/tensorflow/" not in record.pathname
+    )

@@ -1,0 +1,142 @@
+"""Online fine-tuning after the offline phase (paper Section 5.3, Appendix C).
+
+Each environment step samples an action from the policy (temperature 1) plus optional Gaussian noise, clipped
+to the action bounds, stores the transition in the replay buffer (which starts with the whole offline
+dataset) and makes exactly one gradient update. Online transitions go through the offline data's
+preprocessing (the same reward shift and scale, the same observation statistics, not recomputed); they are
+terminal only on a true termination, so a time-limit truncation keeps its bootstrap.
+
+Crash safety: at each checkpoint the online transitions collected since the previous one are written to
+`DIR/checkpoints/online-FIRST-LAST.npz` (only those: the offline data is never saved again), and the
+checkpoint records how many there are, with the episode count and the random generators. A resumed run puts
+them back into the buffer; the interrupted episode starts again.
+"""
+
+import pathlib
+import re
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from iql_tf import envs, files
+from iql_tf.agent import IQLAgent
+from iql_tf.data.pipeline import ACTION_LIMIT, OfflineDataset
+from iql_tf.errors import UserError
+from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.run_dir import RunDirectory
+
+_CHUNK = re.compile(r"^online-(\d+)-(\d+)\.npz$")
+_RESET_SEED_STRIDE = 1_000_003  # episode e of seed s resets with s * stride + e (evaluation uses 100003)
+
+
+class OnlinePhase:
+    """The exploration environment, the current episode and the online part of the replay buffer."""
+
+    def __init__(self, env_fn: Callable[[], Any], dataset: OfflineDataset, agent: IQLAgent, buffer: ReplayBuffer,
+                 settings: Any, directory: RunDirectory):
+        self.env = env_fn()  # its own instance: evaluation never steps the exploration env
+        metadata = dataset.metadata
+        envs.check_env_fits(self.env, metadata.observation_keys, int(np.prod(metadata.observation_shape)),
+                            int(np.prod(metadata.action_shape)), metadata.source)
+        self.keys = metadata.observation_keys
+        self.preprocessing = dataset.preprocessing
+        self.agent, self.buffer, self.settings, self.directory = agent, buffer, settings, directory
+        self.noise = tf.constant(float(settings.exploration_noise))
+        self.episodes = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_episodes")
+        self.rows = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_rows")  # saved with the checkpoint
+        self.observation: Optional[np.ndarray] = None  # the current network observation; None between episodes
+        self.finished: List[Dict[str, float]] = []  # episodes ended since the last summary
+        self.on_episode: Callable[[int, Dict[str, float]], None] = lambda step, episode: None
+
+    def trackables(self) -> Dict[str, tf.Variable]:
+        return {"online_episodes": self.episodes, "online_rows": self.rows}
+
+    def _reset(self) -> None:
+        seed = self.settings.seed * _RESET_SEED_STRIDE + int(self.episodes.numpy())
+        observation, info = self.env.reset(seed=seed)
+        self.episodes.assign_add(1)
+        self.observation = self._prepared(observation)
+        self.episode = {"return": 0.0, "success": float(bool(info.get("success", False))), "length": 0.0}
+
+    def _prepared(self, observation: Any) -> np.ndarray:
+        return np.asarray(self.preprocessing.observations(envs.flatten_observation(observation, self.keys)),
+                          np.float32)
+
+    def step(self) -> Dict[str, np.ndarray]:
+        """One environment step and one gradient update; returns the update's metrics."""
+        if self.observation is None:
+            self._reset()
+        unit_action = self.agent.explore(self.observation[None, None], self.noise).numpy()[0, 0]
+        observation, reward, terminated, truncated, info = self.env.step(
+            self.preprocessing.actions_from_unit(unit_action))
+        next_observation = self._prepared(observation)
+        metrics = self.agent.online_update(self.buffer, {
+            "observations": self.observation,
+            "actions": np.clip(unit_action, -ACTION_LIMIT, ACTION_LIMIT),
+            "rewards": np.float32(self.preprocessing.rewards(float(reward))),
+            "masks": np.float32(0.0 if terminated else 1.0),
+            "next_observations": next_observation,
+        })
+        self.episode["return"] += float(reward)
+        self.episode["length"] += 1
+        self.episode["success"] = max(self.episode["success"], float(bool(info.get("success", False))))
+        self.observation = next_observation
+        if terminated or truncated:
+            self.finished.append(self.episode)
+            self.on_episode(int(self.agent.step), self.episode)
+            self.observation = None
+        return metrics
+
+    def summary(self) -> Dict[str, float]:
+        """For TensorBoard's online/* series: steps, buffer size and the episodes ended since the last call."""
+        values = {"env_steps": float(int(self.buffer.size) - self.buffer.offline_size),
+                  "buffer_size": float(int(self.buffer.size)), "episodes": float(int(self.episodes.numpy()))}
+        if self.finished:
+            for name in ("return", "success", "length"):
+                values[f"episode_{name}_mean"] = float(np.mean([episode[name] for episode in self.finished]))
+            self.finished = []
+        return values
+
+    # --- crash safety ------------------------------------------------------------------------------------
+
+    def save_transitions(self) -> None:
+        """Writes the online transitions collected since the last checkpoint; the checkpoint then records them."""
+        first, last = int(self.rows.numpy()), int(self.buffer.size) - self.buffer.offline_size
+        if last > first:
+            path = self.directory.checkpoints / f"online-{first:010d}-{last:010d}.npz"
+            self.directory.checkpoints.mkdir(parents=True, exist_ok=True)
+            with files.atomic_file(path) as temporary, open(temporary, "wb") as f:
+                np.savez(f, **self.buffer.online_rows(first, last))
+        self.rows.assign(last)
+
+    def restore(self) -> None:
+        """Puts the online transitions of the restored checkpoint back into the buffer (after the offline data)
+        and deletes those of newer, lost checkpoints; the interrupted episode starts again."""
+        rows = int(self.rows.numpy())
+        chunks = sorted((int(m.group(1)), int(m.group(2)), path) for path in self._chunk_files()
+                        if (m := _CHUNK.match(path.name)))
+        parts, expected = [], 0
+        for first, last, path in chunks:
+            if first >= rows:
+                path.unlink()
+                continue
+            if first != expected or last > rows:
+                raise UserError(f"{path}: online transitions {first}-{last} do not continue those before ({expected}) "
+                                f"up to the checkpoint's {rows}; the run directory was edited: start it again in a "
+                                "new --workdir")
+            with np.load(path) as data:
+                parts.append({key: data[key] for key in data.files})
+            expected = last
+        if expected != rows:
+            raise UserError(f"{self.directory.checkpoints}: the checkpoint holds {rows} online transitions but the "
+                            f"online-*.npz files only {expected}; start the run again in a new --workdir")
+        if parts:
+            self.buffer.restore_online({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
+        self.observation = None
+
+    def _chunk_files(self) -> List[pathlib.Path]:
+        return list(self.directory.checkpoints.glob("online-*.npz")) if self.directory.checkpoints.is_dir() else []
+
+    def close(self) -> None:
+        self.env.close()

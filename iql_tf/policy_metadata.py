@@ -1,0 +1,53 @@
+"""`assets/metadata.json` of an exported policy: one schema for the exporter and every reader (evaluation,
+policy rollouts, deployment code). TensorFlow-free, so readers that only need the metadata stay fast."""
+
+import dataclasses
+import pathlib
+from typing import Any, Dict, List, Optional
+
+from iql_tf import json_records
+from iql_tf.errors import UserError
+
+FORMAT_VERSION = 1
+METADATA_PATH = pathlib.Path("assets") / "metadata.json"
+TFLITE_FILE = "policy.tflite"
+_FIX = "export the policy again (re-run the training command: a finished run only exports)"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyMetadata:
+    """What a deployed policy needs to be fed and judged: its environment, observation layout and action
+    bounds, and where it came from."""
+
+    env_id: Optional[str]  # None when the dataset named no environment
+    env_kwargs: Dict[str, Any]
+    max_episode_steps: Optional[int]
+    observation_keys: Optional[List[str]]  # flattening order of dict observations; None for Box
+    observation_dim: int
+    action_dim: int
+    action_low: List[float]  # serving_default returns actions in [action_low, action_high]
+    action_high: List[float]
+    observation_normalization: Optional[Dict[str, List[float]]]  # mean/std applied inside the model, or None
+    ref_min_score: Optional[float]
+    ref_max_score: Optional[float]
+    dataset: str
+    dataset_checksum: str
+    seed: int
+    step: int  # gradient updates the policy was trained with
+    evaluation: Dict[str, float]  # the last evaluation ({} when the run had none)
+    gin_config: str
+    tflite: Optional[str] = TFLITE_FILE  # the TensorFlow Lite model beside the SavedModel
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json_records.to_json(self)
+
+
+def read_policy_metadata(export_dir: "str | pathlib.Path") -> PolicyMetadata:
+    """The metadata of an exported policy directory (DIR/export/policy); a missing or malformed file is a
+    UserError naming it."""
+    path = pathlib.Path(export_dir).expanduser() / METADATA_PATH
+    if not path.is_file():
+        raise UserError(f"{path}: not found; give an exported policy, RUN_DIR/export/policy "
+                        "(RUN_DIR/export/seed_K/policy for a run of several seeds)")
+    return json_records.from_json(PolicyMetadata, path.read_text(), str(path), _FIX, FORMAT_VERSION)

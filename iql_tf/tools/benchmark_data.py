@@ -1,0 +1,83 @@
+"""Benchmark of the data layer (not a test): convert and load a million hopper-sized transitions.
+
+    python -m iql_tf.tools.benchmark_data [--num_transitions=1000000] [--repeats=5]
+
+Synthesises a D4RL-style npz (observations 11, actions 3, episodes of up to 1000 steps) in a temporary
+folder, then times `convert` and loading into memory (`load_converted`, and `make_dataset` with locomotion
+reward scaling). Reports min and median wall time; the target is loading in under 2 s. Loads read the
+shards from the page cache (they were just written), as a training run right after conversion does.
+"""
+
+import pathlib
+import statistics
+import tempfile
+import time
+from typing import Callable, List, Sequence
+
+import numpy as np
+from absl import app, flags
+
+from iql_tf.data.convert import convert
+from iql_tf.data.pipeline import load_converted, make_dataset
+
+flags.DEFINE_integer("num_transitions", 1_000_000, "Transitions to synthesise.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats of each stage (conversion: at most 3).")
+FLAGS = flags.FLAGS
+
+LOAD_TARGET_S = 2.0
+
+
+def hopper_like(num_transitions: int, seed: int = 0) -> dict:
+    """Random arrays with hopper's shapes: 1000-step episodes, some cut short by a termination."""
+    rng = np.random.default_rng(seed)
+    observations = rng.standard_normal((num_transitions + 1, 11), dtype=np.float32)
+    terminals = rng.random(num_transitions) < 1e-3
+    timeouts = np.zeros(num_transitions, bool)
+    timeouts[999::1000] = True
+    timeouts[-1] = True
+    return {
+        "observations": observations[:-1],
+        "next_observations": observations[1:],
+        "actions": rng.uniform(-1, 1, (num_transitions, 3)).astype(np.float32),
+        "rewards": rng.standard_normal(num_transitions, dtype=np.float32),
+        "terminals": terminals,
+        "timeouts": timeouts & ~terminals,
+    }
+
+
+def timed(function: Callable[[int], object], repeats: int) -> List[float]:
+    times = []
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        function(repeat)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    with tempfile.TemporaryDirectory() as folder:
+        root = pathlib.Path(folder)
+        source = root / "hopper-like.npz"
+        np.savez(source, **hopper_like(FLAGS.num_transitions))
+        print(f"{FLAGS.num_transitions} transitions, npz of {source.stat().st_size / 2**20:.0f} MiB")
+        conversions = timed(lambda k: convert(str(source), root / f"out{k}"), min(3, FLAGS.repeats))
+        rows = [("convert (npz -> shards)", conversions)]
+        converted = root / "out0"
+        size = sum(path.stat().st_size for path in converted.iterdir()) / 2**20
+        rows.append(("load_converted (verify + read)", timed(lambda k: load_converted(converted), FLAGS.repeats)))
+        rows.append((
+            "make_dataset (+ clip, locomotion)",
+            timed(lambda k: make_dataset(str(converted), reward_preprocessing="locomotion"), FLAGS.repeats),
+        ))
+    print(f"shards: {size:.0f} MiB")
+    print(f"{'stage':<36}{'min s':>8}{'median s':>10}{'runs':>6}")
+    for name, times in rows:
+        print(f"{name:<36}{min(times):>8.2f}{statistics.median(times):>10.2f}{len(times):>6}")
+    load = statistics.median(rows[2][1])
+    verdict = "met" if load < LOAD_TARGET_S else "NOT met"
+    print(f"loading target (< {LOAD_TARGET_S:g} s, median make_dataset): {verdict} ({load:.2f} s)")
+
+
+if __name__ == "__main__":
+    app.run(main)

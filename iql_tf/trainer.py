@@ -1,0 +1,507 @@
+"""One training run: the offline phase of IQL updates, then, when asked, online fine-tuning, with
+evaluation, TensorBoard, checkpoints and the exported policy.
+
+`run_training(workdir)` builds a `Run` and takes it through its parts: `build` (data, environments, replay
+buffer, agent), `restore` (the newest intact checkpoint of an earlier run in the same directory, whose
+training settings must match), `loop` (updates in compiled calls of K, or one environment step and one update
+at a time online, stopping at log / evaluation / checkpoint boundaries), `evaluate`, `export` and `finish`.
+Everything is configured with gin: `RunSettings` is the `train` configurable (`train.num_offline_steps`, ...).
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from iql_tf import evaluation, fastest_path, files, logs
+from iql_tf.agent import LOSS_NAMES, IQLAgent
+from iql_tf.data.pipeline import OfflineDataset, make_dataset
+from iql_tf.envs import check_env_fits, make_env
+from iql_tf.errors import UserError, is_integer, is_number
+from iql_tf.export import export_policy
+from iql_tf.online import OnlinePhase
+from iql_tf.policy_metadata import PolicyMetadata
+from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.run_dir import RunDirectory
+
+RESULTS_FILE = "eval_results.json"
+RESUMES_FILE = "resumes.json"
+OPERATIVE_CONFIG_FILE = "operative_config.gin"
+
+
+class NonFiniteError(UserError):
+    """A loss or weight became NaN or infinite; training stops without saving it."""
+
+
+@gin.configurable("train")
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The `train.*` gin parameters.
+
+    Attributes:
+      num_offline_steps: gradient updates on the offline dataset (also the length of the actor's cosine decay).
+      num_online_steps: environment steps of online fine-tuning after the offline phase, one gradient update
+        each (0: offline only).
+      seed: seeds the networks, batches, dropout, exploration and evaluation episodes.
+      num_seeds: independent agents trained together, seeds `seed` ... `seed + num_seeds - 1`, through one
+        compiled step (each logged, checkpointed, evaluated and exported on its own).
+      exploration_noise: std of Gaussian noise added to the sampled action online (in [-1, 1] units).
+      steps_per_call: offline updates fused in one compiled call (K); boundaries are always reached exactly.
+      log_interval / eval_interval / checkpoint_interval: in gradient updates.
+      eval_episodes: episodes per evaluation (0, or a dataset without environment: no evaluation).
+      checkpoints_to_keep: newest checkpoints kept.
+      export_on_eval: also export the policy at every evaluation, not only at the end.
+      progress_bar: show a progress bar on stderr.
+      start_over: train from step 0 even where checkpoints exist (they are deleted).
+    """
+
+    num_offline_steps: int = 1_000_000
+    num_online_steps: int = 0
+    seed: int = 0
+    num_seeds: int = 1
+    exploration_noise: float = 0.0
+    steps_per_call: int = 1000
+    log_interval: int = 1000
+    eval_interval: int = 5000
+    eval_episodes: int = 10
+    checkpoint_interval: int = 10_000
+    checkpoints_to_keep: int = 2
+    export_on_eval: bool = False
+    progress_bar: bool = True
+    start_over: bool = False
+
+    # What a resumed run may not change: these decide the weights it ends with.
+    TRAINING = ("num_offline_steps", "num_online_steps", "seed", "num_seeds", "exploration_noise")
+
+    def check(self) -> None:
+        integers = [("num_offline_steps", 0), ("num_online_steps", 0), ("seed", 0), ("num_seeds", 1),
+                    ("steps_per_call", 1), ("log_interval", 1), ("eval_interval", 1), ("eval_episodes", 0),
+                    ("checkpoint_interval", 1), ("checkpoints_to_keep", 1)]
+        for name, minimum in integers:
+            value = getattr(self, name)
+            if not is_integer(value) or value < minimum:
+                kind = "positive" if minimum else "non-negative"
+                raise UserError(f"train.{name} = {value!r} must be a {kind} integer (write 1000000, not 1e6); fix it "
+                                "in the gin file or --gin_bindings")
+        if self.num_offline_steps + self.num_online_steps == 0:
+            raise UserError("train.num_offline_steps and train.num_online_steps are both 0: nothing to train")
+        if not is_number(self.exploration_noise) or not self.exploration_noise >= 0:
+            raise UserError(f"train.exploration_noise = {self.exploration_noise!r} must be a number >= 0")
+        if self.num_online_steps and self.num_seeds > 1:
+            raise UserError("train.num_seeds > 1 with train.num_online_steps: fine-tuning trains one seed per run; "
+                            "run one per seed (python -m iql_tf.sweep --seeds=...)")
+
+    @property
+    def total_steps(self) -> int:
+        return self.num_offline_steps + self.num_online_steps
+
+
+class _StopRequest:
+    """Turns SIGTERM / Ctrl-C into a flag that the loop polls, so it can save before exiting."""
+
+    def __init__(self):
+        self.signal_number: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame):
+        self.signal_number = number
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class RunStopped(Exception):
+    """Raised by `run_training` after a signal: the run saved a checkpoint and can be resumed."""
+
+    def __init__(self, signal_number: int, step: int):
+        super().__init__(f"stopped by signal {signal_number} at step {step}")
+        self.signal_number, self.step = signal_number, step
+
+
+class Run:
+    """The state and parts of one training run (see the module docstring)."""
+
+    def __init__(self, workdir: str, settings: RunSettings, dataset_fn: Callable[[], OfflineDataset],
+                 env_fn: Optional[Callable[[], Any]], hparams: Optional[Dict[str, Any]] = None):
+        self.directory = RunDirectory(workdir)
+        self.settings = settings
+        self.dataset_fn, self.env_fn = dataset_fn, env_fn
+        self.hparams = dict(hparams or {})
+        self.seeds = list(range(settings.seed, settings.seed + settings.num_seeds))
+
+    # --- build -------------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Dataset, environments, replay buffer, agent and the objects a checkpoint holds."""
+        settings = self.settings
+        self.dataset = self.dataset_fn()
+        metadata = self.dataset.metadata
+        self.observation_dim = int(np.prod(metadata.observation_shape))
+        self.action_dim = int(np.prod(metadata.action_shape))
+        if self.env_fn is None and metadata.env_id:
+            self.env_fn = lambda: make_env(metadata.env_id, metadata.env_kwargs, metadata.max_episode_steps)
+        if self.env_fn is None:
+            if settings.num_online_steps:
+                raise UserError(f"dataset {metadata.source} names no environment, so it cannot be fine-tuned online: "
+                                "bind make_dataset.env_id to the environment it was collected in")
+            if settings.eval_episodes:
+                logging.info("dataset %s names no environment: training without evaluation (evaluate the export "
+                             "later with `iql-evaluate RUN_DIR/export/policy --env_id=...`)", metadata.source)
+        self.eval_envs = []
+        if self.env_fn is not None and settings.eval_episodes:
+            self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
+            check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
+                           metadata.source)
+        self.buffer = ReplayBuffer(self.dataset.tensors, capacity=metadata.num_transitions + settings.num_online_steps)
+        self.agent = IQLAgent(self.observation_dim, self.action_dim, actor_decay_steps=max(settings.num_offline_steps, 1),
+                              seeds=self.seeds)
+        self.online = None
+        if settings.num_online_steps:
+            self.online = OnlinePhase(self.env_fn, self.dataset, self.agent, self.buffer, settings, self.directory)
+            self.online.on_episode = lambda step, episode: self._write_scalars(
+                "online", {f"episode_{name}": value for name, value in episode.items()}, step)
+        self.record = tf.Variable("", name="record")  # the settings the checkpoint was trained with, as JSON
+        trackables = dict(agent=self.agent, record=self.record)
+        if self.online is not None:
+            trackables.update(self.online.trackables())
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self.writers = [tf.summary.create_file_writer(os.path.join(self.directory.path, "tb", *self._seed_dir(k)))
+                        for k in range(len(self.seeds))]
+
+    def _seed_dir(self, member: int) -> List[str]:
+        return [f"seed_{self.seeds[member]}"] if len(self.seeds) > 1 else []
+
+    def _training_record(self) -> Dict[str, Any]:
+        """What decides the weights this run ends with (compared on resume), and what does not."""
+        metadata = self.dataset.metadata
+        # The number of offline updates decides the weights through the actor's cosine schedule and where the
+        # online phase starts; without either, a resumed run may train for longer or shorter.
+        decisive = [name for name in RunSettings.TRAINING if name != "num_offline_steps"
+                    or self.agent.hyperparameters["actor_cosine_decay"] or self.settings.num_online_steps]
+        training = {
+            "agent": self.agent.hyperparameters,
+            "xla": self.agent.jit_compile,
+            **{name: getattr(self.settings, name) for name in decisive},
+            "dataset": metadata.source,
+            "dataset_content": metadata.content_checksum,
+            "preprocessing": _rounded(self.dataset.preprocessing.describe()),
+        }
+        if self.online is not None:
+            training["environment"] = {"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs}
+        other = {field.name: getattr(self.settings, field.name) for field in dataclasses.fields(RunSettings)
+                 if field.name not in decisive}
+        return {"training": training, "other": other}
+
+    # --- restore -----------------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Resumes from the newest intact checkpoint, or starts at step 0 where there is none."""
+        if self.settings.start_over:
+            self.directory.delete_all()
+        found = self.directory.newest_intact()
+        recorded = None
+        if found is not None:
+            step, reader = found
+            recorded = json.loads(reader.get_tensor("record/.ATTRIBUTES/VARIABLE_VALUE").decode())
+            if self.agent.jit_compile is None:
+                self.agent.compile(recorded["training"]["xla"])  # the path it was trained with: same numerics
+        if self.agent.jit_compile is None:
+            self.agent.compile(fastest_path.choose(self.agent, self._fresh_agent, self.buffer, self.settings))
+        current = self._training_record()
+        if recorded is not None:
+            self._check_same_training(recorded, current, step)
+            self.checkpoint.read(self.directory.prefix(step)).assert_existing_objects_matched()
+            if self.online is not None:
+                self.online.restore()
+            logging.info("Resumed from %s at step %d.", self.directory.prefix(step), int(self.agent.step))
+        self.record.assign(json.dumps(current, sort_keys=True))
+        self.last_saved = int(self.agent.step) if recorded is not None else None
+
+    def _fresh_agent(self, jit_compile: bool) -> IQLAgent:
+        """Another agent like this run's (for timing the compiled paths without touching this one)."""
+        return IQLAgent(self.observation_dim, self.action_dim, actor_decay_steps=max(self.settings.num_offline_steps, 1),
+                        seeds=self.seeds, jit_compile=jit_compile)
+
+    def _check_same_training(self, recorded: Dict[str, Any], current: Dict[str, Any], step: int) -> None:
+        """Refuses a resume whose training settings differ; records changes to the others."""
+        changed = _differences(recorded["training"], current["training"])
+        if changed:
+            hint = ""
+            if "num_online_steps" in {name.split(".")[0] for name, _, _ in changed}:
+                hint = " (a run trained offline only cannot grow an online phase: fine-tune in a new --workdir)"
+            listing = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changed)
+            raise UserError(f"{self.directory.path} was trained with other settings than these ({listing}){hint}: "
+                            "resume with the same gin files and bindings, or use a new --workdir")
+        other = _differences(recorded["other"], current["other"])
+        if other:
+            logging.info("resuming at step %d with changed settings: %s", step,
+                         "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in other))
+            path = self.directory.path / RESUMES_FILE
+            history = json.loads(path.read_text()) if path.exists() else []
+            history.append({"step": step, "changed": {name: [old, new] for name, old, new in other}})
+            with files.atomic_file(path) as temporary, open(temporary, "w") as f:
+                json.dump(history, f, indent=2)
+
+    # --- loop --------------------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        """Updates until the last step, stopping at each log / evaluation / checkpoint boundary."""
+        settings = self.settings
+        step = int(self.agent.step)
+        self.results: List[Dict[str, float]] = [{} for _ in self.seeds]
+        self.bar = logs.progress_bar(settings.total_steps, step, settings.progress_bar)
+        with _StopRequest() as stop:
+            while step < settings.total_steps and stop.signal_number is None:
+                start = time.perf_counter()
+                if step < settings.num_offline_steps:
+                    boundary = min(_next_multiple(step, interval) for interval in (
+                        settings.log_interval, settings.eval_interval, settings.checkpoint_interval,
+                        settings.steps_per_call))
+                    metrics = self.agent.run_updates(self.buffer, min(boundary, settings.num_offline_steps) - step)
+                else:
+                    metrics = self.online.step()
+                elapsed = time.perf_counter() - start
+                done, step = step, int(self.agent.step)
+                self.bar.update(step - done)
+                self._check_finite_losses(metrics, step)
+                metrics["steps_per_second"] = np.full(len(self.seeds), (step - done) / elapsed)
+                self._after_updates(step, metrics)
+            self.bar.close()
+            if stop.signal_number is not None:
+                if self.last_saved != step:
+                    self.save(step)
+                for writer in self.writers:
+                    writer.flush()
+                logging.info("Stopped by signal %d at step %d; checkpoint saved in %s. Re-run the same command to "
+                             "resume.", stop.signal_number, step, self.directory.checkpoints)
+                raise RunStopped(stop.signal_number, step)
+
+    def _after_updates(self, step: int, metrics: Dict[str, np.ndarray]) -> None:
+        settings = self.settings
+        online = self.online is not None and step > settings.num_offline_steps
+        if step % settings.log_interval == 0 or step == settings.total_steps:
+            self._write_scalars("train", metrics, step)
+            if online:
+                self._write_scalars("online", self.online.summary(), step)
+        if self.eval_envs and step % settings.eval_interval == 0 and step < settings.total_steps:
+            self.evaluate(step)
+            if settings.export_on_eval:
+                self.export(step)
+        if step % settings.checkpoint_interval == 0:
+            self.save(step)
+
+    def _check_finite_losses(self, metrics: Dict[str, np.ndarray], step: int) -> None:
+        for name in LOSS_NAMES:
+            bad = np.flatnonzero(~np.isfinite(metrics[name]))
+            if bad.size:
+                self.bar.close()
+                where = (f"the last good checkpoint (step {self.last_saved})" if self.last_saved is not None
+                         else "no checkpoint")
+                raise NonFiniteError(
+                    f"non-finite {name} ({metrics[name][bad[0]]}) at step {step} (seed {self.seeds[bad[0]]}): training "
+                    f"stopped and {where} in {self.directory.checkpoints} is left intact; lower the learning rates "
+                    "or check the dataset's rewards"
+                )
+
+    def _check_finite_weights(self, step: int) -> None:
+        """No non-finite weight is ever saved, evaluated or exported (the losses are checked before an update,
+        so the last update of a call could still have broken the weights)."""
+        broken = [name for name, finite in self.agent.weights_finite().items() if not finite]
+        if broken:
+            raise NonFiniteError(
+                f"non-finite weights in the {', '.join(broken)} network(s) at step {step}: training stopped without "
+                f"saving them; the last good checkpoint (step {self.last_saved}) in {self.directory.checkpoints} is "
+                "left intact; lower the learning rates or check the dataset's rewards"
+            )
+
+    def _write_scalars(self, prefix: str, values: Dict[str, Any], step: int) -> None:
+        """Each value is one number for every seed or one per seed; each seed's go to its own writer."""
+        members = len(self.seeds)
+        for member, writer in enumerate(self.writers):
+            with writer.as_default(step=step):
+                for name, value in values.items():
+                    per_member = np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (members,))
+                    tf.summary.scalar(f"{prefix}/{name}", per_member[member])
+
+    def save(self, step: int) -> None:
+        self._check_finite_weights(step)
+        if self.online is not None:
+            self.online.save_transitions()
+        self.directory.save(self.checkpoint, step, self.settings.checkpoints_to_keep)
+        self.last_saved = step
+
+    # --- evaluate / export / finish ----------------------------------------------------------------------
+
+    def policy(self, member: int) -> evaluation.Policy:
+        """Member `member`'s deterministic policy on raw flattened observations, in the env's units."""
+        preprocessing = self.dataset.preprocessing
+        members = len(self.seeds)
+
+        def act(observations: np.ndarray) -> np.ndarray:
+            prepared = preprocessing.observations(np.asarray(observations, np.float32))
+            unit = self.agent.act(np.broadcast_to(prepared, (members, *prepared.shape))).numpy()[member]
+            return preprocessing.actions_from_unit(np.clip(unit, -1.0, 1.0))
+
+        return act
+
+    def evaluate(self, step: int) -> None:
+        self._check_finite_weights(step)
+        metadata = self.dataset.metadata
+        self.bar.set_postfix_str("evaluating...", refresh=True)
+        for member, seed in enumerate(self.seeds):
+            results = evaluation.evaluate(self.policy(member), self.eval_envs, metadata.observation_keys,
+                                          self.settings.eval_episodes, seed, metadata.ref_min_score,
+                                          metadata.ref_max_score)
+            self.results[member] = results
+            with self.writers[member].as_default(step=step):
+                for name, value in results.items():
+                    tf.summary.scalar(f"eval/{name}", value)
+            _append_result(self.directory.path, step, seed, results)
+            logging.info("step %d, seed %d: %s", step, seed,
+                      ", ".join(f"{name} {value:.3f}" for name, value in results.items()))
+        self.bar.set_postfix_str(_headline(self.results), refresh=True)
+
+    def export(self, step: int) -> None:
+        self._check_finite_weights(step)
+        metadata, preprocessing = self.dataset.metadata, self.dataset.preprocessing
+        for member, seed in enumerate(self.seeds):
+            export_policy(
+                self.agent.member_weights(member), self.agent.hyperparameters["activation"], preprocessing,
+                self.export_dir(member),
+                PolicyMetadata(
+                    env_id=metadata.env_id, env_kwargs=metadata.env_kwargs,
+                    max_episode_steps=metadata.max_episode_steps, observation_keys=metadata.observation_keys,
+                    observation_dim=self.observation_dim, action_dim=self.action_dim,
+                    action_low=preprocessing.action_low.tolist(), action_high=preprocessing.action_high.tolist(),
+                    observation_normalization=preprocessing.describe()["observation_normalization"],
+                    ref_min_score=metadata.ref_min_score, ref_max_score=metadata.ref_max_score,
+                    dataset=metadata.source, dataset_checksum=metadata.content_checksum, seed=seed, step=step,
+                    evaluation=self.results[member], gin_config=gin.operative_config_str(),
+                ),
+            )
+
+    def export_dir(self, member: int) -> str:
+        return os.path.join(self.directory.path, "export", *self._seed_dir(member), "policy")
+
+    def finish(self) -> List[Dict[str, float]]:
+        """Saves, evaluates (a finished run that is re-run keeps its recorded final evaluation) and exports."""
+        step = int(self.agent.step)
+        if self.last_saved != step:
+            self.save(step)
+        if self.eval_envs:
+            recorded = _recorded_results(self.directory.path)
+            if all((step, seed) in recorded for seed in self.seeds):
+                self.results = [recorded[(step, seed)] for seed in self.seeds]
+            else:
+                self.evaluate(step)
+        self.export(step)
+        for writer in self.writers:
+            writer.flush()
+        for env in self.eval_envs:
+            env.close()
+        if self.online is not None:
+            self.online.close()
+        logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
+        return self.results
+
+
+def run_training(workdir: str, dataset_fn: Callable[[], OfflineDataset] = make_dataset,
+                 env_fn: Optional[Callable[[], Any]] = None, hparams: Optional[Dict[str, Any]] = None,
+                 ) -> List[Dict[str, float]]:
+    """Trains in `workdir` (resuming what is there) with the `train.*` gin settings; returns the final
+    evaluation of each seed ({} without evaluation). Raises RunStopped after SIGTERM / Ctrl-C (a checkpoint
+    is saved first)."""
+    settings = RunSettings()
+    settings.check()
+    run = Run(workdir, settings, dataset_fn, env_fn, hparams)
+    with run.directory.lock():
+        run.build()
+        run.restore()
+        _write_operative_config(run)
+        run.loop()
+        return run.finish()
+
+
+def _write_operative_config(run: Run) -> None:
+    """The gin config in use, to DIR/operative_config.gin and TensorBoard (with the data preprocessing)."""
+    operative = gin.operative_config_str()
+    with files.atomic_file(run.directory.path / OPERATIVE_CONFIG_FILE) as temporary:
+        pathlib.Path(temporary).write_text(operative)
+    details = "\n".join(f"- {key}: `{value}`" for key, value in {
+        "dataset": run.dataset.metadata.source, "preprocessing": run.dataset.preprocessing.describe()["reward"],
+        "observation normalisation": run.dataset.preprocessing.normalize_observations,
+        "compiled with XLA": run.agent.jit_compile,
+    }.items())
+    for writer in run.writers:
+        with writer.as_default(step=int(run.agent.step)):
+            tf.summary.text("config/gin", f"```\n{operative}\n```")
+            tf.summary.text("config/data", details)
+
+
+def _next_multiple(step: int, interval: int) -> int:
+    return (step // interval + 1) * interval
+
+
+def _rounded(value: Any) -> Any:
+    """Floats rounded to 6 significant digits, so that recomputed statistics compare equal."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def _differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[tuple]:
+    """(name, old, new) for every leaf that differs, names dotted (agent.critic_lr)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
+def _headline(results: List[Dict[str, float]]) -> str:
+    for name in ("success_rate", "normalized_score", "return_mean"):
+        values = [r[name] for r in results if name in r]
+        if values:
+            return f"{name} {np.mean(values):.3g}"
+    return ""
+
+
+def _recorded_results(workdir: "os.PathLike") -> Dict[tuple, Dict[str, float]]:
+    """The evaluations in DIR/eval_results.json, by (step, seed)."""
+    path = os.path.join(workdir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {(entry.pop("step"), entry.pop("seed")): entry for entry in json.load(f)}
+
+
+def _append_result(workdir: "os.PathLike", step: int, seed: int, results: Dict[str, float]) -> None:
+    """Adds an evaluation to DIR/eval_results.json (atomically), dropping any of a later step that a resumed
+    run is about to redo."""
+    recorded = _recorded_results(workdir)
+    history = [{"step": s, "seed": k, **r} for (s, k), r in recorded.items() if s < step or s == step and k != seed]
+    history.append({"step": step, "seed": seed, **results})
+    history.sort(key=lambda entry: (entry["step"], entry["seed"]))
+    with files.atomic_file(os.path.join(workdir, RESULTS_FILE)) as path, open(path, "w") as f:
+        json.dump(history, f, indent=2)

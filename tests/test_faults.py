@@ -1,0 +1,114 @@
+"""Faults injected into real (tiny) runs: a damaged index or checkpoint, two writers, interrupted writes,
+kill -9 at random moments. Each is survived without losing a completed checkpoint, or refused in one line."""
+
+import logging
+import os
+import random
+import socket
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iql_tf import config
+from iql_tf.errors import UserError
+from iql_tf.run_dir import RunDirectory
+from iql_tf.tools import kill_test
+from iql_tf.trainer import run_training
+
+
+@pytest.fixture
+def tiny(write_npz, tmp_path):
+    """Trains (or resumes) a run to `steps` updates with a checkpoint every 10 in tmp_path/run."""
+    bindings = [f"make_dataset.source = '{write_npz()}'", f"make_dataset.cache_dir = '{tmp_path / 'cache'}'",
+                "IQLAgent.hidden_dims = (8,)", "IQLAgent.batch_size = 4", "IQLAgent.jit_compile = False",
+                "IQLAgent.actor_cosine_decay = False",  # so that a run may be resumed to train for longer
+                "train.checkpoint_interval = 10", "train.checkpoints_to_keep = 3", "train.progress_bar = False"]
+
+    def train(steps=40, *extra):
+        gin.clear_config()
+        config.parse_gin(["quickstart"], bindings + [f"train.num_offline_steps = {steps}", *extra])
+        return run_training(str(tmp_path / "run"))
+
+    return train
+
+
+def steps_present(tmp_path):
+    return RunDirectory(tmp_path / "run").checkpoint_steps()
+
+
+def test_a_missing_or_garbled_index_resumes_from_the_newest_checkpoint_and_deletes_nothing(tiny, tmp_path):
+    tiny(30)
+    index = tmp_path / "run" / "checkpoints" / "checkpoint"
+    for damage in (lambda: index.write_text("model_checkpoint_path: garbage\x00\xff"), index.unlink):
+        damage()
+        tiny(30, "train.eval_interval = 7")  # nothing to train: it must find step 30, not start over
+        assert steps_present(tmp_path) == [30, 20, 10]
+    tiny(40)
+    assert steps_present(tmp_path) == [40, 30, 20]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tiny, tmp_path, damage, caplog):
+    tiny(30)
+    data = next((tmp_path / "run" / "checkpoints").glob("ckpt-30.data-*"))
+    content = bytearray(data.read_bytes())
+    if damage == "truncate":
+        content = content[: len(content) // 2]
+    elif damage == "empty":
+        content = bytearray()
+    else:
+        content[len(content) // 2] ^= 0xFF
+    data.write_bytes(bytes(content))
+    with caplog.at_level(logging.WARNING):
+        tiny(40)
+    assert f"resuming from {tmp_path / 'run' / 'checkpoints' / 'ckpt-20'}: the newer ckpt-30 is damaged (" in caplog.text
+    assert steps_present(tmp_path) == [40, 30, 20]  # the damaged one was redone
+
+
+def test_no_intact_checkpoint_is_refused_unless_starting_over_is_asked(tiny, tmp_path):
+    tiny(20)
+    for data in (tmp_path / "run" / "checkpoints").glob("ckpt-*.data-*"):
+        data.write_bytes(b"")
+    with pytest.raises(UserError, match=r"no intact checkpoint \(ckpt-20 is damaged .*ckpt-10 is damaged .*\); "
+                                        r"move the folder aside .* train.start_over = True"):
+        tiny(20)
+    assert steps_present(tmp_path) == [20, 10]  # nothing deleted
+    tiny(20, "train.start_over = True")
+    assert steps_present(tmp_path) == [20, 10]
+    assert all(tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints" / f"ckpt-{s}")) for s in (10, 20))
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny, tmp_path):
+    with RunDirectory(tmp_path / "run").lock():
+        with pytest.raises(UserError, match=rf"--workdir {tmp_path / 'run'} is in use by pid {os.getpid()} on "
+                                            rf"{socket.gethostname()}; wait for that run to finish"):
+            tiny(10)
+    tiny(10)  # released: the lock of a finished (or killed) holder never blocks
+
+
+def test_staging_folders_of_interrupted_writes_are_swept_on_the_next_start(tiny, tmp_path):
+    tiny(10)
+    dead = f"{socket.gethostname()}-999999999-abc"
+    export_stale = tmp_path / "run" / "export" / f".policy.partial-{dead}"
+    run_stale = tmp_path / "run" / f".eval_results.json.partial-{dead}"
+    alive = tmp_path / "run" / "export" / f".policy.partial-{socket.gethostname()}-{os.getpid()}-abc"
+    for path in (export_stale, alive):
+        path.mkdir(parents=True)
+    run_stale.write_text("half")
+    tiny(20)
+    assert not export_stale.exists() and not run_stale.exists()
+    assert alive.exists()  # a live process's staging folder is left alone
+    assert sorted(p.name for p in (tmp_path / "run" / "export").iterdir() if p != alive) == ["policy"]
+
+
+def test_kill_9_at_random_moments_loses_nothing(tmp_path):
+    # The fault-injection tool on a run small enough for the test suite.
+    bindings = kill_test.default_bindings(tmp_path) + ["train.num_offline_steps = 600",
+                                                       "train.checkpoint_interval = 100"]
+    report = kill_test.inject(tmp_path, bindings, kills=1, rng=random.Random(0))
+    assert report == {"kills": 1, "max_weight_difference": 0.0, "checkpoints_lost": 0, "same_variables": True}
+    assert kill_test.final_weights(tmp_path / "interrupted")  # a real checkpoint was compared
+    np.testing.assert_array_equal(
+        kill_test.final_weights(tmp_path / "interrupted")["agent/step/.ATTRIBUTES/VARIABLE_VALUE"], 600)
