@@ -177,7 +177,6 @@ class IQLAgent(tf.Module):
         self.jit_compile = bool(jit_compile)
         self._compiled_updates = tf.function(self._updates, jit_compile=self.jit_compile)
         self._compiled_update = tf.function(self._sampled_update, jit_compile=self.jit_compile)
-        self._compiled_online_update = tf.function(self._add_and_update, jit_compile=self.jit_compile)
 
     def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
         """One IQL update of every member in the reference order: value, actor, critics, target critics.
@@ -251,10 +250,6 @@ class IQLAgent(tf.Module):
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
         return self.update(batch, dropout_seeds)
 
-    def _add_and_update(self, buffer: ReplayBuffer, transition: Dict[str, tf.Tensor]) -> tf.Tensor:
-        buffer.add(transition)
-        return self._sampled_update(buffer)
-
     def _updates(self, buffer: ReplayBuffer, num_updates: tf.Tensor) -> tf.Tensor:
         # K updates in one compiled call; the target update sits inside the loop (JAX-CORL #73: outside it,
         # fused updates train against a stale target). Metrics are averaged over the K updates; the loop stops
@@ -285,9 +280,10 @@ class IQLAgent(tf.Module):
         return dict(zip(METRIC_NAMES, metrics.numpy()))
 
     def online_update(self, buffer: ReplayBuffer, transition: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Appends one transition (float32 arrays keyed as the buffer's columns) and makes one update, in one
-        compiled call; returns the update's metrics."""
-        return dict(zip(METRIC_NAMES, self._compiled_online_update(buffer, transition).numpy()))
+        """Appends one transition (float32 arrays keyed as the buffer's columns) and makes one update; returns
+        the update's metrics."""
+        buffer.add(transition)
+        return self.run_updates(buffer, 1)
 
     def _explore(self, observations: tf.Tensor, noise_std: tf.Tensor) -> tf.Tensor:
         """Actions sampled from each member's policy (temperature 1) plus Gaussian exploration noise of std
@@ -309,7 +305,6 @@ class IQLAgent(tf.Module):
         layers = list(self.actor.trunk.layers) + [self.actor.mean_head]
         weights = {}
         for i, layer in enumerate(layers):
-            weights[f"kernel_{i}"] = layer.kernel[member].numpy()
-            weights[f"bias_{i}"] = layer.bias[member, 0].numpy()
+            weights[f"kernel_{i}"], weights[f"bias_{i}"] = layer.member(member)
         weights["log_std"] = self.actor.log_std[member, 0].numpy()
         return weights

@@ -12,8 +12,9 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import time
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, List, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -21,7 +22,8 @@ from absl import logging
 from iql_tf import files, json_records
 
 CACHE_FILE = "fastest_path.json"
-_TIMED_SECONDS = 1.0  # per path, after compiling
+_TIMED_SECONDS = 2.0  # per path, after compiling, in interleaved rounds
+_ROUNDS = 4
 
 
 def cache_dir() -> pathlib.Path:
@@ -57,7 +59,9 @@ def choose(agent: "object", make_agent: Callable[[bool], "object"], buffer: "obj
     cached = _read(path)
     if key in cached:
         return cached[key]["xla"]
-    rates = {jit: _updates_per_second(make_agent(jit), buffer, calls) for jit in (False, True)}
+    agents = {jit: make_agent(jit) for jit in (False, True)}
+    rates = race({jit: (lambda agent=agent: agent.run_updates(buffer, calls), calls) for jit, agent in agents.items()},
+                 _ROUNDS, _TIMED_SECONDS / _ROUNDS)
     xla = rates[True] > rates[False]
     logging.info("timed the compiled updates on this machine: XLA %.0f, TensorFlow kernels %.0f updates/s; "
                  "using %s (cached in %s)", rates[True], rates[False], "XLA" if xla else "TensorFlow kernels", path)
@@ -78,13 +82,21 @@ def _calls(settings: "object") -> int:
     return min(settings.steps_per_call, 100)
 
 
-def _updates_per_second(agent: "object", buffer: "object", calls: int) -> float:
-    agent.run_updates(buffer, calls)  # traces and compiles
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < _TIMED_SECONDS:
-        agent.run_updates(buffer, calls)
-        count += calls
-    return count / (time.perf_counter() - start)
+def race(calls: Dict[Any, Tuple[Callable[[], object], int]], rounds: int, seconds: float) -> Dict[Any, float]:
+    """Updates per second of each (call, updates per call), warmed up once (which traces and compiles), then
+    timed in `rounds` interleaved rounds of about `seconds` each (A B, A B, ...): a drift in the machine's speed
+    then moves every entry alike. The median of an entry's rounds is its rate."""
+    for call, _ in calls.values():
+        call()
+    rates: Dict[Any, List[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, (call, updates) in calls.items():
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds or count == 0:
+                call()
+                count += updates
+            rates[name].append(count / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def _read(path: pathlib.Path) -> Dict[str, dict]:

@@ -33,6 +33,7 @@ def atomic_file(path: PathLike) -> Iterator[str]:
     """Yields a temporary path beside `path`; once the body has written it, one rename replaces `path`."""
     path = pathlib.Path(path)
     handle, temporary = tempfile.mkstemp(prefix=_staging_prefix(path.name), dir=path.parent)
+    os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0o600 would follow the rename
     os.close(handle)
     try:
         yield temporary
@@ -53,7 +54,7 @@ def atomic_directory(path: PathLike, replace: bool = False) -> Iterator[pathlib.
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=_staging_prefix(path.name), dir=path.parent))
-    staging.chmod(0o755)  # mkdtemp's 0o700 would follow the rename
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0o700 would follow the rename
     try:
         yield staging
         if path.exists() and replace:
@@ -67,6 +68,12 @@ def atomic_directory(path: PathLike, replace: bool = False) -> Iterator[pathlib.
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _exchange(first: pathlib.Path, second: pathlib.Path) -> None:

@@ -24,7 +24,9 @@ class EnsembleDense(keras.layers.Layer):
     """`members` independent Dense layers: [members, B, in] -> [members, B, out].
 
     Member k's kernel is what a plain Dense initialised orthogonally with gain sqrt(2) and seed `seeds[k]`
-    would hold (the reference's initialisation, output layers included), and its bias is zero.
+    would hold (the reference's initialisation, output layers included), and its bias is zero. A single
+    member is a plain Dense ([in, out] kernel, [B, in] inputs): its networks drop the member axis on the way
+    in and add it back on the way out, so one seed runs the plain matmuls it would run without ensembles.
     """
 
     def __init__(self, units: int, seeds: Sequence[int], activation: Optional[str] = None, **kwargs):
@@ -39,16 +41,35 @@ class EnsembleDense(keras.layers.Layer):
             keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)((fan_in, self.units)).numpy()
             for seed in self.seeds
         ])
+        bias_shape = (len(self.seeds), 1, self.units)
+        if len(self.seeds) == 1:
+            kernels, bias_shape = kernels[0], (self.units,)
         self.kernel = self.add_weight(shape=kernels.shape, initializer=keras.initializers.Constant(kernels),
                                       name="kernel")
-        self.bias = self.add_weight(shape=(len(self.seeds), 1, self.units), initializer="zeros", name="bias")
+        self.bias = self.add_weight(shape=bias_shape, initializer="zeros", name="bias")
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        if len(self.seeds) == 1:  # a plain matmul: no batch dimension for the kernels to loop over
-            outputs = (tf.matmul(inputs[0], self.kernel[0]) + self.bias[0])[None]
-        else:
-            outputs = tf.matmul(inputs, self.kernel) + self.bias
-        return self.activation(outputs)
+        return self.activation(tf.matmul(inputs, self.kernel) + self.bias)  # batched over members when 3-D
+
+    def member(self, index: int) -> tuple:
+        """(kernel [in, out], bias [out]) of one member, as arrays."""
+        if len(self.seeds) == 1:
+            return self.kernel.numpy(), self.bias.numpy()
+        return self.kernel[index].numpy(), self.bias[index, 0].numpy()
+
+
+class _EnsembleModel(keras.Model):
+    """Takes and returns a leading member axis; inside, a single member runs without it."""
+
+    def __init__(self, members: int, name: str):
+        super().__init__(name=name)
+        self.members = members
+
+    def _enter(self, x: tf.Tensor) -> tf.Tensor:
+        return x[0] if self.members == 1 else x
+
+    def _leave(self, y: tf.Tensor) -> tf.Tensor:
+        return y[None] if self.members == 1 else y
 
 
 def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
@@ -59,41 +80,40 @@ def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequ
     """
     layers = [EnsembleDense(units, [seed + i for seed in seeds], activation, name=f"{prefix}_hidden_{i}")
               for i, units in enumerate(hidden_dims)]
-    return keras.Sequential([keras.Input((None, input_dim)), *layers], name=f"{prefix}_trunk")
+    shape = (input_dim,) if len(seeds) == 1 else (None, input_dim)
+    return keras.Sequential([keras.Input(shape), *layers], name=f"{prefix}_trunk")
 
 
-class ValueNetwork(keras.Model):
+class ValueNetwork(_EnsembleModel):
     """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]."""
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
                  name="value"):
-        super().__init__(name=name)
+        super().__init__(len(seeds), name)
         self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name)
         self.head = EnsembleDense(1, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_out")
         self(tf.zeros([len(seeds), 1, input_dim]))
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return tf.squeeze(self.head(self.trunk(inputs)), -1)
+        return self._leave(tf.squeeze(self.head(self.trunk(self._enter(inputs))), -1))
 
 
 class TwinCritic(keras.Model):
-    """Two independent Q networks per member over concat(s, a), run as one ensemble of 2 x members
-    (Q1 of every member, then Q2 of every member); returns (Q1, Q2), each [members, B]."""
+    """Two independent Q networks per member over concat(s, a); returns (Q1, Q2), each [members, B]."""
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], name="critic"):
         super().__init__(name=name)
-        self.members = len(seeds)
-        self.q = ValueNetwork(observation_dim + action_dim, hidden_dims, activation,
-                              list(seeds) + [seed + 100 for seed in seeds], name=f"{name}_q")
+        self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds, name=f"{name}_q1")
+        self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, [seed + 100 for seed in seeds],
+                               name=f"{name}_q2")
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
         inputs = tf.concat([observations, actions], axis=-1)
-        q = self.q(tf.concat([inputs, inputs], axis=0))
-        return q[: self.members], q[self.members:]
+        return self.q1(inputs), self.q2(inputs)
 
 
-class GaussianActor(keras.Model):
+class GaussianActor(_EnsembleModel):
     """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std per member.
 
     Dropout (kitchen/adroit) is stateless and seeded by the caller with one seed per member, so each member's
@@ -102,7 +122,7 @@ class GaussianActor(keras.Model):
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor"):
-        super().__init__(name=name)
+        super().__init__(len(seeds), name)
         self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name)
         self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_mean")
         self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std")
@@ -111,17 +131,19 @@ class GaussianActor(keras.Model):
 
     def call(self, observations: tf.Tensor, dropout_seeds: Optional[tf.Tensor] = None) -> tf.Tensor:
         """The deterministic action tanh(Dense(h)); dropout only when seeds ([members, 2]) are given."""
+        x = self._enter(observations)
         if dropout_seeds is None or self.dropout_rate == 0:
-            return tf.tanh(self.mean_head(self.trunk(observations)))
-        x = observations
+            return self._leave(tf.tanh(self.mean_head(self.trunk(x))))
+        layer_seeds = _layer_seeds(dropout_seeds, len(self.trunk.layers))
         for i, layer in enumerate(self.trunk.layers):
             x = layer(x)
             # Per member, so that each member's masks are those it would draw alone.
-            x = tf.stack([
-                tf.nn.experimental.stateless_dropout(x[k], rate=self.dropout_rate, seed=layer_seeds[i])
-                for k, layer_seeds in enumerate(_layer_seeds(dropout_seeds, len(self.trunk.layers)))
-            ])
-        return tf.tanh(self.mean_head(x))
+            if self.members == 1:
+                x = tf.nn.experimental.stateless_dropout(x, rate=self.dropout_rate, seed=layer_seeds[0][i])
+            else:
+                x = tf.stack([tf.nn.experimental.stateless_dropout(x[k], rate=self.dropout_rate, seed=seeds[i])
+                              for k, seeds in enumerate(layer_seeds)])
+        return self._leave(tf.tanh(self.mean_head(x)))
 
     def std(self) -> tf.Tensor:
         """exp(clip(log_std, -5, 2)), [members, 1, action_dim]."""

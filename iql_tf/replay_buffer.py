@@ -37,6 +37,9 @@ class ReplayBuffer(tf.Module):
             for key, value in columns.items()
         }
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
+        # Compiled once (never with XLA, which would copy the whole buffer to write one row); transitions of
+        # fixed shapes never retrace.
+        self.add = tf.function(self._add)
 
     def sample(self, generators: Sequence[tf.random.Generator], batch_size: int) -> Dict[str, tf.Tensor]:
         """One batch per generator (ensemble member), uniform with replacement: [members, batch_size, ...]."""
@@ -45,7 +48,7 @@ class ReplayBuffer(tf.Module):
         ])
         return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
 
-    def add(self, transition: Mapping[str, tf.Tensor]) -> None:
+    def _add(self, transition: Mapping[str, tf.Tensor]) -> None:
         """Appends one transition (unbatched tensors keyed as BATCH_KEYS); the caller keeps size < capacity."""
         index = tf.reshape(self.size, [1, 1])
         for key in BATCH_KEYS:

@@ -48,7 +48,8 @@ LOW, HIGH = np.array([-2.0, -1.0, 0.0], np.float32), np.array([2.0, 1.0, 10.0], 
 
 def make_agent(seeds=(0,)):
     agent = IQLAgent(OBS, ACT, actor_decay_steps=10, seeds=seeds, hidden_dims=(16, 16), jit_compile=False)
-    agent.actor.mean_head.bias.assign(np.tile([[[2.0, -2.0, 0.0]]], (len(seeds), 1, 1)))  # some actions near bounds
+    bias = agent.actor.mean_head.bias
+    bias.assign(np.broadcast_to(np.float32([2.0, -2.0, 0.0]), bias.shape))  # some actions near the bounds
     return agent
 
 

@@ -33,10 +33,10 @@ def test_both_paths_are_timed_once_and_the_faster_is_cached(tmp_path, monkeypatc
     rates = entry["updates_per_second"]
     assert chosen == (rates["xla"] > rates["tensorflow"]) and min(rates.values()) > 0
     # Cached: not timed again, whatever a new timing would say.
-    monkeypatch.setattr(fastest_path, "_updates_per_second", lambda *args: 1 / 0)
+    monkeypatch.setattr(fastest_path, "race", lambda *args: 1 / 0)
     assert fastest_path.choose(agent, make_agent, buffer, settings) == chosen
     # Another configuration is another entry.
-    monkeypatch.setattr(fastest_path, "_updates_per_second", lambda agent, buffer, calls: float(agent.jit_compile))
+    monkeypatch.setattr(fastest_path, "race", lambda calls, *args: {True: 2.0, False: 1.0})
     assert fastest_path.choose(make_agent(), make_agent, buffer, RunSettings(num_online_steps=10)) is True
     assert len(json.loads((tmp_path / fastest_path.CACHE_FILE).read_text())) == 2
 
@@ -48,8 +48,8 @@ def test_a_resumed_run_keeps_the_path_it_was_trained_with(write_npz, tmp_path, m
                 "train.progress_bar = False"]
     for steps, faster in ((10, True), (20, False)):
         shutil.rmtree(tmp_path / "cache", ignore_errors=True)
-        monkeypatch.setattr(fastest_path, "_updates_per_second",
-                            lambda agent, buffer, calls, faster=faster: float(agent.jit_compile == faster))
+        monkeypatch.setattr(fastest_path, "race",
+                            lambda calls, *args, faster=faster: {faster: 2.0, not faster: 1.0})
         gin.clear_config()
         config.parse_gin(["quickstart"], bindings + [f"train.num_offline_steps = {steps}"])
         run_training(str(tmp_path / "run"))

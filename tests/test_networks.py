@@ -13,7 +13,8 @@ def test_value_and_twin_critic_shapes_and_independence():
     q1, q2 = critic(observations, actions)
     assert q1.shape == q2.shape == (1, 5)
     assert not np.allclose(q1.numpy(), q2.numpy())  # two independently initialised networks
-    assert critic.q.trunk.layers[0].kernel.shape == (2, 5, 16)  # Q1 and Q2 over concat(observation, action)
+    assert critic.q1.trunk.layers[0].kernel.shape == (5, 16)  # over concat(observation, action); one member: 2-D
+    assert TwinCritic(3, 2, (16, 16), "relu", seeds=[0, 1]).q2.trunk.layers[0].kernel.shape == (2, 5, 16)
 
 
 def test_every_dense_is_orthogonal_with_gain_sqrt2_and_zero_bias():
@@ -21,9 +22,9 @@ def test_every_dense_is_orthogonal_with_gain_sqrt2_and_zero_bias():
     value = ValueNetwork(4, (32, 32), "relu", seeds=[2])
     critic = TwinCritic(4, 3, (32, 32), "relu", seeds=[3])
     layers = actor.trunk.layers + [actor.mean_head] + value.trunk.layers + [value.head]
-    layers += critic.q.trunk.layers + [critic.q.head]
+    layers += critic.q1.trunk.layers + [critic.q1.head] + critic.q2.trunk.layers + [critic.q2.head]
     for layer in layers:
-        for kernel, bias in zip(layer.kernel.numpy(), layer.bias.numpy()):
+        for kernel, bias in (layer.member(k) for k in range(len(layer.seeds))):
             small = min(kernel.shape)
             gram = kernel.T @ kernel if kernel.shape[0] >= kernel.shape[1] else kernel @ kernel.T
             np.testing.assert_allclose(gram, 2.0 * np.eye(small), atol=1e-4)
@@ -34,10 +35,12 @@ def test_an_ensemble_member_is_the_network_its_seed_makes_alone():
     together = GaussianActor(4, 2, (16, 16), "relu", seeds=[5, 6, 7])
     observations = tf.random.normal([3, 8, 4])
     outputs = together(observations).numpy()
+    layers = lambda actor: actor.trunk.layers + [actor.mean_head]  # noqa: E731
     for member, seed in enumerate([5, 6, 7]):
         alone = GaussianActor(4, 2, (16, 16), "relu", seeds=[seed])
-        for a, b in zip(alone.trainable_variables, together.trainable_variables):
-            np.testing.assert_array_equal(a.numpy()[0], b.numpy()[member])
+        for a, b in zip(layers(alone), layers(together)):
+            for x, y in zip(a.member(0), b.member(member)):
+                np.testing.assert_array_equal(x, y)
         np.testing.assert_allclose(alone(observations[member:member + 1]).numpy()[0], outputs[member], rtol=1e-5,
                                    atol=1e-6)
 
