@@ -47,10 +47,10 @@ def write_pointmaze_minari(dataset_id: str, num_episodes: int = 4, steps: int = 
                            ref_scores=(15.6, 227.7)) -> minari.MinariDataset:
     """Noisy planner episodes in PointMaze UMaze (continuing task, random start and goal per episode); the
     evaluation env has its goal fixed at cell (1, 1)."""
-    make = lambda **kwargs: envs.make_env(pointmaze.ENV_ID, {"continuing_task": True, "reset_target": False, **kwargs},  # noqa: E731
+    make = lambda **kwargs: envs.make_env(pointmaze.UMAZE.env_id, {"continuing_task": True, "reset_target": False, **kwargs},  # noqa: E731
                                           steps)
     env = make()
-    planner = pointmaze.Planner(pointmaze.U_MAZE)
+    planner = pointmaze.UMAZE.planner()
     rng = np.random.default_rng(seed)
     episodes = []
     for index in range(num_episodes):

@@ -21,13 +21,14 @@ from iql_tf.errors import UserError
 from iql_tf.generation import generate, pointmaze, rollouts
 from iql_tf.policy_metadata import METADATA_PATH, PolicyMetadata
 
-PLANNER = pointmaze.Planner(pointmaze.U_MAZE)
+TASK = pointmaze.UMAZE
+PLANNER = TASK.planner()
 
 
 def test_planner_follows_the_u_from_start_to_goal():
-    path = [pointmaze.START_CELL]
-    while path[-1] != pointmaze.GOAL_CELL:
-        path.append(PLANNER.next_cell(path[-1], pointmaze.GOAL_CELL))
+    path = [TASK.start_cell]
+    while path[-1] != TASK.goal_cell:
+        path.append(PLANNER.next_cell(path[-1], TASK.goal_cell))
     assert path == [(3, 1), (3, 2), (3, 3), (2, 3), (1, 3), (1, 2), (1, 1)]
     assert PLANNER.neighbours((1, 1)) == [(1, 2)] and PLANNER.neighbours((1, 3)) == [(1, 2), (2, 3)]
     np.testing.assert_array_equal(PLANNER.centre((3, 1)), [-1.0, -1.0])
@@ -41,28 +42,28 @@ def test_an_episode_from_the_start_cell_to_the_goal_is_split_by_a_truncation():
     episode = [(states[k], actions[k], states[k + 1]) for k in range(5)]
     goal = np.array([-1.0, 1.0])
     whole = pointmaze._episode_buffer(np.stack(states), np.stack(actions), goal, True)
-    assert pointmaze.visits_start_then_goal(PLANNER, whole.observations)
+    assert pointmaze.visits_start_then_goal(TASK, PLANNER, whole.observations)
 
-    first, second = pointmaze.split_for_stitching(PLANNER, episode, goal, arrived=True)
+    first, second = pointmaze.split_for_stitching(TASK, PLANNER, episode, goal, arrived=True)
     # The cut follows the last step in the start cell (state 2); no transition is lost.
     np.testing.assert_array_equal(first.observations["observation"], np.stack(states[:4]))
     np.testing.assert_array_equal(second.observations["observation"], np.stack(states[3:]))
     np.testing.assert_array_equal(np.concatenate([first.actions, second.actions]), np.stack(actions))
     assert list(first.truncations) == [False, False, True] and not first.terminations.any()
     assert list(second.terminations) == [False, True] and list(second.rewards) == [0.0, 1.0]
-    assert not any(pointmaze.visits_start_then_goal(PLANNER, e.observations) for e in (first, second))
+    assert not any(pointmaze.visits_start_then_goal(TASK, PLANNER, e.observations) for e in (first, second))
     # Without an arrival there is nothing to split.
-    assert len(pointmaze.split_for_stitching(PLANNER, episode, goal, arrived=False)) == 1
+    assert len(pointmaze.split_for_stitching(TASK, PLANNER, episode, goal, arrived=False)) == 1
 
 
 def test_pointmaze_dataset_follows_the_recipe(minari_root):
     dataset = generate.generate_pointmaze("tt/pointmaze/small-v0", num_steps=3000, seed=0, num_reference_episodes=2)
     assert dataset.total_steps == 3000
-    goal_centre = PLANNER.centre(pointmaze.GOAL_CELL)
+    goal_centre = PLANNER.centre(TASK.goal_cell)
     for episode in dataset.iterate_episodes():
         observations = episode.observations
-        assert 1 <= len(episode) <= pointmaze.EPISODE_STEPS
-        assert not pointmaze.visits_start_then_goal(PLANNER, observations)
+        assert 1 <= len(episode) <= TASK.episode_steps
+        assert not pointmaze.visits_start_then_goal(TASK, PLANNER, observations)
         goals = observations["desired_goal"]
         assert np.all(goals == goals[0]) and np.all(np.abs(goals[0] - goal_centre) <= pointmaze.POSITION_NOISE)
         np.testing.assert_array_equal(observations["achieved_goal"], observations["observation"][:, :2])
@@ -91,7 +92,7 @@ def test_pointmaze_dataset_follows_the_recipe(minari_root):
 
 def test_generation_is_deterministic_in_the_seed():
     def arrays(seed):
-        episodes, _ = pointmaze.generate_episodes(1500, seed)
+        episodes, _ = pointmaze.generate_episodes(TASK, 1500, seed)
         return np.concatenate([e.observations["observation"] for e in episodes]), [len(e) for e in episodes]
 
     (first, lengths), (again, lengths_again), (other, _) = arrays(3), arrays(3), arrays(4)
@@ -232,13 +233,13 @@ def test_policy_rollouts_add_noise_and_are_scored_as_evaluation_scores(minari_ro
 
 
 def test_the_planner_reads_state_and_goal_from_flattened_observations():
-    env = envs.make_env(pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS)
+    env = envs.make_env(TASK.env_id, TASK.eval_env_kwargs(), TASK.eval_episode_steps)
     observation, _ = env.reset(seed=5)
     flat = envs.flatten_observation(observation, envs.observation_keys(env.observation_space))
     np.testing.assert_array_equal(flat[pointmaze.STATE], np.float32(observation["observation"]))
     np.testing.assert_array_equal(flat[pointmaze.DESIRED_GOAL], np.float32(observation["desired_goal"]))
     expected = PLANNER.action(observation["observation"], observation["desired_goal"])
-    np.testing.assert_allclose(pointmaze.planner_policy()(np.stack([flat, flat])), [expected] * 2, atol=1e-5)
+    np.testing.assert_allclose(pointmaze.planner_policy(TASK)(np.stack([flat, flat])), [expected] * 2, atol=1e-5)
 
 
 @pytest.fixture

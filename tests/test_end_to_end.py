@@ -22,9 +22,9 @@ def test_quickstart_iql_stitches_trajectories_its_data_never_completes(minari_ro
     (iql,) = run_training(str(tmp_path / "iql"))
 
     # The data never goes from the start cell to the goal: its success on the task is 0 by construction.
-    planner = pointmaze.Planner(pointmaze.U_MAZE)
+    planner = pointmaze.UMAZE.planner()
     dataset = minari.load_dataset("iql_tf/pointmaze/umaze-stitch-v0")
-    assert not any(pointmaze.visits_start_then_goal(planner, episode.observations)
+    assert not any(pointmaze.visits_start_then_goal(pointmaze.UMAZE, planner, episode.observations)
                    for episode in dataset.iterate_episodes())
     assert iql["success_rate"] >= 0.9
 

@@ -5,7 +5,10 @@ Importing this package registers the project's own dataset ids with `iql_tf.data
 training or converting one that is missing generates it first.
 """
 
+import functools
+
 from iql_tf.data import generated
 from iql_tf.generation import generate
 
-generated.register(generate.POINTMAZE_DATASET_ID, generate.generate_pointmaze)
+for _maze, _dataset_id in generate.POINTMAZE_DATASET_IDS.items():
+    generated.register(_dataset_id, functools.partial(generate.generate_pointmaze, maze=_maze))

@@ -28,7 +28,9 @@ from iql_tf.data import validation
 from iql_tf.errors import UserError
 from iql_tf.generation import minari_writer, pointmaze, rollouts
 
-POINTMAZE_DATASET_ID = "iql_tf/pointmaze/umaze-stitch-v0"
+# The project's generated ids: one stitching dataset per maze of `pointmaze.TASKS`.
+POINTMAZE_DATASET_IDS = {maze: f"iql_tf/pointmaze/{maze}-stitch-v0" for maze in pointmaze.TASKS}
+POINTMAZE_DATASET_ID = POINTMAZE_DATASET_IDS["umaze"]  # the quickstart's
 DEFAULT_NUM_STEPS = 100_000
 DEFAULT_REFERENCE_EPISODES = 10
 _AUTHOR = "iql-tf"
@@ -99,25 +101,28 @@ def generate_pointmaze(
     seed: int = 0,
     overwrite: bool = False,
     num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+    maze: str = "umaze",
 ) -> minari.MinariDataset:
-    """The quickstart's stitching dataset (see `pointmaze.py`); scores are success rates on the eval task."""
+    """A stitching dataset of one maze of `pointmaze.TASKS` (see `pointmaze.py`); its reference scores are
+    success rates on the evaluation task (0 for a random policy, 1 for the noiseless planner)."""
+    if maze not in pointmaze.TASKS:
+        raise UserError(f"--maze={maze!r} is unknown; mazes: {', '.join(pointmaze.TASKS)}")
+    task = pointmaze.TASKS[maze]
     check_settings(num_steps, num_reference_episodes)
     minari_writer.check_new_id(dataset_id, overwrite)
-    episodes, env = pointmaze.generate_episodes(num_steps, seed)
-    make_eval_env = functools.partial(
-        envs.make_env, pointmaze.ENV_ID, pointmaze.eval_env_kwargs(), pointmaze.EVAL_EPISODE_STEPS
-    )
+    episodes, env = pointmaze.generate_episodes(task, num_steps, seed)
+    make_eval_env = functools.partial(envs.make_env, task.env_id, task.eval_env_kwargs(), task.eval_episode_steps)
     eval_env = make_eval_env()
     ref_min_score, ref_max_score = rollouts.reference_scores(
-        pointmaze.planner_policy(), eval_env.action_space, make_eval_env,
+        pointmaze.planner_policy(task), eval_env.action_space, make_eval_env,
         envs.observation_keys(eval_env.observation_space), num_reference_episodes, seed,
     )
     description = (
         f"{num_steps} steps of a noisy (std {pointmaze.ACTION_NOISE}) BFS-waypoint + PD planner hopping between "
-        f"neighbouring cells of PointMaze UMaze, relabelled for start cell {pointmaze.START_CELL} -> goal cell "
-        f"{pointmaze.GOAL_CELL} (reward 1 and termination on arrival, episodes of at most "
-        f"{pointmaze.EPISODE_STEPS} steps); no episode visits the start cell and then reaches the goal, so the "
-        f"task needs stitching. Seed {seed}. Reference scores are success rates on the eval env."
+        f"neighbouring cells of {task.env_id}, relabelled for start cell {task.start_cell} -> goal cell "
+        f"{task.goal_cell} (reward 1 and termination on arrival, episodes of at most {task.episode_steps} steps); "
+        "no episode visits the start cell and then reaches the goal, so the task needs stitching. "
+        f"Seed {seed}. Reference scores are success rates on the eval env."
     )
     return write_dataset(dataset_id, episodes, env, eval_env, ref_min_score, ref_max_score,
                          "bfs-waypoint-pd-planner+noise, relabelled", description, num_reference_episodes, overwrite)
@@ -183,11 +188,13 @@ FLAGS = flags.FLAGS
 
 def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, seed: int, overwrite: bool,
                         env_id: Optional[str], env_kwargs: str, policy: Optional[str], noise_std: float,
-                        reference_episodes: int) -> minari.MinariDataset:
+                        reference_episodes: int, maze: str = "umaze") -> minari.MinariDataset:
     """What the command line asks for, with a UserError for each missing or conflicting flag."""
     common = dict(num_steps=num_steps, seed=seed, overwrite=overwrite, num_reference_episodes=reference_episodes)
     if kind == "pointmaze":
-        return generate_pointmaze(dataset_id or POINTMAZE_DATASET_ID, **common)
+        if maze not in POINTMAZE_DATASET_IDS:
+            raise UserError(f"--maze={maze!r} is unknown; mazes: {', '.join(POINTMAZE_DATASET_IDS)}")
+        return generate_pointmaze(dataset_id or POINTMAZE_DATASET_IDS[maze], maze=maze, **common)
     if not dataset_id:
         raise UserError(f"--kind={kind} needs --dataset_id (e.g. me/hopper/{kind}-v0)")
     if kind == "random":
@@ -203,12 +210,13 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
     generate_from_flags(FLAGS.kind, FLAGS.dataset_id, FLAGS.num_steps, FLAGS.seed, FLAGS.overwrite, FLAGS.env_id,
-                        FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes)
+                        FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes, FLAGS.maze)
 
 
 def define_flags() -> None:
     flags.DEFINE_enum("kind", "pointmaze", ["pointmaze", "random", "policy"], "Which generator to run.")
-    flags.DEFINE_string("dataset_id", None, f"Minari id to write (default for pointmaze: {POINTMAZE_DATASET_ID}).")
+    flags.DEFINE_string("dataset_id", None, "Minari id to write (default for pointmaze: iql_tf/pointmaze/MAZE-stitch-v0).")
+    flags.DEFINE_enum("maze", "umaze", list(pointmaze.TASKS), "pointmaze: which maze (the quickstart's is umaze).")
     flags.DEFINE_integer("num_steps", DEFAULT_NUM_STEPS, "Transitions to generate.")
     flags.DEFINE_integer("seed", 0, "Seed of everything random in the generation.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing dataset with the same id.")

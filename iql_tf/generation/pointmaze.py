@@ -1,14 +1,16 @@
-"""The PointMaze stitching dataset (docs/data.md, "The PointMaze stitching recipe"), D4RL-maze2d style.
+"""The PointMaze stitching datasets (docs/data.md, "The PointMaze stitching recipe"), D4RL-maze2d style.
 
-One long noisy stream in `PointMaze_UMaze-v3` (continuing task): a BFS waypoint planner with a PD
-controller hops between neighbouring cells. The stream is relabelled for the evaluation task, start cell
-(3, 1) -> goal cell (1, 1): episodes of at most 200 steps, reward 1 and termination on the first arrival
+One long noisy stream in a PointMaze (continuing task): a BFS waypoint planner with a PD controller hops
+between neighbouring cells. The stream is relabelled for one evaluation task, a start cell at one end of the
+maze and a goal cell at the other: episodes of bounded length, reward 1 and termination on the first arrival
 within 0.45 of the goal, and no stored episode that visits the start cell and later reaches the goal (such
-episodes are split by a truncation), so solving the task needs stitching.
+episodes are split by a truncation), so solving the task needs stitching. Three mazes (`TASKS`): gymnasium-
+robotics' UMaze (the quickstart), Medium and Large.
 """
 
 import collections
 import copy
+import dataclasses
 import math
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
@@ -18,30 +20,69 @@ from minari.data_collector import EpisodeBuffer
 
 from iql_tf import envs
 
-ENV_ID = "PointMaze_UMaze-v3"
+Cell = Tuple[int, int]
+Step = Tuple[np.ndarray, np.ndarray, np.ndarray]  # (state, action, next state); state = x, y, vx, vy
+
 U_MAZE = [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
-START_CELL = (3, 1)
-GOAL_CELL = (1, 1)
+# gymnasium-robotics' MEDIUM_MAZE and LARGE_MAZE (gymnasium_robotics/envs/maze/maps.py).
+MEDIUM_MAZE = [
+    [1, 1, 1, 1, 1, 1, 1, 1],
+    [1, 0, 0, 1, 1, 0, 0, 1],
+    [1, 0, 0, 1, 0, 0, 0, 1],
+    [1, 1, 0, 0, 0, 1, 1, 1],
+    [1, 0, 0, 1, 0, 0, 0, 1],
+    [1, 0, 1, 0, 0, 1, 0, 1],
+    [1, 0, 0, 0, 1, 0, 0, 1],
+    [1, 1, 1, 1, 1, 1, 1, 1],
+]
+LARGE_MAZE = [
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+    [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+    [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+    [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+    [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+    [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+    [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class MazeTask:
+    """A maze, the evaluation task's start and goal cells (at opposite ends), and its episode lengths."""
+
+    env_id: str
+    layout: Sequence[Sequence[int]]
+    start_cell: Cell
+    goal_cell: Cell
+    episode_steps: int  # the longest stored episode
+    eval_episode_steps: int  # the evaluation horizon: gymnasium-robotics' default for the maze
+
+    def eval_env_kwargs(self) -> dict:
+        """The evaluation task: reset in the start cell, goal in the goal cell, episodic (terminates there)."""
+        maze_map = copy.deepcopy([list(row) for row in self.layout])
+        maze_map[self.start_cell[0]][self.start_cell[1]] = "r"
+        maze_map[self.goal_cell[0]][self.goal_cell[1]] = "g"
+        return {"maze_map": maze_map, "continuing_task": False, "reset_target": False}
+
+    def planner(self) -> "Planner":
+        return Planner(self.layout)
+
+
+TASKS: Dict[str, MazeTask] = {
+    "umaze": MazeTask("PointMaze_UMaze-v3", U_MAZE, (3, 1), (1, 1), 200, 300),
+    "medium": MazeTask("PointMaze_Medium-v3", MEDIUM_MAZE, (1, 1), (6, 6), 400, 600),
+    "large": MazeTask("PointMaze_Large-v3", LARGE_MAZE, (1, 1), (7, 10), 500, 800),
+}
+UMAZE = TASKS["umaze"]
 GOAL_RADIUS = 0.45  # PointMaze's success distance
 POSITION_NOISE = 0.25  # PointMaze adds U(-0.25, 0.25) per axis to goal and reset positions
 ACTION_NOISE = 0.5  # std, as D4RL maze2d and Minari's pointmaze datasets
 KP, KD = 10.0, 1.0
-EPISODE_STEPS = 200
-EVAL_EPISODE_STEPS = 300
 STREAM_KWARGS = {"continuing_task": True, "reset_target": False}
 # The flattened observation (sorted keys, see iql_tf/envs.py): achieved_goal (2), desired_goal (2), observation (4).
 DESIRED_GOAL, STATE = slice(2, 4), slice(4, 8)
-
-Cell = Tuple[int, int]
-Step = Tuple[np.ndarray, np.ndarray, np.ndarray]  # (state, action, next state); state = x, y, vx, vy
-
-
-def eval_env_kwargs() -> dict:
-    """The evaluation task: reset in START_CELL, goal in GOAL_CELL, episodic (terminates at the goal)."""
-    maze_map = copy.deepcopy(U_MAZE)
-    maze_map[START_CELL[0]][START_CELL[1]] = "r"
-    maze_map[GOAL_CELL[0]][GOAL_CELL[1]] = "g"
-    return {"maze_map": maze_map, "continuing_task": False, "reset_target": False}
 
 
 class Planner:
@@ -126,15 +167,15 @@ def stream(env: gym.Env, planner: Planner, rng: np.random.Generator, seed: int) 
         state = next_state
 
 
-def relabel(steps: Iterator[Step], planner: Planner, rng: np.random.Generator, num_transitions: int
-            ) -> Iterator[EpisodeBuffer]:
+def relabel(steps: Iterator[Step], task: MazeTask, planner: Planner, rng: np.random.Generator,
+            num_transitions: int) -> Iterator[EpisodeBuffer]:
     """Cuts the stream into evaluation-task episodes totalling `num_transitions` transitions.
 
     Each episode draws its desired goal with the evaluation env's position noise; a step starting inside
     that goal's radius (the ball lingering after an arrival) is skipped.
     """
     count = 0
-    goal = noisy_position(planner, GOAL_CELL, rng)
+    goal = noisy_position(planner, task.goal_cell, rng)
     episode: List[Step] = []
     for step in steps:
         if not episode and math.dist(step[0][:2], goal) <= GOAL_RADIUS:
@@ -142,20 +183,20 @@ def relabel(steps: Iterator[Step], planner: Planner, rng: np.random.Generator, n
         episode.append(step)
         count += 1
         arrived = math.dist(step[2][:2], goal) <= GOAL_RADIUS
-        if arrived or len(episode) == EPISODE_STEPS or count == num_transitions:
-            yield from split_for_stitching(planner, episode, goal, arrived)
+        if arrived or len(episode) == task.episode_steps or count == num_transitions:
+            yield from split_for_stitching(task, planner, episode, goal, arrived)
             if count == num_transitions:
                 return
             episode = []
-            goal = noisy_position(planner, GOAL_CELL, rng)
+            goal = noisy_position(planner, task.goal_cell, rng)
 
 
-def split_for_stitching(planner: Planner, episode: List[Step], goal: np.ndarray, arrived: bool
+def split_for_stitching(task: MazeTask, planner: Planner, episode: List[Step], goal: np.ndarray, arrived: bool
                         ) -> List[EpisodeBuffer]:
     """The episode, or two pieces (the first truncated) if it visits the start cell before arriving."""
     states = np.stack([state for state, _, _ in episode] + [episode[-1][2]])
     actions = np.stack([action for _, action, _ in episode])
-    in_start = np.all(planner.cells(states[:, :2]) == START_CELL, axis=-1)
+    in_start = np.all(planner.cells(states[:, :2]) == task.start_cell, axis=-1)
     if not arrived or not in_start.any():
         return [_episode_buffer(states, actions, goal, arrived)]
     cut = int(np.flatnonzero(in_start)[-1]) + 1  # the transition leaving the start cell for the last time
@@ -182,28 +223,28 @@ def _episode_buffer(states: np.ndarray, actions: np.ndarray, goal: np.ndarray, t
     )
 
 
-def visits_start_then_goal(planner: Planner, observations: Dict[str, np.ndarray]) -> bool:
+def visits_start_then_goal(task: MazeTask, planner: Planner, observations: Dict[str, np.ndarray]) -> bool:
     """The stitching rule's violation: the ball is in the start cell and later within the goal radius."""
-    in_start = np.all(planner.cells(observations["achieved_goal"]) == START_CELL, axis=-1)
+    in_start = np.all(planner.cells(observations["achieved_goal"]) == task.start_cell, axis=-1)
     at_goal = np.linalg.norm(observations["achieved_goal"] - observations["desired_goal"], axis=-1) <= GOAL_RADIUS
     return bool(in_start.any() and at_goal[int(np.argmax(in_start)) + 1:].any())
 
 
-def generate_episodes(num_transitions: int, seed: int) -> Tuple[List[EpisodeBuffer], gym.Env]:
+def generate_episodes(task: MazeTask, num_transitions: int, seed: int) -> Tuple[List[EpisodeBuffer], gym.Env]:
     """The relabelled episodes (deterministic in `seed`) and the stream env (whose spec Minari records)."""
-    planner = Planner(U_MAZE)
+    planner = task.planner()
     stream_rng, relabel_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    env = envs.make_env(ENV_ID, STREAM_KWARGS, EPISODE_STEPS)
-    episodes = list(relabel(stream(env, planner, stream_rng, seed), planner, relabel_rng, num_transitions))
+    env = envs.make_env(task.env_id, STREAM_KWARGS, task.episode_steps)
+    episodes = list(relabel(stream(env, planner, stream_rng, seed), task, planner, relabel_rng, num_transitions))
     for index, episode in enumerate(episodes):
-        if visits_start_then_goal(planner, episode.observations):
+        if visits_start_then_goal(task, planner, episode.observations):
             raise AssertionError(f"episode {index} breaks the stitching rule")
     return episodes, env
 
 
-def planner_policy() -> Callable[[np.ndarray], np.ndarray]:
+def planner_policy(task: MazeTask) -> Callable[[np.ndarray], np.ndarray]:
     """The noiseless planner as a policy of flattened observation batches (for ref_max_score)."""
-    planner = Planner(U_MAZE)
+    planner = task.planner()
 
     def policy(observations: np.ndarray) -> np.ndarray:
         return np.stack([planner.action(row[STATE], row[DESIRED_GOAL]) for row in observations]).astype(np.float32)

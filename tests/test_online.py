@@ -1,0 +1,114 @@
+"""Online fine-tuning: one update per environment step into a growing buffer, the same preprocessing online,
+crash safety of the online transitions, and the mistakes refused before training."""
+
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iql_tf import config, trainer
+from iql_tf.envs import make_env
+from iql_tf.errors import UserError
+
+
+@pytest.fixture
+def finetune(pointmaze_root, tmp_path, monkeypatch):
+    """A tiny fine-tuning run on the example PointMaze dataset (400 transitions): 20 offline updates, then
+    `online` environment steps."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
+
+    def parse(online=40, *extra):
+        gin.clear_config()
+        config.parse_gin(["antmaze_finetune"], [
+            "make_dataset.source = 'pointmaze/umaze-example-v0'", f"make_dataset.cache_dir = '{tmp_path / 'cache'}'",
+            "IQLAgent.hidden_dims = (16, 16)", "IQLAgent.batch_size = 16", "IQLAgent.jit_compile = False",
+            "train.num_offline_steps = 20", f"train.num_online_steps = {online}", "train.eval_interval = 30",
+            "train.eval_episodes = 2", "train.checkpoint_interval = 30", "train.log_interval = 10",
+            "train.exploration_noise = 0.1", "train.progress_bar = False", *extra])
+
+    return parse
+
+
+def short_episodes():
+    """The dataset's evaluation maze with 15-step episodes, so that a few dozen online steps end some."""
+    from iql_tf.generation import pointmaze
+
+    return make_env("PointMaze_UMaze-v3", pointmaze.UMAZE.eval_env_kwargs(), 15)
+
+
+def test_the_online_phase_makes_one_update_per_step_into_a_growing_buffer(finetune, tmp_path):
+    finetune(40)
+    run = trainer.Run(str(tmp_path / "run"), trainer.RunSettings(), trainer.make_dataset, short_episodes)
+    with run.directory.lock():
+        run.build()
+        run.restore()
+        offline = run.buffer.offline_size
+        assert run.buffer.capacity == offline + 40
+        run.loop()
+        assert int(run.agent.step) == 60 and int(run.buffer.size) == offline + 40
+        rows = run.buffer.online_rows(0, 40)
+        # Online rewards go through the offline preprocessing (antmaze: r - 1), terminals only on termination.
+        assert set(np.unique(rows["rewards"])) <= {-1.0, 0.0}
+        assert rows["masks"].min() in (0.0, 1.0) and np.all(np.abs(rows["actions"]) < 1.0)
+        np.testing.assert_array_equal(rows["observations"][1:][rows["masks"][:-1] == 1][:5],
+                                      rows["next_observations"][:-1][rows["masks"][:-1] == 1][:5])
+        run.finish()
+    tags = set()
+    for event_file in (tmp_path / "run" / "tb").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update((value.tag, event.step) for value in event.summary.value)
+    names = {tag for tag, _ in tags}
+    assert {"online/env_steps", "online/buffer_size", "online/episode_return", "train/critic_loss"} <= names
+    assert {step for tag, step in tags if tag == "eval/success_rate"} == {30, 60}  # one curve over both phases
+
+
+def test_a_crash_online_resumes_with_every_transition_up_to_the_last_checkpoint(finetune, tmp_path, monkeypatch):
+    finetune(40)
+    saved = {}
+    original_save = trainer.Run.save
+
+    def save(run, step):  # what the buffer held when each checkpoint was written
+        original_save(run, step)
+        saved[step] = run.buffer.online_rows(0, int(run.buffer.size) - run.buffer.offline_size)
+        if step == 30:
+            raise KeyboardInterrupt("killed")  # the process dies right after the checkpoint (online step 10)
+
+    monkeypatch.setattr(trainer.Run, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run_training(str(tmp_path / "run"))
+    monkeypatch.setattr(trainer.Run, "save", original_save)
+    chunks = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("online-*.npz"))
+    assert chunks == ["online-0000000000-0000000010.npz"]  # only the online transitions, not the dataset
+
+    run = trainer.Run(str(tmp_path / "run"), trainer.RunSettings(), trainer.make_dataset, None)
+    with run.directory.lock():
+        run.build()
+        run.restore()
+        assert int(run.agent.step) == 30 and int(run.buffer.size) == run.buffer.offline_size + 10
+        restored = run.buffer.online_rows(0, 10)
+        for key, value in saved[30].items():
+            np.testing.assert_array_equal(restored[key], value, err_msg=key)
+        run.loop()
+        assert int(run.buffer.size) == run.buffer.offline_size + 40
+        run.finish()
+
+
+def test_mistakes_are_refused_before_training(finetune, tmp_path, write_npz):
+    finetune(10, "IQLAgent.actor_cosine_decay = True")
+    with pytest.raises(UserError, match="actor_cosine_decay = True with train.num_online_steps"):
+        trainer.run_training(str(tmp_path / "a"))
+    finetune(10)
+    with pytest.raises(UserError, match=r"observations made of achieved_goal, desired_goal, observation, but "
+                                        r"environment Hopper-v5 has one array"):
+        trainer.run_training(str(tmp_path / "b"), env_fn=lambda: make_env("Hopper-v5"))
+    finetune(10, f"make_dataset.source = '{write_npz()}'")
+    with pytest.raises(UserError, match="names no environment, so it cannot be fine-tuned online"):
+        trainer.run_training(str(tmp_path / "c"))
+    # An offline-only run cannot grow an online phase in its directory.
+    finetune(0)
+    trainer.run_training(str(tmp_path / "offline"))
+    finetune(10)
+    with pytest.raises(UserError, match=r"num_online_steps: 0 -> 10.*cannot grow an online phase"):
+        trainer.run_training(str(tmp_path / "offline"))
+    assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c") if (p / "checkpoints").exists())
