@@ -84,20 +84,28 @@ def make_env(
         ) from error
 
 
-def check_env_fits(env: gym.Env, observation_keys: Optional[Sequence[str]], observation_dim: int,
+_NOT_THIS_ENVIRONMENT = ("the dataset does not belong to this environment; name the environment the data was "
+                         "collected in (the converter's --env_id, make_dataset.env_id) or use the right dataset")
+
+
+def check_env_fits(env: gym.Env, keys: Optional[Sequence[str]], observation_dim: int,
                    action_dim: int, dataset: str) -> None:
     """Raises a UserError when the dataset's shapes do not fit the environment's spaces."""
     env_id = env.spec.id if env.spec else type(env).__name__
-    env_observation_dim = flatten_observation(env.observation_space.sample(), observation_keys).shape[-1]
+    env_keys = observation_keys(env.observation_space)
+    if (env_keys is None) != (keys is None) or env_keys is not None and set(keys) - set(env_keys):
+        raise UserError(
+            f"dataset {dataset} has observations {'made of ' + ', '.join(keys) if keys else 'as one array'}"
+            f", but environment {env_id} has {'made of ' + ', '.join(env_keys) if env_keys else 'one array'}: "
+            f"{_NOT_THIS_ENVIRONMENT}"
+        )
+    env_observation_dim = flatten_observation(env.observation_space.sample(), keys).shape[-1]
     env_action_dim = int(np.prod(env.action_space.shape))
     if (env_observation_dim, env_action_dim) != (observation_dim, action_dim):
         raise UserError(
             f"dataset {dataset} has observations of size {observation_dim} and actions of size {action_dim}, "
-            f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: the dataset does not "
-            "belong to this environment; name the environment the data was collected in (the converter's --env_id, "
-            "make_dataset.env_id) or use the right dataset"
+            f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: {_NOT_THIS_ENVIRONMENT}"
         )
-
 
 
 def parse_env_kwargs(text: str) -> Dict[str, Any]:

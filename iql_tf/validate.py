@@ -1,0 +1,127 @@
+"""Check a dataset before training on it: `python -m iql_tf.validate SOURCE` (or `iql-validate SOURCE`).
+
+SOURCE is a D4RL-style .npz / .hdf5 / .h5 file, a Minari id in the local Minari root, or a converted
+directory. Lists every problem at once (not only the first, as conversion and training do), each with the
+field, how many rows it affects and the first of them, then a summary: transitions, trajectories, terminals
+and truncations, reward and action ranges, observation statistics, the evaluation environment. Exit status 0
+when the dataset is usable, 1 when it has problems (2 for a malformed command).
+
+    python -m iql_tf.validate data/pendulum.npz --env_id=Pendulum-v1
+    python -m iql_tf.validate data/robot.npz --action_bounds=-2,2
+"""
+
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from iql_tf import cli
+from iql_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+_SHOWN_PROBLEMS = 50
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("env_id", None, "The environment the data was collected in (npz / HDF5 files name none).")
+    flags.DEFINE_string("env_kwargs", "{}", "JSON object of kwargs for --env_id.")
+    flags.DEFINE_string("action_bounds", None, "LOW,HIGH of the actions of a file that names no environment.")
+    flags.DEFINE_bool("download", False, "Allow Minari to download a dataset that is not local.")
+
+
+def validate(source: str, env_id: Optional[str] = None, env_kwargs: Optional[Dict[str, Any]] = None,
+             action_bounds=None, download: bool = False) -> Dict[str, Any]:
+    """{"problems": [one line each], "summary": {...} or None}."""
+    from iql_tf.data import sources, validation
+
+    resolved = sources.resolve(source, download)
+    if resolved.kind == sources.GENERATED:
+        raise UserError(f"{source}: one of the project's generated datasets, not generated yet: training or "
+                        f"converting it generates it (python -m iql_tf.generation.generate --dataset_id={source})")
+    if resolved.kind == sources.CONVERTED:
+        return _validate_converted(resolved.path)
+    report = validation.Report()
+    try:
+        data = sources.read(resolved, report, env_id, env_kwargs, action_bounds)
+    except UserError as error:  # unreadable, or spaces that rule the data out: nothing more to check
+        return {"problems": [problem.line() for problem in report.problems] + [str(error)], "summary": None}
+    summary = None
+    if data is not None:
+        summary = _summary(data.transitions, data.num_episodes, data.action_low, data.action_high, data.env_id,
+                           data.ref_min_score, data.ref_max_score)
+    return {"problems": [problem.line() for problem in report.problems], "summary": summary}
+
+
+def _validate_converted(directory) -> Dict[str, Any]:
+    """A converted directory: its shards against metadata.json (checksums, counts, shapes), then the summary."""
+    from iql_tf.data.pipeline import load_converted
+
+    try:
+        tensors, metadata = load_converted(directory)
+    except UserError as error:
+        return {"problems": [str(error)], "summary": None}
+    arrays = {key: value.numpy() for key, value in tensors.items()}
+    return {"problems": [], "summary": _summary(arrays, metadata.num_episodes, np.asarray(metadata.action_low),
+                                                np.asarray(metadata.action_high), metadata.env_id,
+                                                metadata.ref_min_score, metadata.ref_max_score)}
+
+
+def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.ndarray, action_high: np.ndarray,
+             env_id: Optional[str], ref_min: Optional[float], ref_max: Optional[float]) -> Dict[str, Any]:
+    observations, rewards = transitions["observations"], transitions["rewards"]
+    terminals, dones = transitions["terminals"] > 0, transitions["dones"] > 0
+    actions = transitions["actions"]
+    return {
+        "transitions": int(len(rewards)),
+        "trajectories": int(episodes),
+        "terminals": int(terminals.sum()),
+        "truncations": int((dones & ~terminals).sum()),
+        "reward min / mean / max": [float(rewards.min()), float(rewards.mean()), float(rewards.max())],
+        "action min per dimension": actions.min(axis=0).round(4).tolist(),
+        "action max per dimension": actions.max(axis=0).round(4).tolist(),
+        "action bounds": [action_low.tolist(), action_high.tolist()],
+        "observation size": int(observations.shape[1]),
+        "observation mean (min, max over dimensions)": [float(observations.mean(0).min()),
+                                                        float(observations.mean(0).max())],
+        "observation std (min, max over dimensions)": [float(observations.std(0).min()),
+                                                       float(observations.std(0).max())],
+        "constant observation dimensions": np.flatnonzero(observations.std(0) == 0).tolist(),
+        "environment": env_id,
+        "reference scores": [ref_min, ref_max],
+    }
+
+
+def report_text(source: str, result: Dict[str, Any]) -> str:
+    lines: List[str] = []
+    problems = result["problems"]
+    lines.append(f"{source}: {len(problems)} problem(s)" if problems else f"{source}: no problems")
+    lines += [f"  - {line}" for line in problems[:_SHOWN_PROBLEMS]]
+    if len(problems) > _SHOWN_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more")
+    if result["summary"] is not None:
+        lines.append("summary:")
+        lines += [f"  {name}: {value}" for name, value in result["summary"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 2:
+        raise UserError("give one SOURCE: python -m iql_tf.validate FILE_OR_MINARI_ID_OR_DIRECTORY [--env_id=...]")
+    from iql_tf import envs
+    from iql_tf.data.convert import parse_action_bounds
+
+    result = validate(argv[1], FLAGS.env_id, envs.parse_env_kwargs(FLAGS.env_kwargs),
+                      parse_action_bounds(FLAGS.action_bounds), FLAGS.download)
+    print(report_text(argv[1], result))
+    sys.exit(1 if result["problems"] else 0)
+
+
+def run() -> None:
+    """The `iql-validate` command."""
+    define_flags()
+    cli.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()
