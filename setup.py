@@ -10,10 +10,17 @@ requirements = [
     if line.split("#")[0].strip()
 ]
 
+SWEEP = ["ray==2.60.0", "rliable==1.2.0", "arch==7.2.0", "pandas==2.3.3"]
+
 COMMANDS = {
     "iql-train": "iql_tf.train:run",
     "iql-convert": "iql_tf.data.convert:run",
     "iql-generate": "iql_tf.generation.generate:run",
+    "iql-validate": "iql_tf.validate:run",
+    "iql-evaluate": "iql_tf.evaluate:run",
+    "iql-benchmark": "iql_tf.tools.benchmark.__main__:run",
+    "iql-sweep": "iql_tf.sweep:run",
+    "iql-report": "iql_tf.report:run",
 }
 
 setup(
@@ -25,8 +32,10 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={
-        # The test suite, including the wheel-content check (setuptools builds the wheel without isolation).
-        "test": ["pytest==9.2.0", "setuptools==84.2.1"],
+        # Sweeps on Ray and their report (rliable's bootstrap needs arch, which needs pandas < 3).
+        "sweep": SWEEP,
+        # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation).
+        "test": ["pytest==9.2.0", "setuptools==84.2.1", *SWEEP],
         # Reference implementations for iql_tf.tools.benchmark (not needed to train).
         "bench": ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8", "torch==2.14.1"],
     },

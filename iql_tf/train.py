@@ -9,6 +9,7 @@ gin: see the packaged configs (--gin_file=quickstart, locomotion, antmaze, kitch
 
 import pathlib
 import re
+import signal
 import sys
 from typing import Sequence
 
@@ -63,7 +64,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         trainer.run_training(workdir)
     except trainer.RunStopped as stopped:
-        sys.exit(128 + stopped.signal_number)
+        sys.exit(128 + (stopped.signal_number or signal.SIGTERM))
 
 
 def run() -> None:

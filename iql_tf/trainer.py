@@ -14,12 +14,13 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorboard.plugins.hparams import api as hp
 
 from iql_tf import evaluation, fastest_path, files, logs
 from iql_tf.agent import LOSS_NAMES, IQLAgent
@@ -34,6 +35,7 @@ from iql_tf.run_dir import RunDirectory
 
 RESULTS_FILE = "eval_results.json"
 RESUMES_FILE = "resumes.json"
+FINISHED_FILE = "finished.json"  # written once the final policy is exported
 OPERATIVE_CONFIG_FILE = "operative_config.gin"
 
 
@@ -104,40 +106,63 @@ class RunSettings:
         return self.num_offline_steps + self.num_online_steps
 
 
-class _StopRequest:
-    """Turns SIGTERM / Ctrl-C into a flag that the loop polls, so it can save before exiting."""
+STOP_FILE = "STOP"
 
-    def __init__(self):
+
+class _StopRequest:
+    """SIGTERM, Ctrl-C or a file DIR/STOP ask the loop to save and exit; the loop polls `requested`.
+
+    Signals become a flag (where this is the main thread: a Ray worker may run the loop in another), and the
+    file lets a sweep driver, or a person, stop a run on any machine that shares the directory.
+    """
+
+    def __init__(self, directory: pathlib.Path, extra_stop_files: Sequence[pathlib.Path] = ()):
+        self.stop_file = directory / STOP_FILE
+        self.extra_stop_files = list(extra_stop_files)  # a sweep's: watched, never deleted here
+        self.reason: Optional[str] = None
         self.signal_number: Optional[int] = None
         self._previous = {}
 
     def __enter__(self):
+        self.stop_file.unlink(missing_ok=True)  # an old request must not stop this run at once
         for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
+            try:
+                self._previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread: only the file can ask
+                break
         return self
 
     def _handle(self, number, frame):
-        self.signal_number = number
+        self.signal_number, self.reason = number, f"signal {number}"
+
+    @property
+    def requested(self) -> bool:
+        if self.reason is None:
+            self.reason = next((str(path) for path in [self.stop_file, *self.extra_stop_files] if path.exists()), None)
+        return self.reason is not None
 
     def __exit__(self, *exc):
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+        self.stop_file.unlink(missing_ok=True)
 
 
 class RunStopped(Exception):
-    """Raised by `run_training` after a signal: the run saved a checkpoint and can be resumed."""
+    """Raised by `run_training` after a stop request: the run saved a checkpoint and can be resumed."""
 
-    def __init__(self, signal_number: int, step: int):
-        super().__init__(f"stopped by signal {signal_number} at step {step}")
-        self.signal_number, self.step = signal_number, step
+    def __init__(self, reason: str, signal_number: Optional[int], step: int):
+        super().__init__(f"stopped by {reason} at step {step}")
+        self.reason, self.signal_number, self.step = reason, signal_number, step
 
 
 class Run:
     """The state and parts of one training run (see the module docstring)."""
 
     def __init__(self, workdir: str, settings: RunSettings, dataset_fn: Callable[[], OfflineDataset],
-                 env_fn: Optional[Callable[[], Any]], hparams: Optional[Dict[str, Any]] = None):
+                 env_fn: Optional[Callable[[], Any]], hparams: Optional[Dict[str, Any]] = None,
+                 stop_files: Sequence[str] = ()):
         self.directory = RunDirectory(workdir)
+        self.stop_files = [pathlib.Path(path) for path in stop_files]
         self.settings = settings
         self.dataset_fn, self.env_fn = dataset_fn, env_fn
         self.hparams = dict(hparams or {})
@@ -170,6 +195,10 @@ class Run:
         self.agent = IQLAgent(self.observation_dim, self.action_dim, actor_decay_steps=max(settings.num_offline_steps, 1),
                               seeds=self.seeds)
         self.online = None
+        if settings.num_online_steps and self.agent.hyperparameters["actor_cosine_decay"]:
+            raise UserError("IQLAgent.actor_cosine_decay = True with train.num_online_steps: the actor's learning rate "
+                            "would reach 0 at the end of the offline phase and stay there online; bind "
+                            "IQLAgent.actor_cosine_decay = False (the *_finetune configs do, as the reference's)")
         if settings.num_online_steps:
             self.online = OnlinePhase(self.env_fn, self.dataset, self.agent, self.buffer, settings, self.directory)
             self.online.on_episode = lambda step, episode: self._write_scalars(
@@ -181,6 +210,13 @@ class Run:
         self.checkpoint = tf.train.Checkpoint(**trackables)
         self.writers = [tf.summary.create_file_writer(os.path.join(self.directory.path, "tb", *self._seed_dir(k)))
                         for k in range(len(self.seeds))]
+
+    def hparams_of(self, member: int) -> Dict[str, Any]:
+        """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep
+        varies."""
+        agent = self.agent.hyperparameters
+        return {"make_dataset.source": self.dataset.metadata.source, "IQLAgent.expectile": agent["expectile"],
+                "IQLAgent.beta": agent["beta"], **self.hparams, "train.seed": self.seeds[member]}
 
     def _seed_dir(self, member: int) -> List[str]:
         return [f"seed_{self.seeds[member]}"] if len(self.seeds) > 1 else []
@@ -264,8 +300,8 @@ class Run:
         step = int(self.agent.step)
         self.results: List[Dict[str, float]] = [{} for _ in self.seeds]
         self.bar = logs.progress_bar(settings.total_steps, step, settings.progress_bar)
-        with _StopRequest() as stop:
-            while step < settings.total_steps and stop.signal_number is None:
+        with _StopRequest(self.directory.path, self.stop_files) as stop:
+            while step < settings.total_steps and not stop.requested:
                 start = time.perf_counter()
                 if step < settings.num_offline_steps:
                     boundary = min(_next_multiple(step, interval) for interval in (
@@ -281,14 +317,14 @@ class Run:
                 metrics["steps_per_second"] = np.full(len(self.seeds), (step - done) / elapsed)
                 self._after_updates(step, metrics)
             self.bar.close()
-            if stop.signal_number is not None:
+            if stop.requested:
                 if self.last_saved != step:
                     self.save(step)
                 for writer in self.writers:
                     writer.flush()
-                logging.info("Stopped by signal %d at step %d; checkpoint saved in %s. Re-run the same command to "
-                             "resume.", stop.signal_number, step, self.directory.checkpoints)
-                raise RunStopped(stop.signal_number, step)
+                logging.info("Stopped by %s at step %d; checkpoint saved in %s. Re-run the same command to resume.",
+                             stop.reason, step, self.directory.checkpoints)
+                raise RunStopped(stop.reason, stop.signal_number, step)
 
     def _after_updates(self, step: int, metrics: Dict[str, np.ndarray]) -> None:
         settings = self.settings
@@ -415,19 +451,24 @@ class Run:
             env.close()
         if self.online is not None:
             self.online.close()
+        with files.atomic_file(self.directory.path / FINISHED_FILE) as temporary:
+            pathlib.Path(temporary).write_text(json.dumps(
+                {"step": step, "dataset": self.dataset.metadata.source, "seeds": self.seeds, "results": self.results,
+                 "swept": {name: value for name, value in self.hparams.items() if name != "train.seed"},
+                 "hparams": [self.hparams_of(member) for member in range(len(self.seeds))]}, indent=2))
         logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
         return self.results
 
 
 def run_training(workdir: str, dataset_fn: Callable[[], OfflineDataset] = make_dataset,
                  env_fn: Optional[Callable[[], Any]] = None, hparams: Optional[Dict[str, Any]] = None,
-                 ) -> List[Dict[str, float]]:
+                 stop_files: Sequence[str] = ()) -> List[Dict[str, float]]:
     """Trains in `workdir` (resuming what is there) with the `train.*` gin settings; returns the final
-    evaluation of each seed ({} without evaluation). Raises RunStopped after SIGTERM / Ctrl-C (a checkpoint
-    is saved first)."""
+    evaluation of each seed ({} without evaluation). Raises RunStopped after SIGTERM / Ctrl-C, a file DIR/STOP
+    or one of `stop_files` (a checkpoint is saved first)."""
     settings = RunSettings()
     settings.check()
-    run = Run(workdir, settings, dataset_fn, env_fn, hparams)
+    run = Run(workdir, settings, dataset_fn, env_fn, hparams, stop_files)
     with run.directory.lock():
         run.build()
         run.restore()
@@ -446,10 +487,11 @@ def _write_operative_config(run: Run) -> None:
         "observation normalisation": run.dataset.preprocessing.normalize_observations,
         "compiled with XLA": run.agent.jit_compile,
     }.items())
-    for writer in run.writers:
+    for member, writer in enumerate(run.writers):
         with writer.as_default(step=int(run.agent.step)):
             tf.summary.text("config/gin", f"```\n{operative}\n```")
             tf.summary.text("config/data", details)
+            hp.hparams(run.hparams_of(member), trial_id=str(pathlib.Path(run.directory.path, *run._seed_dir(member))))
 
 
 def _next_multiple(step: int, interval: int) -> int:

@@ -1,0 +1,257 @@
+"""Summarise many runs: `python -m iql_tf.report ROOT` (or `iql-report ROOT`).
+
+Reads every finished run under ROOT (a sweep's, or any run directories: `finished.json`, `eval_results.json`)
+and groups them by dataset and configuration (the swept bindings; seeds are the repetitions). Writes
+ROOT/report/report.md (and report.json):
+- per dataset and configuration: runs, mean, IQM and its 95 % stratified-bootstrap confidence interval over
+  seeds (rliable);
+- across datasets (configurations run on every dataset): IQM, mean and optimality gap with their intervals,
+  and the probability of improvement of each configuration over every other;
+and, unless --no_plots, learning curves (IQM over seeds with a 95 % band, x: updates, one panel per dataset,
+curves.png) and the aggregate intervals (aggregate.png).
+
+The score of a run is its final evaluation: 100 x success rate where the environment reports success (the
+paper's AntMaze score), else the normalised score, else the return.
+"""
+
+import collections
+import dataclasses
+import json
+import pathlib
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from absl import flags
+
+from iql_tf import cli, files
+from iql_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+SCORE_KINDS = ("success_rate", "normalized_score", "return_mean")  # in order of preference
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("output_dir", None, "Where the report goes (default ROOT/report).")
+    flags.DEFINE_bool("plots", True, "Also draw curves.png and aggregate.png (--noplots: tables only).")
+    flags.DEFINE_integer("reps", 2000, "Bootstrap replications of each confidence interval.")
+    flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
+
+
+@dataclasses.dataclass
+class Run:
+    """One seed of one finished run."""
+
+    directory: pathlib.Path
+    dataset: str
+    configuration: str  # the non-seed, non-dataset hparams, as text
+    seed: int
+    steps: List[int]
+    scores: List[float]  # per evaluation, in score units
+    kind: str
+
+    @property
+    def final(self) -> float:
+        return self.scores[-1]
+
+
+def _score(results: Dict[str, float]) -> Tuple[Optional[str], Optional[float]]:
+    for kind in SCORE_KINDS:
+        if kind in results:
+            return kind, results[kind] * (100.0 if kind == "success_rate" else 1.0)
+    return None, None
+
+
+def collect(root: pathlib.Path) -> List[Run]:
+    """Every evaluated seed of every finished run under `root`."""
+    runs = []
+    for finished in sorted(root.rglob("finished.json")):
+        summary = json.loads(finished.read_text())
+        history = json.loads((finished.parent / "eval_results.json").read_text()) \
+            if (finished.parent / "eval_results.json").exists() else []
+        for seed, hparams in zip(summary["seeds"], summary["hparams"]):
+            entries = [entry for entry in history if entry["seed"] == seed]
+            scored = [(entry["step"], *_score(entry)) for entry in entries]
+            scored = [(step, kind, value) for step, kind, value in scored if kind is not None]
+            if not scored:
+                continue
+            # A sweep's runs differ in what it swept; other runs by their own settings.
+            settings = summary["swept"] or hparams
+            configuration = ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
+                                      if name not in ("train.seed", "make_dataset.source"))
+            runs.append(Run(finished.parent, summary["dataset"], configuration or "default", seed,
+                            [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1]))
+    return runs
+
+
+def _interval(scores: Dict[str, Any], function, reps: int, seed: int) -> Dict[str, Tuple[float, float, float]]:
+    """{name: (point, low, high)}: rliable's stratified bootstrap (over runs within each dataset)."""
+    points, intervals = _estimates(scores, function, reps, seed)
+    return {name: (float(np.squeeze(points[name])), float(np.squeeze(intervals[name][0])),
+                   float(np.squeeze(intervals[name][1]))) for name in scores}
+
+
+def _estimates(scores: Dict[str, Any], function, reps: int, seed: int) -> Tuple[Dict, Dict]:
+    """rliable's `get_interval_estimates`, without its progress logging and its dependency's warnings."""
+    import warnings
+
+    from absl import logging
+    from rliable import library as rly
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch: random_state is deprecated (rliable passes it)
+            return rly.get_interval_estimates(scores, function, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def summarise(runs: Sequence[Run], reps: int = 2000, seed: int = 0) -> Dict[str, Any]:
+    """The report's numbers (see the module docstring)."""
+    from rliable import metrics
+
+    if not runs:
+        raise UserError("no finished runs with evaluations there: train some first (iql-sweep, iql-train)")
+    by_dataset: Dict[str, Dict[str, List[Run]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for run in runs:
+        by_dataset[run.dataset][run.configuration].append(run)
+    datasets: Dict[str, Any] = {}
+    iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731
+    for dataset, configurations in by_dataset.items():
+        kinds = {run.kind for group in configurations.values() for run in group}
+        scores = {name: np.array([[run.final] for run in group]) for name, group in configurations.items()}
+        estimates = _interval(scores, iqm, reps, seed)
+        datasets[dataset] = {
+            "score": "/".join(sorted(kinds)),
+            "configurations": {name: {"runs": len(group), "mean": float(np.mean(scores[name])),
+                                      "iqm": estimates[name][0], "iqm_ci": estimates[name][1:]}
+                               for name, group in configurations.items()},
+        }
+    report: Dict[str, Any] = {"datasets": datasets}
+    common = sorted(set.intersection(*(set(c) for c in by_dataset.values())))
+    # rliable's matrices are [runs, datasets]: the same number of seeds on every dataset.
+    count = min((len(by_dataset[d][c]) for d in by_dataset for c in common), default=0)
+    matrices = {c: np.array([[run.final for run in by_dataset[d][c][:count]] for d in by_dataset]).T for c in common}
+    if len(by_dataset) > 1 and common:
+        aggregate = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x),  # noqa: E731
+                                        metrics.aggregate_optimality_gap(x, 100.0)])
+        points, intervals = _estimates(matrices, aggregate, reps, seed)
+        report["aggregate"] = {c: {name: (float(points[c][i]), float(intervals[c][0][i]), float(intervals[c][1][i]))
+                                   for i, name in enumerate(("iqm", "mean", "optimality_gap"))} for c in common}
+        report["aggregate_runs_per_dataset"] = count
+    if len(common) > 1:
+        pairs = {f"{x} > {y}": (matrices[x], matrices[y]) for x in common for y in common if x != y}
+        report["probability_of_improvement"] = _interval(pairs, metrics.probability_of_improvement, reps, seed)
+    return report
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    lines = ["# Results", ""]
+    for dataset, entry in report["datasets"].items():
+        lines += [f"## {dataset} (score: {entry['score']})", "", "| configuration | runs | mean | IQM | 95 % CI of the IQM |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, values in entry["configurations"].items():
+            low, high = values["iqm_ci"]
+            lines.append(f"| {name} | {values['runs']} | {values['mean']:.1f} | {values['iqm']:.1f} | "
+                         f"[{low:.1f}, {high:.1f}] |")
+        lines.append("")
+    if "aggregate" in report:
+        lines += [f"## Across datasets ({report['aggregate_runs_per_dataset']} runs per dataset)", "",
+                  "| configuration | IQM | mean | optimality gap |", "| --- | --- | --- | --- |"]
+        for name, values in report["aggregate"].items():
+            lines.append("| " + " | ".join([name] + [f"{p:.1f} [{lo:.1f}, {hi:.1f}]" for p, lo, hi in values.values()])
+                         + " |")
+        lines.append("")
+    if "probability_of_improvement" in report:
+        lines += ["## Probability of improvement", "", "| comparison | P(X > Y) | 95 % CI |", "| --- | --- | --- |"]
+        for name, (point, low, high) in report["probability_of_improvement"].items():
+            lines.append(f"| {name} | {point:.2f} | [{low:.2f}, {high:.2f}] |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(runs: Sequence[Run], report: Dict[str, Any], output: pathlib.Path, reps: int, seed: int) -> List[pathlib.Path]:
+    """curves.png (IQM over seeds per evaluation step, with a 95 % band) and aggregate.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import metrics
+
+    datasets = list(report["datasets"])
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        for configuration in report["datasets"][dataset]["configurations"]:
+            group = [run for run in runs if run.dataset == dataset and run.configuration == configuration]
+            steps = sorted(set.intersection(*(set(run.steps) for run in group)))
+            if not steps:
+                continue
+            curves = np.array([[dict(zip(run.steps, run.scores))[step] for step in steps] for run in group])
+            per_step = lambda x: np.array([metrics.aggregate_iqm(x[:, :, t]) for t in range(x.shape[2])])  # noqa: E731
+            points, intervals = _estimates({"c": curves[:, None, :]}, per_step, max(200, reps // 10), seed)
+            axis.plot(steps, points["c"], label=configuration)
+            axis.fill_between(steps, intervals["c"][0], intervals["c"][1], alpha=0.2)
+        axis.set_title(dataset)
+        axis.set_xlabel("gradient updates")
+        axis.set_ylabel(report["datasets"][dataset]["score"].replace("success_rate", "success (%)"))
+        axis.legend(fontsize="x-small")
+    figure.tight_layout()
+    written = [output / "curves.png"]
+    _save(figure, written[0])
+    if "aggregate" in report:
+        names = list(report["aggregate"])
+        figure, axes = plt.subplots(1, 3, figsize=(12, 0.6 + 0.5 * len(names)), squeeze=False)
+        for axis, metric in zip(axes[0], ("iqm", "mean", "optimality_gap")):
+            for row, name in enumerate(names):
+                point, low, high = report["aggregate"][name][metric]
+                axis.plot([low, high], [row, row], lw=6, alpha=0.5)
+                axis.plot([point], [row], "k|", ms=12)
+            axis.set_yticks(range(len(names)), names if metric == "iqm" else [""] * len(names))
+            axis.set_title(metric.replace("_", " "))
+        figure.tight_layout()
+        written.append(output / "aggregate.png")
+        _save(figure, written[-1])
+    return written
+
+
+def _save(figure: Any, path: pathlib.Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with files.atomic_file(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 2:
+        raise UserError("give one folder of runs: python -m iql_tf.report ROOT")
+    root = pathlib.Path(argv[1])
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder; give the --root of a sweep or a folder of run directories")
+    if FLAGS.reps <= 0:
+        raise UserError(f"--reps={FLAGS.reps} must be positive")
+    runs = collect(root)
+    report = summarise(runs, FLAGS.reps, FLAGS.seed)
+    output = pathlib.Path(FLAGS.output_dir) if FLAGS.output_dir else root / "report"
+    output.mkdir(parents=True, exist_ok=True)
+    text = markdown(report)
+    with files.atomic_file(output / "report.md") as temporary:
+        pathlib.Path(temporary).write_text(text)
+    with files.atomic_file(output / "report.json") as temporary:
+        pathlib.Path(temporary).write_text(json.dumps(report, indent=2))
+    print(text)
+    if FLAGS.plots:
+        for path in plot(runs, report, output, FLAGS.reps, FLAGS.seed):
+            print(f"wrote {path}")
+
+
+def run() -> None:
+    """The `iql-report` command."""
+    define_flags()
+    cli.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,304 @@
+"""Run many experiments on Ray: `python -m iql_tf.sweep --gin_file=CONFIG --grid="BINDING=[V1, V2]" --seeds=0-9
+--root=DIR` (or `iql-sweep`).
+
+Every combination of the `--grid` values, times every seed, is an ordinary run directory,
+`ROOT/NAME=VALUE,.../seedN`, trained by the same code path as `iql_tf.train` (resumable on its own), as a Ray
+task with `--cpus_per_run` CPUs (and `--gpus_per_run`, a fraction of a GPU where there is one). Without
+`--ray_address` a local Ray starts on this machine (nothing to set up); `--ray_address=auto` (or
+`ray://HOST:PORT`) submits to a running cluster, whose machines must all see `--root` (shared storage) and
+have iql-tf installed.
+
+Re-running the same command skips finished runs and resumes unfinished ones. Ctrl-C asks every running run
+to stop (each saves a checkpoint first) and waits for them. Progress: one line per finished run and a bar.
+
+    python -m iql_tf.sweep --gin_file=quickstart --grid="IQLAgent.expectile=[0.5, 0.7, 0.9]" --seeds=0-2 \\
+        --root=runs/expectile
+    python -m iql_tf.report runs/expectile
+"""
+
+import ast
+import dataclasses
+import itertools
+import json
+import os
+import pathlib
+import re
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import gin
+from absl import flags
+
+from iql_tf import cli, config
+from iql_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+RUN_FILE = "sweep_run.json"  # what a run directory of a sweep is: its config, bindings and seed
+STOP_FILE = "STOP"  # ROOT/STOP: every run of the sweep saves and stops (Ctrl-C of the driver makes it)
+# Settings that reach Ray's workers on this machine (a cluster's workers use their own environment).
+_PASSED_ENVIRONMENT = ("MINARI_DATASETS_PATH", "IQL_TF_DATA_DIR", "IQL_TF_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
+
+
+def define_flags() -> None:
+    config.define_gin_flags()
+    flags.adopt_module_key_flags(config)
+    flags.DEFINE_multi_string("grid", [], "BINDING=[VALUE, ...] (Python literals, as in gin), repeatable: every "
+                              "combination is trained, e.g. --grid=\"IQLAgent.expectile=[0.7, 0.9]\".")
+    flags.DEFINE_string("seeds", "0", "Seeds of every combination: 0-9, or 0,3,5.")
+    flags.DEFINE_string("root", None, "Where the runs go (shared storage for a cluster).")
+    flags.DEFINE_string("ray_address", None, "A running Ray cluster (auto, or ray://HOST:PORT); default: a local one.")
+    flags.DEFINE_float("cpus_per_run", 1.0, "CPUs Ray reserves for each run (TensorFlow uses that many threads).")
+    flags.DEFINE_float("gpus_per_run", 0.0, "GPUs (or a fraction of one) Ray reserves for each run.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: where it goes and how it is configured."""
+
+    name: str  # ROOT-relative directory: NAME=VALUE,.../seedN
+    gin_files: Tuple[str, ...]
+    bindings: Tuple[str, ...]  # the sweep's --gin_bindings, then the grid's, then the seed
+    hparams: Tuple[Tuple[str, Any], ...]  # the swept bindings and the seed, for TensorBoard's HParams tab
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"gin_files": list(self.gin_files), "bindings": list(self.bindings), "hparams": dict(self.hparams)}
+
+
+def parse_seeds(text: str) -> List[int]:
+    """0-9 or 0,3,5; duplicates and negatives are UserErrors."""
+    try:
+        seeds: List[int] = []
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            seeds += list(range(int(first), int(last) + 1)) if last else [int(first)]
+    except ValueError as error:
+        raise UserError(f"--seeds={text!r}: expected 0-9 or 0,3,5") from error
+    duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if duplicates:
+        raise UserError(f"--seeds={text!r} names seed(s) {duplicates} more than once")
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"--seeds={text!r}: give non-negative seeds, e.g. 0-9")
+    return seeds
+
+
+def parse_grid(entries: Sequence[str]) -> List[Tuple[str, List[Any]]]:
+    """[(binding, values)] from BINDING=[V1, V2] entries."""
+    grid = []
+    for entry in entries:
+        name, separator, values = entry.partition("=")
+        name = name.strip()
+        if not separator or not re.fullmatch(r"[\w.]+\.\w+", name):
+            raise UserError(f"--grid={entry!r}: expected BINDING=[VALUE, ...], e.g. IQLAgent.expectile=[0.7, 0.9]")
+        try:
+            parsed = ast.literal_eval(values.strip())
+        except (ValueError, SyntaxError) as error:
+            raise UserError(f"--grid={entry!r}: the values are not a list of Python literals ({error})") from error
+        if not isinstance(parsed, (list, tuple)) or not parsed:
+            raise UserError(f"--grid={entry!r}: give a non-empty list of values, e.g. {name}=[0.7, 0.9]")
+        if name == "train.seed":
+            raise UserError("--grid over train.seed: use --seeds")
+        if name in (other for other, _ in grid):
+            raise UserError(f"--grid names {name} twice: put all its values in one list")
+        grid.append((name, list(parsed)))
+    return grid
+
+
+def plan(gin_files: Sequence[str], bindings: Sequence[str], grid: List[Tuple[str, List[Any]]],
+         seeds: Sequence[int]) -> List[RunSpec]:
+    """Every combination of the grid, times every seed, each checked to parse as gin before anything runs."""
+    for binding in bindings:
+        if re.match(r"\s*train\.seed\s*=", binding):
+            raise UserError(f"--gin_bindings {binding!r}: the sweep sets train.seed itself; use --seeds")
+    names = [name for name, _ in grid]
+    specs = []
+    for values in itertools.product(*[values for _, values in grid]):
+        assignments = [f"{name} = {value!r}" for name, value in zip(names, values)]
+        folder = ",".join(f"{name.rsplit('.', 1)[-1]}={_slug(value)}" for name, value in zip(names, values)) or "run"
+        for seed in seeds:
+            spec = RunSpec(f"{folder}/seed{seed}", tuple(gin_files), tuple(bindings) + tuple(assignments)
+                           + (f"train.seed = {seed}",),
+                           tuple((name, _hparam(value)) for name, value in zip(names, values)) + (("train.seed", seed),))
+            specs.append(spec)
+    for spec in specs[:: len(seeds)]:  # every combination parses (unknown names, values gin cannot read)
+        gin.clear_config()
+        config.parse_gin(spec.gin_files, spec.bindings)
+    gin.clear_config()
+    folders = [spec.name for spec in specs]
+    if len(set(folders)) != len(folders):
+        raise UserError("two grid combinations give the same run directory name; use values that differ in their "
+                        "text")
+    return specs
+
+
+def _slug(value: Any) -> str:
+    text = pathlib.Path(value).stem if isinstance(value, str) and ("/" in value and "." in value) else str(value)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "empty"
+
+
+def _hparam(value: Any) -> Any:
+    return value if isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+def check_root(root: pathlib.Path, specs: Sequence[RunSpec]) -> None:
+    """A run directory already in ROOT must hold the run this sweep would train there."""
+    for spec in specs:
+        path = root / spec.name / RUN_FILE
+        if not path.exists():
+            continue
+        recorded = json.loads(path.read_text())
+        if recorded != spec.to_json():
+            raise UserError(f"{path.parent} holds a run of another configuration ({recorded['bindings']} vs "
+                            f"{list(spec.bindings)}); use another --root, or the sweep command that made it")
+
+
+def is_finished(root: pathlib.Path, spec: RunSpec) -> bool:
+    return (root / spec.name / "finished.json").exists()  # trainer.FINISHED_FILE (the trainer imports TensorFlow)
+
+
+def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> Dict[str, Any]:
+    """A Ray task: trains (or resumes) one run. Never raises for the run's own failures: returns them."""
+    import tensorflow as tf
+
+    try:  # before TensorFlow starts its thread pools; a reused worker has them already
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+    import gin
+
+    import iql_tf.generation  # noqa: F401  (the project's generated dataset ids)
+    from iql_tf import files, logs, trainer
+
+    logs.quiet_tensorflow()
+    workdir, stop_file = pathlib.Path(root) / name, pathlib.Path(root) / STOP_FILE
+    if stop_file.exists():
+        return {"name": name, "status": "stopped", "step": None}
+    try:
+        gin.clear_config()
+        config.parse_gin(spec_json["gin_files"], spec_json["bindings"])
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not (workdir / RUN_FILE).exists():
+            with files.atomic_file(workdir / RUN_FILE) as temporary:
+                pathlib.Path(temporary).write_text(json.dumps(spec_json, indent=2, sort_keys=True))
+        results = trainer.run_training(str(workdir), hparams=spec_json["hparams"], stop_files=[str(stop_file)])
+        return {"name": name, "status": "finished", "results": results}
+    except trainer.RunStopped as stopped:
+        return {"name": name, "status": "stopped", "step": stopped.step}
+    except UserError as error:
+        return {"name": name, "status": "failed", "error": str(error).splitlines()[0]}
+    finally:
+        gin.clear_config()
+
+
+def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optional[str], cpus_per_run: float,
+              gpus_per_run: float, progress: bool = True) -> List[Dict[str, Any]]:
+    """Trains the unfinished runs as Ray tasks; returns one outcome per run (finished ones: 'skipped')."""
+    import ray
+    import tqdm
+
+    check_root(root, specs)
+    outcomes = [{"name": spec.name, "status": "skipped"} for spec in specs if is_finished(root, spec)]
+    pending = [spec for spec in specs if not is_finished(root, spec)]
+    _write_hparams_config(root, specs)
+    if not pending:
+        return outcomes
+    (root / STOP_FILE).unlink(missing_ok=True)
+    environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
+    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": environment} if ray_address is None else None)
+    try:
+        task = ray.remote(train_one).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        threads = max(1, int(cpus_per_run))
+        unfinished = {task.remote(spec.to_json(), spec.name, str(root), threads): spec for spec in pending}
+        bar = tqdm.tqdm(total=len(specs), initial=len(outcomes), unit="run", disable=not progress, file=sys.stderr)
+        try:
+            while unfinished:
+                done, _ = ray.wait(list(unfinished), num_returns=1)
+                for ref in done:
+                    unfinished.pop(ref)
+                    outcome = ray.get(ref)
+                    outcomes.append(outcome)
+                    bar.write(_line(outcome))
+                    bar.update(1)
+        except KeyboardInterrupt:
+            bar.write(f"stopping {len(unfinished)} unfinished run(s): running ones save a checkpoint first")
+            (root / STOP_FILE).touch()  # every run watches it; runs that have not started return at once
+            stopped = ray.get(list(unfinished))
+            outcomes += stopped
+            for outcome in stopped:
+                bar.write(_line(outcome))
+            raise
+        finally:
+            (root / STOP_FILE).unlink(missing_ok=True)
+        bar.close()
+    finally:
+        ray.shutdown()
+    return outcomes
+
+
+def _line(outcome: Dict[str, Any]) -> str:
+    if outcome["status"] == "finished":
+        headline = ", ".join(f"{name} {value:.3g}" for name, value in outcome["results"][0].items()
+                             if name in ("success_rate", "normalized_score", "return_mean"))
+        return f"finished {outcome['name']}: {headline or 'no evaluation'}"
+    if outcome["status"] == "stopped":
+        if outcome["step"] is None:
+            return f"stopped {outcome['name']} before it started"
+        return f"stopped {outcome['name']} at step {outcome['step']} (re-run the sweep to resume)"
+    return f"failed {outcome['name']}: {outcome.get('error')}"
+
+
+def _write_hparams_config(root: pathlib.Path, specs: Sequence[RunSpec]) -> None:
+    """The HParams tab's experiment at ROOT: the swept bindings and seed, and the final scores as metrics."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    values: Dict[str, set] = {}
+    for spec in specs:
+        for name, value in spec.hparams:
+            values.setdefault(name, set()).add(value)
+    root.mkdir(parents=True, exist_ok=True)
+    with tf.summary.create_file_writer(str(root / "tb_experiment")).as_default():
+        hp.hparams_config(
+            hparams=[hp.HParam(name, hp.Discrete(sorted(options, key=str))) for name, options in values.items()],
+            metrics=[hp.Metric(f"eval/{name}") for name in ("success_rate", "normalized_score", "return_mean")],
+        )
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {list(argv[1:])}")
+    if not FLAGS.gin_file:
+        raise UserError("--gin_file is required, e.g. --gin_file=quickstart")
+    if not FLAGS.root:
+        raise UserError("--root is required: the folder the runs go to (shared storage on a cluster)")
+    if FLAGS.cpus_per_run <= 0 or FLAGS.gpus_per_run < 0:
+        raise UserError("--cpus_per_run must be positive and --gpus_per_run non-negative")
+    from iql_tf import logs
+
+    logs.quiet_tensorflow()
+    specs = plan(FLAGS.gin_file, FLAGS.gin_bindings, parse_grid(FLAGS.grid), parse_seeds(FLAGS.seeds))
+    root = pathlib.Path(FLAGS.root)
+    start = time.perf_counter()
+    try:
+        outcomes = run_sweep(specs, root, FLAGS.ray_address, FLAGS.cpus_per_run, FLAGS.gpus_per_run)
+    except KeyboardInterrupt:
+        print("stopped; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    counts = {status: sum(o["status"] == status for o in outcomes) for status in ("finished", "skipped", "failed")}
+    print(f"{len(specs)} runs in {root}: {counts['finished']} trained, {counts['skipped']} already finished, "
+          f"{counts['failed']} failed ({time.perf_counter() - start:.0f} s); summarise with "
+          f"`python -m iql_tf.report {root}`")
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def run() -> None:
+    """The `iql-sweep` command."""
+    define_flags()
+    cli.run(main, sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,136 @@
+"""Sweeps on a local Ray and the report: every combination trained as its own run, Ctrl-C saving running runs,
+re-running skipping finished ones and resuming the rest, bad input refused before anything starts, and the
+report's statistics against numbers computed by hand."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+from scipy import stats
+
+from iql_tf import report, sweep
+from iql_tf.errors import UserError
+
+
+@pytest.fixture
+def sweep_flags(hopper_rows, tmp_path):
+    """A 2 datasets x 2 expectiles grid of tiny Hopper runs (the command line's flags)."""
+    for name, rows in (("first", slice(0, 1000)), ("second", slice(1000, 2000))):
+        np.savez(tmp_path / f"{name}.npz", **{key: value[rows] for key, value in hopper_rows.items()})
+    bindings = ["make_dataset.env_id = 'Hopper-v5'", f"make_dataset.cache_dir = '{tmp_path / 'cache'}'",
+                "IQLAgent.hidden_dims = (8, 8)", "IQLAgent.batch_size = 16", "IQLAgent.jit_compile = False",
+                "train.num_offline_steps = 2000", "train.checkpoint_interval = 1000", "train.eval_interval = 1000",
+                "train.eval_episodes = 1", "train.progress_bar = False"]
+    grid = [f"make_dataset.source=['{tmp_path / 'first.npz'}', '{tmp_path / 'second.npz'}']",
+            "IQLAgent.expectile=[0.7, 0.9]"]
+    return ["--gin_file=locomotion", *[f"--gin_bindings={b}" for b in bindings], *[f"--grid={g}" for g in grid],
+            "--seeds=0-1", f"--root={tmp_path / 'root'}"]
+
+
+def finished(root):
+    return {str(path.parent.relative_to(root)): path.stat().st_mtime_ns for path in root.glob("*/*/finished.json")}
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
+    root = tmp_path / "root"
+    command = [sys.executable, "-m", "iql_tf.sweep", *sweep_flags]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not finished(root) or not any((p / "checkpoints").exists() and not (p / "finished.json").exists()
+                                        for p in root.glob("*/*")):
+        assert driver.poll() is None, driver.communicate()[1][-2000:]
+        assert time.time() < deadline, "no run finished"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C
+    stdout, stderr = driver.communicate(timeout=300)
+    before = finished(root)
+    assert driver.returncode == 130, stderr[-2000:]
+    stopped = [line for line in stdout.splitlines() if line.startswith("stopped ") and "at step" in line]
+    assert stopped, stdout[-2000:]
+    # Each stopped run saved a checkpoint at the step it reached, before exiting.
+    for line in stopped:
+        name, step = line.split()[1], int(line.split("at step ")[1].split()[0])
+        assert (root / name / "checkpoints" / f"ckpt-{step}.index").exists()
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = finished(root)
+    assert len(after) == 8 and {name: after[name] for name in before} == before  # finished runs not trained again
+    assert f"8 runs in {root}: {8 - len(before)} trained, {len(before)} already finished, 0 failed" in result.stdout
+    for line in stopped:  # stopped runs resumed from their checkpoint
+        history = json.loads((root / line.split()[1] / "eval_results.json").read_text())
+        assert [entry["step"] for entry in history] == [1000, 2000]
+
+    # The report of the sweep: 2 datasets x 2 configurations, 2 seeds each, aggregated across datasets.
+    summary = report.summarise(report.collect(root), reps=200)
+    assert set(summary["datasets"]) == {str(tmp_path / "first.npz"), str(tmp_path / "second.npz")}
+    configurations = {"IQLAgent.expectile=0.7", "IQLAgent.expectile=0.9"}
+    for entry in summary["datasets"].values():
+        assert set(entry["configurations"]) == configurations and entry["score"] == "normalized_score"
+        assert all(values["runs"] == 2 for values in entry["configurations"].values())
+    assert set(summary["aggregate"]) == configurations and summary["aggregate_runs_per_dataset"] == 2
+    assert len(summary["probability_of_improvement"]) == 2
+    written = report.plot(report.collect(root), summary, tmp_path, reps=200, seed=0)
+    assert [path.name for path in written] == ["curves.png", "aggregate.png"]
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written)
+    assert "| IQLAgent.expectile=0.7 | 2 |" in report.markdown(summary)
+
+
+def test_bad_input_is_refused_before_anything_starts(sweep_flags, tmp_path):
+    with pytest.raises(UserError, match="no_such_parameter"):
+        sweep.plan(["locomotion"], [], sweep.parse_grid(["IQLAgent.no_such_parameter=[1, 2]"]), [0])
+    with pytest.raises(UserError, match="give a non-empty list of values"):
+        sweep.parse_grid(["IQLAgent.expectile=[]"])
+    with pytest.raises(UserError, match=r"expected BINDING=\[VALUE, ...\]"):
+        sweep.parse_grid(["expectile"])
+    with pytest.raises(UserError, match="use --seeds"):
+        sweep.parse_grid(["train.seed=[0, 1]"])
+    with pytest.raises(UserError, match=r"names seed\(s\) \[1\] more than once"):
+        sweep.parse_seeds("0-2,1")
+    assert sweep.parse_seeds("0-2,5") == [0, 1, 2, 5]
+    specs = sweep.plan(["locomotion"], ["train.num_offline_steps = 10"], sweep.parse_grid(["IQLAgent.expectile=[0.7]"]),
+                       [3])
+    assert [spec.name for spec in specs] == ["expectile=0.7/seed3"]
+    (tmp_path / "root" / specs[0].name).mkdir(parents=True)
+    (tmp_path / "root" / specs[0].name / sweep.RUN_FILE).write_text(json.dumps(
+        {**specs[0].to_json(), "bindings": ["IQLAgent.expectile = 0.5"]}))
+    with pytest.raises(UserError, match=r"holds a run of another configuration"):
+        sweep.check_root(tmp_path / "root", specs)
+    assert gin.config._CONFIG == {}  # planning leaves no gin state behind
+
+
+def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
+    # One dataset, one configuration, eight seeds with final scores 0, 10, ..., 70.
+    runs = [report.Run(tmp_path, "d", "c", seed, [1], [10.0 * seed], "normalized_score") for seed in range(8)]
+    entry = report.summarise(runs, reps=2000, seed=0)["datasets"]["d"]["configurations"]["c"]
+    assert entry["runs"] == 8 and entry["mean"] == 35.0
+    assert entry["iqm"] == pytest.approx(35.0)  # the mean of the middle half: 20, 30, 40, 50
+    # A percentile bootstrap of the IQM over seeds, by hand.
+    rng = np.random.default_rng(1)
+    scores = 10.0 * np.arange(8)
+    boots = [stats.trim_mean(rng.choice(scores, 8), 0.25) for _ in range(20000)]
+    low, high = np.percentile(boots, [2.5, 97.5])
+    assert entry["iqm_ci"][0] == pytest.approx(low, abs=2.5) and entry["iqm_ci"][1] == pytest.approx(high, abs=2.5)
+    # Probability of improvement: a configuration better on every seed pair is better with probability 1.
+    better = [report.Run(tmp_path, d, "high", s, [1], [100.0 + s], "normalized_score") for d in "xy" for s in range(3)]
+    worse = [report.Run(tmp_path, d, "low", s, [1], [float(s)], "normalized_score") for d in "xy" for s in range(3)]
+    summary = report.summarise(better + worse, reps=200)
+    assert summary["probability_of_improvement"]["high > low"][0] == 1.0
+    assert summary["probability_of_improvement"]["low > high"][0] == 0.0
+    assert summary["aggregate"]["high"]["optimality_gap"][0] == pytest.approx(0.0)  # all at or above 100
+    assert summary["aggregate"]["low"]["iqm"][0] == pytest.approx(1.0)
+
+
+def test_the_sweep_command_reports_mistakes_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "iql_tf.sweep", "--gin_file=quickstart", "--seeds=1,1",
+                             f"--root={tmp_path}"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: --seeds='1,1' names seed(s) [1] more than once"
