@@ -25,7 +25,8 @@ def sweep_flags(hopper_rows, tmp_path):
         np.savez(tmp_path / f"{name}.npz", **{key: value[rows] for key, value in hopper_rows.items()})
     bindings = ["make_dataset.env_id = 'Hopper-v5'", f"make_dataset.cache_dir = '{tmp_path / 'cache'}'",
                 "IQLAgent.hidden_dims = (8, 8)", "IQLAgent.batch_size = 16", "IQLAgent.jit_compile = False",
-                "train.num_offline_steps = 2000", "train.checkpoint_interval = 1000", "train.eval_interval = 1000",
+                "train.num_offline_steps = 3000", "train.checkpoint_interval = 1000", "train.eval_interval = 1000",
+                "train.steps_per_call = 50",
                 "train.eval_episodes = 1", "train.progress_bar = False"]
     grid = [f"make_dataset.source=['{tmp_path / 'first.npz'}', '{tmp_path / 'second.npz'}']",
             "IQLAgent.expectile=[0.7, 0.9]"]
@@ -37,14 +38,20 @@ def finished(root):
     return {str(path.parent.relative_to(root)): path.stat().st_mtime_ns for path in root.glob("*/*/finished.json")}
 
 
+def early_in_its_run(run):
+    """Unfinished, checkpointed at step 1000 and not yet at 2000: at least 1000 updates (20 calls) to go."""
+    checkpoints = run / "checkpoints"
+    return ((checkpoints / "ckpt-1000.index").exists() and not (checkpoints / "ckpt-2000.index").exists()
+            and not (run / "finished.json").exists())
+
+
 @pytest.mark.slow
 def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
     root = tmp_path / "root"
     command = [sys.executable, "-m", "iql_tf.sweep", *sweep_flags]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not finished(root) or not any((p / "checkpoints").exists() and not (p / "finished.json").exists()
-                                        for p in root.glob("*/*")):
+    while not finished(root) or not any(early_in_its_run(run) for run in root.glob("*/*")):
         assert driver.poll() is None, driver.communicate()[1][-2000:]
         assert time.time() < deadline, "no run finished"
         time.sleep(0.05)
@@ -66,7 +73,7 @@ def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
     assert f"8 runs in {root}: {8 - len(before)} trained, {len(before)} already finished, 0 failed" in result.stdout
     for line in stopped:  # stopped runs resumed from their checkpoint
         history = json.loads((root / line.split()[1] / "eval_results.json").read_text())
-        assert [entry["step"] for entry in history] == [1000, 2000]
+        assert [entry["step"] for entry in history] == [1000, 2000, 3000]
 
     # The report of the sweep: 2 datasets x 2 configurations, 2 seeds each, aggregated across datasets.
     summary = report.summarise(report.collect(root), reps=200)
