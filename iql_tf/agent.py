@@ -7,7 +7,7 @@ is exactly what it would be trained alone.
 """
 
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import gin
 import keras
@@ -177,6 +177,7 @@ class IQLAgent(tf.Module):
         self.jit_compile = bool(jit_compile)
         self._compiled_updates = tf.function(self._updates, jit_compile=self.jit_compile)
         self._compiled_update = tf.function(self._sampled_update, jit_compile=self.jit_compile)
+        self._online_step = tf.function(self._append_update_explore)  # never XLA: it would copy the buffer
 
     def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
         """One IQL update of every member in the reference order: value, actor, critics, target critics.
@@ -279,11 +280,22 @@ class IQLAgent(tf.Module):
             metrics = self._compiled_updates(buffer, tf.constant(num_updates, tf.int32))
         return dict(zip(METRIC_NAMES, metrics.numpy()))
 
-    def online_update(self, buffer: ReplayBuffer, transition: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Appends one transition (float32 arrays keyed as the buffer's columns) and makes one update; returns
-        the update's metrics."""
+    def online_update(self, buffer: ReplayBuffer, transition: Dict[str, np.ndarray], next_observations: np.ndarray,
+                      noise_std: tf.Tensor) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+        """Appends one transition (float32 arrays keyed as the buffer's columns), makes one update, then samples
+        the exploration actions for `next_observations` ([members, B, obs]) with the updated policy, as
+        `explore`; returns the update's metrics and those actions. One call instead of three: per call
+        overhead, not arithmetic, is what one update per environment step pays for."""
+        if self.jit_compile is None:
+            raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
+        metrics, actions = self._online_step(buffer, transition, next_observations, noise_std)
+        return dict(zip(METRIC_NAMES, metrics.numpy())), actions.numpy()
+
+    def _append_update_explore(self, buffer: ReplayBuffer, transition: Dict[str, tf.Tensor],
+                               next_observations: tf.Tensor, noise_std: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         buffer.add(transition)
-        return self.run_updates(buffer, 1)
+        metrics = self._compiled_update(buffer)  # XLA-compiled where chosen; the append stays outside XLA
+        return metrics, self._explore(next_observations, noise_std)
 
     def _explore(self, observations: tf.Tensor, noise_std: tf.Tensor) -> tf.Tensor:
         """Actions sampled from each member's policy (temperature 1) plus Gaussian exploration noise of std
@@ -295,7 +307,7 @@ class IQLAgent(tf.Module):
         return tf.clip_by_value(mean + self.actor.std() * policy_noise + noise_std * extra_noise, -1.0, 1.0)
 
     def weights_finite(self) -> Dict[str, bool]:
-        """Whether each network's weights and optimiser state are all finite (checked before saving)."""
+        """Whether each network's weights are all finite (checked before saving, evaluating, exporting)."""
         groups = {"value": self.value, "actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
         return {name: all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.variables)
                 for name, model in groups.items()}

@@ -46,6 +46,7 @@ class OnlinePhase:
         self.episodes = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_episodes")
         self.rows = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_rows")  # saved with the checkpoint
         self.observation: Optional[np.ndarray] = None  # the current network observation; None between episodes
+        self.action: Optional[np.ndarray] = None  # the exploration action for it, in [-1, 1]
         self.finished: List[Dict[str, float]] = []  # episodes ended since the last summary
         self.on_episode: Callable[[int, Dict[str, float]], None] = lambda step, episode: None
 
@@ -67,17 +68,20 @@ class OnlinePhase:
         """One environment step and one gradient update; returns the update's metrics."""
         if self.observation is None:
             self._reset()
-        unit_action = self.agent.explore(self.observation[None, None], self.noise).numpy()[0, 0]
+            self.action = self.agent.explore(self.observation[None, None], self.noise).numpy()[0, 0]
+        unit_action = self.action
         observation, reward, terminated, truncated, info = self.env.step(
             self.preprocessing.actions_from_unit(unit_action))
         next_observation = self._prepared(observation)
-        metrics = self.agent.online_update(self.buffer, {
+        # The update and the next step's action in one call (the action is wasted when the episode ends here).
+        metrics, next_actions = self.agent.online_update(self.buffer, {
             "observations": self.observation,
             "actions": np.clip(unit_action, -ACTION_LIMIT, ACTION_LIMIT),
             "rewards": np.float32(self.preprocessing.rewards(float(reward))),
             "masks": np.float32(0.0 if terminated else 1.0),
             "next_observations": next_observation,
-        })
+        }, next_observation[None, None], self.noise)
+        self.action = next_actions[0, 0]
         self.episode["return"] += float(reward)
         self.episode["length"] += 1
         self.episode["success"] = max(self.episode["success"], float(bool(info.get("success", False))))

@@ -196,10 +196,16 @@ def test_online_update_appends_then_trains_and_exploration_is_seeded():
     agent = make_agent()
     new = {"observations": np.ones(OBS, np.float32), "actions": np.zeros(ACT, np.float32),
            "rewards": np.float32(2.0), "masks": np.float32(0.0), "next_observations": np.ones(OBS, np.float32)}
-    agent.online_update(buffer, new)
+    next_observations = np.ones([1, 1, OBS], np.float32)
+    _, action = agent.online_update(buffer, new, next_observations, tf.constant(0.1))
     assert int(buffer.size) == 11 and int(agent.step) == 1
     rows = buffer.online_rows(0, 1)
     assert rows["rewards"].tolist() == [2.0] and rows["masks"].tolist() == [0.0]
+    # The next action comes from the updated policy, drawn as `explore` draws it.
+    twin, twin_buffer = make_agent(), ReplayBuffer(transitions, capacity=12)
+    twin_buffer.add(new)
+    twin.run_updates(twin_buffer, 1)
+    np.testing.assert_allclose(action, twin.explore(next_observations, tf.constant(0.1)).numpy(), atol=1e-5)
     observations = tf.zeros([1, 4, OBS])
     first, again = make_agent().explore(observations, tf.constant(0.1)), make_agent().explore(observations,
                                                                                               tf.constant(0.1))
