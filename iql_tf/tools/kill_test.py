@@ -104,11 +104,12 @@ def inject(folder: pathlib.Path, bindings: Sequence[str], kills: int, rng: rando
         before = completed_step(workdir)
         process = subprocess.Popen(command(workdir, bindings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True)
-        targets = range(before + interval, final, interval)
-        if delivered < kills and targets:
-            # A random moment of training: after a random checkpoint, then up to one interval later (which may
-            # land in the middle of writing the next checkpoint).
-            target = rng.choice(targets)
+        if delivered < kills:
+            # A random moment of training: after one of the next checkpoints (near enough that the kills still
+            # to deliver fit in the checkpoints left; the current one when none is left), then up to one
+            # interval later, which may land in the middle of writing the next checkpoint.
+            targets = list(range(before + interval, final, interval)) or [before]
+            target = targets[rng.randrange(max(1, len(targets) // (kills - delivered)))]
             while process.poll() is None and completed_step(workdir) < target:
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, seconds_per_interval))
