@@ -1,6 +1,10 @@
-"""The benchmark's harness on tiny networks (speed itself is the benchmark's business, never a test's): the
+"""The benchmarks' harnesses on tiny networks and data (speed itself is the benchmark's business, never a test's): the
 requested rows are there, ratios are to each group's first row, and the table renders."""
 
+import pytest
+
+from iql_tf.errors import UserError
+from iql_tf.tools import benchmark_data
 from iql_tf.tools.benchmark import __main__ as benchmark
 
 
@@ -16,3 +20,16 @@ def test_rows_and_ratios_to_each_groups_first_row():
         assert first.baseline and first.ratio == 1.0
         assert all(abs(row.ratio - row.value / first.value) < 1e-9 and row.value > 0 for row in others)
     assert "| iql-tf XLA, one update per call |" in benchmark.markdown(rows, "header")
+
+
+def test_the_many_seeds_flag_reads_sizes_and_seed_counts():
+    assert benchmark._ensemble("256x256:10") == ((256, 256), 10)
+    with pytest.raises(UserError, match=r"--ensembles entry '64,64:8': expected SIZExSIZE:SEEDS"):
+        benchmark._ensemble("64,64:8")
+
+
+def test_the_data_benchmark_converts_and_loads():
+    rows = benchmark_data.measure(num_transitions=3000, repeats=1)
+    assert [name for name, _ in rows] == ["convert (npz -> shards)", "load_converted (verify + read)",
+                                          "make_dataset (+ clip, locomotion)"]
+    assert all(len(times) == 1 and times[0] > 0 for _, times in rows)

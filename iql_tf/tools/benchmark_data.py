@@ -12,12 +12,13 @@ import pathlib
 import statistics
 import tempfile
 import time
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 from absl import app, flags
 
-from iql_tf.data.convert import convert
+from iql_tf.data import sources
+from iql_tf.data.conversion import convert
 from iql_tf.data.pipeline import load_converted, make_dataset
 
 flags.DEFINE_integer("num_transitions", 1_000_000, "Transitions to synthesise.")
@@ -54,23 +55,29 @@ def timed(function: Callable[[int], object], repeats: int) -> List[float]:
     return times
 
 
-def main(argv: Sequence[str]) -> None:
-    del argv
+def measure(num_transitions: int, repeats: int) -> List[Tuple[str, List[float]]]:
+    """Seconds of each stage's repeats, on a synthetic npz of `num_transitions` rows in a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
         root = pathlib.Path(folder)
         source = root / "hopper-like.npz"
-        np.savez(source, **hopper_like(FLAGS.num_transitions))
-        print(f"{FLAGS.num_transitions} transitions, npz of {source.stat().st_size / 2**20:.0f} MiB")
-        conversions = timed(lambda k: convert(str(source), root / f"out{k}"), min(3, FLAGS.repeats))
+        np.savez(source, **hopper_like(num_transitions))
+        print(f"{num_transitions} transitions, npz of {source.stat().st_size / 2**20:.0f} MiB")
+        conversions = timed(lambda k: convert(sources.resolve(str(source)), root / f"out{k}"), min(3, repeats))
         rows = [("convert (npz -> shards)", conversions)]
         converted = root / "out0"
         size = sum(path.stat().st_size for path in converted.iterdir()) / 2**20
-        rows.append(("load_converted (verify + read)", timed(lambda k: load_converted(converted), FLAGS.repeats)))
+        rows.append(("load_converted (verify + read)", timed(lambda k: load_converted(converted), repeats)))
         rows.append((
             "make_dataset (+ clip, locomotion)",
-            timed(lambda k: make_dataset(str(converted), reward_preprocessing="locomotion"), FLAGS.repeats),
+            timed(lambda k: make_dataset(str(converted), reward_preprocessing="locomotion"), repeats),
         ))
     print(f"shards: {size:.0f} MiB")
+    return rows
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    rows = measure(FLAGS.num_transitions, FLAGS.repeats)
     print(f"{'stage':<36}{'min s':>8}{'median s':>10}{'runs':>6}")
     for name, times in rows:
         print(f"{name:<36}{min(times):>8.2f}{statistics.median(times):>10.2f}{len(times):>6}")

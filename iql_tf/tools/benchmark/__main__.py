@@ -16,7 +16,6 @@ group. Writes DIR/benchmark.md and DIR/benchmark.json. Speed is quoted as ratios
 load on the machine shifts all rows alike.
 """
 
-import json
 import math
 import pathlib
 import platform
@@ -42,7 +41,8 @@ def define_flags() -> None:
     flags.DEFINE_list("frameworks", ["iql_tf", "jax", "torch"], "Which implementations to time.")
     flags.DEFINE_integer("loop_updates", 6000, "Updates of the whole-loop row (0: skip it).")
     flags.DEFINE_integer("loop_transitions", 1_000_000, "Size of the whole loop's synthetic dataset.")
-    flags.DEFINE_list("ensembles", ["64,64:8", "256,256:4"], "HIDDEN:SEEDS pairs for the many-seeds rows.")
+    flags.DEFINE_list("ensembles", ["64x64:8", "256x256:4"],
+                      "Networks and seed counts of the many-seeds rows: SIZExSIZE:SEEDS, comma-separated.")
     flags.DEFINE_bool("online", True, "Time the online fine-tuning step against the bare single update.")
     flags.DEFINE_integer("serving_calls", 2000, "Timed batch-1 calls of the exported policy (0: skip).")
     flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.md and benchmark.json go.")
@@ -140,9 +140,9 @@ def run_benchmark(shapes: Sequence[str], hidden: Sequence[int], batch_size: int,
 def _ensemble(pair: str):
     try:
         dims, seeds = pair.split(":")
-        return tuple(int(d) for d in dims.split(",")), int(seeds)
+        return tuple(int(d) for d in dims.split("x")), int(seeds)
     except ValueError as error:
-        raise UserError(f"--ensembles entry {pair!r}: expected HIDDEN:SEEDS, e.g. 64,64:8") from error
+        raise UserError(f"--ensembles entry {pair!r}: expected SIZExSIZE:SEEDS, e.g. 64x64:8") from error
 
 
 def markdown(rows: List["object"], header: str) -> str:
@@ -181,11 +181,8 @@ def main(argv: Sequence[str]) -> None:
               f"TensorFlow {machine['tensorflow']}, Python {platform.python_version()}; batch {FLAGS.batch_size}; "
               f"took {time.perf_counter() - start:.0f} s. Ratios are to the first row of each group.")
     text = markdown(rows, header)
-    with files.atomic_file(output / "benchmark.md") as temporary:
-        pathlib.Path(temporary).write_text(text)
-    with files.atomic_file(output / "benchmark.json") as temporary:
-        pathlib.Path(temporary).write_text(json.dumps({"machine": machine, "rows": [row.__dict__ for row in rows]},
-                                                      indent=2))
+    files.write_text(output / "benchmark.md", text)
+    files.write_json(output / "benchmark.json", {"machine": machine, "rows": [row.__dict__ for row in rows]})
     print(text)
 
 
