@@ -6,4 +6,4 @@ import os
 # every start); its warnings and errors still show. An explicit setting by the user wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

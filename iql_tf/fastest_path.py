@@ -36,6 +36,7 @@ def machine() -> Dict[str, str]:
     gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", "GPU")
             for gpu in tf.config.list_physical_devices("GPU")]
     return {"processor": _processor(), "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
+            "threads": str(tf.config.threading.get_intra_op_parallelism_threads()),  # a sweep's runs use fewer
             "devices": ",".join(devices), "gpus": ",".join(gpus)}
 
 
@@ -68,8 +69,7 @@ def choose(agent: "object", make_agent: Callable[[bool], "object"], buffer: "obj
     cached[key] = {"xla": xla, "updates_per_second": {"xla": rates[True], "tensorflow": rates[False]}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with files.atomic_file(path) as temporary, open(temporary, "w") as f:
-            json.dump(cached, f, indent=2)
+        files.write_json(path, cached)
     except OSError as error:  # a read-only home only costs the timing next time
         logging.warning("could not cache the choice in %s: %s", path, error)
     return xla

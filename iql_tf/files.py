@@ -9,12 +9,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
 import pathlib
 import shutil
 import socket
 import tempfile
-from typing import Iterator, List, Union
+from typing import Any, Iterator, List, Union
 
 from absl import logging
 
@@ -41,6 +42,17 @@ def atomic_file(path: PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Replaces `path` with `text` in one step."""
+    with atomic_file(path) as temporary:
+        pathlib.Path(temporary).write_text(text)
+
+
+def write_json(path: PathLike, value: Any) -> None:
+    """Replaces `path` with `value` as indented JSON in one step."""
+    write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 @contextlib.contextmanager

@@ -49,6 +49,7 @@ class Run:
     steps: List[int]
     scores: List[float]  # per evaluation, in score units
     kind: str
+    online_from: Optional[int] = None  # the update where online fine-tuning began
 
     @property
     def final(self) -> float:
@@ -79,8 +80,11 @@ def collect(root: pathlib.Path) -> List[Run]:
             settings = summary["swept"] or hparams
             configuration = ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
                                       if name not in ("train.seed", "make_dataset.source"))
+            offline_steps = summary.get("num_offline_steps", summary["step"])  # absent in runs of earlier versions
+            online_from = offline_steps if summary["step"] > offline_steps else None
             runs.append(Run(finished.parent, summary["dataset"], configuration or "default", seed,
-                            [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1]))
+                            [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1],
+                            online_from))
     return runs
 
 
@@ -191,10 +195,16 @@ def plot(runs: Sequence[Run], report: Dict[str, Any], output: pathlib.Path, reps
             curves = np.array([[dict(zip(run.steps, run.scores))[step] for step in steps] for run in group])
             per_step = lambda x: np.array([metrics.aggregate_iqm(x[:, :, t]) for t in range(x.shape[2])])  # noqa: E731
             points, intervals = _estimates({"c": curves[:, None, :]}, per_step, max(200, reps // 10), seed)
-            axis.plot(steps, points["c"], label=configuration)
-            axis.fill_between(steps, intervals["c"][0], intervals["c"][1], alpha=0.2)
+            line, = axis.plot(steps, points["c"], label=f"{configuration} (IQM of {len(group)})")
+            axis.fill_between(steps, intervals["c"][0], intervals["c"][1], alpha=0.2, color=line.get_color())
+            for run in group:  # each seed, faintly
+                axis.plot(run.steps, run.scores, lw=0.6, alpha=0.5, color=line.get_color())
+            for start in {run.online_from for run in group if run.online_from is not None}:
+                axis.axvline(start, ls="--", color="0.4", lw=0.8)
+                axis.text(start, axis.get_ylim()[1], " online", va="top", fontsize="x-small", color="0.4")
         axis.set_title(dataset)
         axis.set_xlabel("gradient updates")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         axis.set_ylabel(report["datasets"][dataset]["score"].replace("success_rate", "success (%)"))
         axis.legend(fontsize="x-small")
     figure.tight_layout()
@@ -237,10 +247,8 @@ def main(argv: Sequence[str]) -> None:
     output = pathlib.Path(FLAGS.output_dir) if FLAGS.output_dir else root / "report"
     output.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
-    with files.atomic_file(output / "report.md") as temporary:
-        pathlib.Path(temporary).write_text(text)
-    with files.atomic_file(output / "report.json") as temporary:
-        pathlib.Path(temporary).write_text(json.dumps(report, indent=2))
+    files.write_text(output / "report.md", text)
+    files.write_json(output / "report.json", report)
     print(text)
     if FLAGS.plots:
         for path in plot(runs, report, output, FLAGS.reps, FLAGS.seed):

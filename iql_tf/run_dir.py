@@ -113,8 +113,7 @@ class RunDirectory:
         """The index file in the CheckpointState text format that tf.train.latest_checkpoint reads."""
         lines = [f'model_checkpoint_path: "ckpt-{latest}"']
         lines += [f'all_model_checkpoint_paths: "ckpt-{s}"' for s in reversed(kept)]
-        with files.atomic_file(self.checkpoints / "checkpoint") as temporary:
-            pathlib.Path(temporary).write_text("\n".join(lines) + "\n")
+        files.write_text(self.checkpoints / "checkpoint", "\n".join(lines) + "\n")
 
     def delete(self, step: int) -> None:
         for path in self.checkpoints.glob(f"ckpt-{step}.*"):

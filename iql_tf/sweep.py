@@ -179,8 +179,7 @@ def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> 
         config.parse_gin(spec_json["gin_files"], spec_json["bindings"])
         workdir.mkdir(parents=True, exist_ok=True)
         if not (workdir / RUN_FILE).exists():
-            with files.atomic_file(workdir / RUN_FILE) as temporary:
-                pathlib.Path(temporary).write_text(json.dumps(spec_json, indent=2, sort_keys=True))
+            files.write_json(workdir / RUN_FILE, spec_json)
         results = trainer.run_training(str(workdir), hparams=spec_json["hparams"], stop_files=[str(stop_file)])
         return {"name": name, "status": "finished", "results": results}
     except trainer.RunStopped as stopped:

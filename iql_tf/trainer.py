@@ -289,8 +289,7 @@ class Run:
             path = self.directory.path / RESUMES_FILE
             history = json.loads(path.read_text()) if path.exists() else []
             history.append({"step": step, "changed": {name: [old, new] for name, old, new in other}})
-            with files.atomic_file(path) as temporary, open(temporary, "w") as f:
-                json.dump(history, f, indent=2)
+            files.write_json(path, history)
 
     # --- loop --------------------------------------------------------------------------------------------
 
@@ -300,9 +299,9 @@ class Run:
         step = int(self.agent.step)
         self.results: List[Dict[str, float]] = [{} for _ in self.seeds]
         self.bar = logs.progress_bar(settings.total_steps, step, settings.progress_bar)
+        self._window = (time.perf_counter(), step)  # since the last log line: updates per second
         with _StopRequest(self.directory.path, self.stop_files) as stop:
             while step < settings.total_steps and not stop.requested:
-                start = time.perf_counter()
                 if step < settings.num_offline_steps:
                     boundary = min(_next_multiple(step, interval) for interval in (
                         settings.log_interval, settings.eval_interval, settings.checkpoint_interval,
@@ -310,11 +309,9 @@ class Run:
                     metrics = self.agent.run_updates(self.buffer, min(boundary, settings.num_offline_steps) - step)
                 else:
                     metrics = self.online.step()
-                elapsed = time.perf_counter() - start
                 done, step = step, int(self.agent.step)
                 self.bar.update(step - done)
                 self._check_finite_losses(metrics, step)
-                metrics["steps_per_second"] = np.full(len(self.seeds), (step - done) / elapsed)
                 self._after_updates(step, metrics)
             self.bar.close()
             if stop.requested:
@@ -330,6 +327,9 @@ class Run:
         settings = self.settings
         online = self.online is not None and step > settings.num_offline_steps
         if step % settings.log_interval == 0 or step == settings.total_steps:
+            now = time.perf_counter()
+            metrics["steps_per_second"] = (step - self._window[1]) / (now - self._window[0])
+            self._window = (now, step)
             self._write_scalars("train", metrics, step)
             if online:
                 self._write_scalars("online", self.online.summary(), step)
@@ -451,11 +451,11 @@ class Run:
             env.close()
         if self.online is not None:
             self.online.close()
-        with files.atomic_file(self.directory.path / FINISHED_FILE) as temporary:
-            pathlib.Path(temporary).write_text(json.dumps(
-                {"step": step, "dataset": self.dataset.metadata.source, "seeds": self.seeds, "results": self.results,
-                 "swept": {name: value for name, value in self.hparams.items() if name != "train.seed"},
-                 "hparams": [self.hparams_of(member) for member in range(len(self.seeds))]}, indent=2))
+        files.write_json(self.directory.path / FINISHED_FILE, {
+            "step": step, "num_offline_steps": self.settings.num_offline_steps,
+            "dataset": self.dataset.metadata.source, "seeds": self.seeds, "results": self.results,
+            "swept": {name: value for name, value in self.hparams.items() if name != "train.seed"},
+            "hparams": [self.hparams_of(member) for member in range(len(self.seeds))]})
         logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
         return self.results
 
@@ -480,8 +480,7 @@ def run_training(workdir: str, dataset_fn: Callable[[], OfflineDataset] = make_d
 def _write_operative_config(run: Run) -> None:
     """The gin config in use, to DIR/operative_config.gin and TensorBoard (with the data preprocessing)."""
     operative = gin.operative_config_str()
-    with files.atomic_file(run.directory.path / OPERATIVE_CONFIG_FILE) as temporary:
-        pathlib.Path(temporary).write_text(operative)
+    files.write_text(run.directory.path / OPERATIVE_CONFIG_FILE, operative)
     details = "\n".join(f"- {key}: `{value}`" for key, value in {
         "dataset": run.dataset.metadata.source, "preprocessing": run.dataset.preprocessing.describe()["reward"],
         "observation normalisation": run.dataset.preprocessing.normalize_observations,
@@ -545,5 +544,4 @@ def _append_result(workdir: "os.PathLike", step: int, seed: int, results: Dict[s
     history = [{"step": s, "seed": k, **r} for (s, k), r in recorded.items() if s < step or s == step and k != seed]
     history.append({"step": step, "seed": seed, **results})
     history.sort(key=lambda entry: (entry["step"], entry["seed"]))
-    with files.atomic_file(os.path.join(workdir, RESULTS_FILE)) as path, open(path, "w") as f:
-        json.dump(history, f, indent=2)
+    files.write_json(os.path.join(workdir, RESULTS_FILE), history)

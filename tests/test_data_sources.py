@@ -238,3 +238,16 @@ def test_the_read_path_never_imports_the_generators(minari_root):
     with pytest.raises(UserError, match="generated when training or converting it"):
         sources.read(resolved, validation.Report())
     assert list(minari_root.iterdir()) == []
+
+
+def test_a_truncated_minari_file_is_one_error_saying_what_to_do(pointmaze_root, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "minari"
+    shutil.copytree(pointmaze_root, root)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    data_file = root / "pointmaze/umaze-example-v0/data/main_data.hdf5"
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"(cannot be read|not a usable Minari dataset) \(.*\); .*truncated.*corrupt.*"
+                                        r"download, copy or generate it again"):
+        sources.read_source("pointmaze/umaze-example-v0")

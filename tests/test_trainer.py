@@ -110,7 +110,7 @@ def test_outputs_of_a_run(hopper_bindings, tmp_path):
             tags.update(value.tag for value in event.summary.value)
     assert {"train/critic_loss", "train/value_loss", "train/actor_loss", "train/advantage_mean",
             "train/awr_weight_mean", "train/actor_lr", "train/steps_per_second", "eval/return_mean",
-            "eval/normalized_score", "config/gin"} <= tags
+            "eval/normalized_score", "config/gin", "_hparams_/session_start_info"} <= tags
 
 
 def test_several_seeds_train_together_and_are_evaluated_and_exported_each(hopper_bindings, tmp_path):

@@ -125,9 +125,13 @@ def _load_minari(dataset_id: str, download: bool) -> minari.MinariDataset:
         logging.info("downloading Minari dataset %s", dataset_id)
     try:
         return minari.load_dataset(dataset_id, download=download)
-    except (ValueError, FileNotFoundError) as error:  # malformed id, unsupported Minari version
-        raise UserError(f"{dataset_id}: not a usable Minari dataset ({error})") from error
+    except (ValueError, FileNotFoundError, OSError, KeyError) as error:  # malformed id or files, unsupported version
+        raise UserError(f"{dataset_id}: not a usable Minari dataset ({str(error).splitlines()[0]}); its files are "
+                        "truncated, corrupt or of another Minari version: download, copy or generate it again"
+                        ) from error
     except Exception as error:  # network and server errors come in many types
+        if not download:
+            raise
         raise UserError(f"{dataset_id}: download failed ({error}); check the id and the network") from error
 
 
