@@ -1,14 +1,15 @@
 """Progress on the terminal: a tqdm bar, with every log line written above it rather than glued onto it.
 
 While the bar is shown, `sys.stderr` is a stream that writes through `tqdm.write`, which clears the bar,
-prints the line and draws the bar again (absl's log handler, Python warnings and TensorFlow's Python logger
-all write to `sys.stderr`).
+prints the line and draws the bar again (Python warnings and TensorFlow's Python logger write to `sys.stderr`);
+so is absl's log handler's own stream, which inside a command holds the terminal's stderr from import time.
 """
 
 import sys
 from typing import Any
 
 import tqdm
+from absl import logging as absl_logging
 
 
 class _AboveTheBar:
@@ -33,14 +34,19 @@ class ProgressBar(tqdm.tqdm):
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self._stderr = sys.stderr
+        self._handler = absl_logging.get_absl_handler().python_handler
         super().__init__(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True,
                          file=self._stderr, smoothing=0.1)
         if enabled:
             sys.stderr = _AboveTheBar(self._stderr)
+            if self._handler.stream is self._stderr:
+                self._handler.stream = sys.stderr
 
     def close(self) -> None:
         if isinstance(sys.stderr, _AboveTheBar):
             sys.stderr = self._stderr
+        if isinstance(self._handler.stream, _AboveTheBar):
+            self._handler.stream = self._stderr
         super().close()
 
 
