@@ -179,6 +179,10 @@ class IQLAgent(tf.Module):
         self._compiled_update = tf.function(self._sampled_update, jit_compile=self.jit_compile)
         self._online_step = tf.function(self._append_update_explore)  # never XLA: it would copy the buffer
 
+    def _check_compiled(self) -> None:
+        if self.jit_compile is None:
+            raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
+
     def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
         """One IQL update of every member in the reference order: value, actor, critics, target critics.
 
@@ -272,8 +276,7 @@ class IQLAgent(tf.Module):
     def run_updates(self, buffer: ReplayBuffer, num_updates: int) -> Dict[str, np.ndarray]:
         """Runs `num_updates` updates on batches sampled from `buffer`; returns their mean metrics, one value
         per member. Stops early (see `step`) at the first non-finite loss."""
-        if self.jit_compile is None:
-            raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
+        self._check_compiled()
         if num_updates == 1:
             metrics = self._compiled_update(buffer)
         else:
@@ -286,8 +289,7 @@ class IQLAgent(tf.Module):
         the exploration actions for `next_observations` ([members, B, obs]) with the updated policy, as
         `explore`; returns the update's metrics and those actions. One call instead of three: per call
         overhead, not arithmetic, is what one update per environment step pays for."""
-        if self.jit_compile is None:
-            raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
+        self._check_compiled()
         metrics, actions = self._online_step(buffer, transition, next_observations, noise_std)
         return dict(zip(METRIC_NAMES, metrics.numpy())), actions.numpy()
 

@@ -68,7 +68,7 @@ def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optio
 
 def draw_trajectories(env: Any, policy: Any, keys: Optional[List[str]], seed: int, episodes: int, path: str) -> None:
     """The (x, y) path of the first episodes, on the walls of a gymnasium-robotics maze, as a PNG."""
-    from iql_tf import envs, files
+    from iql_tf import envs, evaluation, files
 
     maze = getattr(env.unwrapped, "maze", None)
     if maze is None or not keys or "achieved_goal" not in keys:
@@ -87,7 +87,7 @@ def draw_trajectories(env: Any, policy: Any, keys: Optional[List[str]], seed: in
                 x, y = j * scale - maze.x_map_center, maze.y_map_center - (i + 1) * scale
                 axis.add_patch(plt.Rectangle((x, y), scale, scale, color="0.3"))
     for episode in range(episodes):
-        observation, _ = env.reset(seed=seed * 100003 + episode)
+        observation, _ = env.reset(seed=evaluation.episode_seed(seed, episode))
         positions, done = [np.asarray(observation["achieved_goal"])], False
         while not done:
             action = policy(envs.flatten_observation(observation, keys)[None])[0]
@@ -101,9 +101,7 @@ def draw_trajectories(env: Any, policy: Any, keys: Optional[List[str]], seed: in
     axis.set_aspect("equal")
     axis.set_title(f"{env.spec.id}: {episodes} episodes (start o, goal *)")
     axis.axis("off")
-    with files.atomic_file(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
-    plt.close(figure)
+    files.write_png(figure, path, dpi=120)
 
 
 def main(argv: Sequence[str]) -> None:

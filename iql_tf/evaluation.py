@@ -12,6 +12,12 @@ import numpy as np
 from iql_tf.envs import flatten_observation
 
 Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in the env's units
+_EPISODE_SEED_STRIDE = 100003
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The reset seed of evaluation episode `episode` under run seed `seed`."""
+    return seed * _EPISODE_SEED_STRIDE + episode
 
 
 def normalized_score(returns: np.ndarray, ref_min_score: Optional[float],
@@ -41,7 +47,7 @@ def evaluate(
     ref_max_score: Optional[float] = None,
 ) -> Dict[str, float]:
     """Runs `num_episodes` full episodes in `envs` (see `make_envs`), stepped in lockstep so that the
-    policy sees one batch per step; episode i is reset with seed `seed * 100003 + i`, so the result
+    policy sees one batch per step; episode i is reset with `episode_seed(seed, i)`, so the result
     does not depend on how many environments there are or what they ran before.
 
     Returns mean/std of the return and of the normalised score, and the success rate where the
@@ -54,7 +60,7 @@ def evaluate(
         nonlocal next_episode
         if next_episode >= num_episodes:
             return None
-        observation, info = env.reset(seed=seed * 100003 + next_episode)
+        observation, info = env.reset(seed=episode_seed(seed, next_episode))
         next_episode += 1
         return [0.0, bool(info.get("success", False)), observation]
 

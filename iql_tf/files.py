@@ -55,6 +55,15 @@ def write_json(path: PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
+def write_png(figure: Any, path: PathLike, dpi: int) -> None:
+    """Replaces `path` with a matplotlib figure as PNG in one step, then closes the figure."""
+    import matplotlib.pyplot as plt
+
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi)
+    plt.close(figure)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike, replace: bool = False) -> Iterator[pathlib.Path]:
     """Yields an empty staging directory beside `path`; once the body has filled it, it becomes `path`.

@@ -70,6 +70,8 @@ def collect(root: pathlib.Path) -> List[Run]:
         summary = json.loads(finished.read_text())
         history = json.loads((finished.parent / "eval_results.json").read_text()) \
             if (finished.parent / "eval_results.json").exists() else []
+        offline_steps = summary.get("num_offline_steps", summary["step"])  # absent in runs of earlier versions
+        online_from = offline_steps if summary["step"] > offline_steps else None
         for seed, hparams in zip(summary["seeds"], summary["hparams"]):
             entries = [entry for entry in history if entry["seed"] == seed]
             scored = [(entry["step"], *_score(entry)) for entry in entries]
@@ -80,8 +82,6 @@ def collect(root: pathlib.Path) -> List[Run]:
             settings = summary["swept"] or hparams
             configuration = ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
                                       if name not in ("train.seed", "make_dataset.source"))
-            offline_steps = summary.get("num_offline_steps", summary["step"])  # absent in runs of earlier versions
-            online_from = offline_steps if summary["step"] > offline_steps else None
             runs.append(Run(finished.parent, summary["dataset"], configuration or "default", seed,
                             [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1],
                             online_from))
@@ -209,7 +209,7 @@ def plot(runs: Sequence[Run], report: Dict[str, Any], output: pathlib.Path, reps
         axis.legend(fontsize="x-small")
     figure.tight_layout()
     written = [output / "curves.png"]
-    _save(figure, written[0])
+    files.write_png(figure, written[0], dpi=110)
     if "aggregate" in report:
         names = list(report["aggregate"])
         figure, axes = plt.subplots(1, 3, figsize=(12, 0.6 + 0.5 * len(names)), squeeze=False)
@@ -222,16 +222,8 @@ def plot(runs: Sequence[Run], report: Dict[str, Any], output: pathlib.Path, reps
             axis.set_title(metric.replace("_", " "))
         figure.tight_layout()
         written.append(output / "aggregate.png")
-        _save(figure, written[-1])
+        files.write_png(figure, written[-1], dpi=110)
     return written
-
-
-def _save(figure: Any, path: pathlib.Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with files.atomic_file(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -197,8 +197,9 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
     import tqdm
 
     check_root(root, specs)
-    outcomes = [{"name": spec.name, "status": "skipped"} for spec in specs if is_finished(root, spec)]
-    pending = [spec for spec in specs if not is_finished(root, spec)]
+    finished = {spec.name for spec in specs if is_finished(root, spec)}
+    outcomes = [{"name": spec.name, "status": "skipped"} for spec in specs if spec.name in finished]
+    pending = [spec for spec in specs if spec.name not in finished]
     _write_hparams_config(root, specs)
     if not pending:
         return outcomes

@@ -270,6 +270,8 @@ def test_the_converter_generates_the_project_dataset_when_missing(small_project_
 SETTINGS = {
     "pointmaze num_steps=0": (lambda: generate.generate_pointmaze("tt/p/zero-v0", num_steps=0),
                               r"num_steps must be > 0, got 0 \(--num_steps"),
+    "pointmaze unknown maze": (lambda: generate.generate_pointmaze(maze="octagon"),
+                               r"--maze='octagon' is unknown; mazes: umaze, medium, large"),
     "random num_steps=0": (lambda: generate.generate_random("tt/r/zero-v0", "Hopper-v5", num_steps=0),
                            r"num_steps must be > 0, got 0"),
     "pointmaze reference_episodes=0": (

@@ -96,18 +96,19 @@ def _checked_env(make_env: Callable[[], gym.Env]) -> gym.Env:
 
 
 def generate_pointmaze(
-    dataset_id: str = POINTMAZE_DATASET_ID,
+    dataset_id: Optional[str] = None,
     num_steps: int = DEFAULT_NUM_STEPS,
     seed: int = 0,
     overwrite: bool = False,
     num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
     maze: str = "umaze",
 ) -> minari.MinariDataset:
-    """A stitching dataset of one maze of `pointmaze.TASKS` (see `pointmaze.py`); its reference scores are
-    success rates on the evaluation task (0 for a random policy, 1 for the noiseless planner)."""
+    """A stitching dataset of one maze of `pointmaze.TASKS` (see `pointmaze.py`), written as `dataset_id`
+    (default: the maze's id in POINTMAZE_DATASET_IDS); its reference scores are success rates on the evaluation
+    task (0 for a random policy, 1 for the noiseless planner)."""
     if maze not in pointmaze.TASKS:
         raise UserError(f"--maze={maze!r} is unknown; mazes: {', '.join(pointmaze.TASKS)}")
-    task = pointmaze.TASKS[maze]
+    task, dataset_id = pointmaze.TASKS[maze], dataset_id or POINTMAZE_DATASET_IDS[maze]
     check_settings(num_steps, num_reference_episodes)
     minari_writer.check_new_id(dataset_id, overwrite)
     episodes, env = pointmaze.generate_episodes(task, num_steps, seed)
@@ -192,9 +193,7 @@ def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, se
     """What the command line asks for, with a UserError for each missing or conflicting flag."""
     common = dict(num_steps=num_steps, seed=seed, overwrite=overwrite, num_reference_episodes=reference_episodes)
     if kind == "pointmaze":
-        if maze not in POINTMAZE_DATASET_IDS:
-            raise UserError(f"--maze={maze!r} is unknown; mazes: {', '.join(POINTMAZE_DATASET_IDS)}")
-        return generate_pointmaze(dataset_id or POINTMAZE_DATASET_IDS[maze], maze=maze, **common)
+        return generate_pointmaze(dataset_id, maze=maze, **common)
     if not dataset_id:
         raise UserError(f"--kind={kind} needs --dataset_id (e.g. me/hopper/{kind}-v0)")
     if kind == "random":

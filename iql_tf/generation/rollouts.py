@@ -118,7 +118,7 @@ def _stack(observations: List[Any]) -> Any:
 
 def mean_returns(policies: Sequence[Policy], make_env: Callable[[], gym.Env],
                  observation_keys: Optional[Sequence[str]], num_episodes: int, seed: int) -> List[float]:
-    """Each policy's mean return under `evaluation.evaluate` (episode i reset with seed * 100003 + i),
+    """Each policy's mean return under `evaluation.evaluate` (episode i reset with `evaluation.episode_seed`),
     all in the same environments, built once."""
     eval_envs = evaluation.make_envs(make_env, num_episodes)
     try:

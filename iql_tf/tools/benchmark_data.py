@@ -20,30 +20,13 @@ from absl import app, flags
 from iql_tf.data import sources
 from iql_tf.data.conversion import convert
 from iql_tf.data.pipeline import load_converted, make_dataset
+from iql_tf.tools.benchmark.measure import d4rl_style
 
 flags.DEFINE_integer("num_transitions", 1_000_000, "Transitions to synthesise.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats of each stage (conversion: at most 3).")
 FLAGS = flags.FLAGS
 
 LOAD_TARGET_S = 2.0
-
-
-def hopper_like(num_transitions: int, seed: int = 0) -> dict:
-    """Random arrays with hopper's shapes: 1000-step episodes, some cut short by a termination."""
-    rng = np.random.default_rng(seed)
-    observations = rng.standard_normal((num_transitions + 1, 11), dtype=np.float32)
-    terminals = rng.random(num_transitions) < 1e-3
-    timeouts = np.zeros(num_transitions, bool)
-    timeouts[999::1000] = True
-    timeouts[-1] = True
-    return {
-        "observations": observations[:-1],
-        "next_observations": observations[1:],
-        "actions": rng.uniform(-1, 1, (num_transitions, 3)).astype(np.float32),
-        "rewards": rng.standard_normal(num_transitions, dtype=np.float32),
-        "terminals": terminals,
-        "timeouts": timeouts & ~terminals,
-    }
 
 
 def timed(function: Callable[[int], object], repeats: int) -> List[float]:
@@ -60,7 +43,7 @@ def measure(num_transitions: int, repeats: int) -> List[Tuple[str, List[float]]]
     with tempfile.TemporaryDirectory() as folder:
         root = pathlib.Path(folder)
         source = root / "hopper-like.npz"
-        np.savez(source, **hopper_like(num_transitions))
+        np.savez(source, **d4rl_style(11, 3, num_transitions))
         print(f"{num_transitions} transitions, npz of {source.stat().st_size / 2**20:.0f} MiB")
         conversions = timed(lambda k: convert(sources.resolve(str(source)), root / f"out{k}"), min(3, repeats))
         rows = [("convert (npz -> shards)", conversions)]

@@ -38,6 +38,18 @@ def synthetic_transitions(observation_dim: int, action_dim: int, size: int, seed
             "rewards": rng.standard_normal(size, dtype=np.float32), "terminals": terminals, "masks": 1.0 - terminals}
 
 
+def d4rl_style(observation_dim: int, action_dim: int, size: int, seed: int = 0) -> Dict[str, np.ndarray]:
+    """`synthetic_transitions` as the arrays of a D4RL-style .npz: terminals as flags, and episodes of at most
+    1000 steps (a timeout every 1000 rows and on the last one, where the row is not terminal)."""
+    data = synthetic_transitions(observation_dim, action_dim, size, seed)
+    terminals = data["terminals"] > 0
+    timeouts = np.zeros(size, bool)
+    timeouts[999::1000] = True
+    timeouts[-1] = True
+    return {**{key: data[key] for key in ("observations", "next_observations", "actions", "rewards")},
+            "terminals": terminals, "timeouts": timeouts & ~terminals}
+
+
 def iql_tf_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_size: int, jit_compile: bool,
                 updates_per_call: int, num_seeds: int = 1) -> Tuple[Callable[[], None], int]:
     from iql_tf.agent import IQLAgent
@@ -111,11 +123,7 @@ def training_loop(observation_dim: int, action_dim: int, num_transitions: int, n
 
     with tempfile.TemporaryDirectory() as folder:
         folder = pathlib.Path(folder)
-        data = synthetic_transitions(observation_dim, action_dim, num_transitions)
-        timeouts = np.zeros(num_transitions, bool)
-        timeouts[999::1000] = True
-        np.savez(folder / "data.npz", timeouts=timeouts & (data["terminals"] == 0),
-                 **{key: data[key] for key in ("observations", "next_observations", "actions", "rewards", "terminals")})
+        np.savez(folder / "data.npz", **d4rl_style(observation_dim, action_dim, num_transitions))
         gin.clear_config()
         config.parse_gin(["locomotion"], [
             f"make_dataset.source = '{folder / 'data.npz'}'", f"make_dataset.cache_dir = '{folder / 'cache'}'",

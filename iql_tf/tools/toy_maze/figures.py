@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 
+from iql_tf import files  # noqa: E402
 from iql_tf.tools.toy_maze.experiment import MethodResult, Results  # noqa: E402
 from iql_tf.tools.toy_maze.maze import MOVES, Maze  # noqa: E402
 
@@ -71,6 +72,5 @@ def write_figures(results: Results, output_dir: pathlib.Path) -> Dict[str, pathl
 
 def _save(fig: plt.Figure, path: pathlib.Path) -> pathlib.Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    files.write_png(fig, path, dpi=110)
     return path
