@@ -7,7 +7,7 @@ is exactly what it would be trained alone.
 """
 
 import json
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import gin
 import keras
@@ -177,7 +177,6 @@ class IQLAgent(tf.Module):
         self.jit_compile = bool(jit_compile)
         self._compiled_updates = tf.function(self._updates, jit_compile=self.jit_compile)
         self._compiled_update = tf.function(self._sampled_update, jit_compile=self.jit_compile)
-        self._online_step = tf.function(self._append_update_explore)  # never XLA: it would copy the buffer
 
     def _check_compiled(self) -> None:
         if self.jit_compile is None:
@@ -283,21 +282,34 @@ class IQLAgent(tf.Module):
             metrics = self._compiled_updates(buffer, tf.constant(num_updates, tf.int32))
         return dict(zip(METRIC_NAMES, metrics.numpy()))
 
-    def online_update(self, buffer: ReplayBuffer, transition: Dict[str, np.ndarray], next_observations: np.ndarray,
-                      noise_std: tf.Tensor) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
-        """Appends one transition (float32 arrays keyed as the buffer's columns), makes one update, then samples
-        the exploration actions for `next_observations` ([members, B, obs]) with the updated policy, as
-        `explore`; returns the update's metrics and those actions. One call instead of three: per call
-        overhead, not arithmetic, is what one update per environment step pays for."""
+    def online_step(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],
+                                                            Tuple[Dict[str, np.ndarray], np.ndarray]]:
+        """The online fine-tuning step bound to `buffer`: `step(row, next_observations, noise_std)` appends one
+        transition (`row`: observation, action, reward, mask and next observation concatenated, float32), makes
+        one update, then samples the exploration actions for `next_observations` ([members, 1, obs]) with the
+        updated policy, as `explore`; returns the update's metrics and those actions. One call with a fixed
+        signature and the buffer bound, not passed: per call overhead, not arithmetic, is what one update per
+        environment step pays for."""
         self._check_compiled()
-        metrics, actions = self._online_step(buffer, transition, next_observations, noise_std)
-        return dict(zip(METRIC_NAMES, metrics.numpy())), actions.numpy()
+        observation_dim, action_dim = self.observation_dim, self.action_dim
+        widths = [observation_dim, action_dim, 1, 1, observation_dim]
 
-    def _append_update_explore(self, buffer: ReplayBuffer, transition: Dict[str, tf.Tensor],
-                               next_observations: tf.Tensor, noise_std: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        buffer.add(transition)
-        metrics = self._compiled_update(buffer)  # XLA-compiled where chosen; the append stays outside XLA
-        return metrics, self._explore(next_observations, noise_std)
+        # Never XLA as a whole: XLA would copy the buffer to write one row (the update inside may be XLA).
+        @tf.function(input_signature=[tf.TensorSpec([sum(widths)], tf.float32),
+                                      tf.TensorSpec([self.members, 1, observation_dim], tf.float32),
+                                      tf.TensorSpec([], tf.float32)])
+        def append_update_explore(row, next_observations, noise_std):
+            observations, actions, rewards, masks, next_row_observations = tf.split(row, widths)
+            buffer.add({"observations": observations, "actions": actions, "rewards": rewards[0],
+                        "masks": masks[0], "next_observations": next_row_observations})
+            metrics = self._compiled_update(buffer)
+            return metrics, self._explore(next_observations, noise_std)
+
+        def step(row: np.ndarray, next_observations: np.ndarray, noise_std: tf.Tensor):
+            metrics, actions = append_update_explore(row, next_observations, noise_std)
+            return dict(zip(METRIC_NAMES, metrics.numpy())), actions.numpy()
+
+        return step
 
     def _explore(self, observations: tf.Tensor, noise_std: tf.Tensor) -> tf.Tensor:
         """Actions sampled from each member's policy (temperature 1) plus Gaussian exploration noise of std

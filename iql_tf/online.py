@@ -49,6 +49,7 @@ class OnlinePhase:
         self.action: Optional[np.ndarray] = None  # the exploration action for it, in [-1, 1]
         self.finished: List[Dict[str, float]] = []  # episodes ended since the last summary
         self.on_episode: Callable[[int, Dict[str, float]], None] = lambda step, episode: None
+        self._step: Optional[Callable] = None  # IQLAgent.online_step bound to the buffer
 
     def trackables(self) -> Dict[str, tf.Variable]:
         return {"online_episodes": self.episodes, "online_rows": self.rows}
@@ -73,14 +74,13 @@ class OnlinePhase:
         observation, reward, terminated, truncated, info = self.env.step(
             self.preprocessing.actions_from_unit(unit_action))
         next_observation = self._prepared(observation)
+        if self._step is None:  # bound once the agent has chosen how to compile its update
+            self._step = self.agent.online_step(self.buffer)
         # The update and the next step's action in one call (the action is wasted when the episode ends here).
-        metrics, next_actions = self.agent.online_update(self.buffer, {
-            "observations": self.observation,
-            "actions": np.clip(unit_action, -ACTION_LIMIT, ACTION_LIMIT),
-            "rewards": np.float32(self.preprocessing.rewards(float(reward))),
-            "masks": np.float32(0.0 if terminated else 1.0),
-            "next_observations": next_observation,
-        }, next_observation[None, None], self.noise)
+        row = np.concatenate([self.observation, np.clip(unit_action, -ACTION_LIMIT, ACTION_LIMIT),
+                              [self.preprocessing.rewards(float(reward)), 0.0 if terminated else 1.0],
+                              next_observation]).astype(np.float32)
+        metrics, next_actions = self._step(row, next_observation[None, None], self.noise)
         self.action = next_actions[0, 0]
         self.episode["return"] += float(reward)
         self.episode["length"] += 1

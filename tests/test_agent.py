@@ -190,17 +190,20 @@ def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
         np.testing.assert_array_equal(a.state.numpy(), b.state.numpy())
 
 
-def test_online_update_appends_then_trains_and_exploration_is_seeded():
+def test_online_step_appends_then_trains_and_exploration_is_seeded():
     transitions = make_transitions(n=10)
     buffer = ReplayBuffer(transitions, capacity=12)
     agent = make_agent()
-    new = {"observations": np.ones(OBS, np.float32), "actions": np.zeros(ACT, np.float32),
+    new = {"observations": np.full(OBS, 3.0, np.float32), "actions": np.full(ACT, 0.5, np.float32),
            "rewards": np.float32(2.0), "masks": np.float32(0.0), "next_observations": np.ones(OBS, np.float32)}
+    row = np.concatenate([new["observations"], new["actions"], [2.0, 0.0], new["next_observations"]])
     next_observations = np.ones([1, 1, OBS], np.float32)
-    _, action = agent.online_update(buffer, new, next_observations, tf.constant(0.1))
+    _, action = agent.online_step(buffer)(row.astype(np.float32), next_observations, tf.constant(0.1))
     assert int(buffer.size) == 11 and int(agent.step) == 1
     rows = buffer.online_rows(0, 1)
     assert rows["rewards"].tolist() == [2.0] and rows["masks"].tolist() == [0.0]
+    for key in ("observations", "actions", "next_observations"):  # the row is split in the buffer's order
+        np.testing.assert_array_equal(rows[key][0], new[key])
     # The next action comes from the updated policy, drawn as `explore` draws it.
     twin, twin_buffer = make_agent(), ReplayBuffer(transitions, capacity=12)
     twin_buffer.add(new)
