@@ -213,10 +213,11 @@ class Run:
 
     def hparams_of(self, member: int) -> Dict[str, Any]:
         """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep
-        varies."""
+        varies; a fine-tuning run's online steps too (so a report never pools it with offline-only runs)."""
         agent = self.agent.hyperparameters
+        online = {"train.num_online_steps": self.settings.num_online_steps} if self.settings.num_online_steps else {}
         return {"make_dataset.source": self.dataset.metadata.source, "IQLAgent.expectile": agent["expectile"],
-                "IQLAgent.beta": agent["beta"], **self.hparams, "train.seed": self.seeds[member]}
+                "IQLAgent.beta": agent["beta"], **online, **self.hparams, "train.seed": self.seeds[member]}
 
     def _seed_dir(self, member: int) -> List[str]:
         return [f"seed_{self.seeds[member]}"] if len(self.seeds) > 1 else []
