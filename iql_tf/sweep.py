@@ -23,7 +23,9 @@ import json
 import os
 import pathlib
 import re
+import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -212,24 +214,30 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
         threads = max(1, int(cpus_per_run))
         unfinished = {task.remote(spec.to_json(), spec.name, str(root), threads): spec for spec in pending}
         bar = tqdm.tqdm(total=len(specs), initial=len(outcomes), unit="run", disable=not progress, file=sys.stderr)
+        # Ctrl-C only sets a flag, checked between short waits: Ray's waits take pending signals as an
+        # interruption of their own, so a KeyboardInterrupt raised inside ray.wait can be lost.
+        interrupted = threading.Event()
+        previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
         try:
-            while unfinished:
-                done, _ = ray.wait(list(unfinished), num_returns=1)
+            while unfinished and not interrupted.is_set():
+                done, _ = ray.wait(list(unfinished), num_returns=1, timeout=0.2)
                 for ref in done:
                     unfinished.pop(ref)
                     outcome = ray.get(ref)
                     outcomes.append(outcome)
                     bar.write(_line(outcome))
                     bar.update(1)
-        except KeyboardInterrupt:
-            bar.write(f"stopping {len(unfinished)} unfinished run(s): running ones save a checkpoint first")
-            (root / STOP_FILE).touch()  # every run watches it; runs that have not started return at once
-            stopped = ray.get(list(unfinished))
-            outcomes += stopped
-            for outcome in stopped:
-                bar.write(_line(outcome))
-            raise
+            if interrupted.is_set():
+                signal.signal(signal.SIGINT, previous_handler)  # a second Ctrl-C no longer waits for the checkpoints
+                bar.write(f"stopping {len(unfinished)} unfinished run(s): running ones save a checkpoint first")
+                (root / STOP_FILE).touch()  # every run watches it; runs that have not started return at once
+                stopped = ray.get(list(unfinished))
+                outcomes += stopped
+                for outcome in stopped:
+                    bar.write(_line(outcome))
+                raise KeyboardInterrupt
         finally:
+            signal.signal(signal.SIGINT, previous_handler)
             (root / STOP_FILE).unlink(missing_ok=True)
         bar.close()
     finally:
