@@ -285,23 +285,18 @@ class IQLAgent(tf.Module):
     def online_step(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],
                                                             Tuple[Dict[str, np.ndarray], np.ndarray]]:
         """The online fine-tuning step bound to `buffer`: `step(row, next_observations, noise_std)` appends one
-        transition (`row`: observation, action, reward, mask and next observation concatenated, float32), makes
-        one update, then samples the exploration actions for `next_observations` ([members, 1, obs]) with the
-        updated policy, as `explore`; returns the update's metrics and those actions. One call with a fixed
-        signature and the buffer bound, not passed: per call overhead, not arithmetic, is what one update per
-        environment step pays for."""
+        transition (`row`: packed by `buffer.pack`), makes one update, then samples the exploration actions for
+        `next_observations` ([members, 1, obs]) with the updated policy, as `explore`; returns the update's
+        metrics and those actions. One call with a fixed signature and the buffer bound, not passed: per call
+        overhead, not arithmetic, is what one update per environment step pays for."""
         self._check_compiled()
-        observation_dim, action_dim = self.observation_dim, self.action_dim
-        widths = [observation_dim, action_dim, 1, 1, observation_dim]
 
         # Never XLA as a whole: XLA would copy the buffer to write one row (the update inside may be XLA).
-        @tf.function(input_signature=[tf.TensorSpec([sum(widths)], tf.float32),
-                                      tf.TensorSpec([self.members, 1, observation_dim], tf.float32),
+        @tf.function(input_signature=[*buffer.add.input_signature,
+                                      tf.TensorSpec([self.members, 1, self.observation_dim], tf.float32),
                                       tf.TensorSpec([], tf.float32)])
         def append_update_explore(row, next_observations, noise_std):
-            observations, actions, rewards, masks, next_row_observations = tf.split(row, widths)
-            buffer.add({"observations": observations, "actions": actions, "rewards": rewards[0],
-                        "masks": masks[0], "next_observations": next_row_observations})
+            buffer.add(row)
             metrics = self._compiled_update(buffer)
             return metrics, self._explore(next_observations, noise_std)
 

@@ -77,9 +77,13 @@ class OnlinePhase:
         if self._step is None:  # bound once the agent has chosen how to compile its update
             self._step = self.agent.online_step(self.buffer)
         # The update and the next step's action in one call (the action is wasted when the episode ends here).
-        row = np.concatenate([self.observation, np.clip(unit_action, -ACTION_LIMIT, ACTION_LIMIT),
-                              [self.preprocessing.rewards(float(reward)), 0.0 if terminated else 1.0],
-                              next_observation]).astype(np.float32)
+        row = self.buffer.pack({
+            "observations": self.observation,
+            "actions": np.clip(unit_action, -ACTION_LIMIT, ACTION_LIMIT),
+            "rewards": self.preprocessing.rewards(float(reward)),
+            "masks": 0.0 if terminated else 1.0,
+            "next_observations": next_observation,
+        })
         metrics, next_actions = self._step(row, next_observation[None, None], self.noise)
         self.action = next_actions[0, 0]
         self.episode["return"] += float(reward)

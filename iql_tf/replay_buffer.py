@@ -37,9 +37,11 @@ class ReplayBuffer(tf.Module):
             for key, value in columns.items()
         }
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
-        # Compiled once (never with XLA, which would copy the whole buffer to write one row); transitions of
-        # fixed shapes never retrace.
-        self.add = tf.function(self._add)
+        # One transition travels as one float32 row, its columns flattened in BATCH_KEYS order.
+        self._widths = [int(np.prod(self.columns[key].shape[1:])) for key in BATCH_KEYS]
+        # Compiled once, with a fixed signature (never with XLA, which would copy the whole buffer to write one
+        # row): appending never retraces.
+        self.add = tf.function(self._add, input_signature=[tf.TensorSpec([sum(self._widths)], tf.float32)])
 
     def sample(self, generators: Sequence[tf.random.Generator], batch_size: int) -> Dict[str, tf.Tensor]:
         """One batch per generator (ensemble member), uniform with replacement: [members, batch_size, ...]."""
@@ -48,11 +50,16 @@ class ReplayBuffer(tf.Module):
         ])
         return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
 
-    def _add(self, transition: Mapping[str, tf.Tensor]) -> None:
-        """Appends one transition (unbatched tensors keyed as BATCH_KEYS); the caller keeps size < capacity."""
+    def pack(self, transition: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One transition (arrays or numbers keyed as BATCH_KEYS) as the row `add` takes."""
+        return np.concatenate([np.reshape(transition[key], [-1]) for key in BATCH_KEYS]).astype(np.float32)
+
+    def _add(self, row: tf.Tensor) -> None:
+        """Appends one transition packed by `pack`; the caller keeps size < capacity."""
         index = tf.reshape(self.size, [1, 1])
-        for key in BATCH_KEYS:
-            self.columns[key].scatter_nd_update(index, tf.expand_dims(tf.cast(transition[key], tf.float32), 0))
+        for key, part in zip(BATCH_KEYS, tf.split(row, self._widths)):
+            column = self.columns[key]
+            column.scatter_nd_update(index, tf.reshape(part, [1, *column.shape[1:]]))
         self.size.assign_add(1)
 
     def online_rows(self, start: int, stop: int) -> Dict[str, np.ndarray]:

@@ -196,17 +196,16 @@ def test_online_step_appends_then_trains_and_exploration_is_seeded():
     agent = make_agent()
     new = {"observations": np.full(OBS, 3.0, np.float32), "actions": np.full(ACT, 0.5, np.float32),
            "rewards": np.float32(2.0), "masks": np.float32(0.0), "next_observations": np.ones(OBS, np.float32)}
-    row = np.concatenate([new["observations"], new["actions"], [2.0, 0.0], new["next_observations"]])
     next_observations = np.ones([1, 1, OBS], np.float32)
-    _, action = agent.online_step(buffer)(row.astype(np.float32), next_observations, tf.constant(0.1))
+    _, action = agent.online_step(buffer)(buffer.pack(new), next_observations, tf.constant(0.1))
     assert int(buffer.size) == 11 and int(agent.step) == 1
     rows = buffer.online_rows(0, 1)
     assert rows["rewards"].tolist() == [2.0] and rows["masks"].tolist() == [0.0]
-    for key in ("observations", "actions", "next_observations"):  # the row is split in the buffer's order
+    for key in ("observations", "actions", "next_observations"):  # packed and unpacked in the same order
         np.testing.assert_array_equal(rows[key][0], new[key])
     # The next action comes from the updated policy, drawn as `explore` draws it.
     twin, twin_buffer = make_agent(), ReplayBuffer(transitions, capacity=12)
-    twin_buffer.add(new)
+    twin_buffer.add(twin_buffer.pack(new))
     twin.run_updates(twin_buffer, 1)
     np.testing.assert_allclose(action, twin.explore(next_observations, tf.constant(0.1)).numpy(), atol=1e-5)
     observations = tf.zeros([1, 4, OBS])
