@@ -4,9 +4,10 @@
 Every combination of the `--grid` values, times every seed, is an ordinary run directory,
 `ROOT/NAME=VALUE,.../seedN`, trained by the same code path as `iql_tf.train` (resumable on its own), as a Ray
 task with `--cpus_per_run` CPUs (and `--gpus_per_run`, a fraction of a GPU where there is one). Without
-`--ray_address` a local Ray starts on this machine (nothing to set up); `--ray_address=auto` (or
-`ray://HOST:PORT`) submits to a running cluster, whose machines must all see `--root` (shared storage) and
-have iql-tf installed.
+`--ray_address` a local Ray starts on this machine (nothing to set up), listening on loopback (127.0.0.1)
+only: Ray's servers run whatever code they are sent, so nothing outside this machine may reach them.
+`--ray_address=auto` (or `ray://HOST:PORT`) submits to a running cluster, whose machines must all see `--root`
+(shared storage) and have iql-tf installed; that cluster's network is its owner's to keep private.
 
 Re-running the same command skips finished runs and resumes unfinished ones. Ctrl-C asks every running run
 to stop (each saves a checkpoint first) and waits for them. Progress: one line per finished run and a bar.
@@ -18,6 +19,7 @@ to stop (each saves a checkpoint first) and waits for them. Progress: one line p
 
 import ast
 import dataclasses
+import ipaddress
 import itertools
 import json
 import os
@@ -38,6 +40,10 @@ from iql_tf.errors import UserError
 FLAGS = flags.FLAGS
 RUN_FILE = "sweep_run.json"  # what a run directory of a sweep is: its config, bindings and seed
 STOP_FILE = "STOP"  # ROOT/STOP: every run of the sweep saves and stops (Ctrl-C of the driver makes it)
+# Ray's single-machine mode: its node address is 127.0.0.1 and every server it starts (GCS, raylet, workers,
+# the runtime-env agent) listens there. Read by Ray when it is imported; meant for macOS and Windows, it is
+# also the only documented way to keep a local Ray on loopback on Linux.
+_RAY_SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Settings that reach Ray's workers on this machine (a cluster's workers use their own environment).
 _PASSED_ENVIRONMENT = ("MINARI_DATASETS_PATH", "IQL_TF_DATA_DIR", "IQL_TF_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
 
@@ -206,9 +212,7 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
     if not pending:
         return outcomes
     (root / STOP_FILE).unlink(missing_ok=True)
-    environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
-    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": environment} if ray_address is None else None)
+    init_ray(ray_address)
     try:
         task = ray.remote(train_one).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         threads = max(1, int(cpus_per_run))
@@ -243,6 +247,23 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
     finally:
         ray.shutdown()
     return outcomes
+
+
+def init_ray(address: Optional[str]) -> None:
+    """Connects to the cluster at `address`, or starts a local Ray whose servers listen on loopback only (the
+    dashboard off); refuses to go on if Ray was imported before this could ask it for that."""
+    if address is None:
+        os.environ[_RAY_SINGLE_NODE] = "0"
+    import ray
+
+    environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": environment} if address is None else None)
+    if address is None and not ipaddress.ip_address(ray.util.get_node_ip_address()).is_loopback:
+        ray.shutdown()
+        raise UserError(f"the local Ray would listen on {ray.util.get_node_ip_address()}, not only on loopback: "
+                        f"Ray was imported before the sweep could set {_RAY_SINGLE_NODE}=0; set it in the "
+                        "environment, or start Ray yourself and pass --ray_address")
 
 
 def _line(outcome: Dict[str, Any]) -> str:

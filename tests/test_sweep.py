@@ -2,6 +2,7 @@
 re-running skipping finished ones and resuming the rest, bad input refused before anything starts, and the
 report's statistics against numbers computed by hand."""
 
+import ipaddress
 import json
 import os
 import signal
@@ -141,3 +142,66 @@ def test_the_sweep_command_reports_mistakes_in_one_line(tmp_path):
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: --seeds='1,1' names seed(s) [1] more than once"
+
+
+def _listening_addresses(pids):
+    """(address, port) of every listening TCP socket that one of `pids` holds, read from /proc."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:  # the process ended meanwhile
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # LISTEN
+                address, port = local.split(":")
+                raw = bytes.fromhex(address)
+                # /proc prints each 32-bit word in host (little-endian) order.
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.append((str(ipaddress.ip_address(raw)), int(port, 16)))
+    return found
+
+
+def _descendants(pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    family, todo = [], [pid]
+    while todo:
+        family.append(todo.pop())
+        todo += children.get(family[-1], [])
+    return family
+
+
+def test_the_local_ray_listens_on_loopback_only():
+    script = ("import sys; from iql_tf import sweep; sweep.init_ray(None); "
+              "import ray; ray.get(ray.remote(lambda: 0).remote()); print('ready', flush=True); sys.stdin.read()")
+    driver = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().strip() == "ready", driver.stderr.read()[-2000:]
+        processes = _descendants(driver.pid)
+        names = {open(f"/proc/{pid}/comm").read().strip() for pid in processes if os.path.exists(f"/proc/{pid}")}
+        assert {"gcs_server", "raylet"} <= names  # the servers of the local Ray, and its workers
+        addresses = _listening_addresses(processes)
+        assert addresses
+        exposed = [(host, port) for host, port in addresses
+                   if not ipaddress.ip_address(host).is_loopback
+                   and not (ipaddress.ip_address(host).version == 6 and ipaddress.ip_address(host).ipv4_mapped
+                            and ipaddress.ip_address(host).ipv4_mapped.is_loopback)]
+        assert not exposed, f"listening beyond loopback: {exposed} (all: {addresses})"
+    finally:
+        driver.stdin.close()
+        driver.wait(timeout=60)
