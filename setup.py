@@ -18,7 +18,6 @@ COMMANDS = {
     "iql-generate": "iql_tf.generation.generate:run",
     "iql-validate": "iql_tf.validate:run",
     "iql-evaluate": "iql_tf.evaluate:run",
-    "iql-benchmark": "iql_tf.tools.benchmark.__main__:run",
     "iql-sweep": "iql_tf.sweep:run",
     "iql-report": "iql_tf.report:run",
 }
@@ -27,8 +26,11 @@ setup(
     name="iql-tf",
     version="0.2.0",
     description="Implicit Q-Learning (IQL) for offline RL in TensorFlow 2 / Keras",
-    packages=find_packages(include=["iql_tf", "iql_tf.*"]),
-    package_data={"iql_tf": ["configs/*.gin"]},
+    # The gin files live at the top of the repository (gin/) and install as the data package iql_tf.configs;
+    # tools/ (benchmarks, toy maze, fault injection) runs from a checkout and is not installed.
+    packages=[*find_packages(include=["iql_tf", "iql_tf.*"]), "iql_tf.configs"],
+    package_dir={"iql_tf.configs": "gin"},
+    package_data={"iql_tf.configs": ["*.gin"]},
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={
@@ -36,7 +38,7 @@ setup(
         "sweep": SWEEP,
         # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation).
         "test": ["pytest==9.2.0", "setuptools==84.2.1", *SWEEP],
-        # Reference implementations for iql_tf.tools.benchmark (not needed to train).
+        # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
         "bench": ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8", "torch==2.14.1"],
     },
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in COMMANDS.items()]},

@@ -5,6 +5,7 @@
 - A malformed flag, or an expected mistake (`UserError`) raised by `main`, is printed as one line
   `error: ...` on stderr with exit status 2, never as a traceback.
 - Ctrl-C outside training (which saves and exits itself) ends with one line and status 130.
+- TensorFlow's native start-up lines never reach the terminal (`quiet.filter_native_stderr`).
 """
 
 import sys
@@ -13,6 +14,7 @@ from typing import Callable, List, Sequence
 
 from absl import app, flags
 
+from iql_tf import quiet
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -21,6 +23,7 @@ _HELP = ("--help", "-h", "--helpshort", "-?", "--help=true")
 
 def run(main: Callable[[Sequence[str]], None], module: types.ModuleType) -> None:
     """Parses the flags and runs `main(argv)` (the command's flags are those `module` defined)."""
+    quiet.filter_native_stderr()
 
     def parse(argv: List[str]) -> List[str]:
         if any(arg in _HELP for arg in argv[1:]):

@@ -1,8 +1,8 @@
 """Gin configuration: the packaged config files, the two gin flags every training command takes, parsing.
 
-The configs ship inside the package (`iql_tf/configs/*.gin`), so `--gin_file=locomotion` works from any
-directory after a plain `pip install`. A file given by path is read as is; its `include 'base.gin'` lines
-resolve against the packaged folder too.
+The configs live in the repository's `gin/` folder and install as the data package `iql_tf.configs` (plain
+and editable installs alike), so `--gin_file=locomotion` works from any directory. A file given by path is
+read as is; its `include 'base.gin'` lines resolve against the packaged folder too.
 """
 
 import importlib.resources
@@ -19,8 +19,10 @@ from iql_tf.errors import UserError
 
 
 def configs_dir() -> pathlib.Path:
-    """The packaged gin files' folder (a real folder: the package is installed unzipped)."""
-    return pathlib.Path(str(importlib.resources.files("iql_tf") / "configs"))
+    """The packaged gin files' folder: iql_tf/configs/ of an installed wheel (setup.py maps gin/ there), or
+    the checkout's gin/ beside the package in an editable install (which imports iql_tf from the checkout)."""
+    installed = pathlib.Path(str(importlib.resources.files("iql_tf"))) / "configs"
+    return installed if (installed / "base.gin").is_file() else pathlib.Path(__file__).resolve().parents[1] / "gin"
 
 
 def available_configs() -> List[str]:
@@ -35,13 +37,16 @@ def define_gin_flags() -> None:
 
 
 def resolve_gin_file(name: str) -> str:
-    """A gin file as given if it exists, else the packaged config of that name (`locomotion`,
-    `locomotion.gin` and `gin/locomotion.gin` all name the packaged `locomotion.gin`)."""
+    """A gin file as given if it exists; else a bare name (`locomotion`, `locomotion.gin`) or the repository's
+    `gin/NAME.gin` names the packaged config. Any other path that does not exist is an error, never a stock
+    config in its place."""
     path = pathlib.Path(name).expanduser()
     if path.is_file():
         return str(path)
-    packaged = configs_dir() / pathlib.Path(name).name
-    packaged = packaged if packaged.suffix == ".gin" else packaged.with_name(packaged.name + ".gin")
+    if str(path.parent) not in (".", "gin"):
+        raise UserError(f"gin file {name!r} not found; check the path (packaged configs go by name: "
+                        f"{', '.join(available_configs())})")
+    packaged = configs_dir() / (path.name if path.suffix == ".gin" else path.name + ".gin")
     if packaged.is_file():
         return str(packaged)
     raise UserError(f"gin file {name!r} not found (neither a file nor a packaged config); packaged configs: "

@@ -107,9 +107,9 @@ def draw_trajectories(env: Any, policy: Any, keys: Optional[List[str]], seed: in
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
         raise UserError("give one exported policy: python -m iql_tf.evaluate RUN_DIR/export/policy [--episodes=N]")
-    from iql_tf import envs, logs
+    from iql_tf import envs, quiet
 
-    logs.quiet_tensorflow()
+    quiet.quiet_tensorflow()
     if FLAGS.record:
         parent = pathlib.Path(FLAGS.record).expanduser().parent
         if not parent.is_dir():

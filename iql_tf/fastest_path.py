@@ -60,6 +60,8 @@ def choose(agent: "object", make_agent: Callable[[bool], "object"], buffer: "obj
     cached = _read(path)
     if key in cached:
         return cached[key]["xla"]
+    logging.info("timing XLA against TensorFlow's kernels for this network on this machine (mostly compiling, 10-30 s "
+                 "on a CPU; once: the choice is cached; bind IQLAgent.jit_compile = True or False to skip it)")
     agents = {jit: make_agent(jit) for jit in (False, True)}
     rates = race({jit: (lambda agent=agent: agent.run_updates(buffer, calls), calls) for jit, agent in agents.items()},
                  _ROUNDS, _TIMED_SECONDS / _ROUNDS)

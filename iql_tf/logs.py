@@ -52,18 +52,3 @@ class ProgressBar(tqdm.tqdm):
 
 def progress_bar(total: int, initial: int, enabled: bool) -> ProgressBar:
     return ProgressBar(total, initial, enabled)
-
-
-
-def quiet_tensorflow() -> None:
-    """Drops TensorFlow's own INFO lines (saver and SavedModel internals) that drown a run's progress;
-    warnings and errors still show, and so does this project's INFO logging."""
-    import logging as std_logging
-
-    import tensorflow as tf
-    from absl import logging
-
-    tf.get_logger().setLevel("WARNING")
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= std_logging.WARNING or "/tensorflow/" not in record.pathname
-    )

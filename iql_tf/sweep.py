@@ -176,9 +176,9 @@ def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> 
     import gin
 
     import iql_tf.generation  # noqa: F401  (the project's generated dataset ids)
-    from iql_tf import files, logs, trainer
+    from iql_tf import files, quiet, trainer
 
-    logs.quiet_tensorflow()
+    quiet.quiet_tensorflow()
     workdir, stop_file = pathlib.Path(root) / name, pathlib.Path(root) / STOP_FILE
     if stop_file.exists():
         return {"name": name, "status": "stopped", "step": None}
@@ -304,9 +304,9 @@ def main(argv: Sequence[str]) -> None:
         raise UserError("--root is required: the folder the runs go to (shared storage on a cluster)")
     if FLAGS.cpus_per_run <= 0 or FLAGS.gpus_per_run < 0:
         raise UserError("--cpus_per_run must be positive and --gpus_per_run non-negative")
-    from iql_tf import logs
+    from iql_tf import quiet
 
-    logs.quiet_tensorflow()
+    quiet.quiet_tensorflow()
     specs = plan(FLAGS.gin_file, FLAGS.gin_bindings, parse_grid(FLAGS.grid), parse_seeds(FLAGS.seeds))
     root = pathlib.Path(FLAGS.root)
     start = time.perf_counter()

@@ -49,10 +49,10 @@ def _bound(name: str) -> bool:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}: settings go in --gin_file or --gin_bindings")
-    from iql_tf import logs, trainer
+    from iql_tf import quiet, trainer
     import iql_tf.generation  # noqa: F401  (the project's own dataset ids, generated when missing)
 
-    logs.quiet_tensorflow()
+    quiet.quiet_tensorflow()
     config.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     workdir = FLAGS.workdir
     if not workdir:

@@ -4,8 +4,8 @@ requested rows are there, ratios are to each group's first row, and the table re
 import pytest
 
 from iql_tf.errors import UserError
-from iql_tf.tools import benchmark_data
-from iql_tf.tools.benchmark import __main__ as benchmark
+from tools import benchmark_data
+from tools.benchmark import __main__ as benchmark
 
 
 def test_rows_and_ratios_to_each_groups_first_row():

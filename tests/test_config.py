@@ -15,6 +15,9 @@ from iql_tf.errors import UserError
 @pytest.mark.parametrize("name", ["locomotion", "locomotion.gin", "gin/locomotion.gin"])
 def test_packaged_configs_resolve_by_name_from_any_directory(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # The suite runs in an editable install (the README's command): the configs are the checkout's gin/.
+    assert config.configs_dir() == REPO_ROOT / "gin"
+    assert config.resolve_gin_file(name) == str(REPO_ROOT / "gin" / "locomotion.gin")
     config.parse_gin([name], [])
     assert gin.query_parameter("IQLAgent.expectile") == 0.7
     assert gin.query_parameter("IQLAgent.hidden_dims") == (256, 256)  # from the included base.gin
@@ -32,6 +35,17 @@ def test_a_missing_gin_file_lists_the_packaged_ones():
         config.parse_gin(["nope"], [])
 
 
+def test_a_mistyped_path_is_an_error_not_the_packaged_config_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"gin file 'my/typo/locomotion.gin' not found; check the path"):
+        config.parse_gin(["my/typo/locomotion.gin"], [])
+    own = tmp_path / "my" / "locomotion.gin"  # a real file of a packaged config's name is read as given
+    own.parent.mkdir()
+    own.write_text("IQLAgent.expectile = 0.55\n")
+    config.parse_gin(["my/locomotion.gin"], [])
+    assert gin.query_parameter("IQLAgent.expectile") == 0.55
+
+
 def test_the_wheel_carries_the_configs_and_no_top_level_tools(tmp_path):
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(tmp_path), str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
@@ -40,11 +54,12 @@ def test_the_wheel_carries_the_configs_and_no_top_level_tools(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(tmp_path / "installed")
-    assert {f"iql_tf/configs/{name}.gin" for name in config.available_configs()} <= set(names)
+    assert {f"iql_tf/configs/{path.name}" for path in (REPO_ROOT / "gin").glob("*.gin")} <= set(names)
     assert {name.split("/")[0] for name in names} <= {"iql_tf", wheel.name.rsplit("-", 3)[0] + ".dist-info"}
-    # The unpacked wheel, outside this checkout, resolves the configs by name.
+    # The unpacked wheel, outside this checkout, resolves the configs by name and has no `tools`.
     probe = ("from iql_tf import config; config.parse_gin(['locomotion'], []); import gin; "
-             "print(config.configs_dir(), gin.query_parameter('IQLAgent.beta'))")
+             "print(config.configs_dir(), gin.query_parameter('IQLAgent.beta'))\n"
+             "try:\n    import tools\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('tools imported')")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                             env={"PYTHONPATH": str(tmp_path / "installed"), "PATH": ""}, timeout=120)
     assert result.returncode == 0, result.stderr

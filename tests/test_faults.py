@@ -14,7 +14,7 @@ import tensorflow as tf
 from iql_tf import config
 from iql_tf.errors import UserError
 from iql_tf.run_dir import RunDirectory
-from iql_tf.tools import kill_test
+from tools import fault_injection
 from iql_tf.trainer import run_training
 
 
@@ -105,10 +105,10 @@ def test_staging_folders_of_interrupted_writes_are_swept_on_the_next_start(tiny,
 
 def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     # The fault-injection tool on a run small enough for the test suite.
-    bindings = kill_test.default_bindings(tmp_path) + ["train.num_offline_steps = 600",
+    bindings = fault_injection.default_bindings(tmp_path) + ["train.num_offline_steps = 600",
                                                        "train.checkpoint_interval = 100"]
-    report = kill_test.inject(tmp_path, bindings, kills=2, rng=random.Random(0))
+    report = fault_injection.inject(tmp_path, bindings, kills=2, rng=random.Random(0))
     assert report == {"kills": 2, "max_weight_difference": 0.0, "checkpoints_lost": 0, "same_variables": True}
-    assert kill_test.final_weights(tmp_path / "interrupted")  # a real checkpoint was compared
+    assert fault_injection.final_weights(tmp_path / "interrupted")  # a real checkpoint was compared
     np.testing.assert_array_equal(
-        kill_test.final_weights(tmp_path / "interrupted")["agent/step/.ATTRIBUTES/VARIABLE_VALUE"], 600)
+        fault_injection.final_weights(tmp_path / "interrupted")["agent/step/.ATTRIBUTES/VARIABLE_VALUE"], 600)

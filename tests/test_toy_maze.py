@@ -10,10 +10,10 @@ import pytest
 from absl import flags
 
 from iql_tf import cli as iql_cli
-from iql_tf.tools.toy_maze import __main__ as cli
-from iql_tf.tools.toy_maze import experiment, learners
-from iql_tf.tools.toy_maze.maze import DISCOUNT, GOAL_REWARD, NUM_ACTIONS, Maze, value_iteration
-from iql_tf.tools.toy_maze.rollouts import Transitions, make_dataset
+from tools.toy_maze import __main__ as cli
+from tools.toy_maze import experiment, learners
+from tools.toy_maze.maze import DISCOUNT, GOAL_REWARD, NUM_ACTIONS, Maze, value_iteration
+from tools.toy_maze.rollouts import Transitions, make_dataset
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RIGHT = 3  # index into maze.MOVES
@@ -151,7 +151,7 @@ def test_cli_rejects_an_output_dir_that_cannot_be_created(tmp_path, capsys):
 
 def test_cli_as_a_program_exits_2_with_one_error_line(tmp_path):
     process = subprocess.run(
-        [sys.executable, "-m", "iql_tf.tools.toy_maze", f"--output_dir={tmp_path}", "--expectile=0"],
+        [sys.executable, "-m", "tools.toy_maze", f"--output_dir={tmp_path}", "--expectile=0"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert process.returncode == 2

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from iql_tf.errors import UserError
-from iql_tf.tools.toy_maze.maze import GOAL_REWARD, NUM_ACTIONS, Maze
+from tools.toy_maze.maze import GOAL_REWARD, NUM_ACTIONS, Maze
 
 Policy = Callable[[int, np.random.Generator], int]
 

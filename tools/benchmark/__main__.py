@@ -1,4 +1,4 @@
-"""Speed of the IQL update beside reference implementations: `python -m iql_tf.tools.benchmark`.
+"""Speed of the IQL update beside reference implementations: `python -m tools.benchmark`.
 
 Runs, in this one process and one after another (needs the `bench` extra: jax, flax, optax, torch):
 - per observation/action shape (hopper 11/3, halfcheetah 17/6, antmaze 29/8) at 2x256 and batch 256: the JAX
@@ -52,7 +52,7 @@ def run_benchmark(shapes: Sequence[str], hidden: Sequence[int], batch_size: int,
                   seconds: float, frameworks: Sequence[str], loop_updates: int, loop_transitions: int,
                   ensembles: Sequence[str], online: bool, serving_calls: int) -> list:
     from iql_tf import fastest_path
-    from iql_tf.tools.benchmark import measure
+    from tools.benchmark import measure
 
     unknown = sorted(set(shapes) - set(measure.SHAPES)) + sorted(set(frameworks) - {"iql_tf", "jax", "torch"})
     if unknown:
@@ -169,9 +169,9 @@ def main(argv: Sequence[str]) -> None:
         raise UserError("--batch_size, --fused_updates, --rounds and --seconds must be positive")
     output = pathlib.Path(FLAGS.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    from iql_tf import fastest_path, logs
+    from iql_tf import fastest_path, quiet
 
-    logs.quiet_tensorflow()
+    quiet.quiet_tensorflow()
     start = time.perf_counter()
     rows = run_benchmark(FLAGS.shapes, hidden, FLAGS.batch_size, FLAGS.fused_updates, FLAGS.rounds, FLAGS.seconds,
                          FLAGS.frameworks, FLAGS.loop_updates, FLAGS.loop_transitions, FLAGS.ensembles, FLAGS.online,

@@ -1,6 +1,6 @@
 """Benchmark of the data layer (not a test): convert and load a million hopper-sized transitions.
 
-    python -m iql_tf.tools.benchmark_data [--num_transitions=1000000] [--repeats=5]
+    python -m tools.benchmark_data [--num_transitions=1000000] [--repeats=5]
 
 Synthesises a D4RL-style npz (observations 11, actions 3, episodes of up to 1000 steps) in a temporary
 folder, then times `convert` and loading into memory (`load_converted`, and `make_dataset` with locomotion
@@ -20,7 +20,7 @@ from absl import app, flags
 from iql_tf.data import sources
 from iql_tf.data.conversion import convert
 from iql_tf.data.pipeline import load_converted, make_dataset
-from iql_tf.tools.benchmark.measure import d4rl_style
+from tools.benchmark.measure import d4rl_style
 
 flags.DEFINE_integer("num_transitions", 1_000_000, "Transitions to synthesise.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats of each stage (conversion: at most 3).")

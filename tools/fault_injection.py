@@ -1,6 +1,6 @@
 """Fault injection: kill -9 a real training run at random moments and check that nothing is lost.
 
-    python -m iql_tf.tools.kill_test --kills=10 [--seed=0] [--gin_bindings=...]
+    python -m tools.fault_injection --kills=10 [--seed=0] [--gin_bindings=...]
 
 Trains a small run to the end once without interruption, then trains the same run again in another
 directory, killing it with SIGKILL at `--kills` random moments (each restart is the same command, which

@@ -1,4 +1,4 @@
-"""CLI: `python -m iql_tf.tools.toy_maze --output_dir=DIR [--seed=0 ...]` runs the comparison, prints a table, writes PNGs.
+"""CLI: `python -m tools.toy_maze --output_dir=DIR [--seed=0 ...]` runs the comparison, prints a table, writes PNGs.
 
 Flags mirror `experiment.Config`. They are defined on a given FlagValues (the global one only when run as
 a program), so tests can parse them in-process without clashing with other tools' flags.
@@ -15,7 +15,7 @@ from absl import flags
 
 from iql_tf import cli
 from iql_tf.errors import UserError
-from iql_tf.tools.toy_maze import experiment, figures
+from tools.toy_maze import experiment, figures
 
 _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float}
 

@@ -6,9 +6,9 @@ from typing import List
 import numpy as np
 
 from iql_tf.errors import UserError
-from iql_tf.tools.toy_maze import learners
-from iql_tf.tools.toy_maze.maze import DISCOUNT, Maze, value_iteration
-from iql_tf.tools.toy_maze.rollouts import Transitions, make_dataset, success_rate
+from tools.toy_maze import learners
+from tools.toy_maze.maze import DISCOUNT, Maze, value_iteration
+from tools.toy_maze.rollouts import Transitions, make_dataset, success_rate
 
 ONE_STEP_EXPECTILE = 0.5  # the mean over dataset actions: SARSA evaluation of the behaviour policy
 

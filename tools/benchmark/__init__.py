@@ -1,3 +1,3 @@
-"""The speed benchmark (`python -m iql_tf.tools.benchmark`) and the reference implementations it compares with:
+"""The speed benchmark (`python -m tools.benchmark`) and the reference implementations it compares with:
 `jax_reference` (JAX + Flax + optax, in the authors' structure) and `torch_reference` (eager PyTorch, in CORL's
 style), installed with the `bench` extra and used for nothing else."""

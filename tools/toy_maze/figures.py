@@ -11,8 +11,8 @@ from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iql_tf import files  # noqa: E402
-from iql_tf.tools.toy_maze.experiment import MethodResult, Results  # noqa: E402
-from iql_tf.tools.toy_maze.maze import MOVES, Maze  # noqa: E402
+from tools.toy_maze.experiment import MethodResult, Results  # noqa: E402
+from tools.toy_maze.maze import MOVES, Maze  # noqa: E402
 
 TITLES = {"optimal": "(b) optimal V*", "one-step": "(c) one-step V", "iql": "(d) IQL V"}
 

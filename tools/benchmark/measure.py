@@ -65,7 +65,7 @@ def iql_tf_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_s
 def jax_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_size: int,
              fused: int) -> Tuple[Callable[[], None], int]:
     """`fused` > 1: lax.scan over that many updates per call; 1: one jitted update per call."""
-    from iql_tf.tools.benchmark.jax_reference import JaxIQL
+    from tools.benchmark.jax_reference import JaxIQL
 
     model = JaxIQL(data, data["observations"].shape[1], data["actions"].shape[1], hidden_dims, batch_size)
     if fused > 1:
@@ -75,7 +75,7 @@ def jax_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_size
 
 def torch_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_size: int
                ) -> Tuple[Callable[[], None], int]:
-    from iql_tf.tools.benchmark.torch_reference import TorchIQL
+    from tools.benchmark.torch_reference import TorchIQL
 
     model = TorchIQL(data, data["observations"].shape[1], data["actions"].shape[1], hidden_dims, batch_size)
     return model.single_update, 1

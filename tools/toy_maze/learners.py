@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from iql_tf import losses
-from iql_tf.tools.toy_maze.maze import NUM_ACTIONS
-from iql_tf.tools.toy_maze.rollouts import Transitions
+from tools.toy_maze.maze import NUM_ACTIONS
+from tools.toy_maze.rollouts import Transitions
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,10 +50,6 @@ def mlp(dims: Sequence[int], output_activation: Optional[nn.Module] = None) -> n
     return nn.Sequential(*layers)
 
 
-def linears(module: nn.Sequential) -> List[nn.Linear]:
-    return [m for m in module if isinstance(m, nn.Linear)]
-
-
 class ValueFunction(nn.Module):
     def __init__(self, state_dim: int, hidden_dims: Sequence[int]):
         super().__init__()
@@ -187,39 +183,3 @@ class TorchIQL:
 
     def losses(self) -> Dict[str, float]:
         return {k: float(v.detach()) for k, v in self._last.items()}
-
-    def _named_linears(self) -> Dict[str, List[nn.Linear]]:
-        return {
-            "value": linears(self.vf.v),
-            "critic1": linears(self.qf.q1),
-            "critic2": linears(self.qf.q2),
-            "target_critic1": linears(self.q_target.q1),
-            "target_critic2": linears(self.q_target.q2),
-            "actor": linears(self.actor.net),
-        }
-
-    def get_weights(self) -> Dict[str, np.ndarray]:
-        """All parameters under neutral names, e.g. "critic1/0/kernel" ([in, out], i.e. weight.T)."""
-        out: Dict[str, np.ndarray] = {}
-        for net, layers in self._named_linears().items():
-            for i, layer in enumerate(layers):
-                out[f"{net}/{i}/kernel"] = layer.weight.detach().cpu().numpy().T.copy()
-                out[f"{net}/{i}/bias"] = layer.bias.detach().cpu().numpy().copy()
-        out["actor/log_std"] = self.actor.log_std.detach().cpu().numpy().copy()
-        return out
-
-    @torch.no_grad()
-    def set_weights(self, weights: Dict[str, np.ndarray]) -> None:
-        """Replaces the parameters (not the optimiser state); meant for before the first update."""
-
-        def put(param: torch.Tensor, value: np.ndarray) -> None:
-            param.copy_(torch.as_tensor(np.asarray(value, np.float32).reshape(param.shape)))
-
-        for net, layers in self._named_linears().items():
-            for i, layer in enumerate(layers):
-                if f"{net}/{i}/kernel" in weights:
-                    put(layer.weight, np.asarray(weights[f"{net}/{i}/kernel"]).T)
-                if f"{net}/{i}/bias" in weights:
-                    put(layer.bias, weights[f"{net}/{i}/bias"])
-        if "actor/log_std" in weights:
-            put(self.actor.log_std, weights["actor/log_std"])
