@@ -14,8 +14,8 @@ SWEEP = ["ray==2.60.0", "rliable==1.2.0", "arch==7.2.0", "pandas==2.3.3"]
 
 COMMANDS = {
     "iql-train": "iql_tf.train:run",
-    "iql-convert": "iql_tf.data.convert:run",
-    "iql-generate": "iql_tf.generation.generate:run",
+    "iql-convert": "iql_tf.convert:run",
+    "iql-generate": "iql_tf.generate:run",
     "iql-validate": "iql_tf.validate:run",
     "iql-evaluate": "iql_tf.evaluate:run",
     "iql-sweep": "iql_tf.sweep:run",

@@ -9,17 +9,17 @@ is exactly what it would be trained alone.
 import json
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
 from iql_tf import losses
-from iql_tf.errors import UserError, is_integer, is_number
+from iql_tf.errors import UserError
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
 from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.settings import AgentSettings
 
-# Metrics of one update, in the order the train step computes them; each is one value per member.
+# Metrics of one update, by name; each is one value per member.
 METRIC_NAMES = (
     "value_loss",
     "v_mean",
@@ -38,35 +38,7 @@ METRIC_NAMES = (
     "actor_lr",
 )
 LOSS_NAMES = ("value_loss", "actor_loss", "critic_loss")
-_LOSS_ROWS = [METRIC_NAMES.index(name) for name in LOSS_NAMES]
-
-
-def _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, target_update_rate, learning_rates,
-                           dropout_rate, batch_size, jit_compile) -> None:
-    """Raises a UserError naming the first IQLAgent binding that is out of its range."""
-    checks = [
-        ("hidden_dims", hidden_dims, isinstance(hidden_dims, (tuple, list)) and len(hidden_dims) > 0
-         and all(is_integer(units) and units > 0 for units in hidden_dims), "a tuple of positive sizes, e.g. (256, 256)"),
-        ("expectile", expectile, is_number(expectile) and 0.0 < expectile < 1.0, "a number in (0, 1)"),
-        ("beta", beta, is_number(beta) and beta >= 0.0, "a number >= 0 (0 is behaviour cloning)"),
-        ("discount", discount, is_number(discount) and 0.0 <= discount <= 1.0, "a number in [0, 1]"),
-        ("target_update_rate", target_update_rate, is_number(target_update_rate) and 0.0 < target_update_rate <= 1.0,
-         "a number in (0, 1]"),
-        ("learning rates", learning_rates, all(is_number(lr) and lr > 0 for lr in learning_rates), "positive numbers"),
-        ("actor_dropout_rate", dropout_rate, dropout_rate is None or is_number(dropout_rate) and 0.0 <= dropout_rate < 1.0,
-         "None or a number in [0, 1)"),
-        ("batch_size", batch_size, is_integer(batch_size) and batch_size > 0, "a positive integer"),
-        ("jit_compile", jit_compile, jit_compile in (None, True, False),
-         "None (the faster path on this machine), True (XLA) or False"),
-    ]
-    for name, value, ok, expected in checks:
-        if not ok:
-            raise UserError(f"IQLAgent.{name} = {value!r} must be {expected}; fix it in the gin file or --gin_bindings")
-    try:
-        keras.activations.get(activation)
-    except (ValueError, TypeError) as error:
-        raise UserError(f"IQLAgent.activation = {activation!r} is not a Keras activation (e.g. 'relu', 'elu', "
-                        "'tanh'); fix it in the gin file or --gin_bindings") from error
+_LAST_VALUE = ("actor_lr",)  # reported as reached after K fused updates, not as their mean
 
 
 def _adam(learning_rate) -> keras.optimizers.Adam:
@@ -74,69 +46,43 @@ def _adam(learning_rate) -> keras.optimizers.Adam:
     return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
 
 
-# The trainer passes these; binding them in gin would be silently overridden, so gin refuses them.
-@gin.configurable(denylist=["observation_dim", "action_dim", "actor_decay_steps", "seeds"])
 class IQLAgent(tf.Module):
     """Value, twin critics with a Polyak target, and a Gaussian actor trained by AWR, per member.
 
     Everything that must survive a restart (weights, optimiser slots, the step, the random generators) is
     reachable from this module, so `tf.train.Checkpoint(agent=agent)` restores the exact training state.
+    `step` counts the gradient updates made.
     """
 
-    def __init__(
-        self,
-        observation_dim: int,
-        action_dim: int,
-        actor_decay_steps: int,
-        seeds: Sequence[int] = (0,),
-        hidden_dims: Sequence[int] = (256, 256),
-        activation: str = "relu",
-        expectile: float = 0.7,
-        beta: float = 3.0,
-        discount: float = 0.99,
-        target_update_rate: float = 0.005,
-        value_lr: float = 3e-4,
-        critic_lr: float = 3e-4,
-        actor_lr: float = 3e-4,
-        actor_cosine_decay: bool = True,
-        actor_dropout_rate: Optional[float] = None,
-        batch_size: int = 256,
-        jit_compile: Optional[bool] = None,
-    ):
+    def __init__(self, observation_dim: int, action_dim: int, settings: AgentSettings, actor_decay_steps: int,
+                 seeds: Sequence[int] = (0,)):
         """Builds the networks.
 
         Args:
           observation_dim, action_dim: sizes of the flattened observation and of the action.
+          settings: the networks', losses' and optimisers' settings (`IQLAgent.*` in gin).
           actor_decay_steps: length of the actor's cosine learning-rate decay (the run's offline updates).
           seeds: one per member; seed the initialisers and the generator that samples the member's batches,
             dropout masks and exploration.
-          expectile: tau of the value's expectile regression (0.5 gives one-step SARSA values).
-          beta: inverse temperature of AWR; 0 turns policy extraction into behaviour cloning.
-          target_update_rate: Polyak rate alpha of the target critics.
-          actor_cosine_decay: cosine decay of the actor lr to 0 over actor_decay_steps.
-          actor_dropout_rate: dropout after each hidden layer of the actor, in training only.
-          jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the
-            trainer time both on this machine and take the faster (`fastest_path`).
         """
         super().__init__(name="iql_agent")
-        _check_hyperparameters(hidden_dims, activation, expectile, beta, discount, target_update_rate,
-                               (value_lr, critic_lr, actor_lr), actor_dropout_rate, batch_size, jit_compile)
+        try:
+            keras.activations.get(settings.activation)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"IQLAgent.activation = {settings.activation!r} is not a Keras activation (e.g. 'relu', "
+                            "'elu', 'tanh'); fix it in the gin file or --gin_bindings") from error
         # As JSON: tf.Module would wrap a dict attribute into a trackable that json cannot write.
-        self._hyperparameters = json.dumps(dict(
-            hidden_dims=list(hidden_dims), activation=activation, expectile=float(expectile), beta=float(beta),
-            discount=float(discount), target_update_rate=float(target_update_rate), value_lr=float(value_lr),
-            critic_lr=float(critic_lr), actor_lr=float(actor_lr), actor_cosine_decay=bool(actor_cosine_decay),
-            actor_dropout_rate=actor_dropout_rate, batch_size=int(batch_size),
-            actor_decay_steps=int(actor_decay_steps) if actor_cosine_decay else None,
-        ))
+        self._hyperparameters = json.dumps(settings.hyperparameters(actor_decay_steps))
+        self.settings = settings
         self.observation_dim, self.action_dim = observation_dim, action_dim
         self.seeds = tuple(int(seed) for seed in seeds)
         self.members = len(self.seeds)
-        self.expectile = float(expectile)
-        self.beta = float(beta)
-        self.discount = float(discount)
-        self.target_update_rate = float(target_update_rate)
-        self.batch_size = int(batch_size)
+        self.expectile = float(settings.expectile)
+        self.beta = float(settings.beta)
+        self.discount = float(settings.discount)
+        self.target_update_rate = float(settings.target_update_rate)
+        self.batch_size = int(settings.batch_size)
+        hidden_dims, activation = settings.hidden_dims, settings.activation
 
         self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds)
         critic_seeds = [seed + 1000 for seed in self.seeds]
@@ -145,12 +91,13 @@ class IQLAgent(tf.Module):
                                         name="target_critic")
         self.target_critic.set_weights(self.critic.get_weights())
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
-                                   [seed + 2000 for seed in self.seeds], actor_dropout_rate)
+                                   [seed + 2000 for seed in self.seeds], settings.actor_dropout_rate)
 
-        if actor_cosine_decay:
+        actor_lr = settings.actor_lr
+        if settings.actor_cosine_decay:
             actor_lr = keras.optimizers.schedules.CosineDecay(actor_lr, decay_steps=actor_decay_steps)
-        self.value_optimizer = _adam(value_lr)
-        self.critic_optimizer = _adam(critic_lr)
+        self.value_optimizer = _adam(settings.value_lr)
+        self.critic_optimizer = _adam(settings.critic_lr)
         self.actor_optimizer = _adam(actor_lr)
         # Built now so that a checkpoint restores their slots instead of deferring.
         self.value_optimizer.build(self.value.trainable_variables)
@@ -164,8 +111,8 @@ class IQLAgent(tf.Module):
         self.act = tf.function(self.actor, input_signature=[members_spec])
         self.explore = tf.function(self._explore, input_signature=[members_spec, tf.TensorSpec([], tf.float32)])
         self.jit_compile: Optional[bool] = None
-        if jit_compile is not None:
-            self.compile(jit_compile)
+        if settings.jit_compile is not None:
+            self.compile(settings.jit_compile)
 
     @property
     def hyperparameters(self) -> Dict[str, Any]:
@@ -185,7 +132,7 @@ class IQLAgent(tf.Module):
     def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
         """One IQL update of every member in the reference order: value, actor, critics, target critics.
 
-        `batch` holds [members, B, ...] tensors; returns the metrics as [len(METRIC_NAMES), members].
+        `batch` holds [members, B, ...] tensors; returns the metrics by name (METRIC_NAMES), each [members].
         """
         observations, actions = batch["observations"], batch["actions"]
         target_q1, target_q2 = self.target_critic(observations, actions)
@@ -225,23 +172,23 @@ class IQLAgent(tf.Module):
         self.step.assign_add(1)
 
         per_member = lambda x: tf.reduce_mean(x, axis=list(range(1, x.shape.rank)))  # noqa: E731
-        return tf.stack([
-            value_loss,
-            per_member(v),
-            actor_loss,
-            per_member(advantages),
-            tf.math.reduce_std(advantages, axis=-1),
-            tf.reduce_max(advantages, axis=-1),
-            per_member(weights),
-            tf.reduce_max(weights, axis=-1),
-            per_member(tf.cast(weights >= losses.MAX_AWR_WEIGHT, tf.float32)),
-            per_member(self.actor.std()),
-            critic_loss,
-            per_member(q1),
-            per_member(q2),
-            per_member(target),
-            tf.fill([self.members], tf.cast(self.actor_optimizer.learning_rate, tf.float32)),
-        ])
+        return dict(
+            value_loss=value_loss,
+            v_mean=per_member(v),
+            actor_loss=actor_loss,
+            advantage_mean=per_member(advantages),
+            advantage_std=tf.math.reduce_std(advantages, axis=-1),
+            advantage_max=tf.reduce_max(advantages, axis=-1),
+            awr_weight_mean=per_member(weights),
+            awr_weight_max=tf.reduce_max(weights, axis=-1),
+            awr_weight_clipped_fraction=per_member(tf.cast(weights >= losses.MAX_AWR_WEIGHT, tf.float32)),
+            policy_std_mean=per_member(self.actor.std()),
+            critic_loss=critic_loss,
+            q1_mean=per_member(q1),
+            q2_mean=per_member(q2),
+            target_mean=per_member(target),
+            actor_lr=tf.fill([self.members], tf.cast(self.actor_optimizer.learning_rate, tf.float32)),
+        )
 
     @staticmethod
     def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
@@ -249,28 +196,27 @@ class IQLAgent(tf.Module):
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    def _sampled_update(self, buffer: ReplayBuffer) -> tf.Tensor:
+    def _sampled_update(self, buffer: ReplayBuffer) -> Dict[str, tf.Tensor]:
         batch = buffer.sample(self.generators, self.batch_size)
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
         return self.update(batch, dropout_seeds)
 
-    def _updates(self, buffer: ReplayBuffer, num_updates: tf.Tensor) -> tf.Tensor:
+    def _updates(self, buffer: ReplayBuffer, num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
         # K updates in one compiled call; the target update sits inside the loop (JAX-CORL #73: outside it,
         # fused updates train against a stale target). Metrics are averaged over the K updates; the loop stops
         # at the first non-finite loss so that the caller can name the step where it happened.
-        totals = tf.zeros([len(METRIC_NAMES), self.members])
-        metrics = totals
+        totals = {name: tf.zeros([self.members]) for name in METRIC_NAMES}
+        metrics = dict(totals)
         count = tf.constant(0.0)
         finite = tf.constant(True)
         for _ in tf.range(num_updates):
             if not finite:
                 break
             metrics = self._sampled_update(buffer)
-            finite = tf.reduce_all(tf.math.is_finite(tf.gather(metrics, _LOSS_ROWS)))
-            totals += metrics
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(metrics[name])) for name in LOSS_NAMES])
+            totals = {name: totals[name] + metrics[name] for name in METRIC_NAMES}
             count += 1.0
-        # actor_lr, the last row, is the rate reached after the K updates, not their mean.
-        return tf.concat([totals[:-1] / count, metrics[-1:]], axis=0)
+        return {name: metrics[name] if name in _LAST_VALUE else totals[name] / count for name in METRIC_NAMES}
 
     def run_updates(self, buffer: ReplayBuffer, num_updates: int) -> Dict[str, np.ndarray]:
         """Runs `num_updates` updates on batches sampled from `buffer`; returns their mean metrics, one value
@@ -280,11 +226,11 @@ class IQLAgent(tf.Module):
             metrics = self._compiled_update(buffer)
         else:
             metrics = self._compiled_updates(buffer, tf.constant(num_updates, tf.int32))
-        return dict(zip(METRIC_NAMES, metrics.numpy()))
+        return {name: value.numpy() for name, value in metrics.items()}
 
-    def online_step(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],
-                                                            Tuple[Dict[str, np.ndarray], np.ndarray]]:
-        """The online fine-tuning step bound to `buffer`: `step(row, next_observations, noise_std)` appends one
+    def online_update_fn(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],
+                                                                 Tuple[Dict[str, np.ndarray], np.ndarray]]:
+        """Online fine-tuning's update bound to `buffer`: `fn(row, next_observations, noise_std)` appends one
         transition (`row`: packed by `buffer.pack`), makes one update, then samples the exploration actions for
         `next_observations` ([members, 1, obs]) with the updated policy, as `explore`; returns the update's
         metrics and those actions. One call with a fixed signature and the buffer bound, not passed: per call
@@ -300,11 +246,11 @@ class IQLAgent(tf.Module):
             metrics = self._compiled_update(buffer)
             return metrics, self._explore(next_observations, noise_std)
 
-        def step(row: np.ndarray, next_observations: np.ndarray, noise_std: tf.Tensor):
+        def update_fn(row: np.ndarray, next_observations: np.ndarray, noise_std: tf.Tensor):
             metrics, actions = append_update_explore(row, next_observations, noise_std)
-            return dict(zip(METRIC_NAMES, metrics.numpy())), actions.numpy()
+            return {name: value.numpy() for name, value in metrics.items()}, actions.numpy()
 
-        return step
+        return update_fn
 
     def _explore(self, observations: tf.Tensor, noise_std: tf.Tensor) -> tf.Tensor:
         """Actions sampled from each member's policy (temperature 1) plus Gaussian exploration noise of std

@@ -61,7 +61,7 @@ def _not_gin_probing(record: logging.LogRecord) -> bool:
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     """Parses gin files then bindings; unknown configurables or parameters and syntax errors are UserErrors."""
-    import iql_tf.trainer  # noqa: F401  (registers the configurables: train, IQLAgent, make_dataset)
+    import iql_tf.settings  # noqa: F401  (defines the configurables: make_dataset, IQLAgent, train)
 
     gin.add_config_file_search_path(str(configs_dir()))  # `include 'base.gin'` from any working directory
     if _not_gin_probing not in logging.getLogger().filters:

@@ -15,13 +15,18 @@ and prints the mean return, the normalised score (when the dataset had reference
 import json
 import pathlib
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import flags
 
 from iql_tf import cli
 from iql_tf.errors import UserError
+
+if TYPE_CHECKING:  # imported inside the functions: --help stays free of TensorFlow
+    import gymnasium
+
+    from iql_tf import evaluation
 
 FLAGS = flags.FLAGS
 _RECORDED_EPISODES = 10
@@ -66,7 +71,8 @@ def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optio
     return results
 
 
-def draw_trajectories(env: Any, policy: Any, keys: Optional[List[str]], seed: int, episodes: int, path: str) -> None:
+def draw_trajectories(env: "gymnasium.Env", policy: "evaluation.Policy", keys: Optional[List[str]], seed: int,
+                      episodes: int, path: str) -> None:
     """The (x, y) path of the first episodes, on the walls of a gymnasium-robotics maze, as a PNG."""
     from iql_tf import envs, evaluation, files
 

@@ -20,6 +20,9 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf import files, json_records
+from iql_tf.agent import IQLAgent
+from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.settings import RunSettings
 
 CACHE_FILE = "fastest_path.json"
 _TIMED_SECONDS = 2.0  # per path, after compiling, in interleaved rounds
@@ -50,7 +53,7 @@ def _processor() -> str:
     return platform.processor() or platform.machine()
 
 
-def choose(agent: "object", make_agent: Callable[[bool], "object"], buffer: "object", settings: "object") -> bool:
+def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: ReplayBuffer, settings: RunSettings) -> bool:
     """True for XLA, False for TensorFlow's kernels: whichever runs the updates of `agent`'s configuration
     faster; the timing runs on agents from `make_agent(jit_compile)`, never on `agent`."""
     calls = _calls(settings)
@@ -77,14 +80,14 @@ def choose(agent: "object", make_agent: Callable[[bool], "object"], buffer: "obj
     return xla
 
 
-def _calls(settings: "object") -> int:
+def _calls(settings: RunSettings) -> int:
     """Updates per compiled call that the run will mostly make: one online, K offline."""
     if settings.num_online_steps > settings.num_offline_steps:
         return 1
     return min(settings.steps_per_call, 100)
 
 
-def race(calls: Dict[Any, Tuple[Callable[[], object], int]], rounds: int, seconds: float) -> Dict[Any, float]:
+def race(calls: Dict[Any, Tuple[Callable[[], Any], int]], rounds: int, seconds: float) -> Dict[Any, float]:
     """Updates per second of each (call, updates per call), warmed up once (which traces and compiles), then
     timed in `rounds` interleaved rounds of about `seconds` each (A B, A B, ...): a drift in the machine's speed
     then moves every entry alike. The median of an entry's rounds is its rate."""

@@ -15,9 +15,12 @@ import pathlib
 import shutil
 import socket
 import tempfile
-from typing import Any, Iterator, List, Union
+from typing import TYPE_CHECKING, Any, Iterator, List, Union
 
 from absl import logging
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 PathLike = Union[str, os.PathLike]
 _STAGING_MARK = ".partial-"
@@ -55,7 +58,7 @@ def write_json(path: PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def write_png(figure: Any, path: PathLike, dpi: int) -> None:
+def write_png(figure: "matplotlib.figure.Figure", path: PathLike, dpi: int) -> None:
     """Replaces `path` with a matplotlib figure as PNG in one step, then closes the figure."""
     import matplotlib.pyplot as plt
 

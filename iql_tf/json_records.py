@@ -12,15 +12,21 @@ from iql_tf.errors import UserError
 Record = TypeVar("Record")
 
 
-def parse_json_object(text: str, where: str, fix: str) -> Dict[str, Any]:
-    """A JSON object; invalid JSON or another type is a UserError naming `where` and saying `fix`."""
+def parse_json(text: str, where: str, fix: str, kind: type = dict) -> Any:
+    """A JSON value of type `kind` (an object by default); invalid JSON or another type is a UserError naming
+    `where` and saying `fix`."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{where}: not valid JSON ({error}); {fix}") from error
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a JSON object, got {text[:40]!r}; {fix}")
+    if not isinstance(value, kind):
+        expected = {dict: "an object", list: "an array"}.get(kind, kind.__name__)
+        raise UserError(f"{where}: expected a JSON {expected}, got {text[:40]!r}; {fix}")
     return value
+
+
+def parse_json_object(text: str, where: str, fix: str) -> Dict[str, Any]:
+    return parse_json(text, where, fix, dict)
 
 
 def encode_float(value: float) -> Any:

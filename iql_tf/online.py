@@ -12,50 +12,46 @@ checkpoint records how many there are, with the episode count and the random gen
 them back into the buffer; the interrupted episode starts again.
 """
 
-import pathlib
-import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
 from iql_tf import envs, files
 from iql_tf.agent import IQLAgent
-from iql_tf.data.pipeline import ACTION_LIMIT, OfflineDataset
+from iql_tf.checkpoints import Checkpoints
+from iql_tf.data.pipeline import ACTION_LIMIT
+from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
 from iql_tf.replay_buffer import ReplayBuffer
-from iql_tf.run_dir import RunDirectory
 
-_CHUNK = re.compile(r"^online-(\d+)-(\d+)\.npz$")
 _RESET_SEED_STRIDE = 1_000_003  # episode e of seed s resets with s * stride + e (evaluation uses 100003)
 
 
 class OnlinePhase:
     """The exploration environment, the current episode and the online part of the replay buffer."""
 
-    def __init__(self, env_fn: Callable[[], Any], dataset: OfflineDataset, agent: IQLAgent, buffer: ReplayBuffer,
-                 settings: Any, directory: RunDirectory):
-        self.env = env_fn()  # its own instance: evaluation never steps the exploration env
-        metadata = dataset.metadata
-        envs.check_env_fits(self.env, metadata.observation_keys, int(np.prod(metadata.observation_shape)),
-                            int(np.prod(metadata.action_shape)), metadata.source)
-        self.keys = metadata.observation_keys
-        self.preprocessing = dataset.preprocessing
-        self.agent, self.buffer, self.settings, self.directory = agent, buffer, settings, directory
-        self.noise = tf.constant(float(settings.exploration_noise))
+    def __init__(self, env: gym.Env, observation_keys: Optional[Sequence[str]], preprocessing: Preprocessing,
+                 agent: IQLAgent, buffer: ReplayBuffer, seed: int, exploration_noise: float, checkpoints: Checkpoints):
+        """`env` is its own instance (evaluation never steps it), already checked to fit the data."""
+        self.env, self.keys, self.preprocessing = env, observation_keys, preprocessing
+        self.agent, self.buffer, self.seed, self.checkpoints = agent, buffer, seed, checkpoints
+        self.noise = tf.constant(float(exploration_noise))
         self.episodes = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_episodes")
-        self.rows = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_rows")  # saved with the checkpoint
+        # How many online transitions the checkpoint's chunks hold (saved with the checkpoint).
+        self.saved_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_rows")
         self.observation: Optional[np.ndarray] = None  # the current network observation; None between episodes
         self.action: Optional[np.ndarray] = None  # the exploration action for it, in [-1, 1]
         self.finished: List[Dict[str, float]] = []  # episodes ended since the last summary
         self.on_episode: Callable[[int, Dict[str, float]], None] = lambda step, episode: None
-        self._step: Optional[Callable] = None  # IQLAgent.online_step bound to the buffer
+        self._update_fn: Optional[Callable] = None  # IQLAgent.online_update_fn bound to the buffer
 
     def trackables(self) -> Dict[str, tf.Variable]:
-        return {"online_episodes": self.episodes, "online_rows": self.rows}
+        return {"online_episodes": self.episodes, "online_rows": self.saved_count}
 
     def _reset(self) -> None:
-        seed = self.settings.seed * _RESET_SEED_STRIDE + int(self.episodes.numpy())
+        seed = self.seed * _RESET_SEED_STRIDE + int(self.episodes.numpy())
         observation, info = self.env.reset(seed=seed)
         self.episodes.assign_add(1)
         self.observation = self._prepared(observation)
@@ -65,7 +61,7 @@ class OnlinePhase:
         return np.asarray(self.preprocessing.observations(envs.flatten_observation(observation, self.keys)),
                           np.float32)
 
-    def step(self) -> Dict[str, np.ndarray]:
+    def env_step(self) -> Dict[str, np.ndarray]:
         """One environment step and one gradient update; returns the update's metrics."""
         if self.observation is None:
             self._reset()
@@ -74,8 +70,8 @@ class OnlinePhase:
         observation, reward, terminated, truncated, info = self.env.step(
             self.preprocessing.actions_from_unit(unit_action))
         next_observation = self._prepared(observation)
-        if self._step is None:  # bound once the agent has chosen how to compile its update
-            self._step = self.agent.online_step(self.buffer)
+        if self._update_fn is None:  # bound once the agent has chosen how to compile its update
+            self._update_fn = self.agent.online_update_fn(self.buffer)
         # The update and the next step's action in one call (the action is wasted when the episode ends here).
         row = self.buffer.pack({
             "observations": self.observation,
@@ -84,7 +80,7 @@ class OnlinePhase:
             "masks": 0.0 if terminated else 1.0,
             "next_observations": next_observation,
         })
-        metrics, next_actions = self._step(row, next_observation[None, None], self.noise)
+        metrics, next_actions = self._update_fn(row, next_observation[None, None], self.noise)
         self.action = next_actions[0, 0]
         self.episode["return"] += float(reward)
         self.episode["length"] += 1
@@ -110,22 +106,20 @@ class OnlinePhase:
 
     def save_transitions(self) -> None:
         """Writes the online transitions collected since the last checkpoint; the checkpoint then records them."""
-        first, last = int(self.rows.numpy()), int(self.buffer.size) - self.buffer.offline_size
+        first, last = int(self.saved_count.numpy()), int(self.buffer.size) - self.buffer.offline_size
         if last > first:
-            path = self.directory.checkpoints / f"online-{first:010d}-{last:010d}.npz"
-            self.directory.checkpoints.mkdir(parents=True, exist_ok=True)
+            path = self.checkpoints.online_chunk(first, last)
+            path.parent.mkdir(parents=True, exist_ok=True)
             with files.atomic_file(path) as temporary, open(temporary, "wb") as f:
-                np.savez(f, **self.buffer.online_rows(first, last))
-        self.rows.assign(last)
+                np.savez(f, **self.buffer.online_transitions(first, last))
+        self.saved_count.assign(last)
 
     def restore(self) -> None:
         """Puts the online transitions of the restored checkpoint back into the buffer (after the offline data)
         and deletes those of newer, lost checkpoints; the interrupted episode starts again."""
-        rows = int(self.rows.numpy())
-        chunks = sorted((int(m.group(1)), int(m.group(2)), path) for path in self._chunk_files()
-                        if (m := _CHUNK.match(path.name)))
+        rows = int(self.saved_count.numpy())
         parts, expected = [], 0
-        for first, last, path in chunks:
+        for first, last, path in self.checkpoints.online_chunks():
             if first >= rows:
                 path.unlink()
                 continue
@@ -137,14 +131,11 @@ class OnlinePhase:
                 parts.append({key: data[key] for key in data.files})
             expected = last
         if expected != rows:
-            raise UserError(f"{self.directory.checkpoints}: the checkpoint holds {rows} online transitions but the "
+            raise UserError(f"{self.checkpoints.folder}: the checkpoint holds {rows} online transitions but the "
                             f"online-*.npz files only {expected}; start the run again in a new --workdir")
         if parts:
             self.buffer.restore_online({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
         self.observation = None
-
-    def _chunk_files(self) -> List[pathlib.Path]:
-        return list(self.directory.checkpoints.glob("online-*.npz")) if self.directory.checkpoints.is_dir() else []
 
     def close(self) -> None:
         self.env.close()

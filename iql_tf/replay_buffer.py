@@ -17,25 +17,24 @@ BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations"
 class ReplayBuffer(tf.Module):
     """Observations, actions, rewards, masks and next observations of up to `capacity` transitions."""
 
-    def __init__(self, transitions: Mapping[str, tf.Tensor], capacity: Optional[int] = None,
+    def __init__(self, transitions: Mapping[str, np.ndarray], capacity: Optional[int] = None,
                  name: str = "replay_buffer"):
         super().__init__(name=name)
         columns = {
             "observations": transitions["observations"],
             "actions": transitions["actions"],
             "rewards": transitions["rewards"],
-            "masks": 1.0 - tf.convert_to_tensor(transitions["terminals"], tf.float32),
+            "masks": 1.0 - np.asarray(transitions["terminals"], np.float32),
             "next_observations": transitions["next_observations"],
         }
-        self.offline_size = int(columns["rewards"].shape[0])
+        self.offline_size = int(np.shape(columns["rewards"])[0])
         self.capacity = max(capacity or 0, self.offline_size)
-        free = self.capacity - self.offline_size
-        self.columns = {
-            key: tf.Variable(tf.concat([tf.convert_to_tensor(value, tf.float32),
-                                        tf.zeros([free, *value.shape[1:]], tf.float32)], axis=0),
-                             trainable=False, name=key)
-            for key, value in columns.items()
-        }
+        self.columns = {}
+        for key, value in columns.items():
+            # Allocated at full size, then filled: no second full-size copy of the data on the way.
+            column = tf.Variable(tf.zeros([self.capacity, *np.shape(value)[1:]], tf.float32), trainable=False, name=key)
+            column[:self.offline_size].assign(np.asarray(value, np.float32))
+            self.columns[key] = column
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
         # One transition travels as one float32 row, its columns flattened in BATCH_KEYS order.
         self._widths = [int(np.prod(self.columns[key].shape[1:])) for key in BATCH_KEYS]
@@ -62,7 +61,7 @@ class ReplayBuffer(tf.Module):
             column.scatter_nd_update(index, tf.reshape(part, [1, *column.shape[1:]]))
         self.size.assign_add(1)
 
-    def online_rows(self, start: int, stop: int) -> Dict[str, np.ndarray]:
+    def online_transitions(self, start: int, stop: int) -> Dict[str, np.ndarray]:
         """Online transitions [start, stop) (counted from the end of the offline data), as numpy arrays."""
         first, last = self.offline_size + start, self.offline_size + stop
         return {key: column[first:last].numpy() for key, column in self.columns.items()}

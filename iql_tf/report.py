@@ -7,7 +7,7 @@ ROOT/report/report.md (and report.json):
   seeds (rliable);
 - across datasets (configurations run on every dataset): IQM, mean and optimality gap with their intervals,
   and the probability of improvement of each configuration over every other;
-and, unless --no_plots, learning curves (IQM over seeds with a 95 % band, x: updates, one panel per dataset,
+and, unless --noplots, learning curves (IQM over seeds with a 95 % band, x: updates, one panel per dataset,
 curves.png) and the aggregate intervals (aggregate.png).
 
 The score of a run is its final evaluation: 100 x success rate where the environment reports success (the
@@ -16,7 +16,6 @@ paper's AntMaze score), else the normalised score, else the return.
 
 import collections
 import dataclasses
-import json
 import pathlib
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from absl import flags
 
-from iql_tf import cli, files
+from iql_tf import cli, files, run_files
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -39,7 +38,7 @@ def define_flags() -> None:
 
 
 @dataclasses.dataclass
-class Run:
+class RunResult:
     """One seed of one finished run."""
 
     directory: pathlib.Path
@@ -63,13 +62,17 @@ def _score(results: Dict[str, float]) -> Tuple[Optional[str], Optional[float]]:
     return None, None
 
 
-def collect(root: pathlib.Path) -> List[Run]:
-    """Every evaluated seed of every finished run under `root`."""
+def collect(root: pathlib.Path) -> List[RunResult]:
+    """Every evaluated seed of every finished run under `root` (a damaged run's records: skipped, saying so)."""
     runs = []
-    for finished in sorted(root.rglob("finished.json")):
-        summary = json.loads(finished.read_text())
-        history = json.loads((finished.parent / "eval_results.json").read_text()) \
-            if (finished.parent / "eval_results.json").exists() else []
+    for finished in sorted(root.rglob(run_files.FINISHED)):
+        directory = run_files.RunFiles(finished.parent)
+        try:
+            summary, recorded = directory.finished(), directory.results()
+        except UserError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        history = [{"step": step, "seed": seed, **results} for (step, seed), results in sorted(recorded.items())]
         offline_steps = summary.get("num_offline_steps", summary["step"])  # absent in runs of earlier versions
         online_from = offline_steps if summary["step"] > offline_steps else None
         for seed, hparams in zip(summary["seeds"], summary["hparams"]):
@@ -82,7 +85,7 @@ def collect(root: pathlib.Path) -> List[Run]:
             settings = summary["swept"] or hparams
             configuration = ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
                                       if name not in ("train.seed", "make_dataset.source"))
-            runs.append(Run(finished.parent, summary["dataset"], configuration or "default", seed,
+            runs.append(RunResult(finished.parent, summary["dataset"], configuration or "default", seed,
                             [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1],
                             online_from))
     return runs
@@ -112,13 +115,13 @@ def _estimates(scores: Dict[str, Any], function, reps: int, seed: int) -> Tuple[
         logging.set_verbosity(verbosity)
 
 
-def summarise(runs: Sequence[Run], reps: int = 2000, seed: int = 0) -> Dict[str, Any]:
+def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dict[str, Any]:
     """The report's numbers (see the module docstring)."""
     from rliable import metrics
 
     if not runs:
         raise UserError("no finished runs with evaluations there: train some first (iql-sweep, iql-train)")
-    by_dataset: Dict[str, Dict[str, List[Run]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    by_dataset: Dict[str, Dict[str, List[RunResult]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for run in runs:
         by_dataset[run.dataset][run.configuration].append(run)
     datasets: Dict[str, Any] = {}
@@ -176,7 +179,7 @@ def markdown(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: Sequence[Run], report: Dict[str, Any], output: pathlib.Path, reps: int, seed: int) -> List[pathlib.Path]:
+def plot(runs: Sequence[RunResult], report: Dict[str, Any], output: pathlib.Path, reps: int, seed: int) -> List[pathlib.Path]:
     """curves.png (IQM over seeds per evaluation step, with a 95 % band) and aggregate.png."""
     import matplotlib
 

@@ -21,7 +21,6 @@ import ast
 import dataclasses
 import ipaddress
 import itertools
-import json
 import os
 import pathlib
 import re
@@ -32,14 +31,12 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
-from absl import flags
+from absl import flags, logging
 
-from iql_tf import cli, config
+from iql_tf import cli, config, run_files
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-RUN_FILE = "sweep_run.json"  # what a run directory of a sweep is: its config, bindings and seed
-STOP_FILE = "STOP"  # ROOT/STOP: every run of the sweep saves and stops (Ctrl-C of the driver makes it)
 # Ray's single-machine mode: its node address is 127.0.0.1 and every server it starts (GCS, raylet, workers,
 # the runtime-env agent) listens there. Read by Ray when it is imported; meant for macOS and Windows, it is
 # also the only documented way to keep a local Ray on loopback on Linux.
@@ -151,17 +148,20 @@ def _hparam(value: Any) -> Any:
 def check_root(root: pathlib.Path, specs: Sequence[RunSpec]) -> None:
     """A run directory already in ROOT must hold the run this sweep would train there."""
     for spec in specs:
-        path = root / spec.name / RUN_FILE
-        if not path.exists():
-            continue
-        recorded = json.loads(path.read_text())
-        if recorded != spec.to_json():
-            raise UserError(f"{path.parent} holds a run of another configuration ({recorded['bindings']} vs "
+        recorded = run_files.RunFiles(root / spec.name).sweep_run()
+        if recorded is not None and recorded != spec.to_json():
+            raise UserError(f"{root / spec.name} holds a run of another configuration ({recorded.get('bindings')} vs "
                             f"{list(spec.bindings)}); use another --root, or the sweep command that made it")
 
 
 def is_finished(root: pathlib.Path, spec: RunSpec) -> bool:
-    return (root / spec.name / "finished.json").exists()  # trainer.FINISHED_FILE (the trainer imports TensorFlow)
+    """A run is finished when its finished.json holds a finished run's record; a damaged one is trained again
+    (it resumes from its last checkpoint and writes the record anew)."""
+    try:
+        return run_files.RunFiles(root / spec.name).finished() is not None
+    except UserError as error:
+        logging.warning("%s: training it again", error)
+        return False
 
 
 def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> Dict[str, Any]:
@@ -175,20 +175,19 @@ def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> 
         pass
     import gin
 
-    import iql_tf.generation  # noqa: F401  (the project's generated dataset ids)
-    from iql_tf import files, quiet, trainer
+    from iql_tf import quiet, trainer
 
     quiet.quiet_tensorflow()
-    workdir, stop_file = pathlib.Path(root) / name, pathlib.Path(root) / STOP_FILE
+    files, stop_file = run_files.RunFiles(pathlib.Path(root) / name), pathlib.Path(root) / run_files.STOP
     if stop_file.exists():
         return {"name": name, "status": "stopped", "step": None}
     try:
         gin.clear_config()
         config.parse_gin(spec_json["gin_files"], spec_json["bindings"])
-        workdir.mkdir(parents=True, exist_ok=True)
-        if not (workdir / RUN_FILE).exists():
-            files.write_json(workdir / RUN_FILE, spec_json)
-        results = trainer.run_training(str(workdir), hparams=spec_json["hparams"], stop_files=[str(stop_file)])
+        files.path.mkdir(parents=True, exist_ok=True)
+        if files.sweep_run() is None:
+            files.write_sweep_run(spec_json)
+        results = trainer.run_training(files.path, hparams=spec_json["hparams"], stop_files=[str(stop_file)])
         return {"name": name, "status": "finished", "results": results}
     except trainer.RunStopped as stopped:
         return {"name": name, "status": "stopped", "step": stopped.step}
@@ -201,7 +200,6 @@ def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> 
 def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optional[str], cpus_per_run: float,
               gpus_per_run: float, progress: bool = True) -> List[Dict[str, Any]]:
     """Trains the unfinished runs as Ray tasks; returns one outcome per run (finished ones: 'skipped')."""
-    import ray
     import tqdm
 
     check_root(root, specs)
@@ -211,8 +209,10 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
     _write_hparams_config(root, specs)
     if not pending:
         return outcomes
-    (root / STOP_FILE).unlink(missing_ok=True)
+    (root / run_files.STOP).unlink(missing_ok=True)
     init_ray(ray_address)
+    import ray
+
     try:
         task = ray.remote(train_one).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         threads = max(1, int(cpus_per_run))
@@ -234,7 +234,7 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
             if interrupted.is_set():
                 signal.signal(signal.SIGINT, previous_handler)  # a second Ctrl-C no longer waits for the checkpoints
                 bar.write(f"stopping {len(unfinished)} unfinished run(s): running ones save a checkpoint first")
-                (root / STOP_FILE).touch()  # every run watches it; runs that have not started return at once
+                (root / run_files.STOP).touch()  # every run watches it; runs that have not started return at once
                 stopped = ray.get(list(unfinished))
                 outcomes += stopped
                 for outcome in stopped:
@@ -242,7 +242,7 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
                 raise KeyboardInterrupt
         finally:
             signal.signal(signal.SIGINT, previous_handler)
-            (root / STOP_FILE).unlink(missing_ok=True)
+            (root / run_files.STOP).unlink(missing_ok=True)
         bar.close()
     finally:
         ray.shutdown()
@@ -288,7 +288,8 @@ def _write_hparams_config(root: pathlib.Path, specs: Sequence[RunSpec]) -> None:
         for name, value in spec.hparams:
             values.setdefault(name, set()).add(value)
     root.mkdir(parents=True, exist_ok=True)
-    with tf.summary.create_file_writer(str(root / "tb_experiment")).as_default():
+    # At ROOT itself, so that TensorBoard lists no pseudo-run beside the runs.
+    with tf.summary.create_file_writer(str(root)).as_default():
         hp.hparams_config(
             hparams=[hp.HParam(name, hp.Discrete(sorted(options, key=str))) for name, options in values.items()],
             metrics=[hp.Metric(f"eval/{name}") for name in ("success_rate", "normalized_score", "return_mean")],

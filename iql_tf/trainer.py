@@ -1,112 +1,44 @@
 """One training run: the offline phase of IQL updates, then, when asked, online fine-tuning, with
 evaluation, TensorBoard, checkpoints and the exported policy.
 
-`run_training(workdir)` builds a `Run` and takes it through its parts: `build` (data, environments, replay
-buffer, agent), `restore` (the newest intact checkpoint of an earlier run in the same directory, whose
-training settings must match), `loop` (updates in compiled calls of K, or one environment step and one update
-at a time online, stopping at log / evaluation / checkpoint boundaries), `evaluate`, `export` and `finish`.
-Everything is configured with gin: `RunSettings` is the `train` configurable (`train.num_offline_steps`, ...).
+`run_training(workdir, data, agent, settings)` builds a `TrainingRun` and takes it through its parts: `build`
+(data, environments, replay buffer, agent), `restore` (the newest intact checkpoint of an earlier run in the
+same directory, whose training settings must match), `loop` (updates in compiled calls of K, or one
+environment step and one update at a time online, stopping at log / evaluation / checkpoint boundaries),
+`evaluate`, `export` and `finish`. It is configured by the three settings objects of `settings.py` (from gin
+when not given). The run directory's files belong to `run_files.py`, its checkpoints to `checkpoints.py`.
 """
 
 import dataclasses
 import json
-import os
 import pathlib
+import shutil
 import signal
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gin
+import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hp
 
-from iql_tf import evaluation, fastest_path, files, logs
+from iql_tf import evaluation, fastest_path, generation, logs, run_files
 from iql_tf.agent import LOSS_NAMES, IQLAgent
+from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.pipeline import OfflineDataset, make_dataset
 from iql_tf.envs import check_env_fits, make_env
-from iql_tf.errors import UserError, is_integer, is_number
+from iql_tf.errors import UserError
 from iql_tf.export import export_policy
 from iql_tf.online import OnlinePhase
 from iql_tf.policy_metadata import PolicyMetadata
 from iql_tf.replay_buffer import ReplayBuffer
-from iql_tf.run_dir import RunDirectory
-
-RESULTS_FILE = "eval_results.json"
-RESUMES_FILE = "resumes.json"
-FINISHED_FILE = "finished.json"  # written once the final policy is exported
-OPERATIVE_CONFIG_FILE = "operative_config.gin"
+from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
 
 class NonFiniteError(UserError):
     """A loss or weight became NaN or infinite; training stops without saving it."""
-
-
-@gin.configurable("train")
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """The `train.*` gin parameters.
-
-    Attributes:
-      num_offline_steps: gradient updates on the offline dataset (also the length of the actor's cosine decay).
-      num_online_steps: environment steps of online fine-tuning after the offline phase, one gradient update
-        each (0: offline only).
-      seed: seeds the networks, batches, dropout, exploration and evaluation episodes.
-      num_seeds: independent agents trained together, seeds `seed` ... `seed + num_seeds - 1`, through one
-        compiled step (each logged, checkpointed, evaluated and exported on its own).
-      exploration_noise: std of Gaussian noise added to the sampled action online (in [-1, 1] units).
-      steps_per_call: offline updates fused in one compiled call (K); boundaries are always reached exactly.
-      log_interval / eval_interval / checkpoint_interval: in gradient updates.
-      eval_episodes: episodes per evaluation (0, or a dataset without environment: no evaluation).
-      checkpoints_to_keep: newest checkpoints kept.
-      export_on_eval: also export the policy at every evaluation, not only at the end.
-      progress_bar: show a progress bar on stderr.
-      start_over: train from step 0 even where checkpoints exist (they are deleted).
-    """
-
-    num_offline_steps: int = 1_000_000
-    num_online_steps: int = 0
-    seed: int = 0
-    num_seeds: int = 1
-    exploration_noise: float = 0.0
-    steps_per_call: int = 1000
-    log_interval: int = 1000
-    eval_interval: int = 5000
-    eval_episodes: int = 10
-    checkpoint_interval: int = 10_000
-    checkpoints_to_keep: int = 2
-    export_on_eval: bool = False
-    progress_bar: bool = True
-    start_over: bool = False
-
-    # What a resumed run may not change: these decide the weights it ends with.
-    TRAINING = ("num_offline_steps", "num_online_steps", "seed", "num_seeds", "exploration_noise")
-
-    def check(self) -> None:
-        integers = [("num_offline_steps", 0), ("num_online_steps", 0), ("seed", 0), ("num_seeds", 1),
-                    ("steps_per_call", 1), ("log_interval", 1), ("eval_interval", 1), ("eval_episodes", 0),
-                    ("checkpoint_interval", 1), ("checkpoints_to_keep", 1)]
-        for name, minimum in integers:
-            value = getattr(self, name)
-            if not is_integer(value) or value < minimum:
-                kind = "positive" if minimum else "non-negative"
-                raise UserError(f"train.{name} = {value!r} must be a {kind} integer (write 1000000, not 1e6); fix it "
-                                "in the gin file or --gin_bindings")
-        if self.num_offline_steps + self.num_online_steps == 0:
-            raise UserError("train.num_offline_steps and train.num_online_steps are both 0: nothing to train")
-        if not is_number(self.exploration_noise) or not self.exploration_noise >= 0:
-            raise UserError(f"train.exploration_noise = {self.exploration_noise!r} must be a number >= 0")
-        if self.num_online_steps and self.num_seeds > 1:
-            raise UserError("train.num_seeds > 1 with train.num_online_steps: fine-tuning trains one seed per run; "
-                            "run one per seed (python -m iql_tf.sweep --seeds=...)")
-
-    @property
-    def total_steps(self) -> int:
-        return self.num_offline_steps + self.num_online_steps
-
-
-STOP_FILE = "STOP"
 
 
 class _StopRequest:
@@ -116,8 +48,8 @@ class _StopRequest:
     file lets a sweep driver, or a person, stop a run on any machine that shares the directory.
     """
 
-    def __init__(self, directory: pathlib.Path, extra_stop_files: Sequence[pathlib.Path] = ()):
-        self.stop_file = directory / STOP_FILE
+    def __init__(self, stop_file: pathlib.Path, extra_stop_files: Sequence[pathlib.Path] = ()):
+        self.stop_file = stop_file
         self.extra_stop_files = list(extra_stop_files)  # a sweep's: watched, never deleted here
         self.reason: Optional[str] = None
         self.signal_number: Optional[int] = None
@@ -155,26 +87,30 @@ class RunStopped(Exception):
         self.reason, self.signal_number, self.step = reason, signal_number, step
 
 
-class Run:
+class TrainingRun:
     """The state and parts of one training run (see the module docstring)."""
 
-    def __init__(self, workdir: str, settings: RunSettings, dataset_fn: Callable[[], OfflineDataset],
-                 env_fn: Optional[Callable[[], Any]], hparams: Optional[Dict[str, Any]] = None,
+    def __init__(self, workdir: "str | pathlib.Path", data: DataSettings, agent: AgentSettings, settings: RunSettings,
+                 dataset_fn: Callable[[DataSettings], OfflineDataset] = make_dataset,
+                 env_fn: Optional[Callable[[], gym.Env]] = None, hparams: Optional[Dict[str, Any]] = None,
                  stop_files: Sequence[str] = ()):
-        self.directory = RunDirectory(workdir)
+        self.files = run_files.RunFiles(workdir)
+        self.checkpoints = Checkpoints(self.files.checkpoints)
         self.stop_files = [pathlib.Path(path) for path in stop_files]
-        self.settings = settings
+        self.data_settings, self.agent_settings, self.settings = data, agent, settings
         self.dataset_fn, self.env_fn = dataset_fn, env_fn
         self.hparams = dict(hparams or {})
-        self.seeds = list(range(settings.seed, settings.seed + settings.num_seeds))
+        self.seeds = list(settings.seeds)
 
     # --- build -------------------------------------------------------------------------------------------
 
     def build(self) -> None:
         """Dataset, environments, replay buffer, agent and the objects a checkpoint holds."""
         settings = self.settings
-        self.dataset = self.dataset_fn()
-        metadata = self.dataset.metadata
+        dataset = self.dataset_fn(self.data_settings)
+        # The arrays go into the replay buffer below and are not kept: the data is held once, in its variables.
+        self.metadata, self.preprocessing = dataset.metadata, dataset.preprocessing
+        metadata = self.metadata
         self.observation_dim = int(np.prod(metadata.observation_shape))
         self.action_dim = int(np.prod(metadata.action_shape))
         if self.env_fn is None and metadata.env_id:
@@ -191,16 +127,20 @@ class Run:
             self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
             check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
                            metadata.source)
-        self.buffer = ReplayBuffer(self.dataset.tensors, capacity=metadata.num_transitions + settings.num_online_steps)
-        self.agent = IQLAgent(self.observation_dim, self.action_dim, actor_decay_steps=max(settings.num_offline_steps, 1),
-                              seeds=self.seeds)
+        self.buffer = ReplayBuffer(dataset.arrays, capacity=metadata.num_transitions + settings.num_online_steps)
+        del dataset
+        self.agent = self._new_agent(self.agent_settings)
         self.online = None
-        if settings.num_online_steps and self.agent.hyperparameters["actor_cosine_decay"]:
+        if settings.num_online_steps and self.agent_settings.actor_cosine_decay:
             raise UserError("IQLAgent.actor_cosine_decay = True with train.num_online_steps: the actor's learning rate "
                             "would reach 0 at the end of the offline phase and stay there online; bind "
                             "IQLAgent.actor_cosine_decay = False (the *_finetune configs do, as the reference's)")
         if settings.num_online_steps:
-            self.online = OnlinePhase(self.env_fn, self.dataset, self.agent, self.buffer, settings, self.directory)
+            exploration_env = self.env_fn()  # its own instance: evaluation never steps it
+            check_env_fits(exploration_env, metadata.observation_keys, self.observation_dim, self.action_dim,
+                           metadata.source)
+            self.online = OnlinePhase(exploration_env, metadata.observation_keys, self.preprocessing, self.agent,
+                                      self.buffer, settings.seed, settings.exploration_noise, self.checkpoints)
             self.online.on_episode = lambda step, episode: self._write_scalars(
                 "online", {f"episode_{name}": value for name, value in episode.items()}, step)
         self.record = tf.Variable("", name="record")  # the settings the checkpoint was trained with, as JSON
@@ -208,15 +148,20 @@ class Run:
         if self.online is not None:
             trackables.update(self.online.trackables())
         self.checkpoint = tf.train.Checkpoint(**trackables)
-        self.writers = [tf.summary.create_file_writer(os.path.join(self.directory.path, "tb", *self._seed_dir(k)))
+        # Events in DIR (or DIR/seed_K): TensorBoard's run list then names the run by its directory.
+        self.writers = [tf.summary.create_file_writer(str(self.files.tensorboard_dir(self._seed_dir(k))))
                         for k in range(len(self.seeds))]
+
+    def _new_agent(self, settings: AgentSettings) -> IQLAgent:
+        return IQLAgent(self.observation_dim, self.action_dim, settings,
+                        actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds)
 
     def hparams_of(self, member: int) -> Dict[str, Any]:
         """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep
         varies; a fine-tuning run's online steps too (so a report never pools it with offline-only runs)."""
         agent = self.agent.hyperparameters
         online = {"train.num_online_steps": self.settings.num_online_steps} if self.settings.num_online_steps else {}
-        return {"make_dataset.source": self.dataset.metadata.source, "IQLAgent.expectile": agent["expectile"],
+        return {"make_dataset.source": self.metadata.source, "IQLAgent.expectile": agent["expectile"],
                 "IQLAgent.beta": agent["beta"], **online, **self.hparams, "train.seed": self.seeds[member]}
 
     def _seed_dir(self, member: int) -> List[str]:
@@ -224,7 +169,7 @@ class Run:
 
     def _training_record(self) -> Dict[str, Any]:
         """What decides the weights this run ends with (compared on resume), and what does not."""
-        metadata = self.dataset.metadata
+        metadata = self.metadata
         # The number of offline updates decides the weights through the actor's cosine schedule and where the
         # online phase starts; without either, a resumed run may train for longer or shorter.
         decisive = [name for name in RunSettings.TRAINING if name != "num_offline_steps"
@@ -235,7 +180,7 @@ class Run:
             **{name: getattr(self.settings, name) for name in decisive},
             "dataset": metadata.source,
             "dataset_content": metadata.content_checksum,
-            "preprocessing": _rounded(self.dataset.preprocessing.describe()),
+            "preprocessing": _rounded(self.preprocessing.describe()),
         }
         if self.online is not None:
             training["environment"] = {"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs}
@@ -248,8 +193,12 @@ class Run:
     def restore(self) -> None:
         """Resumes from the newest intact checkpoint, or starts at step 0 where there is none."""
         if self.settings.start_over:
-            self.directory.delete_all()
-        found = self.directory.newest_intact()
+            self._clear_for_start_over()
+        found = self.checkpoints.newest_intact()
+        if found is None and self.files.has_outputs():
+            raise UserError(f"{self.files.path} holds the outputs of an earlier run ({', '.join(self.files.has_outputs())}) "
+                            "but no checkpoint to resume it from: training from step 0 would overwrite them; use a new "
+                            "--workdir, or bind train.start_over = True to replace them")
         recorded = None
         if found is not None:
             step, reader = found
@@ -261,17 +210,23 @@ class Run:
         current = self._training_record()
         if recorded is not None:
             self._check_same_training(recorded, current, step)
-            self.checkpoint.read(self.directory.prefix(step)).assert_existing_objects_matched()
+            self.checkpoint.read(self.checkpoints.prefix(step)).assert_existing_objects_matched()
             if self.online is not None:
                 self.online.restore()
-            logging.info("Resumed from %s at step %d.", self.directory.prefix(step), int(self.agent.step))
+            logging.info("Resumed from %s at step %d.", self.checkpoints.prefix(step), int(self.agent.step))
         self.record.assign(json.dumps(current, sort_keys=True))
         self.last_saved = int(self.agent.step) if recorded is not None else None
 
     def _fresh_agent(self, jit_compile: bool) -> IQLAgent:
         """Another agent like this run's (for timing the compiled paths without touching this one)."""
-        return IQLAgent(self.observation_dim, self.action_dim, actor_decay_steps=max(self.settings.num_offline_steps, 1),
-                        seeds=self.seeds, jit_compile=jit_compile)
+        return self._new_agent(dataclasses.replace(self.agent_settings, jit_compile=jit_compile))
+
+    def _clear_for_start_over(self) -> None:
+        """train.start_over: the checkpoints and every output that claims a result of the earlier run go."""
+        self.checkpoints.delete_all()
+        for name in (run_files.FINISHED, run_files.RESULTS, run_files.RESUMES):
+            (self.files.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.files.path / run_files.EXPORT, ignore_errors=True)
 
     def _check_same_training(self, recorded: Dict[str, Any], current: Dict[str, Any], step: int) -> None:
         """Refuses a resume whose training settings differ; records changes to the others."""
@@ -281,16 +236,13 @@ class Run:
             if "num_online_steps" in {name.split(".")[0] for name, _, _ in changed}:
                 hint = " (a run trained offline only cannot grow an online phase: fine-tune in a new --workdir)"
             listing = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changed)
-            raise UserError(f"{self.directory.path} was trained with other settings than these ({listing}){hint}: "
+            raise UserError(f"{self.files.path} was trained with other settings than these ({listing}){hint}: "
                             "resume with the same gin files and bindings, or use a new --workdir")
         other = _differences(recorded["other"], current["other"])
         if other:
             logging.info("resuming at step %d with changed settings: %s", step,
                          "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in other))
-            path = self.directory.path / RESUMES_FILE
-            history = json.loads(path.read_text()) if path.exists() else []
-            history.append({"step": step, "changed": {name: [old, new] for name, old, new in other}})
-            files.write_json(path, history)
+            self.files.record_resume(step, {name: [old, new] for name, old, new in other})
 
     # --- loop --------------------------------------------------------------------------------------------
 
@@ -301,7 +253,7 @@ class Run:
         self.results: List[Dict[str, float]] = [{} for _ in self.seeds]
         self.bar = logs.progress_bar(settings.total_steps, step, settings.progress_bar)
         self._window = (time.perf_counter(), step)  # since the last log line: updates per second
-        with _StopRequest(self.directory.path, self.stop_files) as stop:
+        with _StopRequest(self.files.stop_file, self.stop_files) as stop:
             while step < settings.total_steps and not stop.requested:
                 if step < settings.num_offline_steps:
                     boundary = min(_next_multiple(step, interval) for interval in (
@@ -309,7 +261,7 @@ class Run:
                         settings.steps_per_call))
                     metrics = self.agent.run_updates(self.buffer, min(boundary, settings.num_offline_steps) - step)
                 else:
-                    metrics = self.online.step()
+                    metrics = self.online.env_step()
                 done, step = step, int(self.agent.step)
                 self.bar.update(step - done)
                 self._check_finite_losses(metrics, step)
@@ -321,7 +273,7 @@ class Run:
                 for writer in self.writers:
                     writer.flush()
                 logging.info("Stopped by %s at step %d; checkpoint saved in %s. Re-run the same command to resume.",
-                             stop.reason, step, self.directory.checkpoints)
+                             stop.reason, step, self.checkpoints.folder)
                 raise RunStopped(stop.reason, stop.signal_number, step)
 
     def _after_updates(self, step: int, metrics: Dict[str, np.ndarray]) -> None:
@@ -350,7 +302,7 @@ class Run:
                          else "no checkpoint")
                 raise NonFiniteError(
                     f"non-finite {name} ({metrics[name][bad[0]]}) at step {step} (seed {self.seeds[bad[0]]}): training "
-                    f"stopped and {where} in {self.directory.checkpoints} is left intact; lower the learning rates "
+                    f"stopped and {where} in {self.checkpoints.folder} is left intact; lower the learning rates "
                     "or check the dataset's rewards"
                 )
 
@@ -361,7 +313,7 @@ class Run:
         if broken:
             raise NonFiniteError(
                 f"non-finite weights in the {', '.join(broken)} network(s) at step {step}: training stopped without "
-                f"saving them; the last good checkpoint (step {self.last_saved}) in {self.directory.checkpoints} is "
+                f"saving them; the last good checkpoint (step {self.last_saved}) in {self.checkpoints.folder} is "
                 "left intact; lower the learning rates or check the dataset's rewards"
             )
 
@@ -378,14 +330,14 @@ class Run:
         self._check_finite_weights(step)
         if self.online is not None:
             self.online.save_transitions()
-        self.directory.save(self.checkpoint, step, self.settings.checkpoints_to_keep)
+        self.checkpoints.save(self.checkpoint, step, self.settings.checkpoints_to_keep)
         self.last_saved = step
 
     # --- evaluate / export / finish ----------------------------------------------------------------------
 
     def policy(self, member: int) -> evaluation.Policy:
         """Member `member`'s deterministic policy on raw flattened observations, in the env's units."""
-        preprocessing = self.dataset.preprocessing
+        preprocessing = self.preprocessing
         members = len(self.seeds)
 
         def act(observations: np.ndarray) -> np.ndarray:
@@ -397,7 +349,7 @@ class Run:
 
     def evaluate(self, step: int) -> None:
         self._check_finite_weights(step)
-        metadata = self.dataset.metadata
+        metadata = self.metadata
         self.bar.set_postfix_str("evaluating...", refresh=True)
         for member, seed in enumerate(self.seeds):
             results = evaluation.evaluate(self.policy(member), self.eval_envs, metadata.observation_keys,
@@ -407,14 +359,14 @@ class Run:
             with self.writers[member].as_default(step=step):
                 for name, value in results.items():
                     tf.summary.scalar(f"eval/{name}", value)
-            _append_result(self.directory.path, step, seed, results)
+            self.files.append_result(step, seed, results)
             logging.info("step %d, seed %d: %s", step, seed,
                       ", ".join(f"{name} {value:.3f}" for name, value in results.items()))
         self.bar.set_postfix_str(_headline(self.results), refresh=True)
 
     def export(self, step: int) -> None:
         self._check_finite_weights(step)
-        metadata, preprocessing = self.dataset.metadata, self.dataset.preprocessing
+        metadata, preprocessing = self.metadata, self.preprocessing
         for member, seed in enumerate(self.seeds):
             export_policy(
                 self.agent.member_weights(member), self.agent.hyperparameters["activation"], preprocessing,
@@ -432,7 +384,7 @@ class Run:
             )
 
     def export_dir(self, member: int) -> str:
-        return os.path.join(self.directory.path, "export", *self._seed_dir(member), "policy")
+        return str(self.files.export_dir(self._seed_dir(member)))
 
     def finish(self) -> List[Dict[str, float]]:
         """Saves, evaluates (a finished run that is re-run keeps its recorded final evaluation) and exports."""
@@ -440,7 +392,7 @@ class Run:
         if self.last_saved != step:
             self.save(step)
         if self.eval_envs:
-            recorded = _recorded_results(self.directory.path)
+            recorded = self.files.results()
             if all((step, seed) in recorded for seed in self.seeds):
                 self.results = [recorded[(step, seed)] for seed in self.seeds]
             else:
@@ -452,25 +404,28 @@ class Run:
             env.close()
         if self.online is not None:
             self.online.close()
-        files.write_json(self.directory.path / FINISHED_FILE, {
+        self.files.write_finished({
             "step": step, "num_offline_steps": self.settings.num_offline_steps,
-            "dataset": self.dataset.metadata.source, "seeds": self.seeds, "results": self.results,
+            "dataset": self.metadata.source, "seeds": self.seeds, "results": self.results,
             "swept": {name: value for name, value in self.hparams.items() if name != "train.seed"},
             "hparams": [self.hparams_of(member) for member in range(len(self.seeds))]})
         logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
         return self.results
 
 
-def run_training(workdir: str, dataset_fn: Callable[[], OfflineDataset] = make_dataset,
-                 env_fn: Optional[Callable[[], Any]] = None, hparams: Optional[Dict[str, Any]] = None,
+def run_training(workdir: "str | pathlib.Path", data: Optional[DataSettings] = None,
+                 agent: Optional[AgentSettings] = None, settings: Optional[RunSettings] = None, *,
+                 dataset_fn: Callable[[DataSettings], OfflineDataset] = make_dataset,
+                 env_fn: Optional[Callable[[], gym.Env]] = None, hparams: Optional[Dict[str, Any]] = None,
                  stop_files: Sequence[str] = ()) -> List[Dict[str, float]]:
-    """Trains in `workdir` (resuming what is there) with the `train.*` gin settings; returns the final
-    evaluation of each seed ({} without evaluation). Raises RunStopped after SIGTERM / Ctrl-C, a file DIR/STOP
-    or one of `stop_files` (a checkpoint is saved first)."""
-    settings = RunSettings()
-    settings.check()
-    run = Run(workdir, settings, dataset_fn, env_fn, hparams, stop_files)
-    with run.directory.lock():
+    """Trains in `workdir` (resuming what is there); settings not given come from the gin bindings. Returns the
+    final evaluation of each seed ({} without evaluation). Raises RunStopped after SIGTERM / Ctrl-C, a file
+    DIR/STOP or one of `stop_files` (a checkpoint is saved first)."""
+    run = TrainingRun(workdir, data or DataSettings(), agent or AgentSettings(), settings or RunSettings(),
+                      dataset_fn, env_fn, hparams, stop_files)
+    run.data_settings.require_source()  # before the run directory is made
+    generation.register_generated_datasets()  # the project's own ids are generated when missing
+    with run.files.lock():
         run.build()
         run.restore()
         _write_operative_config(run)
@@ -478,20 +433,20 @@ def run_training(workdir: str, dataset_fn: Callable[[], OfflineDataset] = make_d
         return run.finish()
 
 
-def _write_operative_config(run: Run) -> None:
+def _write_operative_config(run: TrainingRun) -> None:
     """The gin config in use, to DIR/operative_config.gin and TensorBoard (with the data preprocessing)."""
     operative = gin.operative_config_str()
-    files.write_text(run.directory.path / OPERATIVE_CONFIG_FILE, operative)
+    run.files.write_operative_config(operative)
     details = "\n".join(f"- {key}: `{value}`" for key, value in {
-        "dataset": run.dataset.metadata.source, "preprocessing": run.dataset.preprocessing.describe()["reward"],
-        "observation normalisation": run.dataset.preprocessing.normalize_observations,
+        "dataset": run.metadata.source, "preprocessing": run.preprocessing.describe()["reward"],
+        "observation normalisation": run.preprocessing.normalize_observations,
         "compiled with XLA": run.agent.jit_compile,
     }.items())
     for member, writer in enumerate(run.writers):
         with writer.as_default(step=int(run.agent.step)):
             tf.summary.text("config/gin", f"```\n{operative}\n```")
             tf.summary.text("config/data", details)
-            hp.hparams(run.hparams_of(member), trial_id=str(pathlib.Path(run.directory.path, *run._seed_dir(member))))
+            hp.hparams(run.hparams_of(member), trial_id=str(run.files.tensorboard_dir(run._seed_dir(member))))
 
 
 def _next_multiple(step: int, interval: int) -> int:
@@ -527,22 +482,3 @@ def _headline(results: List[Dict[str, float]]) -> str:
         if values:
             return f"{name} {np.mean(values):.3g}"
     return ""
-
-
-def _recorded_results(workdir: "os.PathLike") -> Dict[tuple, Dict[str, float]]:
-    """The evaluations in DIR/eval_results.json, by (step, seed)."""
-    path = os.path.join(workdir, RESULTS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return {(entry.pop("step"), entry.pop("seed")): entry for entry in json.load(f)}
-
-
-def _append_result(workdir: "os.PathLike", step: int, seed: int, results: Dict[str, float]) -> None:
-    """Adds an evaluation to DIR/eval_results.json (atomically), dropping any of a later step that a resumed
-    run is about to redo."""
-    recorded = _recorded_results(workdir)
-    history = [{"step": s, "seed": k, **r} for (s, k), r in recorded.items() if s < step or s == step and k != seed]
-    history.append({"step": step, "seed": seed, **results})
-    history.sort(key=lambda entry: (entry["step"], entry["seed"]))
-    files.write_json(os.path.join(workdir, RESULTS_FILE), history)

@@ -38,7 +38,7 @@ def validate(source: str, env_id: Optional[str] = None, env_kwargs: Optional[Dic
     resolved = sources.resolve(source, download)
     if resolved.kind == sources.GENERATED:
         raise UserError(f"{source}: one of the project's generated datasets, not generated yet: training or "
-                        f"converting it generates it (python -m iql_tf.generation.generate --dataset_id={source})")
+                        f"converting it generates it (python -m iql_tf.generate --dataset_id={source})")
     if resolved.kind == sources.CONVERTED:
         return _validate_converted(resolved.path)
     report = validation.Report()
@@ -108,9 +108,10 @@ def report_text(source: str, result: Dict[str, Any]) -> str:
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
         raise UserError("give one SOURCE: python -m iql_tf.validate FILE_OR_MINARI_ID_OR_DIRECTORY [--env_id=...]")
-    from iql_tf import envs
-    from iql_tf.data.convert import parse_action_bounds
+    from iql_tf import envs, generation
+    from iql_tf.convert import parse_action_bounds
 
+    generation.register_generated_datasets()  # so that a generated id not made yet is named as one
     result = validate(argv[1], FLAGS.env_id, envs.parse_env_kwargs(FLAGS.env_kwargs),
                       parse_action_bounds(FLAGS.action_bounds), FLAGS.download)
     print(report_text(argv[1], result))

@@ -8,6 +8,7 @@ from iql_tf import losses
 from iql_tf.agent import IQLAgent
 from iql_tf.errors import UserError
 from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.settings import AgentSettings
 
 OBS, ACT = 3, 2
 
@@ -16,7 +17,7 @@ def make_agent(seeds=(7,), **kwargs) -> IQLAgent:
     defaults = dict(hidden_dims=(16, 16), expectile=0.8, beta=3.0, batch_size=32, value_lr=0.05,
                     critic_lr=0.05, actor_lr=0.05, actor_cosine_decay=False, jit_compile=False)
     defaults.update(kwargs)
-    return IQLAgent(OBS, ACT, actor_decay_steps=100, seeds=seeds, **defaults)
+    return IQLAgent(OBS, ACT, AgentSettings(**defaults), actor_decay_steps=100, seeds=seeds)
 
 
 def make_transitions(n=64, seed=0, rewards=None):
@@ -197,9 +198,9 @@ def test_online_step_appends_then_trains_and_exploration_is_seeded():
     new = {"observations": np.full(OBS, 3.0, np.float32), "actions": np.full(ACT, 0.5, np.float32),
            "rewards": np.float32(2.0), "masks": np.float32(0.0), "next_observations": np.ones(OBS, np.float32)}
     next_observations = np.ones([1, 1, OBS], np.float32)
-    _, action = agent.online_step(buffer)(buffer.pack(new), next_observations, tf.constant(0.1))
+    _, action = agent.online_update_fn(buffer)(buffer.pack(new), next_observations, tf.constant(0.1))
     assert int(buffer.size) == 11 and int(agent.step) == 1
-    rows = buffer.online_rows(0, 1)
+    rows = buffer.online_transitions(0, 1)
     assert rows["rewards"].tolist() == [2.0] and rows["masks"].tolist() == [0.0]
     for key in ("observations", "actions", "next_observations"):  # packed and unpacked in the same order
         np.testing.assert_array_equal(rows[key][0], new[key])
@@ -219,7 +220,7 @@ def test_online_step_appends_then_trains_and_exploration_is_seeded():
 @pytest.mark.parametrize("binding, value, message", [
     ("hidden_dims", 3, "IQLAgent.hidden_dims = 3"), ("hidden_dims", (), "IQLAgent.hidden_dims"),
     ("expectile", 1.0, "IQLAgent.expectile"), ("beta", -1.0, "IQLAgent.beta"), ("discount", 1.5, "IQLAgent.discount"),
-    ("target_update_rate", 0.0, "IQLAgent.target_update_rate"), ("critic_lr", 0.0, "IQLAgent.learning rates"),
+    ("target_update_rate", 0.0, "IQLAgent.target_update_rate"), ("critic_lr", 0.0, "IQLAgent.critic_lr"),
     ("actor_dropout_rate", 1.0, "IQLAgent.actor_dropout_rate"), ("batch_size", 0, "IQLAgent.batch_size"),
     ("jit_compile", "yes", "IQLAgent.jit_compile"),
 ])

@@ -71,7 +71,7 @@ def test_command_lines_show_their_flags_without_importing_tensorflow(tmp_path):
     probe = (
         "import contextlib, io, sys\n"
         "from iql_tf import train\n"
-        "from iql_tf.data import convert\n"
+        "from iql_tf import convert\n"
         "out = io.StringIO()\n"
         "sys.argv = ['iql-train', '--help']\n"
         "with contextlib.redirect_stdout(out):\n"

@@ -185,7 +185,7 @@ def test_missing_shard_and_missing_metadata(converted):
 
 def _cli(*args, **env):
     return subprocess.run(
-        [sys.executable, "-m", "iql_tf.data.convert", *args],
+        [sys.executable, "-m", "iql_tf.convert", *args],
         cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
     )
 

@@ -17,8 +17,10 @@ from conftest import REPO_ROOT
 from iql_tf import envs, evaluation
 from iql_tf.data import conversion, generated, sources
 from iql_tf.data.pipeline import make_dataset
+from iql_tf.settings import DataSettings
 from iql_tf.errors import UserError
-from iql_tf.generation import generate, pointmaze, rollouts
+from iql_tf import generate as generate_command
+from iql_tf.generation import generators, pointmaze, rollouts
 from iql_tf.policy_metadata import METADATA_PATH, PolicyMetadata
 
 TASK = pointmaze.UMAZE
@@ -57,7 +59,7 @@ def test_an_episode_from_the_start_cell_to_the_goal_is_split_by_a_truncation():
 
 
 def test_pointmaze_dataset_follows_the_recipe(minari_root):
-    dataset = generate.generate_pointmaze("tt/pointmaze/small-v0", num_steps=3000, seed=0, num_reference_episodes=2)
+    dataset = generators.generate_pointmaze("tt/pointmaze/small-v0", num_steps=3000, seed=0, num_reference_episodes=2)
     assert dataset.total_steps == 3000
     goal_centre = PLANNER.centre(TASK.goal_cell)
     for episode in dataset.iterate_episodes():
@@ -85,8 +87,8 @@ def test_pointmaze_dataset_follows_the_recipe(minari_root):
     assert (metadata["ref_min_score"], metadata["ref_max_score"]) == (0.0, 1.0)
 
     with pytest.raises(UserError, match="tt/pointmaze/small-v0 already exists; pass --overwrite"):
-        generate.generate_pointmaze("tt/pointmaze/small-v0", num_steps=100)
-    generate.generate_pointmaze("tt/pointmaze/small-v0", num_steps=100, overwrite=True, num_reference_episodes=1)
+        generators.generate_pointmaze("tt/pointmaze/small-v0", num_steps=100)
+    generators.generate_pointmaze("tt/pointmaze/small-v0", num_steps=100, overwrite=True, num_reference_episodes=1)
     assert minari.load_dataset("tt/pointmaze/small-v0").total_steps == 100
 
 
@@ -102,7 +104,7 @@ def test_generation_is_deterministic_in_the_seed():
 
 
 def test_random_generation_records_the_random_return(minari_root):
-    dataset = generate.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=300, seed=0,
+    dataset = generators.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=300, seed=0,
                                        num_reference_episodes=3)
     episodes = list(dataset.iterate_episodes())
     assert dataset.total_steps == 300 and episodes[-1].truncations[-1]
@@ -135,18 +137,18 @@ def _root_entries(root):
 def test_a_failed_write_leaves_nothing_at_the_id(minari_root, monkeypatch, error):
     _fail_after_writing(monkeypatch, error)
     with pytest.raises(type(error)):
-        generate.generate_random("tt/hopper/broken-v0", "Hopper-v5", num_steps=50, num_reference_episodes=1)
+        generators.generate_random("tt/hopper/broken-v0", "Hopper-v5", num_steps=50, num_reference_episodes=1)
     assert not any("broken" in entry or ".partial-" in entry for entry in _root_entries(minari_root))
     assert minari.list_local_datasets() == {}  # no dataset, no staging folder
     assert os.environ["MINARI_DATASETS_PATH"] == str(minari_root)  # restored after the staging write
 
 
 def test_an_existing_dataset_survives_a_failed_overwrite(minari_root, monkeypatch):
-    generate.generate_random("tt/hopper/keep-v0", "Hopper-v5", num_steps=60, num_reference_episodes=1)
+    generators.generate_random("tt/hopper/keep-v0", "Hopper-v5", num_steps=60, num_reference_episodes=1)
     before = _root_entries(minari_root)
     _fail_after_writing(monkeypatch, OSError("disk full"))
     with pytest.raises(OSError, match="disk full"):
-        generate.generate_random("tt/hopper/keep-v0", "Hopper-v5", num_steps=90, overwrite=True,
+        generators.generate_random("tt/hopper/keep-v0", "Hopper-v5", num_steps=90, overwrite=True,
                                  num_reference_episodes=1)
     assert _root_entries(minari_root) == before
     assert minari.load_dataset("tt/hopper/keep-v0").total_steps == 60
@@ -163,7 +165,7 @@ def test_a_dataset_created_meanwhile_by_another_process_is_kept(minari_root, mon
     monkeypatch.setattr(minari, "create_dataset_from_buffers", racing)
     with pytest.raises(UserError, match=r"race-v0: Minari dataset was created by another process during the "
                                         r"generation; pass --overwrite"):
-        generate.generate_random("tt/hopper/race-v0", "Hopper-v5", num_steps=20, num_reference_episodes=1)
+        generators.generate_random("tt/hopper/race-v0", "Hopper-v5", num_steps=20, num_reference_episodes=1)
     assert [entry for entry in _root_entries(minari_root) if "race-v0" in entry] == [
         "tt/hopper/race-v0", "tt/hopper/race-v0/data"]  # the other dataset, untouched; no staging folder
     assert not any(".partial-" in entry for entry in _root_entries(minari_root))
@@ -174,7 +176,7 @@ def test_a_written_dataset_loads_and_lists_and_sweeps_a_stale_staging_folder(min
     (minari_root / "tt/hopper").mkdir(parents=True)
     stale = minari_root / f"tt/hopper/.random-v0.partial-{socket.gethostname()}-999999999-abc"
     (stale / "minari-root/tt/hopper/random-v0/data").mkdir(parents=True)
-    generate.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=40, num_reference_episodes=1)
+    generators.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=40, num_reference_episodes=1)
     assert list(minari.list_local_datasets()) == ["tt/hopper/random-v0"]
     assert minari.load_dataset("tt/hopper/random-v0").total_steps == 40
     assert not stale.exists()
@@ -182,7 +184,7 @@ def test_a_written_dataset_loads_and_lists_and_sweeps_a_stale_staging_folder(min
     from minari.namespace import list_local_namespaces
 
     assert list_local_namespaces() == ["tt", "tt/hopper"]
-    generate.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=30, overwrite=True,
+    generators.generate_random("tt/hopper/random-v0", "Hopper-v5", num_steps=30, overwrite=True,
                              num_reference_episodes=1)
     assert minari.load_dataset("tt/hopper/random-v0").total_steps == 30
     assert sorted(path.name for path in (minari_root / "tt/hopper").iterdir()) == [
@@ -214,7 +216,7 @@ def _tiny_policy(directory, observation_dim=11, action_dim=3, env_id="Hopper-v5"
 
 def test_policy_rollouts_add_noise_and_are_scored_as_evaluation_scores(minari_root, tmp_path):
     _tiny_policy(tmp_path / "policy")
-    dataset = generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1,
+    dataset = generators.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1,
                                        num_steps=200, seed=0, num_reference_episodes=2)
     assert dataset.total_steps == 200
     policy, _ = rollouts.saved_model_policy(tmp_path / "policy")
@@ -245,41 +247,41 @@ def test_the_planner_reads_state_and_goal_from_flattened_observations():
 @pytest.fixture
 def small_project_dataset(minari_root, monkeypatch):
     """The project's id generated at 1000 steps instead of 100k, so the generation runs in a test."""
-    small = functools.partial(generate.generate_pointmaze, num_steps=1000, num_reference_episodes=1)
-    monkeypatch.setitem(generated._GENERATORS, generate.POINTMAZE_DATASET_ID, small)
-    return minari_root / generate.POINTMAZE_DATASET_ID
+    small = functools.partial(generators.generate_pointmaze, num_steps=1000, num_reference_episodes=1)
+    monkeypatch.setitem(generated._GENERATORS, generators.POINTMAZE_DATASET_ID, small)
+    return minari_root / generators.POINTMAZE_DATASET_ID
 
 
 def test_make_dataset_generates_the_project_dataset_when_missing(small_project_dataset, tmp_path):
-    dataset = make_dataset(generate.POINTMAZE_DATASET_ID, reward_preprocessing="antmaze", cache_dir=str(tmp_path))
-    assert dataset.tensors["rewards"].shape == (1000,)
+    dataset = make_dataset(DataSettings(generators.POINTMAZE_DATASET_ID, reward_preprocessing="antmaze", cache_dir=str(tmp_path)))
+    assert dataset.arrays["rewards"].shape == (1000,)
     assert dataset.metadata.env_kwargs["continuing_task"] is False
     assert (small_project_dataset / "data").is_dir()
-    assert minari.load_dataset(generate.POINTMAZE_DATASET_ID).total_steps == 1000
+    assert minari.load_dataset(generators.POINTMAZE_DATASET_ID).total_steps == 1000
 
 
 def test_the_converter_generates_the_project_dataset_when_missing(small_project_dataset, tmp_path, monkeypatch):
-    source = sources.resolve(generate.POINTMAZE_DATASET_ID, generate=True)
+    source = sources.resolve(generators.POINTMAZE_DATASET_ID, generate=True)
     assert source.kind == sources.MINARI and (small_project_dataset / "data").is_dir()
     assert conversion.convert(source, tmp_path / "converted").num_transitions == 1000
     # Present now: not generated again.
-    monkeypatch.setitem(generated._GENERATORS, generate.POINTMAZE_DATASET_ID, pytest.fail)
-    assert sources.resolve(generate.POINTMAZE_DATASET_ID, generate=True).kind == sources.MINARI
+    monkeypatch.setitem(generated._GENERATORS, generators.POINTMAZE_DATASET_ID, pytest.fail)
+    assert sources.resolve(generators.POINTMAZE_DATASET_ID, generate=True).kind == sources.MINARI
 
 
 SETTINGS = {
-    "pointmaze num_steps=0": (lambda: generate.generate_pointmaze("tt/p/zero-v0", num_steps=0),
+    "pointmaze num_steps=0": (lambda: generators.generate_pointmaze("tt/p/zero-v0", num_steps=0),
                               r"num_steps must be > 0, got 0 \(--num_steps"),
-    "pointmaze unknown maze": (lambda: generate.generate_pointmaze(maze="octagon"),
+    "pointmaze unknown maze": (lambda: generators.generate_pointmaze(maze="octagon"),
                                r"--maze='octagon' is unknown; mazes: umaze, medium, large"),
-    "random num_steps=0": (lambda: generate.generate_random("tt/r/zero-v0", "Hopper-v5", num_steps=0),
+    "random num_steps=0": (lambda: generators.generate_random("tt/r/zero-v0", "Hopper-v5", num_steps=0),
                            r"num_steps must be > 0, got 0"),
     "pointmaze reference_episodes=0": (
-        lambda: generate.generate_pointmaze("tt/p/zero-v0", num_steps=10, num_reference_episodes=0),
+        lambda: generators.generate_pointmaze("tt/p/zero-v0", num_steps=10, num_reference_episodes=0),
         r"num_reference_episodes must be > 0, got 0 \(--reference_episodes\)"),
-    "policy noise_std<0": (lambda: generate.generate_policy("tt/p/noise-v0", "nowhere", noise_std=-0.1),
+    "policy noise_std<0": (lambda: generators.generate_policy("tt/p/noise-v0", "nowhere", noise_std=-0.1),
                            r"noise_std must be >= 0, got -0.1 \(--noise_std\)"),
-    "policy noise_std=nan": (lambda: generate.generate_policy("tt/p/noise-v0", "nowhere", noise_std=float("nan")),
+    "policy noise_std=nan": (lambda: generators.generate_policy("tt/p/noise-v0", "nowhere", noise_std=float("nan")),
                              r"noise_std must be >= 0, got nan"),
 }
 
@@ -294,9 +296,9 @@ def test_settings_that_generate_nothing_are_refused_before_any_work(case, minari
 
 def test_random_generation_needs_a_box_action_space_and_keeps_other_bounds(minari_root):
     with pytest.raises(UserError, match=r"^environment CartPole-v1: action space Discrete\(2\) is not a Box"):
-        generate.generate_random("tt/cartpole/random-v0", "CartPole-v1", num_steps=10)
+        generators.generate_random("tt/cartpole/random-v0", "CartPole-v1", num_steps=10)
     assert list(minari_root.iterdir()) == []
-    dataset = generate.generate_random("tt/pendulum/random-v0", "Pendulum-v1", num_steps=50, num_reference_episodes=1)
+    dataset = generators.generate_random("tt/pendulum/random-v0", "Pendulum-v1", num_steps=50, num_reference_episodes=1)
     actions = np.concatenate([episode.actions for episode in dataset.iterate_episodes()])
     assert np.abs(actions).max() > 1.0 and np.abs(actions).max() <= 2.0  # Pendulum's own units
 
@@ -307,14 +309,14 @@ def test_a_policy_directory_that_is_not_an_export(minari_root, tmp_path):
     for path in (tmp_path / "empty", tmp_path / "file.txt", tmp_path / "missing"):
         with pytest.raises(UserError, match=rf"^{path}: no SavedModel there \(saved_model.pb not found\); give the "
                                             r"exported policy of a training run, RUN_DIR/export/policy"):
-            generate.generate_policy("tt/hopper/policy-v0", str(path), noise_std=0.1, num_steps=10)
+            generators.generate_policy("tt/hopper/policy-v0", str(path), noise_std=0.1, num_steps=10)
     _tiny_policy(tmp_path / "broken")
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"")
     with pytest.raises(UserError, match=r"broken: cannot load the SavedModel's serving_default signature"):
-        generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "broken"), noise_std=0.1, num_steps=10)
+        generators.generate_policy("tt/hopper/policy-v0", str(tmp_path / "broken"), noise_std=0.1, num_steps=10)
     (tmp_path / "broken" / METADATA_PATH).write_text("{}")
     with pytest.raises(UserError, match=r"metadata.json: missing field 'env_id'; export the policy again"):
-        generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "broken"), noise_std=0.1, num_steps=10)
+        generators.generate_policy("tt/hopper/policy-v0", str(tmp_path / "broken"), noise_std=0.1, num_steps=10)
     assert list(minari_root.iterdir()) == []
 
 
@@ -322,11 +324,11 @@ def test_a_policy_trained_without_an_environment_cannot_be_rolled_out(minari_roo
     _tiny_policy(tmp_path / "policy", env_id=None)
     with pytest.raises(UserError, match=rf"^{tmp_path / 'policy'}: the policy was trained on a dataset that names "
                                         r"no environment.*bind make_dataset.env_id"):
-        generate.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1, num_steps=10)
+        generators.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1, num_steps=10)
 
 
 def _cli(*args, root):
-    return subprocess.run([sys.executable, "-m", "iql_tf.generation.generate", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "iql_tf.generate", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, env={**os.environ, "MINARI_DATASETS_PATH": str(root)})
 
 
@@ -345,9 +347,9 @@ def test_mistakes_of_the_command_line_are_user_errors(minari_root, tmp_path):
     flags = {"kind": "random", "env_id": "Hopper-v5", "dataset_id": None, "num_steps": 10, "seed": 0,
              "overwrite": False, "env_kwargs": "{}", "policy": None, "noise_std": 0.1, "reference_episodes": 1}
     with pytest.raises(UserError, match="--kind=random needs --dataset_id"):
-        generate.generate_from_flags(**flags)
+        generate_command.generate_from_flags(**flags)
     with pytest.raises(UserError, match="--kind=policy needs --policy"):
-        generate.generate_from_flags(**dict(flags, kind="policy", dataset_id="tt/x/policy-v0"))
+        generate_command.generate_from_flags(**dict(flags, kind="policy", dataset_id="tt/x/policy-v0"))
     with pytest.raises(UserError, match="num_steps must be > 0, got 0 \\(--num_steps: transitions to generate\\)"):
-        generate.generate_from_flags(**dict(flags, kind="pointmaze", num_steps=0))
+        generate_command.generate_from_flags(**dict(flags, kind="pointmaze", num_steps=0))
     assert list(minari_root.iterdir()) == []

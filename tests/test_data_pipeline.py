@@ -7,6 +7,7 @@ from conftest import tiny_rows
 
 from iql_tf.data import conversion, pipeline, rewards, sources
 from iql_tf.data.pipeline import make_dataset
+from iql_tf.settings import DataSettings
 from iql_tf.errors import UserError
 
 
@@ -41,14 +42,14 @@ def test_trajectory_returns_and_transforms_on_hand_numbers():
 def test_unknown_preprocessing_lists_the_valid_modes(write_npz, tmp_path):
     with pytest.raises(UserError, match=r"reward_preprocessing='d4rl' is unknown; valid values: none, locomotion, "
                                         r"antmaze"):
-        make_dataset(str(write_npz()), reward_preprocessing="d4rl", cache_dir=str(tmp_path / "cache"))
+        make_dataset(DataSettings(str(write_npz()), reward_preprocessing="d4rl", cache_dir=str(tmp_path / "cache")))
     assert not (tmp_path / "cache").exists()  # checked before any conversion
 
 
 @pytest.mark.parametrize("mode", ["none", "locomotion", "antmaze"])
 def test_reward_preprocessing_matches_numpy(mode, hopper_npz, tmp_path):
     source = hopper_npz
-    dataset = make_dataset(str(source), reward_preprocessing=mode, cache_dir=str(tmp_path))
+    dataset = make_dataset(DataSettings(str(source), reward_preprocessing=mode, cache_dir=str(tmp_path)))
     with np.load(source) as file:
         raw = dict(file)
     original = raw["rewards"]
@@ -57,7 +58,7 @@ def test_reward_preprocessing_matches_numpy(mode, hopper_npz, tmp_path):
         "locomotion": reference_normalize(raw),  # trajectories from the file, not from the code's dones
         "antmaze": original - 1.0,
     }[mode]
-    np.testing.assert_allclose(dataset.tensors["rewards"].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(dataset.arrays["rewards"], expected, rtol=1e-5)
     assert dataset.preprocessing.reward.mode == mode
 
 
@@ -73,7 +74,7 @@ def test_locomotion_scale_from_hand_computed_trajectory_returns(with_next_observ
     observations = tiny_rows()["observations"]
     next_observations = np.append(observations[1:], observations[-1:] + 1, axis=0) if with_next_observations else None
     path = write_npz(rewards=rewards_, next_observations=next_observations)
-    dataset = make_dataset(str(path), reward_preprocessing="locomotion", cache_dir=str(tmp_path / "cache"))
+    dataset = make_dataset(DataSettings(str(path), reward_preprocessing="locomotion", cache_dir=str(tmp_path / "cache")))
     assert dataset.preprocessing.reward.scale == pytest.approx(1000.0 / spread)
 
 
@@ -81,18 +82,18 @@ def test_actions_are_clipped_inside_the_open_interval(write_npz, tmp_path):
     actions = tiny_rows()["actions"]
     actions[0] = [1.0, -1.0]
     actions[1] = [1.0005, -1.0005]  # within the 1e-3 tolerance of the source check
-    dataset = make_dataset(str(write_npz(actions=actions)), cache_dir=str(tmp_path / "cache"))
-    clipped = dataset.tensors["actions"].numpy()
+    dataset = make_dataset(DataSettings(str(write_npz(actions=actions)), cache_dir=str(tmp_path / "cache")))
+    clipped = dataset.arrays["actions"]
     np.testing.assert_array_equal(clipped[:2], np.float32([[1 - 1e-5, -(1 - 1e-5)]] * 2))
     np.testing.assert_array_equal(clipped[2:11], actions[2:11])  # the last row is 1.0 again
     assert clipped.max() == np.float32(1 - 1e-5)
-    assert all(tensor.dtype.name == "float32" for tensor in dataset.tensors.values())
+    assert all(array.dtype.name == "float32" for array in dataset.arrays.values())
 
 
 def test_conversion_is_cached_and_redone_when_the_source_changes(write_npz, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     path = write_npz()
-    first = make_dataset(str(path), cache_dir=str(cache))
+    first = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
     assert len(list(cache.iterdir())) == 1
 
     def no_conversion(*args, **kwargs):
@@ -100,12 +101,12 @@ def test_conversion_is_cached_and_redone_when_the_source_changes(write_npz, tmp_
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "convert", no_conversion)
-        again = make_dataset(str(path), cache_dir=str(cache))
-    np.testing.assert_array_equal(again.tensors["rewards"].numpy(), first.tensors["rewards"].numpy())
+        again = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
+    np.testing.assert_array_equal(again.arrays["rewards"], first.arrays["rewards"])
 
     write_npz(rewards=tiny_rows()["rewards"] + 7.0)  # same path, new content
-    changed = make_dataset(str(path), cache_dir=str(cache))
-    np.testing.assert_array_equal(changed.tensors["rewards"].numpy(), first.tensors["rewards"].numpy() + 7.0)
+    changed = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
+    np.testing.assert_array_equal(changed.arrays["rewards"], first.arrays["rewards"] + 7.0)
     assert len(list(cache.iterdir())) == 2
 
 
@@ -120,15 +121,15 @@ def test_gin_configures_make_dataset_and_converted_directories_load_directly(wri
         make_dataset.source = '{tmp_path / "converted"}'
         make_dataset.reward_preprocessing = 'antmaze'
     """)
-    dataset = make_dataset()
-    np.testing.assert_allclose(dataset.tensors["rewards"].numpy(), tiny_rows()["rewards"] - 1.0)
+    dataset = make_dataset(DataSettings())
+    np.testing.assert_allclose(dataset.arrays["rewards"], tiny_rows()["rewards"] - 1.0)
     assert dataset.metadata.source == str(tmp_path / "data.npz")
 
 
 def test_minari_example_loads_through_the_cache(pointmaze_root, monkeypatch, tmp_path):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
-    dataset = make_dataset("pointmaze/umaze-example-v0", cache_dir=str(tmp_path))
-    assert dataset.tensors["observations"].shape == (400, 8)
+    dataset = make_dataset(DataSettings("pointmaze/umaze-example-v0", cache_dir=str(tmp_path)))
+    assert dataset.arrays["observations"].shape == (400, 8)
     assert dataset.metadata.observation_keys == ["achieved_goal", "desired_goal", "observation"]
     assert dataset.metadata.num_episodes == 4 and dataset.metadata.env_id == "PointMaze_UMaze-v3"
     assert [p.name.startswith("pointmaze_umaze-example-v0-") for p in tmp_path.iterdir()] == [True]
@@ -136,12 +137,12 @@ def test_minari_example_loads_through_the_cache(pointmaze_root, monkeypatch, tmp
 
 def test_sources_that_are_not_datasets(minari_root, tmp_path):
     with pytest.raises(UserError, match="minari download D4RL/door/human-v2"):
-        make_dataset("D4RL/door/human-v2", cache_dir=str(tmp_path / "cache"))
+        make_dataset(DataSettings("D4RL/door/human-v2", cache_dir=str(tmp_path / "cache")))
     with pytest.raises(UserError, match=r"missing.npz: file not found"):
-        make_dataset(str(tmp_path / "missing.npz"), cache_dir=str(tmp_path / "cache"))
+        make_dataset(DataSettings(str(tmp_path / "missing.npz"), cache_dir=str(tmp_path / "cache")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"empty: a directory without metadata.json, so not a converted dataset"):
-        make_dataset(str(tmp_path / "empty"), cache_dir=str(tmp_path / "cache"))
+        make_dataset(DataSettings(str(tmp_path / "empty"), cache_dir=str(tmp_path / "cache")))
     assert not (tmp_path / "cache").exists()
 
 
@@ -152,41 +153,41 @@ def test_env_bindings_with_a_converted_directory_are_an_error(binding, write_npz
     with pytest.raises(UserError, match=rf"^{tmp_path / 'converted'}: is already converted with env_id=None, "
                                         rf"env_kwargs=\{{\}} and its action bounds, so make_dataset.{next(iter(binding))} "
                                         r"cannot apply to it; re-convert its source"):
-        make_dataset(str(tmp_path / "converted"), **binding)
-    assert make_dataset(str(tmp_path / "converted"), env_kwargs={}).metadata.env_id is None  # empty: no binding
+        make_dataset(DataSettings(str(tmp_path / "converted"), **binding))
+    assert make_dataset(DataSettings(str(tmp_path / "converted"), env_kwargs={})).metadata.env_id is None  # empty: no binding
 
 
 def test_a_damaged_cache_entry_is_converted_again(write_npz, tmp_path):
     cache = tmp_path / "cache"
     path = write_npz()
-    first = make_dataset(str(path), cache_dir=str(cache))
+    first = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
     (entry,) = cache.iterdir()
     shard = next(entry.glob("shard-*.tfrecord"))
     shard.write_bytes(shard.read_bytes()[:-5])  # truncated by a full disk, say
-    again = make_dataset(str(path), cache_dir=str(cache))
-    np.testing.assert_array_equal(again.tensors["rewards"].numpy(), first.tensors["rewards"].numpy())
+    again = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
+    np.testing.assert_array_equal(again.arrays["rewards"], first.arrays["rewards"])
     (entry / "metadata.json").unlink()  # an entry someone half deleted
-    make_dataset(str(path), cache_dir=str(cache))
+    make_dataset(DataSettings(str(path), cache_dir=str(cache)))
     assert [p.name for p in cache.iterdir()] == [entry.name] and (entry / "metadata.json").is_file()
 
 
 def test_actions_are_rescaled_to_the_unit_interval_from_their_bounds(write_npz, tmp_path):
     actions = np.linspace(-2, 2, 24, dtype=np.float32).reshape(12, 2)
-    dataset = make_dataset(str(write_npz(actions=actions)), cache_dir=str(tmp_path), action_bounds=(-2.0, 2.0))
-    np.testing.assert_allclose(dataset.tensors["actions"].numpy(), np.clip(actions / 2, -1 + 1e-5, 1 - 1e-5))
-    np.testing.assert_allclose(dataset.preprocessing.actions_from_unit(dataset.tensors["actions"].numpy()[1:-1]),
+    dataset = make_dataset(DataSettings(str(write_npz(actions=actions)), cache_dir=str(tmp_path), action_bounds=(-2.0, 2.0)))
+    np.testing.assert_allclose(dataset.arrays["actions"], np.clip(actions / 2, -1 + 1e-5, 1 - 1e-5))
+    np.testing.assert_allclose(dataset.preprocessing.actions_from_unit(dataset.arrays["actions"][1:-1]),
                                actions[1:-1], rtol=1e-5)
     assert dataset.metadata.action_low == [-2.0, -2.0]
 
 
 def test_observation_normalisation_uses_the_dataset_statistics(write_npz, tmp_path):
     rows = tiny_rows()
-    plain = make_dataset(str(write_npz()), cache_dir=str(tmp_path))
-    normalised = make_dataset(str(write_npz()), cache_dir=str(tmp_path), normalize_observations=True)
+    plain = make_dataset(DataSettings(str(write_npz()), cache_dir=str(tmp_path)))
+    normalised = make_dataset(DataSettings(str(write_npz()), cache_dir=str(tmp_path), normalize_observations=True))
     mean, std = rows["observations"].mean(0), rows["observations"].std(0) + 1e-3
-    np.testing.assert_allclose(normalised.tensors["observations"].numpy(), (rows["observations"] - mean) / std,
+    np.testing.assert_allclose(normalised.arrays["observations"], (rows["observations"] - mean) / std,
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(normalised.tensors["next_observations"].numpy(),
+    np.testing.assert_allclose(normalised.arrays["next_observations"],
                                (rows["next_observations"] - mean) / std, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(plain.tensors["observations"].numpy(), rows["observations"])
+    np.testing.assert_array_equal(plain.arrays["observations"], rows["observations"])
     assert not plain.preprocessing.normalize_observations

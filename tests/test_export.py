@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from iql_tf import files
 from iql_tf.agent import IQLAgent
+from iql_tf.settings import AgentSettings
 from iql_tf.data import rewards
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.export import export_policy
@@ -47,7 +48,8 @@ LOW, HIGH = np.array([-2.0, -1.0, 0.0], np.float32), np.array([2.0, 1.0, 10.0], 
 
 
 def make_agent(seeds=(0,)):
-    agent = IQLAgent(OBS, ACT, actor_decay_steps=10, seeds=seeds, hidden_dims=(16, 16), jit_compile=False)
+    agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(16, 16), jit_compile=False), actor_decay_steps=10,
+                     seeds=seeds)
     bias = agent.actor.mean_head.bias
     bias.assign(np.broadcast_to(np.float32([2.0, -2.0, 0.0]), bias.shape))  # some actions near the bounds
     return agent

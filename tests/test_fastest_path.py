@@ -11,11 +11,12 @@ import tensorflow as tf
 from iql_tf import config, fastest_path
 from iql_tf.agent import IQLAgent
 from iql_tf.replay_buffer import ReplayBuffer
-from iql_tf.trainer import RunSettings, run_training
+from iql_tf.settings import AgentSettings, RunSettings
+from iql_tf.trainer import run_training
 
 
 def make_agent(jit_compile=None):
-    return IQLAgent(3, 2, actor_decay_steps=10, hidden_dims=(8,), batch_size=4, jit_compile=jit_compile)
+    return IQLAgent(3, 2, AgentSettings(hidden_dims=(8,), batch_size=4, jit_compile=jit_compile), actor_decay_steps=10)
 
 
 def test_both_paths_are_timed_once_and_the_faster_is_cached(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ kill -9 at random moments. Each is survived without losing a completed checkpoin
 import logging
 import os
 import random
+import shutil
 import socket
 
 import gin
@@ -13,7 +14,8 @@ import tensorflow as tf
 
 from iql_tf import config
 from iql_tf.errors import UserError
-from iql_tf.run_dir import RunDirectory
+from iql_tf.checkpoints import Checkpoints
+from iql_tf.run_files import RunFiles
 from tools import fault_injection
 from iql_tf.trainer import run_training
 
@@ -35,7 +37,7 @@ def tiny(write_npz, tmp_path):
 
 
 def steps_present(tmp_path):
-    return RunDirectory(tmp_path / "run").checkpoint_steps()
+    return Checkpoints(tmp_path / "run" / "checkpoints").steps()
 
 
 def test_a_missing_or_garbled_index_resumes_from_the_newest_checkpoint_and_deletes_nothing(tiny, tmp_path):
@@ -81,7 +83,7 @@ def test_no_intact_checkpoint_is_refused_unless_starting_over_is_asked(tiny, tmp
 
 
 def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny, tmp_path):
-    with RunDirectory(tmp_path / "run").lock():
+    with RunFiles(tmp_path / "run").lock():
         with pytest.raises(UserError, match=rf"--workdir {tmp_path / 'run'} is in use by pid {os.getpid()} on "
                                             rf"{socket.gethostname()}; wait for that run to finish"):
             tiny(10)
@@ -112,3 +114,33 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     assert fault_injection.final_weights(tmp_path / "interrupted")  # a real checkpoint was compared
     np.testing.assert_array_equal(
         fault_injection.final_weights(tmp_path / "interrupted")["agent/step/.ATTRIBUTES/VARIABLE_VALUE"], 600)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("resumes.json", "{not json"), ("resumes.json", '{"step": 1}'),
+    ("eval_results.json", "[{"), ("eval_results.json", '[{"seed": 0}]'),
+    ("finished.json", "nul"), ("finished.json", '{"step": 40}'),
+])
+def test_a_garbled_run_record_is_one_line_naming_the_file(tiny, tmp_path, name, content):
+    tiny(20)
+    (tmp_path / "run" / name).write_text(content)
+    files = RunFiles(tmp_path / "run")
+    reader = {"resumes.json": lambda: files.record_resume(1, {}), "eval_results.json": files.results,
+              "finished.json": files.finished}[name]
+    with pytest.raises(UserError) as error:
+        reader()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "run" / name)), message
+    assert (tmp_path / "run" / name).read_text() == content  # nothing overwritten
+
+
+def test_outputs_without_checkpoints_are_not_overwritten_by_a_fresh_start(tiny, tmp_path):
+    tiny(20)
+    finished = (tmp_path / "run" / "finished.json").read_text()
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    with pytest.raises(UserError, match=r"holds the outputs of an earlier run \(finished.json, export\) but no "
+                                        r"checkpoint .* train.start_over = True"):
+        tiny(20)
+    assert (tmp_path / "run" / "finished.json").read_text() == finished
+    tiny(20, "train.start_over = True")
+    assert steps_present(tmp_path) == [20, 10]

@@ -10,6 +10,7 @@ import tensorflow as tf
 from iql_tf import config, report, trainer
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
+from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
 
 @pytest.fixture
@@ -39,15 +40,15 @@ def short_episodes():
 
 def test_the_online_phase_makes_one_update_per_step_into_a_growing_buffer(finetune, tmp_path):
     finetune(40)
-    run = trainer.Run(str(tmp_path / "run"), trainer.RunSettings(), trainer.make_dataset, short_episodes)
-    with run.directory.lock():
+    run = trainer.TrainingRun(tmp_path / "run", DataSettings(), AgentSettings(), RunSettings(), env_fn=short_episodes)
+    with run.files.lock():
         run.build()
         run.restore()
         offline = run.buffer.offline_size
         assert run.buffer.capacity == offline + 40
         run.loop()
         assert int(run.agent.step) == 60 and int(run.buffer.size) == offline + 40
-        rows = run.buffer.online_rows(0, 40)
+        rows = run.buffer.online_transitions(0, 40)
         # Online rewards go through the offline preprocessing (antmaze: r - 1), terminals only on termination.
         assert set(np.unique(rows["rewards"])) <= {-1.0, 0.0}
         assert rows["masks"].min() in (0.0, 1.0) and np.all(np.abs(rows["actions"]) < 1.0)
@@ -55,7 +56,7 @@ def test_the_online_phase_makes_one_update_per_step_into_a_growing_buffer(finetu
                                       rows["next_observations"][:-1][rows["masks"][:-1] == 1][:5])
         run.finish()
     tags = set()
-    for event_file in (tmp_path / "run" / "tb").iterdir():
+    for event_file in (tmp_path / "run").glob("events.out.tfevents*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update((value.tag, event.step) for value in event.summary.value)
     names = {tag for tag, _ in tags}
@@ -69,27 +70,27 @@ def test_the_online_phase_makes_one_update_per_step_into_a_growing_buffer(finetu
 def test_a_crash_online_resumes_with_every_transition_up_to_the_last_checkpoint(finetune, tmp_path, monkeypatch):
     finetune(40)
     saved = {}
-    original_save = trainer.Run.save
+    original_save = trainer.TrainingRun.save
 
     def save(run, step):  # what the buffer held when each checkpoint was written
         original_save(run, step)
-        saved[step] = run.buffer.online_rows(0, int(run.buffer.size) - run.buffer.offline_size)
+        saved[step] = run.buffer.online_transitions(0, int(run.buffer.size) - run.buffer.offline_size)
         if step == 30:
             raise KeyboardInterrupt("killed")  # the process dies right after the checkpoint (online step 10)
 
-    monkeypatch.setattr(trainer.Run, "save", save)
+    monkeypatch.setattr(trainer.TrainingRun, "save", save)
     with pytest.raises(KeyboardInterrupt):
         trainer.run_training(str(tmp_path / "run"))
-    monkeypatch.setattr(trainer.Run, "save", original_save)
+    monkeypatch.setattr(trainer.TrainingRun, "save", original_save)
     chunks = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("online-*.npz"))
     assert chunks == ["online-0000000000-0000000010.npz"]  # only the online transitions, not the dataset
 
-    run = trainer.Run(str(tmp_path / "run"), trainer.RunSettings(), trainer.make_dataset, None)
-    with run.directory.lock():
+    run = trainer.TrainingRun(tmp_path / "run", DataSettings(), AgentSettings(), RunSettings())
+    with run.files.lock():
         run.build()
         run.restore()
         assert int(run.agent.step) == 30 and int(run.buffer.size) == run.buffer.offline_size + 10
-        restored = run.buffer.online_rows(0, 10)
+        restored = run.buffer.online_transitions(0, 10)
         for key, value in saved[30].items():
             np.testing.assert_array_equal(restored[key], value, err_msg=key)
         run.loop()

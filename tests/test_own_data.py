@@ -109,3 +109,14 @@ def test_evaluate_refuses_what_it_cannot_run(tmp_path):
         evaluate.evaluate_export(str(tmp_path), episodes=5)
     with pytest.raises(UserError, match="--episodes=0 must be positive"):
         evaluate.evaluate_export(str(tmp_path), episodes=0)
+
+
+def test_validate_knows_the_generated_ids_without_importing_the_generators_first(minari_root, capsys,
+                                                                                  validate_flags, monkeypatch):
+    from iql_tf.data import generated
+
+    monkeypatch.setattr(generated, "_GENERATORS", {})  # as in a fresh process: the command registers them itself
+    with pytest.raises(SystemExit) as exit_status:
+        cli.one_line_errors(validate.main)(["iql-validate", "iql_tf/pointmaze/umaze-stitch-v0"])
+    assert exit_status.value.code == 2
+    assert "one of the project's generated datasets, not generated yet" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iql_tf import report, sweep
+from iql_tf import report, run_files, sweep
 from iql_tf.errors import UserError
 
 
@@ -107,7 +107,7 @@ def test_bad_input_is_refused_before_anything_starts(sweep_flags, tmp_path):
                        [3])
     assert [spec.name for spec in specs] == ["expectile=0.7/seed3"]
     (tmp_path / "root" / specs[0].name).mkdir(parents=True)
-    (tmp_path / "root" / specs[0].name / sweep.RUN_FILE).write_text(json.dumps(
+    (tmp_path / "root" / specs[0].name / run_files.SWEEP_RUN).write_text(json.dumps(
         {**specs[0].to_json(), "bindings": ["IQLAgent.expectile = 0.5"]}))
     with pytest.raises(UserError, match=r"holds a run of another configuration"):
         sweep.check_root(tmp_path / "root", specs)
@@ -116,7 +116,7 @@ def test_bad_input_is_refused_before_anything_starts(sweep_flags, tmp_path):
 
 def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
     # One dataset, one configuration, eight seeds with final scores 0, 10, ..., 70.
-    runs = [report.Run(tmp_path, "d", "c", seed, [1], [10.0 * seed], "normalized_score") for seed in range(8)]
+    runs = [report.RunResult(tmp_path, "d", "c", seed, [1], [10.0 * seed], "normalized_score") for seed in range(8)]
     entry = report.summarise(runs, reps=2000, seed=0)["datasets"]["d"]["configurations"]["c"]
     assert entry["runs"] == 8 and entry["mean"] == 35.0
     assert entry["iqm"] == pytest.approx(35.0)  # the mean of the middle half: 20, 30, 40, 50
@@ -127,8 +127,8 @@ def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
     low, high = np.percentile(boots, [2.5, 97.5])
     assert entry["iqm_ci"][0] == pytest.approx(low, abs=2.5) and entry["iqm_ci"][1] == pytest.approx(high, abs=2.5)
     # Probability of improvement: a configuration better on every seed pair is better with probability 1.
-    better = [report.Run(tmp_path, d, "high", s, [1], [100.0 + s], "normalized_score") for d in "xy" for s in range(3)]
-    worse = [report.Run(tmp_path, d, "low", s, [1], [float(s)], "normalized_score") for d in "xy" for s in range(3)]
+    better = [report.RunResult(tmp_path, d, "high", s, [1], [100.0 + s], "normalized_score") for d in "xy" for s in range(3)]
+    worse = [report.RunResult(tmp_path, d, "low", s, [1], [float(s)], "normalized_score") for d in "xy" for s in range(3)]
     summary = report.summarise(better + worse, reps=200)
     assert summary["probability_of_improvement"]["high > low"][0] == 1.0
     assert summary["probability_of_improvement"]["low > high"][0] == 0.0

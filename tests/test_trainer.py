@@ -20,6 +20,7 @@ from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
 from iql_tf.policy_metadata import read_policy_metadata
+from iql_tf.settings import DataSettings, RunSettings
 from iql_tf.trainer import NonFiniteError, RunStopped, run_training
 
 
@@ -105,7 +106,7 @@ def test_outputs_of_a_run(hopper_bindings, tmp_path):
     assert metadata.evaluation == results and metadata.action_low == [-1.0] * 3
 
     tags = set()
-    for event_file in (tmp_path / "tb").iterdir():
+    for event_file in tmp_path.glob("events.out.tfevents*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update(value.tag for value in event.summary.value)
     assert {"train/critic_loss", "train/value_loss", "train/actor_loss", "train/advantage_mean",
@@ -122,7 +123,8 @@ def test_several_seeds_train_together_and_are_evaluated_and_exported_each(hopper
     assert [(entry["step"], entry["seed"]) for entry in history] == [(20, 3), (20, 4)]
     exported = [read_policy_metadata(tmp_path / "export" / f"seed_{seed}" / "policy") for seed in (3, 4)]
     assert [m.seed for m in exported] == [3, 4] and [m.evaluation for m in exported] == results
-    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["seed_3", "seed_4"]
+    # Each seed's events in DIR/seed_K: TensorBoard lists them as RUN/seed_K.
+    assert sorted(p.parent.name for p in tmp_path.rglob("events.out.tfevents*")) == ["seed_3", "seed_4"]
 
 
 def test_a_finished_run_resumes_to_an_export_without_training(hopper_bindings, tmp_path):
@@ -170,10 +172,9 @@ def test_non_finite_loss_stops_with_step_and_metric_and_keeps_the_last_checkpoin
     parse(hopper_bindings, ["train.num_offline_steps = 40", "train.checkpoint_interval = 20",
                             "train.steps_per_call = 10", "train.start_over = True"])
 
-    def poisoned_dataset():
-        dataset = make_dataset()
-        rewards = tf.fill(tf.shape(dataset.tensors["rewards"]), np.inf)
-        return dataset._replace(tensors=dict(dataset.tensors, rewards=rewards))
+    def poisoned_dataset(settings):
+        dataset = make_dataset(settings)
+        return dataset._replace(arrays=dict(dataset.arrays, rewards=np.full_like(dataset.arrays["rewards"], np.inf)))
 
     with pytest.raises(NonFiniteError, match=r"non-finite critic_loss \(.*\) at step 1 \(seed 0\): .*no checkpoint"):
         run_training(str(tmp_path / "poisoned"), dataset_fn=poisoned_dataset)
@@ -209,7 +210,7 @@ def test_a_dataset_without_environment_trains_without_evaluation(write_npz, tmp_
 @pytest.mark.parametrize("binding, message", [
     ("train.no_such_parameter = 1", "no_such_parameter"),
     ("NoSuchConfigurable.x = 1", "NoSuchConfigurable"),
-    ("IQLAgent.seeds = (3,)", "seeds"),  # set by the trainer (train.seed): a binding would be silently overridden
+    ("IQLAgent.seeds = (3,)", "seeds"),  # set by the trainer (train.seed): not a setting of the agent
     ("IQLAgent.hidden_dims = (8, 8", "gin config: .*EOF"),  # unbalanced bracket
     ("make_dataset.source = 'x", "gin config: .*parse"),
 ])
@@ -242,9 +243,10 @@ def test_a_workdir_that_cannot_be_written_is_refused_before_the_data_loads(hoppe
 
 def test_default_workdir_names_config_dataset_and_seed(hopper_bindings):
     parse(hopper_bindings, ["train.seed = 3"])
-    assert train.default_workdir(["locomotion"]) == "runs/locomotion/hopper-random/seed3"
+    assert train.default_workdir(["locomotion"], DataSettings(), RunSettings()) == "runs/locomotion/hopper-random/seed3"
     parse(hopper_bindings, ["train.num_seeds = 4"])
-    assert train.default_workdir(["locomotion"]) == "runs/locomotion/hopper-random/seeds0-3"
+    assert train.default_workdir(["locomotion"], DataSettings(), RunSettings()) == \
+        "runs/locomotion/hopper-random/seeds0-3"
 
 
 def test_cli_reports_an_expected_mistake_in_one_line(hopper_bindings, tmp_path):
@@ -253,3 +255,16 @@ def test_cli_reports_an_expected_mistake_in_one_line(hopper_bindings, tmp_path):
     assert process.returncode == 2 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == ("error: IQLAgent.expectile = 1.5 must be a number in (0, 1); fix it in "
                                                "the gin file or --gin_bindings")
+
+
+def test_a_command_without_a_dataset_is_one_line_and_leaves_no_run_directory(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "iql_tf.train", f"--workdir={tmp_path / 'run'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no dataset: give a --gin_file")
+    assert not (tmp_path / "run").exists()
+    # A failed start in a new directory leaves nothing there, the lock included.
+    config.parse_gin(["locomotion"], ["make_dataset.source = '/no/such/data.npz'"])
+    with pytest.raises(UserError, match="/no/such/data.npz"):
+        run_training(tmp_path / "other")
+    assert not (tmp_path / "other").exists()

@@ -20,6 +20,7 @@ from absl import app, flags
 from iql_tf.data import sources
 from iql_tf.data.conversion import convert
 from iql_tf.data.pipeline import load_converted, make_dataset
+from iql_tf.settings import DataSettings
 from tools.benchmark.measure import d4rl_style
 
 flags.DEFINE_integer("num_transitions", 1_000_000, "Transitions to synthesise.")
@@ -52,7 +53,7 @@ def measure(num_transitions: int, repeats: int) -> List[Tuple[str, List[float]]]
         rows.append(("load_converted (verify + read)", timed(lambda k: load_converted(converted), repeats)))
         rows.append((
             "make_dataset (+ clip, locomotion)",
-            timed(lambda k: make_dataset(str(converted), reward_preprocessing="locomotion"), repeats),
+            timed(lambda k: make_dataset(DataSettings(str(converted), reward_preprocessing="locomotion")), repeats),
         ))
     print(f"shards: {size:.0f} MiB")
     return rows

@@ -1,5 +1,5 @@
 """Conversion: a resolved Minari dataset, D4RL-style HDF5 or npz -> `DIR/shard-*.tfrecord` +
-`DIR/metadata.json` (the command line is `iql_tf.data.convert`).
+`DIR/metadata.json` (the command line is `iql_tf.convert`).
 
 The output is written to a hidden staging folder beside it and renamed into place when complete, so a failed
 or interrupted conversion leaves nothing at the output.

@@ -107,6 +107,6 @@ def load_metadata(directory: "str | pathlib.Path", fix: str = "re-run the conver
     if not path.is_file():
         raise UserError(
             f"{path}: not found, so {directory} is not a converted dataset; create it with "
-            f"`python -m iql_tf.data.convert --source=... --output={directory}`"
+            f"`python -m iql_tf.convert --source=... --output={directory}`"
         )
     return DatasetMetadata.from_json(path.read_text(), str(path), fix)

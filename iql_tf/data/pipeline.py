@@ -1,6 +1,6 @@
-"""The dataset the trainer sees: source -> (cached) TFRecord shards -> whole in-memory tensors.
+"""The dataset the trainer sees: source -> (cached) TFRecord shards -> prepared in-memory arrays.
 
-`make_dataset` is the one gin-configurable entry point. A source that is not yet converted is converted
+`make_dataset(DataSettings)` is the one entry point (`make_dataset.*` in gin). A source that is not yet converted is converted
 once into the cache (keyed by the source files' path, size and mtime, so an edited file is re-converted)
 and always read back from the shards, so every run sees data that went through the same path.
 """
@@ -11,7 +11,6 @@ import re
 import shutil
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -23,16 +22,19 @@ from iql_tf.data.conversion import convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
+from iql_tf.settings import DataSettings
 
 # The log-likelihood of an action at +-1 under tanh(mean) is -inf; the reference clips too.
 ACTION_LIMIT = 1.0 - 1e-5
 
 
 class OfflineDataset(NamedTuple):
-    """Float32 tensors keyed as `transitions.TRANSITION_KEYS`, as the networks see them (observations
-    normalised if asked, actions in [-1, 1] and clipped, rewards preprocessed), and how they were made so."""
+    """Float32 arrays keyed as `transitions.TRANSITION_KEYS`, as the networks see them (observations
+    normalised if asked, actions in [-1, 1] and clipped, rewards preprocessed), and how they were made so.
+    The replay buffer copies the arrays into its variables; the trainer keeps only the metadata and the
+    preprocessing, so the data is held once."""
 
-    tensors: Dict[str, tf.Tensor]
+    arrays: Dict[str, np.ndarray]
     metadata: DatasetMetadata
     preprocessing: Preprocessing
 
@@ -92,41 +94,20 @@ def _check_no_overrides(directory: pathlib.Path, settings: Dict[str, Any]) -> No
     raise UserError(
         f"{directory}: is already converted with env_id={metadata.env_id!r}, env_kwargs={metadata.env_kwargs} and "
         f"its action bounds, so make_dataset.{given[0]} cannot apply to it; re-convert its source with the setting "
-        f"(python -m iql_tf.data.convert --source={metadata.source} --output=NEW_DIR ...), or pass the source "
+        f"(python -m iql_tf.convert --source={metadata.source} --output=NEW_DIR ...), or pass the source "
         "itself to make_dataset, or drop the binding"
     )
 
 
-@gin.configurable
-def make_dataset(
-    source: str,
-    reward_preprocessing: str = "none",
-    normalize_observations: bool = False,
-    cache_dir: Optional[str] = None,
-    download: bool = False,
-    env_id: Optional[str] = None,
-    env_kwargs: Optional[Mapping[str, Any]] = None,
-    action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-) -> OfflineDataset:
-    """Loads `source` into memory for training.
-
-    Args:
-      source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, or a Minari dataset id in the local
-        Minari root (the project's generated ids are generated when missing).
-      reward_preprocessing: 'none', 'locomotion' or 'antmaze' (see `rewards.py`).
-      normalize_observations: train on (s - mean) / (std + 1e-3) with the dataset's statistics; evaluation and
-        the exported policy apply the same, so deployment feeds raw observations. Off in the paper.
-      cache_dir: where conversions of non-converted sources are kept; default $IQL_TF_DATA_DIR or
-        ~/.iql_tf/datasets.
-      download: let Minari download a dataset that is not local (otherwise a missing id is an error).
-      env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5), or to
-        override a Minari dataset's; an error with a converted directory (its metadata.json fixes the env).
-      action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
-    """
-    rewards_lib.check_mode(reward_preprocessing)
-    cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    tensors, metadata = load_source(source, cache, download, env_id, env_kwargs, action_bounds)
+def make_dataset(settings: DataSettings) -> OfflineDataset:
+    """Loads `settings.source` into memory for training, prepared as `settings` says (see `DataSettings`)."""
+    source = settings.require_source()
+    reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
+    cache = pathlib.Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
+    tensors, metadata = load_source(source, cache, settings.download, settings.env_id, settings.env_kwargs,
+                                    settings.action_bounds)
     raw = {key: value.numpy() for key, value in tensors.items()}
+    del tensors
     preprocessing = Preprocessing.fit(
         raw["observations"], np.asarray(metadata.action_low), np.asarray(metadata.action_high),
         rewards_lib.reward_transform(reward_preprocessing, raw["rewards"], raw["dones"]), normalize_observations,
@@ -145,5 +126,5 @@ def make_dataset(
         actions=unit_actions,
         rewards=preprocessing.rewards(raw["rewards"]),
     )
-    return OfflineDataset({key: tf.constant(value, tf.float32) for key, value in prepared.items()}, metadata,
+    return OfflineDataset({key: np.asarray(value, np.float32) for key, value in prepared.items()}, metadata,
                           preprocessing)

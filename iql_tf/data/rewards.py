@@ -33,7 +33,7 @@ def trajectory_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
 def check_mode(mode: str) -> None:
     if mode not in REWARD_PREPROCESSING:
         raise UserError(
-            f"reward_preprocessing={mode!r} is unknown; valid values: {', '.join(REWARD_PREPROCESSING)}"
+            f"make_dataset.reward_preprocessing={mode!r} is unknown; valid values: {', '.join(REWARD_PREPROCESSING)}"
         )
 
 

@@ -100,7 +100,7 @@ def resolve(source: str, download: bool = False, generate: bool = False) -> Sour
     if path.is_dir():
         raise UserError(
             f"{source}: a directory without {METADATA_FILE}, so not a converted dataset (nor a Minari id); convert "
-            f"a source into it with `python -m iql_tf.data.convert --source=FILE_OR_MINARI_ID --output={source}`, "
+            f"a source into it with `python -m iql_tf.convert --source=FILE_OR_MINARI_ID --output={source}`, "
             "or pass a .npz/.hdf5/.h5 file or a Minari id (e.g. D4RL/door/human-v2, not its directory)"
         )
     if generated.is_generated(source):
@@ -110,7 +110,7 @@ def resolve(source: str, download: bool = False, generate: bool = False) -> Sour
         return resolve(source)
     hint = ""
     if source.startswith(generated.NAMESPACE):
-        hint = f" (ids in {generated.NAMESPACE} are made by `python -m iql_tf.generation.generate`)"
+        hint = f" (ids in {generated.NAMESPACE} are made by `python -m iql_tf.generate`)"
     raise UserError(
         f"{source}: no such file, converted directory or local Minari dataset (Minari root "
         f"{get_dataset_path()}){hint}; get it on a connected machine with "

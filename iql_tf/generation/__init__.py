@@ -1,14 +1,19 @@
 """Generating offline datasets into the local Minari root (no download, no jax): the project's PointMaze
 stitching datasets, uniform random actions in any environment, and rollouts of an exported policy.
 
-Importing this package registers the project's own dataset ids with `iql_tf.data.generated`, so that
-training or converting one that is missing generates it first.
+The commands that read datasets call `register_generated_datasets()`, which tells `iql_tf.data.generated`
+how to make each of the project's own dataset ids, so that training, converting or validating one that is
+missing generates it first. The read path itself never imports this package.
 """
 
 import functools
 
 from iql_tf.data import generated
-from iql_tf.generation import generate
 
-for _maze, _dataset_id in generate.POINTMAZE_DATASET_IDS.items():
-    generated.register(_dataset_id, functools.partial(generate.generate_pointmaze, maze=_maze))
+
+def register_generated_datasets() -> None:
+    """Registers the project's generated dataset ids (idempotent)."""
+    from iql_tf.generation import generators
+
+    for maze, dataset_id in generators.POINTMAZE_DATASET_IDS.items():
+        generated.register(dataset_id, functools.partial(generators.generate_pointmaze, maze=maze))

@@ -54,11 +54,12 @@ def iql_tf_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_s
                 updates_per_call: int, num_seeds: int = 1) -> Tuple[Callable[[], None], int]:
     from iql_tf.agent import IQLAgent
     from iql_tf.replay_buffer import ReplayBuffer
+    from iql_tf.settings import AgentSettings
 
     buffer = ReplayBuffer(data)
-    agent = IQLAgent(data["observations"].shape[1], data["actions"].shape[1], actor_decay_steps=10**6,
-                     seeds=range(num_seeds), hidden_dims=tuple(hidden_dims), batch_size=batch_size,
-                     jit_compile=jit_compile)
+    agent = IQLAgent(data["observations"].shape[1], data["actions"].shape[1],
+                     AgentSettings(hidden_dims=tuple(hidden_dims), batch_size=batch_size, jit_compile=jit_compile),
+                     actor_decay_steps=10**6, seeds=range(num_seeds))
     return (lambda: agent.run_updates(buffer, updates_per_call)), updates_per_call
 
 
@@ -84,28 +85,27 @@ def torch_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_si
 def online_call(hidden_dims: Sequence[int], batch_size: int, jit_compile: bool) -> Tuple[Callable[[], None], int]:
     """One online step as fine-tuning makes it (PointMaze UMaze: exploration action, environment step, the
     transition appended, one update), over a buffer of 100k offline PointMaze-shaped transitions."""
-    import types
-
     from iql_tf import envs
     from iql_tf.agent import IQLAgent
+    from iql_tf.checkpoints import Checkpoints
     from iql_tf.data import rewards
     from iql_tf.data.preprocessing import Preprocessing
     from iql_tf.online import OnlinePhase
     from iql_tf.replay_buffer import ReplayBuffer
+    from iql_tf.settings import AgentSettings
 
     data = synthetic_transitions(8, 2, 100_000)
     steps = 1_000_000
     buffer = ReplayBuffer(data, capacity=100_000 + steps)
-    agent = IQLAgent(8, 2, actor_decay_steps=10**6, hidden_dims=tuple(hidden_dims), batch_size=batch_size,
-                     actor_cosine_decay=False, jit_compile=jit_compile)
-    metadata = types.SimpleNamespace(observation_keys=["achieved_goal", "desired_goal", "observation"],
-                                     observation_shape=[8], action_shape=[2], source="synthetic")
-    dataset = types.SimpleNamespace(metadata=metadata, preprocessing=Preprocessing.fit(
-        data["observations"], -np.ones(2), np.ones(2), rewards.RewardTransform("antmaze", shift=-1.0), False))
-    settings = types.SimpleNamespace(exploration_noise=0.1, seed=0)
-    online = OnlinePhase(lambda: envs.make_env("PointMaze_UMaze-v3", {"continuing_task": False}), dataset, agent,
-                         buffer, settings, directory=None)
-    return online.step, 1
+    agent = IQLAgent(8, 2, AgentSettings(hidden_dims=tuple(hidden_dims), batch_size=batch_size,
+                                         actor_cosine_decay=False, jit_compile=jit_compile),
+                     actor_decay_steps=10**6)
+    preprocessing = Preprocessing.fit(data["observations"], -np.ones(2), np.ones(2),
+                                      rewards.RewardTransform("antmaze", shift=-1.0), False)
+    online = OnlinePhase(envs.make_env("PointMaze_UMaze-v3", {"continuing_task": False}),
+                         ["achieved_goal", "desired_goal", "observation"], preprocessing, agent, buffer, seed=0,
+                         exploration_noise=0.1, checkpoints=Checkpoints(tempfile.gettempdir()))  # never saved to
+    return online.env_step, 1
 
 
 def training_loop(observation_dim: int, action_dim: int, num_transitions: int, num_updates: int,
@@ -134,7 +134,7 @@ def training_loop(observation_dim: int, action_dim: int, num_transitions: int, n
         record = tf.train.load_checkpoint(str(folder / "run" / "checkpoints" / f"ckpt-{num_updates}")).get_tensor(
             "record/.ATTRIBUTES/VARIABLE_VALUE")
         times = {}
-        for event_file in (folder / "run" / "tb").glob("events.*"):
+        for event_file in (folder / "run").glob("events.*"):
             for event in tf.compat.v1.train.summary_iterator(str(event_file)):
                 if any(value.tag == "train/critic_loss" for value in event.summary.value):
                     times[event.step] = event.wall_time
@@ -153,9 +153,10 @@ def serving(observation_dim: int, action_dim: int, hidden_dims: Sequence[int], c
     from iql_tf.data.preprocessing import Preprocessing
     from iql_tf.export import export_policy
     from iql_tf.policy_metadata import TFLITE_FILE, PolicyMetadata
+    from iql_tf.settings import AgentSettings
 
-    agent = IQLAgent(observation_dim, action_dim, actor_decay_steps=10, hidden_dims=tuple(hidden_dims),
-                     jit_compile=False)
+    agent = IQLAgent(observation_dim, action_dim, AgentSettings(hidden_dims=tuple(hidden_dims), jit_compile=False),
+                     actor_decay_steps=10)
     observations = np.random.default_rng(0).standard_normal((256, observation_dim), dtype=np.float32)
     preprocessing = Preprocessing.fit(observations, -np.ones(action_dim), np.ones(action_dim),
                                       rewards.RewardTransform("none"), normalize_observations=True)

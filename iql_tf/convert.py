@@ -1,9 +1,9 @@
-"""Convert a dataset to TFRecord shards: `python -m iql_tf.data.convert --source=... --output=DIR` (or
+"""Convert a dataset to TFRecord shards: `python -m iql_tf.convert --source=... --output=DIR` (or
 `iql-convert`).
 
-    python -m iql_tf.data.convert --source=D4RL/antmaze/umaze-v1 --output=data/antmaze-umaze
-    python -m iql_tf.data.convert --source=hopper.npz --output=data/hopper --env_id=Hopper-v5
-    python -m iql_tf.data.convert --source=pendulum.npz --output=data/pendulum --action_bounds=-2,2
+    python -m iql_tf.convert --source=D4RL/antmaze/umaze-v1 --output=data/antmaze-umaze
+    python -m iql_tf.convert --source=hopper.npz --output=data/hopper --env_id=Hopper-v5
+    python -m iql_tf.convert --source=pendulum.npz --output=data/pendulum --action_bounds=-2,2
 
 --source is a Minari id (the local Minari root; --download to fetch it), or a D4RL-style .hdf5 / .h5 / .npz
 file. The output is written beside --output and renamed into place when complete, so a failed or
@@ -49,9 +49,10 @@ def parse_action_bounds(text: Optional[str]) -> Optional[Tuple[float, float]]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}; use --source=... --output=...")
-    import iql_tf.generation  # noqa: F401  (registers the project's generated ids, so they convert too)
-    from iql_tf import envs
+    from iql_tf import envs, generation
     from iql_tf.data import conversion, sources
+
+    generation.register_generated_datasets()  # the project's own ids convert too (generated when missing)
 
     conversion.convert(
         sources.resolve(FLAGS.source, FLAGS.download, generate=True),

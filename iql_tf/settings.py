@@ -1,0 +1,228 @@
+"""What a training run is configured with, as three frozen dataclasses, each one gin configurable:
+`DataSettings` (`make_dataset.*`), `AgentSettings` (`IQLAgent.*`) and `RunSettings` (`train.*`).
+
+The command line parses gin into these objects and the Python API builds them from keyword arguments; both
+go through the same checks (`__post_init__`), so a mistake reads the same either way: one line naming the
+setting, its value and what it must be. TensorFlow-free, so that planning a sweep or parsing a config never
+imports it.
+"""
+
+import dataclasses
+import difflib
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+import gin
+
+from iql_tf.data import rewards
+from iql_tf.errors import UserError, is_integer, is_number
+
+FIX = "fix it in the gin file or --gin_bindings"
+
+Settings = TypeVar("Settings")
+
+
+def _fail(name: str, value: Any, expected: str) -> None:
+    raise UserError(f"{name} = {value!r} must be {expected}; {FIX}")
+
+
+@gin.configurable("make_dataset")
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """The `make_dataset.*` gin parameters: which data, and how it is prepared for the networks.
+
+    Attributes:
+      source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, or a Minari dataset id in the local
+        Minari root (the project's generated ids are generated when missing).
+      reward_preprocessing: 'none', 'locomotion' or 'antmaze' (see `data/rewards.py`).
+      normalize_observations: train on (s - mean) / (std + 1e-3) with the dataset's statistics; evaluation
+        and the exported policy apply the same, so deployment feeds raw observations. Off in the paper.
+      cache_dir: where conversions of non-converted sources are kept; default $IQL_TF_DATA_DIR or
+        ~/.iql_tf/datasets.
+      download: let Minari download a dataset that is not local (otherwise a missing id is an error).
+      env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5), or to
+        override a Minari dataset's; an error with a converted directory (its metadata.json fixes the env).
+      action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
+    """
+
+    source: Optional[str] = None
+    reward_preprocessing: str = "none"
+    normalize_observations: bool = False
+    cache_dir: Optional[str] = None
+    download: bool = False
+    env_id: Optional[str] = None
+    env_kwargs: Optional[Mapping[str, Any]] = None
+    action_bounds: Optional[Tuple[Any, Any]] = None
+
+    def __post_init__(self):
+        if self.source is not None and not isinstance(self.source, str):
+            _fail("make_dataset.source", self.source, "a path or a dataset id (a string)")
+        rewards.check_mode(self.reward_preprocessing)
+        for name in ("normalize_observations", "download"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(f"make_dataset.{name}", getattr(self, name), "True or False")
+        if self.env_kwargs is not None and not isinstance(self.env_kwargs, Mapping):
+            _fail("make_dataset.env_kwargs", self.env_kwargs, "a dict of the environment's keyword arguments")
+
+    def require_source(self) -> str:
+        if not self.source:
+            raise UserError("no dataset: give a --gin_file (e.g. --gin_file=quickstart) or bind make_dataset.source")
+        return self.source
+
+
+@gin.configurable("IQLAgent")
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+    """The `IQLAgent.*` gin parameters: networks, losses and optimisers (paper Appendix B).
+
+    Attributes:
+      hidden_dims: sizes of the hidden layers of every network.
+      activation: a Keras activation name.
+      expectile: tau of the value's expectile regression (0.5 gives one-step SARSA values).
+      beta: inverse temperature of AWR; 0 turns policy extraction into behaviour cloning.
+      discount: gamma.
+      target_update_rate: Polyak rate alpha of the target critics.
+      value_lr, critic_lr, actor_lr: Adam learning rates (epsilon 1e-8, as optax).
+      actor_cosine_decay: cosine decay of the actor lr to 0 over the offline phase.
+      actor_dropout_rate: dropout after each hidden layer of the actor, in training only.
+      batch_size: transitions per update.
+      jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the trainer
+        time both on this machine and take the faster (`fastest_path`).
+    """
+
+    hidden_dims: Tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    expectile: float = 0.7
+    beta: float = 3.0
+    discount: float = 0.99
+    target_update_rate: float = 0.005
+    value_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    actor_lr: float = 3e-4
+    actor_cosine_decay: bool = True
+    actor_dropout_rate: Optional[float] = None
+    batch_size: int = 256
+    jit_compile: Optional[bool] = None
+
+    def __post_init__(self):
+        if not (isinstance(self.hidden_dims, (tuple, list)) and self.hidden_dims
+                and all(is_integer(units) and units > 0 for units in self.hidden_dims)):
+            _fail("IQLAgent.hidden_dims", self.hidden_dims, "a tuple of positive sizes, e.g. (256, 256)")
+        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        numbers = [
+            ("expectile", 0.0 < _number(self.expectile) < 1.0, "a number in (0, 1)"),
+            ("beta", _number(self.beta) >= 0.0, "a number >= 0 (0 is behaviour cloning)"),
+            ("discount", 0.0 <= _number(self.discount) <= 1.0, "a number in [0, 1]"),
+            ("target_update_rate", 0.0 < _number(self.target_update_rate) <= 1.0, "a number in (0, 1]"),
+            ("value_lr", _number(self.value_lr) > 0, "a positive number"),
+            ("critic_lr", _number(self.critic_lr) > 0, "a positive number"),
+            ("actor_lr", _number(self.actor_lr) > 0, "a positive number"),
+        ]
+        for name, ok, expected in numbers:
+            if not ok:
+                _fail(f"IQLAgent.{name}", getattr(self, name), expected)
+        if not (self.actor_dropout_rate is None or 0.0 <= _number(self.actor_dropout_rate) < 1.0):
+            _fail("IQLAgent.actor_dropout_rate", self.actor_dropout_rate, "None or a number in [0, 1)")
+        if not (is_integer(self.batch_size) and self.batch_size > 0):
+            _fail("IQLAgent.batch_size", self.batch_size, "a positive integer")
+        if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
+            _fail("IQLAgent.jit_compile", self.jit_compile, "None (the faster path on this machine), True (XLA) or "
+                  "False")
+        if not isinstance(self.actor_cosine_decay, bool):
+            _fail("IQLAgent.actor_cosine_decay", self.actor_cosine_decay, "True or False")
+        if not isinstance(self.activation, str):
+            _fail("IQLAgent.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
+
+    def hyperparameters(self, actor_decay_steps: int) -> Dict[str, Any]:
+        """What decides the training besides the seeds, as JSON (the compiled path is recorded apart)."""
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                  if field.name != "jit_compile"}
+        record.update(hidden_dims=list(self.hidden_dims), expectile=float(self.expectile), beta=float(self.beta),
+                      discount=float(self.discount), target_update_rate=float(self.target_update_rate),
+                      value_lr=float(self.value_lr), critic_lr=float(self.critic_lr), actor_lr=float(self.actor_lr),
+                      actor_decay_steps=int(actor_decay_steps) if self.actor_cosine_decay else None)
+        return record
+
+
+@gin.configurable("train")
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The `train.*` gin parameters.
+
+    Attributes:
+      num_offline_steps: gradient updates on the offline dataset (also the length of the actor's cosine decay).
+      num_online_steps: environment steps of online fine-tuning after the offline phase, one gradient update
+        each (0: offline only).
+      seed: seeds the networks, batches, dropout, exploration and evaluation episodes.
+      num_seeds: independent agents trained together, seeds `seed` ... `seed + num_seeds - 1`, through one
+        compiled step (each logged, checkpointed, evaluated and exported on its own).
+      exploration_noise: std of Gaussian noise added to the sampled action online (in [-1, 1] units).
+      steps_per_call: offline updates fused in one compiled call (K); boundaries are always reached exactly.
+      log_interval / eval_interval / checkpoint_interval: in gradient updates.
+      eval_episodes: episodes per evaluation (0, or a dataset without environment: no evaluation).
+      checkpoints_to_keep: newest checkpoints kept.
+      export_on_eval: also export the policy at every evaluation, not only at the end.
+      progress_bar: show a progress bar on stderr.
+      start_over: train from step 0 even where checkpoints exist (they are deleted).
+    """
+
+    num_offline_steps: int = 1_000_000
+    num_online_steps: int = 0
+    seed: int = 0
+    num_seeds: int = 1
+    exploration_noise: float = 0.0
+    steps_per_call: int = 1000
+    log_interval: int = 1000
+    eval_interval: int = 5000
+    eval_episodes: int = 10
+    checkpoint_interval: int = 10_000
+    checkpoints_to_keep: int = 2
+    export_on_eval: bool = False
+    progress_bar: bool = True
+    start_over: bool = False
+
+    # What a resumed run may not change: these decide the weights it ends with.
+    TRAINING = ("num_offline_steps", "num_online_steps", "seed", "num_seeds", "exploration_noise")
+
+    def __post_init__(self):
+        integers = [("num_offline_steps", 0), ("num_online_steps", 0), ("seed", 0), ("num_seeds", 1),
+                    ("steps_per_call", 1), ("log_interval", 1), ("eval_interval", 1), ("eval_episodes", 0),
+                    ("checkpoint_interval", 1), ("checkpoints_to_keep", 1)]
+        for name, minimum in integers:
+            value = getattr(self, name)
+            if not is_integer(value) or value < minimum:
+                kind = "positive" if minimum else "non-negative"
+                _fail(f"train.{name}", value, f"a {kind} integer (write 1000000, not 1e6)")
+        if self.num_offline_steps + self.num_online_steps == 0:
+            raise UserError("train.num_offline_steps and train.num_online_steps are both 0: nothing to train")
+        if not is_number(self.exploration_noise) or not self.exploration_noise >= 0:
+            _fail("train.exploration_noise", self.exploration_noise, "a number >= 0")
+        if self.num_online_steps and self.num_seeds > 1:
+            raise UserError("train.num_seeds > 1 with train.num_online_steps: fine-tuning trains one seed per run; "
+                            "run one per seed (python -m iql_tf.sweep --seeds=...)")
+
+    @property
+    def total_steps(self) -> int:
+        return self.num_offline_steps + self.num_online_steps
+
+    @property
+    def seeds(self) -> Tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.num_seeds))
+
+
+def with_overrides(settings_type: Type[Settings], prefix: str, overrides: Mapping[str, Any],
+                   base: Optional[Settings] = None) -> Settings:
+    """`base` (default: from the gin bindings) with some fields replaced; an unknown name is a UserError with
+    the closest field name."""
+    names = [field.name for field in dataclasses.fields(settings_type)]
+    for name in overrides:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the settings are {', '.join(names)}"
+            raise UserError(f"{prefix}: unknown setting {name!r}{hint}")
+    return dataclasses.replace(base if base is not None else settings_type(), **overrides)
+
+
+def _number(value: Any) -> float:
+    """The value if it is a number, else NaN (which fails every range check)."""
+    return float(value) if is_number(value) else float("nan")
+
