@@ -9,6 +9,7 @@ imports it.
 
 import dataclasses
 import difflib
+import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 import gin
@@ -31,8 +32,10 @@ class DataSettings:
     """The `make_dataset.*` gin parameters: which data, and how it is prepared for the networks.
 
     Attributes:
-      source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, or a Minari dataset id in the local
-        Minari root (the project's generated ids are generated when missing).
+      source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, a .csv / .parquet table, or a Minari
+        dataset id in the local Minari root (the project's generated ids are generated when missing); from
+        Python also an in-memory source (`iql_tf.data.from_arrays`, `from_pandas`, `from_tf_dataset`).
+      columns: for tables, which columns hold each field (see `data/tables.py`); None: the default names.
       reward_preprocessing: 'none', 'locomotion' or 'antmaze' (see `data/rewards.py`).
       normalize_observations: train on (s - mean) / (std + 1e-3) with the dataset's statistics; evaluation
         and the exported policy apply the same, so deployment feeds raw observations. Off in the paper.
@@ -44,7 +47,8 @@ class DataSettings:
       action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
     """
 
-    source: Optional[str] = None
+    source: Any = None
+    columns: Optional[Mapping[str, Any]] = None
     reward_preprocessing: str = "none"
     normalize_observations: bool = False
     cache_dir: Optional[str] = None
@@ -54,8 +58,13 @@ class DataSettings:
     action_bounds: Optional[Tuple[Any, Any]] = None
 
     def __post_init__(self):
-        if self.source is not None and not isinstance(self.source, str):
-            _fail("make_dataset.source", self.source, "a path or a dataset id (a string)")
+        if self.source is not None and not isinstance(self.source, (str, os.PathLike)) \
+                and not hasattr(self.source, "arrays"):
+            _fail("make_dataset.source", self.source, "a path, a dataset id or an in-memory source "
+                  "(iql_tf.data.from_arrays, ...)")
+        if self.columns is not None and not isinstance(self.columns, Mapping):
+            _fail("make_dataset.columns", self.columns, "a dict of field -> column name(s), e.g. "
+                  "{'rewards': 'reward'}")
         rewards.check_mode(self.reward_preprocessing)
         for name in ("normalize_observations", "download"):
             if not isinstance(getattr(self, name), bool):
@@ -63,10 +72,10 @@ class DataSettings:
         if self.env_kwargs is not None and not isinstance(self.env_kwargs, Mapping):
             _fail("make_dataset.env_kwargs", self.env_kwargs, "a dict of the environment's keyword arguments")
 
-    def require_source(self) -> str:
-        if not self.source:
+    def require_source(self) -> Any:
+        if self.source is None or self.source == "":
             raise UserError("no dataset: give a --gin_file (e.g. --gin_file=quickstart) or bind make_dataset.source")
-        return self.source
+        return str(self.source) if isinstance(self.source, os.PathLike) else self.source
 
 
 @gin.configurable("IQLAgent")

@@ -51,37 +51,37 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("IQL_TF_DATA_DIR", "~/.iql_tf/datasets")).expanduser()
 
 
-def load_source(source: str, cache_dir: pathlib.Path, download: bool = False, env_id: Optional[str] = None,
-                env_kwargs: Optional[Mapping[str, Any]] = None,
-                action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                ) -> Tuple[Dict[str, tf.Tensor], DatasetMetadata]:
-    """The raw tensors of `source`: a converted directory as is, anything else through its conversion in
-    `cache_dir` (made once; a damaged cache entry is made again). The project's own ids are generated first
-    when missing."""
-    resolved = sources.resolve(source, download, generate=True)
+def converted_directory(source: Any, cache_dir: pathlib.Path, download: bool = False,
+                        env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
+                        action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                        columns: Optional[Mapping[str, Any]] = None) -> pathlib.Path:
+    """The converted directory of `source`: a converted directory as is, anything else converted once into
+    `cache_dir` (a damaged cache entry is made again). The project's own ids are generated first when
+    missing."""
+    resolved = sources.resolve(source, download, generate=True, columns=columns)
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
         _check_no_overrides(resolved.path, settings)
-        return load_converted(resolved.path)
-    key = json_records.digest([FORMAT_VERSION, settings, [[str(f), f.stat().st_size, f.stat().st_mtime_ns]
-                                                          for f in resolved.files]])
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else source)
+        return resolved.path
+    key = json_records.digest([FORMAT_VERSION, settings, dict(columns or {}), sources.identity(resolved)])
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
     target = cache_dir / f"{name}-{key}"
     files.sweep_stale_staging(cache_dir)
     if target.exists():
         try:
-            return load_converted(target)
+            load_metadata(target)
+            return target
         except UserError as error:
             # The cache holds only derived data: a damaged or incomplete entry is made again.
-            logging.warning("cache entry %s is damaged (%s): converting %s again", target, error, source)
+            logging.warning("cache entry %s is damaged (%s): converting %s again", target, error, resolved.name)
             shutil.rmtree(target, ignore_errors=True)
-    logging.info("converting %s once into the cache %s", source, target)
+    logging.info("converting %s once into the cache %s", resolved.name, target)
     try:
         convert(resolved, target, **settings)
     except UserError:
         if not (target / METADATA_FILE).is_file():  # else another process converted it meanwhile
             raise
-    return load_converted(target)
+    return target
 
 
 def _check_no_overrides(directory: pathlib.Path, settings: Dict[str, Any]) -> None:
@@ -104,8 +104,19 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     source = settings.require_source()
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = pathlib.Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
-    tensors, metadata = load_source(source, cache, settings.download, settings.env_id, settings.env_kwargs,
-                                    settings.action_bounds)
+    directory = converted_directory(source, cache, settings.download, settings.env_id, settings.env_kwargs,
+                                    settings.action_bounds, settings.columns)
+    try:
+        tensors, metadata = load_converted(directory)
+    except UserError as error:
+        if directory.parent != cache:
+            raise
+        # A cache entry damaged after its check above (shards are verified only as they are read): made again.
+        logging.warning("cache entry %s is damaged (%s): converting it again", directory, error)
+        shutil.rmtree(directory, ignore_errors=True)
+        tensors, metadata = load_converted(converted_directory(
+            source, cache, settings.download, settings.env_id, settings.env_kwargs, settings.action_bounds,
+            settings.columns))
     raw = {key: value.numpy() for key, value in tensors.items()}
     del tensors
     preprocessing = Preprocessing.fit(

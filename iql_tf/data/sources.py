@@ -78,9 +78,17 @@ def minari_dataset_exists(dataset_id: str) -> bool:
         return False
 
 
-def resolve(source: str, download: bool = False, generate: bool = False) -> Source:
+def identity(source: Source) -> List[Any]:
+    """What a conversion cache entry of `source` is keyed on: its files' paths, sizes and modification times
+    (an edited file is converted again)."""
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in source.files]
+
+
+def resolve(source: str, download: bool = False, generate: bool = False,
+            columns: Optional[Mapping[str, Any]] = None) -> Source:
     """Finds out what `source` is; anything that is no dataset is one UserError saying what to pass. With
-    `generate`, a missing generated id is generated and resolved as the Minari dataset it then is."""
+    `generate`, a missing generated id is generated and resolved as the Minari dataset it then is. `columns`:
+    for tables (not yet supported: None)."""
     path = pathlib.Path(source).expanduser()
     if (path / METADATA_FILE).is_file():
         return Source(source, CONVERTED, path=path)
