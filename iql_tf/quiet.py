@@ -20,6 +20,7 @@ _NOISE = re.compile(
     rb"|I\d{4} [\d:.]+ +\d+ [\w.]+\.cc:\d+\] .*"
     rb"|W\d{4} [\d:.]+ +\d+ tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored (output_format|drop_control_dependency)\."
     rb"|(W\d{4} [\d:.]+ +\d+ font_manager\.py:\d+\] )?Matplotlib is building the font cache; this may take a moment\."
+    rb"|I\d{4} [\d:.]+ +\d+ font_manager\.py:\d+\] generated new fontManager"
     rb")\r?$"
 )
 _NO_GPU_NOISE = re.compile(rb"^E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*$")

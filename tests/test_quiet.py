@@ -10,6 +10,7 @@ NOISE = [
     b"W0000 00:00:1796172864.805321    4865 tf_tfl_flatbuffer_helpers.cc:367] Ignored drop_control_dependency.",
     b"W1202 00:54:08.206245 140315405073280 font_manager.py:1639] Matplotlib is building the font cache; this may "
     b"take a moment.",
+    b"I1202 01:18:45.478739 139680851643264 font_manager.py:1848] generated new fontManager",
 ]
 CU_INIT = (b"E0000 00:00:1796172845.255640    4865 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
            b"Failed call to cuInit: UNKNOWN ERROR (303)")
