@@ -16,6 +16,7 @@ import tensorflow as tf
 from iql_tf import losses
 from iql_tf.errors import UserError
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
+from iql_tf.data.streaming import StreamedBatches
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.settings import AgentSettings
 
@@ -196,12 +197,12 @@ class IQLAgent(tf.Module):
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    def _sampled_update(self, buffer: ReplayBuffer) -> Dict[str, tf.Tensor]:
+    def _sampled_update(self, buffer: "ReplayBuffer | StreamedBatches") -> Dict[str, tf.Tensor]:
         batch = buffer.sample(self.generators, self.batch_size)
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
         return self.update(batch, dropout_seeds)
 
-    def _updates(self, buffer: ReplayBuffer, num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
+    def _updates(self, buffer: "ReplayBuffer | StreamedBatches", num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
         # K updates in one compiled call; the target update sits inside the loop (JAX-CORL #73: outside it,
         # fused updates train against a stale target). Metrics are averaged over the K updates; the loop stops
         # at the first non-finite loss so that the caller can name the step where it happened.
@@ -218,15 +219,33 @@ class IQLAgent(tf.Module):
             count += 1.0
         return {name: metrics[name] if name in _LAST_VALUE else totals[name] / count for name in METRIC_NAMES}
 
-    def run_updates(self, buffer: ReplayBuffer, num_updates: int) -> Dict[str, np.ndarray]:
-        """Runs `num_updates` updates on batches sampled from `buffer`; returns their mean metrics, one value
-        per member. Stops early (see `step`) at the first non-finite loss."""
+    def run_updates(self, buffer: "ReplayBuffer | StreamedBatches", num_updates: int) -> Dict[str, np.ndarray]:
+        """Runs `num_updates` updates on batches sampled from `buffer` (or read from a stream); returns their
+        mean metrics, one value per member. Stops early (see `step`) at the first non-finite loss."""
         self._check_compiled()
+        if isinstance(buffer, StreamedBatches):
+            return self._streamed_updates(buffer, num_updates)
         if num_updates == 1:
             metrics = self._compiled_update(buffer)
         else:
             metrics = self._compiled_updates(buffer, tf.constant(num_updates, tf.int32))
         return {name: value.numpy() for name, value in metrics.items()}
+
+    def _streamed_updates(self, stream: StreamedBatches, num_updates: int) -> Dict[str, np.ndarray]:
+        """`num_updates` updates from a stream: compiled calls over what its current group holds, refilled in
+        between; the metrics are averaged over all the updates (actor_lr: the last)."""
+        done, sums, metrics = 0, {name: 0.0 for name in METRIC_NAMES}, {}
+        while done < num_updates:
+            calls = min(num_updates - done, stream.available())
+            before = int(self.step)
+            metrics = {name: value.numpy() for name, value in
+                       self._compiled_updates(stream, tf.constant(calls, tf.int32)).items()}
+            made = int(self.step) - before
+            sums = {name: sums[name] + metrics[name] * made for name in METRIC_NAMES}
+            done += made
+            if made < calls:  # a non-finite loss stopped the call
+                break
+        return {name: metrics[name] if name in _LAST_VALUE else sums[name] / max(done, 1) for name in METRIC_NAMES}
 
     def online_update_fn(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],
                                                                  Tuple[Dict[str, np.ndarray], np.ndarray]]:

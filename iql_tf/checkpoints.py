@@ -111,11 +111,14 @@ class Checkpoints:
 
 
 def _read_whole(prefix: str) -> Tuple[str, Optional[Any]]:
-    """Reads every tensor of a checkpoint (which verifies its checksums); (problem, None) when that fails."""
+    """Reads every tensor of a checkpoint (which verifies its checksums); (problem, None) when that fails.
+    A streamed run's iterator state (variant tensors, which the reader cannot return) is checked when the
+    checkpoint is restored."""
     try:
         reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
+        for name, dtype in reader.get_variable_to_dtype_map().items():
+            if dtype != tf.variant:
+                reader.get_tensor(name)
     except _DAMAGE as error:
         message = getattr(error, "message", None) or str(error)
         return message.splitlines()[0][:200], None

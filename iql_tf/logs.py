@@ -52,3 +52,13 @@ class ProgressBar(tqdm.tqdm):
 
 def progress_bar(total: int, initial: int, enabled: bool) -> ProgressBar:
     return ProgressBar(total, initial, enabled)
+
+
+def show_progress_in_python() -> None:
+    """The commands' INFO lines from Python too, where no absl app parsed flags (the library's `fit`)."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # absl's defaults; else it warns that logging precedes flag parsing
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.use_absl_handler()

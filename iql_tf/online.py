@@ -21,8 +21,7 @@ import tensorflow as tf
 from iql_tf import envs, files
 from iql_tf.agent import IQLAgent
 from iql_tf.checkpoints import Checkpoints
-from iql_tf.data.pipeline import ACTION_LIMIT
-from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.data.preprocessing import ACTION_LIMIT, Preprocessing
 from iql_tf.errors import UserError
 from iql_tf.replay_buffer import ReplayBuffer
 

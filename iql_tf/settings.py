@@ -45,6 +45,11 @@ class DataSettings:
       env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5), or to
         override a Minari dataset's; an error with a converted directory (its metadata.json fixes the env).
       action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
+      streaming: read the converted shards through tf.data while training (True) or hold the dataset in memory
+        (False); None: stream when the converted dataset is larger than `memory_budget_gb`.
+      memory_budget_gb: the largest converted dataset held in memory when `streaming` is None; None: a quarter
+        of this machine's physical memory.
+      shuffle_buffer: rows in the streaming shuffle buffer (the larger, the closer to uniform sampling).
     """
 
     source: Any = None
@@ -56,12 +61,21 @@ class DataSettings:
     env_id: Optional[str] = None
     env_kwargs: Optional[Mapping[str, Any]] = None
     action_bounds: Optional[Tuple[Any, Any]] = None
+    streaming: Optional[bool] = None
+    memory_budget_gb: Optional[float] = None
+    shuffle_buffer: int = 100_000
 
     def __post_init__(self):
         if self.source is not None and not isinstance(self.source, (str, os.PathLike)) \
                 and not hasattr(self.source, "arrays"):
             _fail("make_dataset.source", self.source, "a path, a dataset id or an in-memory source "
                   "(iql_tf.data.from_arrays, ...)")
+        if not (self.streaming is None or isinstance(self.streaming, bool)):
+            _fail("make_dataset.streaming", self.streaming, "None (automatic), True or False")
+        if not (self.memory_budget_gb is None or _number(self.memory_budget_gb) > 0):
+            _fail("make_dataset.memory_budget_gb", self.memory_budget_gb, "None or a positive number of GB")
+        if not (is_integer(self.shuffle_buffer) and self.shuffle_buffer > 0):
+            _fail("make_dataset.shuffle_buffer", self.shuffle_buffer, "a positive integer")
         if self.columns is not None and not isinstance(self.columns, Mapping):
             _fail("make_dataset.columns", self.columns, "a dict of field -> column name(s), e.g. "
                   "{'rewards': 'reward'}")
@@ -71,6 +85,11 @@ class DataSettings:
                 _fail(f"make_dataset.{name}", getattr(self, name), "True or False")
         if self.env_kwargs is not None and not isinstance(self.env_kwargs, Mapping):
             _fail("make_dataset.env_kwargs", self.env_kwargs, "a dict of the environment's keyword arguments")
+
+    def memory_budget_bytes(self) -> float:
+        if self.memory_budget_gb is not None:
+            return float(self.memory_budget_gb) * 1e9
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4
 
     def require_source(self) -> Any:
         if self.source is None or self.source == "":

@@ -28,6 +28,8 @@ from iql_tf import evaluation, fastest_path, generation, logs, run_files
 from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.pipeline import OfflineDataset, make_dataset
+from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.data.streaming import StreamedBatches
 from iql_tf.envs import check_env_fits, make_env
 from iql_tf.errors import UserError
 from iql_tf.export import export_policy
@@ -127,7 +129,17 @@ class TrainingRun:
             self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
             check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
                            metadata.source)
-        self.buffer = ReplayBuffer(dataset.arrays, capacity=metadata.num_transitions + settings.num_online_steps)
+        self.streaming = dataset.arrays is None
+        if self.streaming:
+            if settings.num_online_steps:
+                raise UserError("make_dataset.streaming with train.num_online_steps: fine-tuning keeps the offline data "
+                                "in its replay buffer, so it needs the dataset in memory; bind "
+                                "make_dataset.streaming = False (or fine-tune from a dataset that fits)")
+            self.batches = StreamedBatches(dataset.directory, metadata, self.preprocessing, len(self.seeds),
+                                           self.agent_settings.batch_size, self.data_settings.shuffle_buffer,
+                                           settings.seed)
+        else:
+            self.batches = ReplayBuffer(dataset.arrays, capacity=metadata.num_transitions + settings.num_online_steps)
         del dataset
         self.agent = self._new_agent(self.agent_settings)
         self.online = None
@@ -140,11 +152,14 @@ class TrainingRun:
             check_env_fits(exploration_env, metadata.observation_keys, self.observation_dim, self.action_dim,
                            metadata.source)
             self.online = OnlinePhase(exploration_env, metadata.observation_keys, self.preprocessing, self.agent,
-                                      self.buffer, settings.seed, settings.exploration_noise, self.checkpoints)
+                                      self.batches, settings.seed, settings.exploration_noise, self.checkpoints)
             self.online.on_episode = lambda step, episode: self._write_scalars(
                 "online", {f"episode_{name}": value for name, value in episode.items()}, step)
         self.record = tf.Variable("", name="record")  # the settings the checkpoint was trained with, as JSON
         trackables = dict(agent=self.agent, record=self.record)
+        if self.streaming:
+            # The stream's iterator (its position and buffers) and current group: a resume reads on alike.
+            trackables["stream"] = self.batches
         if self.online is not None:
             trackables.update(self.online.trackables())
         self.checkpoint = tf.train.Checkpoint(**trackables)
@@ -181,12 +196,14 @@ class TrainingRun:
             "dataset": metadata.source,
             "dataset_content": metadata.content_checksum,
             "preprocessing": _rounded(self.preprocessing.describe()),
+            # How batches are drawn: uniformly with replacement from memory, or from a shuffled stream.
+            "sampling": {"stream": self.data_settings.shuffle_buffer} if self.streaming else "replay buffer",
         }
         if self.online is not None:
             training["environment"] = {"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs}
         other = {field.name: getattr(self.settings, field.name) for field in dataclasses.fields(RunSettings)
                  if field.name not in decisive}
-        return {"training": training, "other": other}
+        return {"training": training, "other": other, "policy": self._policy_record()}
 
     # --- restore -----------------------------------------------------------------------------------------
 
@@ -206,16 +223,28 @@ class TrainingRun:
             if self.agent.jit_compile is None:
                 self.agent.compile(recorded["training"]["xla"])  # the path it was trained with: same numerics
         if self.agent.jit_compile is None:
-            self.agent.compile(fastest_path.choose(self.agent, self._fresh_agent, self.buffer, self.settings))
+            self.agent.compile(fastest_path.choose(self.agent, self._fresh_agent, self._timing_buffer(), self.settings))
         current = self._training_record()
         if recorded is not None:
-            self._check_same_training(recorded, current, step)
+            self._check_same_training(recorded, current, step)  # compares "training" and "other" only
             self.checkpoint.read(self.checkpoints.prefix(step)).assert_existing_objects_matched()
             if self.online is not None:
                 self.online.restore()
             logging.info("Resumed from %s at step %d.", self.checkpoints.prefix(step), int(self.agent.step))
         self.record.assign(json.dumps(current, sort_keys=True))
         self.last_saved = int(self.agent.step) if recorded is not None else None
+
+    def _timing_buffer(self) -> ReplayBuffer:
+        """What the compiled paths are timed on: the replay buffer, or for a stream (which timing must not
+        advance) random transitions of the dataset's shapes (the speed depends on the shapes only)."""
+        if not self.streaming:
+            return self.batches
+        rng = np.random.default_rng(0)
+        rows = 4 * self.agent_settings.batch_size
+        return ReplayBuffer({"observations": rng.standard_normal((rows, self.observation_dim)),
+                             "actions": rng.uniform(-1, 1, (rows, self.action_dim)), "rewards": rng.standard_normal(rows),
+                             "next_observations": rng.standard_normal((rows, self.observation_dim)),
+                             "terminals": np.zeros(rows)})
 
     def _fresh_agent(self, jit_compile: bool) -> IQLAgent:
         """Another agent like this run's (for timing the compiled paths without touching this one)."""
@@ -259,7 +288,7 @@ class TrainingRun:
                     boundary = min(_next_multiple(step, interval) for interval in (
                         settings.log_interval, settings.eval_interval, settings.checkpoint_interval,
                         settings.steps_per_call))
-                    metrics = self.agent.run_updates(self.buffer, min(boundary, settings.num_offline_steps) - step)
+                    metrics = self.agent.run_updates(self.batches, min(boundary, settings.num_offline_steps) - step)
                 else:
                     metrics = self.online.env_step()
                 done, step = step, int(self.agent.step)
@@ -337,15 +366,11 @@ class TrainingRun:
 
     def policy(self, member: int) -> evaluation.Policy:
         """Member `member`'s deterministic policy on raw flattened observations, in the env's units."""
-        preprocessing = self.preprocessing
-        members = len(self.seeds)
+        return member_policy(self.agent, self.preprocessing, member)
 
-        def act(observations: np.ndarray) -> np.ndarray:
-            prepared = preprocessing.observations(np.asarray(observations, np.float32))
-            unit = self.agent.act(np.broadcast_to(prepared, (members, *prepared.shape))).numpy()[member]
-            return preprocessing.actions_from_unit(np.clip(unit, -1.0, 1.0))
-
-        return act
+    @property
+    def policy_record(self) -> Dict[str, Any]:
+        return self._policy_record()
 
     def evaluate(self, step: int) -> None:
         self._check_finite_weights(step)
@@ -366,22 +391,23 @@ class TrainingRun:
 
     def export(self, step: int) -> None:
         self._check_finite_weights(step)
-        metadata, preprocessing = self.metadata, self.preprocessing
         for member, seed in enumerate(self.seeds):
-            export_policy(
-                self.agent.member_weights(member), self.agent.hyperparameters["activation"], preprocessing,
-                self.export_dir(member),
-                PolicyMetadata(
-                    env_id=metadata.env_id, env_kwargs=metadata.env_kwargs,
-                    max_episode_steps=metadata.max_episode_steps, observation_keys=metadata.observation_keys,
-                    observation_dim=self.observation_dim, action_dim=self.action_dim,
-                    action_low=preprocessing.action_low.tolist(), action_high=preprocessing.action_high.tolist(),
+            export_policy(self.agent.member_weights(member), self.agent.hyperparameters["activation"],
+                          self.preprocessing, self.export_dir(member),
+                          PolicyMetadata(**self._policy_record(), seed=seed, step=step,
+                                         evaluation=self.results[member], gin_config=gin.operative_config_str()))
+
+    def _policy_record(self) -> Dict[str, Any]:
+        """What an exported policy's metadata says of the data and the environment (also kept in each
+        checkpoint's record, so that a policy can be exported from a checkpoint alone: `iql_tf.IQL.load`)."""
+        metadata, preprocessing = self.metadata, self.preprocessing
+        return dict(env_id=metadata.env_id, env_kwargs=metadata.env_kwargs, max_episode_steps=metadata.max_episode_steps,
+                    observation_keys=metadata.observation_keys, observation_dim=self.observation_dim,
+                    action_dim=self.action_dim, action_low=preprocessing.action_low.tolist(),
+                    action_high=preprocessing.action_high.tolist(),
                     observation_normalization=preprocessing.describe()["observation_normalization"],
                     ref_min_score=metadata.ref_min_score, ref_max_score=metadata.ref_max_score,
-                    dataset=metadata.source, dataset_checksum=metadata.content_checksum, seed=seed, step=step,
-                    evaluation=self.results[member], gin_config=gin.operative_config_str(),
-                ),
-            )
+                    dataset=metadata.source, dataset_checksum=metadata.content_checksum)
 
     def export_dir(self, member: int) -> str:
         return str(self.files.export_dir(self._seed_dir(member)))
@@ -398,12 +424,7 @@ class TrainingRun:
             else:
                 self.evaluate(step)
         self.export(step)
-        for writer in self.writers:
-            writer.flush()
-        for env in self.eval_envs:
-            env.close()
-        if self.online is not None:
-            self.online.close()
+        self.close()
         self.files.write_finished({
             "step": step, "num_offline_steps": self.settings.num_offline_steps,
             "dataset": self.metadata.source, "seeds": self.seeds, "results": self.results,
@@ -412,25 +433,54 @@ class TrainingRun:
         logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
         return self.results
 
+    def close(self) -> None:
+        """Flushes TensorBoard and closes the environments (after `finish`, or when a run stops early)."""
+        for writer in self.writers:
+            writer.flush()
+        for env in self.eval_envs:
+            env.close()
+        if self.online is not None:
+            self.online.close()
 
-def run_training(workdir: "str | pathlib.Path", data: Optional[DataSettings] = None,
-                 agent: Optional[AgentSettings] = None, settings: Optional[RunSettings] = None, *,
-                 dataset_fn: Callable[[DataSettings], OfflineDataset] = make_dataset,
-                 env_fn: Optional[Callable[[], gym.Env]] = None, hparams: Optional[Dict[str, Any]] = None,
-                 stop_files: Sequence[str] = ()) -> List[Dict[str, float]]:
+
+def train(workdir: "str | pathlib.Path", data: Optional[DataSettings] = None, agent: Optional[AgentSettings] = None,
+          settings: Optional[RunSettings] = None, *, dataset_fn: Callable[[DataSettings], OfflineDataset] = make_dataset,
+          env_fn: Optional[Callable[[], gym.Env]] = None, hparams: Optional[Dict[str, Any]] = None,
+          stop_files: Sequence[str] = ()) -> TrainingRun:
     """Trains in `workdir` (resuming what is there); settings not given come from the gin bindings. Returns the
-    final evaluation of each seed ({} without evaluation). Raises RunStopped after SIGTERM / Ctrl-C, a file
-    DIR/STOP or one of `stop_files` (a checkpoint is saved first)."""
+    finished run (its agent, preprocessing and final evaluation in `results`). Raises RunStopped after
+    SIGTERM / Ctrl-C, a file DIR/STOP or one of `stop_files` (a checkpoint is saved first)."""
     run = TrainingRun(workdir, data or DataSettings(), agent or AgentSettings(), settings or RunSettings(),
                       dataset_fn, env_fn, hparams, stop_files)
     run.data_settings.require_source()  # before the run directory is made
     generation.register_generated_datasets()  # the project's own ids are generated when missing
     with run.files.lock():
         run.build()
-        run.restore()
-        _write_operative_config(run)
-        run.loop()
-        return run.finish()
+        try:
+            run.restore()
+            _write_operative_config(run)
+            run.loop()
+            run.finish()
+        except BaseException:
+            run.close()
+            raise
+    return run
+
+
+def run_training(*args: Any, **kwargs: Any) -> List[Dict[str, float]]:
+    """`train(...)`, returning the final evaluation of each seed ({} without evaluation)."""
+    return train(*args, **kwargs).results
+
+
+def member_policy(agent: IQLAgent, preprocessing: Preprocessing, member: int) -> evaluation.Policy:
+    """One member's deterministic policy on raw flattened observations, in the data's units (as exported)."""
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        prepared = np.asarray(preprocessing.observations(np.asarray(observations, np.float32)), np.float32)
+        unit = agent.act(np.broadcast_to(prepared, (agent.members, *prepared.shape))).numpy()[member]
+        return preprocessing.actions_from_unit(np.clip(unit, -1.0, 1.0))
+
+    return act
 
 
 def _write_operative_config(run: TrainingRun) -> None:

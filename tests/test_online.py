@@ -44,11 +44,11 @@ def test_the_online_phase_makes_one_update_per_step_into_a_growing_buffer(finetu
     with run.files.lock():
         run.build()
         run.restore()
-        offline = run.buffer.offline_size
-        assert run.buffer.capacity == offline + 40
+        offline = run.batches.offline_size
+        assert run.batches.capacity == offline + 40
         run.loop()
-        assert int(run.agent.step) == 60 and int(run.buffer.size) == offline + 40
-        rows = run.buffer.online_transitions(0, 40)
+        assert int(run.agent.step) == 60 and int(run.batches.size) == offline + 40
+        rows = run.batches.online_transitions(0, 40)
         # Online rewards go through the offline preprocessing (antmaze: r - 1), terminals only on termination.
         assert set(np.unique(rows["rewards"])) <= {-1.0, 0.0}
         assert rows["masks"].min() in (0.0, 1.0) and np.all(np.abs(rows["actions"]) < 1.0)
@@ -74,7 +74,7 @@ def test_a_crash_online_resumes_with_every_transition_up_to_the_last_checkpoint(
 
     def save(run, step):  # what the buffer held when each checkpoint was written
         original_save(run, step)
-        saved[step] = run.buffer.online_transitions(0, int(run.buffer.size) - run.buffer.offline_size)
+        saved[step] = run.batches.online_transitions(0, int(run.batches.size) - run.batches.offline_size)
         if step == 30:
             raise KeyboardInterrupt("killed")  # the process dies right after the checkpoint (online step 10)
 
@@ -89,12 +89,12 @@ def test_a_crash_online_resumes_with_every_transition_up_to_the_last_checkpoint(
     with run.files.lock():
         run.build()
         run.restore()
-        assert int(run.agent.step) == 30 and int(run.buffer.size) == run.buffer.offline_size + 10
-        restored = run.buffer.online_transitions(0, 10)
+        assert int(run.agent.step) == 30 and int(run.batches.size) == run.batches.offline_size + 10
+        restored = run.batches.online_transitions(0, 10)
         for key, value in saved[30].items():
             np.testing.assert_array_equal(restored[key], value, err_msg=key)
         run.loop()
-        assert int(run.buffer.size) == run.buffer.offline_size + 40
+        assert int(run.batches.size) == run.batches.offline_size + 40
         run.finish()
 
 

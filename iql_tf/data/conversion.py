@@ -5,15 +5,17 @@ The output is written to a hidden staging folder beside it and renamed into plac
 or interrupted conversion leaves nothing at the output.
 """
 
+import dataclasses
 import pathlib
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from absl import logging
 
 from iql_tf import files
-from iql_tf.data import checksums, shards, sources, validation
+from iql_tf.data import checksums, rewards, shards, sources, validation
+from iql_tf.data.transitions import Transitions
 from iql_tf.data.metadata import DatasetMetadata, write_metadata
 from iql_tf.errors import UserError
 
@@ -66,7 +68,10 @@ def convert(
                 ref_min_score=data.ref_min_score,
                 ref_max_score=data.ref_max_score,
                 shards=shards.write_shards(data.transitions, staging, shard_size),
+                statistics=statistics(data.transitions),
             )
+            metadata = dataclasses.replace(metadata, statistics=dict(
+                metadata.statistics, shards_bytes=sum((staging / shard.file).stat().st_size for shard in metadata.shards)))
             write_metadata(staging, metadata)
     except FileExistsError as error:
         raise UserError(f"{output}: was filled by another process during the conversion ({error})") from error
@@ -74,6 +79,18 @@ def convert(
         raise _unwritable(output, error) from error
     logging.info("%s", summary(metadata, output))
     return metadata
+
+
+def statistics(transitions: Transitions) -> Dict[str, Any]:
+    """What preprocessing needs from the whole dataset (so that a streamed dataset is read once, in training)."""
+    observations = transitions["observations"]
+    returns = rewards.trajectory_returns(transitions["rewards"], transitions["dones"])
+    return {
+        "observation_mean": observations.mean(axis=0, dtype=np.float64).tolist(),
+        "observation_std": observations.std(axis=0, dtype=np.float64).tolist(),
+        "trajectory_return_min": float(returns.min()),
+        "trajectory_return_max": float(returns.max()),
+    }
 
 
 def _unwritable(output: pathlib.Path, error: OSError) -> UserError:

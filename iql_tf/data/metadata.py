@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from iql_tf import json_records
 from iql_tf.errors import UserError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: statistics
 METADATA_FILE = "metadata.json"
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
 
@@ -47,6 +47,9 @@ class DatasetMetadata:
     ref_min_score: Optional[float]
     ref_max_score: Optional[float]
     shards: List[ShardInfo]
+    # What preprocessing needs from the whole dataset, computed once at conversion: observation_mean and
+    # observation_std (per dimension), trajectory_return_min / _max, and the converted bytes (shards_bytes).
+    statistics: Dict[str, Any]
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:

@@ -16,27 +16,27 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data import shards, sources
+from iql_tf.data import shards, sources, streaming
 from iql_tf.data import rewards as rewards_lib
 from iql_tf.data.conversion import convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
-from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.data.preprocessing import ACTION_LIMIT, Preprocessing
 from iql_tf.errors import UserError
 from iql_tf.settings import DataSettings
 
-# The log-likelihood of an action at +-1 under tanh(mean) is -inf; the reference clips too.
-ACTION_LIMIT = 1.0 - 1e-5
 
 
 class OfflineDataset(NamedTuple):
-    """Float32 arrays keyed as `transitions.TRANSITION_KEYS`, as the networks see them (observations
-    normalised if asked, actions in [-1, 1] and clipped, rewards preprocessed), and how they were made so.
-    The replay buffer copies the arrays into its variables; the trainer keeps only the metadata and the
-    preprocessing, so the data is held once."""
+    """A converted dataset ready for training: held in memory (`arrays`: float32 arrays keyed as
+    `transitions.TRANSITION_KEYS`, as the networks see them: observations normalised if asked, actions in
+    [-1, 1] and clipped, rewards preprocessed) or to be streamed from `directory` (`arrays` None), with its
+    metadata and preprocessing. The replay buffer copies the arrays into its variables; the trainer keeps
+    only the metadata and the preprocessing, so the data is held once."""
 
-    arrays: Dict[str, np.ndarray]
+    arrays: Optional[Dict[str, np.ndarray]]
     metadata: DatasetMetadata
     preprocessing: Preprocessing
+    directory: Optional[pathlib.Path] = None
 
 
 def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conversion"
@@ -99,13 +99,31 @@ def _check_no_overrides(directory: pathlib.Path, settings: Dict[str, Any]) -> No
     )
 
 
+def preprocessing_of(metadata: DatasetMetadata, reward_preprocessing: str,
+                     normalize_observations: bool) -> Preprocessing:
+    """The preprocessing of a converted dataset, from the statistics its conversion recorded."""
+    statistics = metadata.statistics
+    return Preprocessing.from_statistics(
+        np.asarray(statistics["observation_mean"]), np.asarray(statistics["observation_std"]),
+        np.asarray(metadata.action_low), np.asarray(metadata.action_high),
+        rewards_lib.transform_from_returns(reward_preprocessing, statistics["trajectory_return_min"],
+                                           statistics["trajectory_return_max"], metadata.num_episodes),
+        normalize_observations)
+
+
 def make_dataset(settings: DataSettings) -> OfflineDataset:
-    """Loads `settings.source` into memory for training, prepared as `settings` says (see `DataSettings`)."""
+    """`settings.source`, converted once, held in memory or to be streamed (`settings.streaming`; None: stream
+    when the converted shards exceed the memory budget), prepared as `settings` says (see `DataSettings`)."""
     source = settings.require_source()
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = pathlib.Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
     directory = converted_directory(source, cache, settings.download, settings.env_id, settings.env_kwargs,
                                     settings.action_bounds, settings.columns)
+    metadata = load_metadata(directory)
+    if _streams(settings, metadata, directory):
+        preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
+        _log_dataset(metadata, preprocessing)
+        return OfflineDataset(None, metadata, preprocessing, directory)
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
@@ -119,16 +137,8 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
             settings.columns))
     raw = {key: value.numpy() for key, value in tensors.items()}
     del tensors
-    preprocessing = Preprocessing.fit(
-        raw["observations"], np.asarray(metadata.action_low), np.asarray(metadata.action_high),
-        rewards_lib.reward_transform(reward_preprocessing, raw["rewards"], raw["dones"]), normalize_observations,
-    )
-    logging.info(
-        "dataset %s: %d transitions, %d trajectories; rewards * %g + %g (%s)%s",
-        source, metadata.num_transitions, metadata.num_episodes, preprocessing.reward.scale,
-        preprocessing.reward.shift, preprocessing.reward.mode,
-        "; observations normalised" if normalize_observations else "",
-    )
+    preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
+    _log_dataset(metadata, preprocessing)
     unit_actions = np.clip(preprocessing.actions_to_unit(raw["actions"]), -ACTION_LIMIT, ACTION_LIMIT)
     prepared = dict(
         raw,
@@ -138,4 +148,27 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
         rewards=preprocessing.rewards(raw["rewards"]),
     )
     return OfflineDataset({key: np.asarray(value, np.float32) for key, value in prepared.items()}, metadata,
-                          preprocessing)
+                          preprocessing, directory)
+
+
+def _streams(settings: DataSettings, metadata: DatasetMetadata, directory: pathlib.Path) -> bool:
+    """Whether to stream: as asked, or (None) when the converted shards exceed the memory budget."""
+    size, budget = streaming.converted_bytes(metadata), settings.memory_budget_bytes()
+    if settings.streaming is None:
+        stream = size > budget
+        logging.info("dataset %s: %.2f GB converted, memory budget %.2f GB (make_dataset.memory_budget_gb; default: "
+                     "a quarter of this machine's memory): %s", directory, size / 1e9, budget / 1e9,
+                     "streamed through tf.data" if stream else "held in memory")
+        return stream
+    logging.info("dataset %s: %.2f GB converted, %s (make_dataset.streaming = %s)", directory, size / 1e9,
+                 "streamed through tf.data" if settings.streaming else "held in memory", settings.streaming)
+    return settings.streaming
+
+
+def _log_dataset(metadata: DatasetMetadata, preprocessing: Preprocessing) -> None:
+    logging.info(
+        "dataset %s: %d transitions, %d trajectories; rewards * %g + %g (%s)%s",
+        metadata.source, metadata.num_transitions, metadata.num_episodes, preprocessing.reward.scale,
+        preprocessing.reward.shift, preprocessing.reward.mode,
+        "; observations normalised" if preprocessing.normalize_observations else "",
+    )

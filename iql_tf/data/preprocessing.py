@@ -13,6 +13,8 @@ from iql_tf.data import rewards as rewards_lib
 
 # Added to the observation std, as TD3+BC's normalisation does: constant features must not divide by ~0.
 STD_EPSILON = 1e-3
+# Dataset actions are clipped to this in [-1, 1] units, as the reference's loader does (1 - 1e-5).
+ACTION_LIMIT = 1.0 - 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +32,18 @@ class Preprocessing:
     def fit(cls, observations: np.ndarray, action_low: np.ndarray, action_high: np.ndarray,
             reward: rewards_lib.RewardTransform, normalize_observations: bool) -> "Preprocessing":
         """Observation statistics from the dataset when asked for; identity otherwise."""
-        size = observations.shape[1]
+        return cls.from_statistics(observations.mean(axis=0, dtype=np.float64), observations.std(axis=0, dtype=np.float64),
+                                   action_low, action_high, reward, normalize_observations)
+
+    @classmethod
+    def from_statistics(cls, observation_mean: np.ndarray, observation_std: np.ndarray, action_low: np.ndarray,
+                        action_high: np.ndarray, reward: rewards_lib.RewardTransform,
+                        normalize_observations: bool) -> "Preprocessing":
+        """From the dataset's observation mean and std (a converted dataset's metadata records them)."""
+        size = np.size(observation_mean)
         if normalize_observations:
-            mean = observations.mean(axis=0, dtype=np.float64).astype(np.float32)
-            std = (observations.std(axis=0, dtype=np.float64) + STD_EPSILON).astype(np.float32)
+            mean = np.asarray(observation_mean, np.float64).astype(np.float32)
+            std = (np.asarray(observation_std, np.float64) + STD_EPSILON).astype(np.float32)
         else:
             mean, std = np.zeros(size, np.float32), np.ones(size, np.float32)
         return cls(mean, std, np.asarray(action_low, np.float32), np.asarray(action_high, np.float32), reward,

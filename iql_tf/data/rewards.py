@@ -39,16 +39,22 @@ def check_mode(mode: str) -> None:
 
 def reward_transform(mode: str, rewards: np.ndarray, dones: np.ndarray) -> RewardTransform:
     """The transform `mode` means for this dataset; an unknown mode is a UserError listing the valid ones."""
+    returns = trajectory_returns(rewards, dones)
+    return transform_from_returns(mode, float(returns.min()), float(returns.max()), returns.size)
+
+
+def transform_from_returns(mode: str, return_min: float, return_max: float, trajectories: int) -> RewardTransform:
+    """The transform `mode` means for a dataset whose trajectory returns span [return_min, return_max] (what
+    a converted dataset's metadata records, so a streamed dataset is never read twice to start)."""
     check_mode(mode)
     if mode == "antmaze":
         return RewardTransform(mode, shift=-1.0)
     if mode == "locomotion":
-        returns = trajectory_returns(rewards, dones)
-        spread = float(returns.max() - returns.min())
+        spread = return_max - return_min
         if spread <= 0.0:
             raise UserError(
                 f"reward_preprocessing='locomotion' divides by the spread of trajectory returns, which is 0 here "
-                f"({returns.size} trajectories); use reward_preprocessing='none'"
+                f"({trajectories} trajectories); use reward_preprocessing='none'"
             )
         return RewardTransform(mode, scale=1000.0 / spread)
     return RewardTransform(mode)

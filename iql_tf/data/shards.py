@@ -68,13 +68,15 @@ def _parse(record: tf.Tensor):
     return example["block"], example["shard"], arrays
 
 
-def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "re-run the conversion"
-                ) -> Dict[str, tf.Tensor]:
-    """All transitions of a converted directory as whole float32 tensors, verified against the metadata.
+def parse_block(record: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """One record's block of transitions, keyed as TRANSITION_KEYS (for streaming)."""
+    return _parse(record)[2]
 
-    Checksums are verified first (in threads), then the shards are read in parallel with tf.data; any
-    mismatch or read error is a UserError naming the file and saying `fix`.
-    """
+
+def verified_paths(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "re-run the conversion"
+                   ) -> List[pathlib.Path]:
+    """The shard files of a converted directory, each present and matching its sha256 in metadata.json (the
+    files are read through in threads, never held whole); a mismatch is a UserError naming the file."""
     paths = [directory / shard.file for shard in metadata.shards]
     _check_files(directory, paths, fix)
     for path, shard, digest in zip(paths, metadata.shards, checksums.files_sha256(paths)):
@@ -83,6 +85,17 @@ def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "
                 f"{path}: sha256 does not match {directory / 'metadata.json'} (the shard is corrupt, truncated "
                 f"or from another conversion); {fix}"
             )
+    return paths
+
+
+def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "re-run the conversion"
+                ) -> Dict[str, tf.Tensor]:
+    """All transitions of a converted directory as whole float32 tensors, verified against the metadata.
+
+    Checksums are verified first (in threads), then the shards are read in parallel with tf.data; any
+    mismatch or read error is a UserError naming the file and saying `fix`.
+    """
+    paths = verified_paths(directory, metadata, fix)
     dataset = tf.data.TFRecordDataset([str(path) for path in paths], num_parallel_reads=len(paths))
     dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
     try:

@@ -1,0 +1,212 @@
+"""iql-tf as a library: `IQL.from_config(...)`, `.fit(data, ...)`, `.predict(...)`, `.export(...)`,
+`IQL.load(workdir)`.
+
+One implementation with the command line: a config and keyword overrides become the same gin bindings that
+`iql-train` parses (so they are checked the same way, an unknown keyword is one line with the closest name,
+and the run's operative_config.gin records them), and `fit` runs the same trainer in the same run directory
+(resume, the lock, checkpoints, TensorBoard, evaluation, export and finished.json as for the CLI).
+"""
+
+import dataclasses
+import difflib
+import json
+import pathlib
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from iql_tf import config
+from iql_tf.errors import UserError
+from iql_tf.settings import AgentSettings, DataSettings, RunSettings
+
+_SETTINGS = {"IQLAgent": AgentSettings, "train": RunSettings, "make_dataset": DataSettings}
+_SET_BY_FIT = {"source": "fit(data)", "num_offline_steps": "fit(steps=...)", "env_id": "fit(eval_env=...)"}
+
+
+def _binding(name: str, value: Any) -> str:
+    """`name = value` for gin, from a keyword argument (checked against the settings' fields)."""
+    owners = [prefix for prefix, settings in _SETTINGS.items()
+              if name in {field.name for field in dataclasses.fields(settings)}]
+    if not owners:
+        names = sorted({field.name for settings in _SETTINGS.values() for field in dataclasses.fields(settings)})
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; the settings are {', '.join(names)}"
+        raise UserError(f"unknown setting {name!r}{hint}")
+    if name in _SET_BY_FIT:
+        raise UserError(f"{name!r} is given to {_SET_BY_FIT[name]}, not as a setting")
+    return f"{owners[0]}.{name} = {value!r}"
+
+
+class IQL:
+    """An IQL agent to train on offline data, ask for actions and values, and export.
+
+        agent = IQL.from_config("locomotion", hidden_dims=(64, 64), expectile=0.7)
+        agent.fit(data, steps=20_000, workdir="runs/mine", eval_env="Pendulum-v1")
+        actions = agent.predict(raw_observations)
+    """
+
+    def __init__(self, gin_files: Sequence[str], bindings: Sequence[str]):
+        self.gin_files, self.bindings = list(gin_files), list(bindings)
+        self.run: Any = None  # the trained (or loaded) run's agent, preprocessing and records
+        self.workdir: Optional[pathlib.Path] = None
+
+    @classmethod
+    def from_config(cls, config_name: str = "locomotion", gin_bindings: Sequence[str] = (), **settings: Any) -> "IQL":
+        """A packaged config (or a gin file's path), then `gin_bindings`, then keyword settings (any field of
+        AgentSettings, RunSettings or DataSettings: hidden_dims, expectile, beta, eval_episodes, ...)."""
+        bindings = list(gin_bindings) + [_binding(name, value) for name, value in settings.items()]
+        agent = cls([config_name], bindings)
+        agent._parse([])  # mistakes show now, not at fit
+        return agent
+
+    def _parse(self, extra: Sequence[str]) -> None:
+        import gin
+
+        gin.clear_config()
+        config.parse_gin(self.gin_files, self.bindings + list(extra))
+
+    def fit(self, data: Any, steps: Optional[int] = None, workdir: Optional[str] = None,
+            eval_env: Optional[str] = None, progress: bool = True, **settings: Any) -> "IQL":
+        """Trains on `data` (a source path or id, or an in-memory source from `iql_tf.data`) for `steps`
+        offline updates (default: the config's) in `workdir` (default runs/CONFIG/DATASET/seedN; re-running
+        resumes), evaluating in `eval_env` (a gymnasium id; default: the data's environment). Returns self."""
+        from iql_tf import logs, quiet, trainer
+        from iql_tf.train import default_workdir
+
+        extra = [_binding(name, value) for name, value in settings.items()]
+        if steps is not None:
+            extra.append(f"train.num_offline_steps = {steps!r}")
+        if eval_env is not None:
+            extra.append(f"make_dataset.env_id = {eval_env!r}")
+        if isinstance(data, (str, pathlib.Path)):
+            extra.append(f"make_dataset.source = {str(data)!r}")
+        self._parse(extra)
+        data_settings = DataSettings() if isinstance(data, (str, pathlib.Path)) else \
+            dataclasses.replace(DataSettings(), source=data)
+        run_settings = RunSettings()
+        if not progress:
+            run_settings = dataclasses.replace(run_settings, progress_bar=False)
+        logs.show_progress_in_python()
+        quiet.quiet_tensorflow()
+        if workdir is None:
+            name = getattr(data, "name", None) or str(data)
+            workdir = default_workdir(self.gin_files, dataclasses.replace(data_settings, source=name), run_settings)
+        self.workdir = pathlib.Path(workdir)
+        self.run = trainer.train(self.workdir, data_settings, AgentSettings(), run_settings)
+        return self
+
+    @property
+    def results(self) -> List[Dict[str, float]]:
+        """The final evaluation of each seed ({} without evaluation)."""
+        return self._trained().results
+
+    def _trained(self) -> Any:
+        if self.run is None:
+            raise UserError("this IQL has not been trained: call fit(data, ...) or IQL.load(workdir) first")
+        return self.run
+
+    def predict(self, observations: Any) -> np.ndarray:
+        """The deterministic policy's actions for raw (flattened) observations [N, obs] (or one [obs]), in the
+        data's units: what the exported policy answers."""
+        run = self._trained()
+        batch, single = _batch(observations, run.observation_dim, "observations")
+        actions = run.policy(0)(batch)
+        return actions[0] if single else actions
+
+    def predict_value(self, observations: Any, actions: Any) -> np.ndarray:
+        """Q(s, a) (the smaller twin critic, in the preprocessed rewards' units) for raw observations and
+        actions in the data's units."""
+        import tensorflow as tf
+
+        run = self._trained()
+        batch, single = _batch(observations, run.observation_dim, "observations")
+        acts, _ = _batch(actions, run.action_dim, "actions")
+        if len(acts) != len(batch):
+            raise UserError(f"predict_value: {len(batch)} observations but {len(acts)} actions")
+        preprocessing = run.preprocessing
+        obs = np.asarray(preprocessing.observations(batch), np.float32)[None]
+        unit = np.clip(np.asarray(preprocessing.actions_to_unit(acts), np.float32), -1.0, 1.0)[None]
+        q = tf.minimum(*run.agent.critic(tf.constant(obs), tf.constant(unit))).numpy()[0]
+        return q[0] if single else q
+
+    def export(self, path: str) -> str:
+        """Writes the policy (SavedModel + TFLite, raw observations in, actions in the data's units) to `path`."""
+        import gin
+
+        from iql_tf.export import export_policy
+        from iql_tf.policy_metadata import PolicyMetadata
+
+        run = self._trained()
+        step = int(run.agent.step)
+        metadata = PolicyMetadata(**run.policy_record, seed=run.seeds[0], step=step,
+                                  evaluation=run.results[0] if run.results else {}, gin_config=gin.operative_config_str())
+        export_policy(run.agent.member_weights(0), run.agent.hyperparameters["activation"], run.preprocessing,
+                      path, metadata)
+        return path
+
+    @classmethod
+    def load(cls, workdir: str) -> "IQL":
+        """The agent of a run directory (trained by `fit` or `iql-train`) at its newest intact checkpoint."""
+        from iql_tf import run_files
+        from iql_tf.checkpoints import Checkpoints
+
+        files = run_files.RunFiles(workdir)
+        found = Checkpoints(files.checkpoints).newest_intact()
+        if found is None:
+            raise UserError(f"{workdir}: no checkpoint there; give the run directory of a training run")
+        step, reader = found
+        record = json.loads(reader.get_tensor("record/.ATTRIBUTES/VARIABLE_VALUE").decode())
+        if "policy" not in record:
+            raise UserError(f"{workdir}: its checkpoint comes from an earlier iql-tf without the policy record; "
+                            "re-run its training command once with this version to resume and re-save it")
+        agent = cls([], [])
+        agent.workdir = pathlib.Path(workdir)
+        agent.run = _LoadedRun(record, files.checkpoints, step, files.results())
+        return agent
+
+
+class _LoadedRun:
+    """What `IQL` needs of a run, rebuilt from a checkpoint and its record: the agent, the preprocessing."""
+
+    def __init__(self, record: Dict[str, Any], folder: pathlib.Path, step: int, results: Dict[tuple, Dict]):
+        import tensorflow as tf
+
+        from iql_tf.agent import IQLAgent
+        from iql_tf.data import rewards
+        from iql_tf.data.preprocessing import Preprocessing
+
+        training, self.policy_record = record["training"], record["policy"]
+        hyperparameters = dict(training["agent"])
+        decay_steps = hyperparameters.pop("actor_decay_steps") or 1
+        settings = AgentSettings(**{**hyperparameters, "hidden_dims": tuple(hyperparameters["hidden_dims"])},
+                                 jit_compile=training["xla"])
+        self.seeds = list(range(training["seed"], training["seed"] + training["num_seeds"]))
+        self.observation_dim = self.policy_record["observation_dim"]
+        self.action_dim = self.policy_record["action_dim"]
+        self.agent = IQLAgent(self.observation_dim, self.action_dim, settings, decay_steps, self.seeds)
+        tf.train.Checkpoint(agent=self.agent).read(str(folder / f"ckpt-{step}")).expect_partial()
+        # Exact statistics and bounds from the policy record (the training record's are rounded for comparing).
+        normalization = self.policy_record["observation_normalization"]
+        self.preprocessing = Preprocessing(
+            np.asarray(normalization["mean"] if normalization else np.zeros(self.observation_dim), np.float32),
+            np.asarray(normalization["std"] if normalization else np.ones(self.observation_dim), np.float32),
+            np.asarray(self.policy_record["action_low"], np.float32),
+            np.asarray(self.policy_record["action_high"], np.float32),
+            rewards.RewardTransform(**training["preprocessing"]["reward"]), normalization is not None)
+        self.results = [results.get((step, seed), {}) for seed in self.seeds]
+
+    def policy(self, member: int) -> Any:
+        from iql_tf.trainer import member_policy
+
+        return member_policy(self.agent, self.preprocessing, member)
+
+
+def _batch(values: Any, width: int, what: str) -> "tuple[np.ndarray, bool]":
+    """[N, width] float32 from [N, width] or [width] (then single); another shape is a UserError."""
+    array = np.asarray(values, np.float32)
+    single = array.ndim == 1
+    array = array[None] if single else array
+    if array.ndim != 2 or array.shape[1] != width:
+        raise UserError(f"{what} of shape {list(np.shape(values))}: expected [N, {width}] or [{width}] (flattened "
+                        "as the training data)")
+    return array, single

@@ -1,0 +1,109 @@
+"""A converted dataset streamed through tf.data, for data larger than memory: shards read in parallel, rows
+shuffled through a buffer, batched, preprocessed and prefetched, consumed by the compiled update loop.
+
+    shard files (reshuffled every epoch) -> interleave(TFRecordDataset) -> parse blocks of rows
+      -> rebatch into chunks of `shuffle_buffer` rows -> repeat -> permute each chunk's rows (seeded, new
+      seeds every epoch) -> rebatch(members x batch_size) -> preprocess -> prefetch
+
+Everything moves in blocks and chunks, never row by row (which tf.data does a hundred times slower).
+Sampling differs from the in-memory replay buffer's: each epoch holds every row once (without replacement),
+and a batch is drawn from one chunk of `shuffle_buffer` rows, which spans blocks of up to four shards read
+side by side (so neighbouring rows of the data are more likely to share a batch when the chunk is much
+smaller than the data); the in-memory buffer draws uniformly with replacement.
+The iterator is part of the run's checkpoint (its position and its buffers), so a resumed run reads exactly
+the batches an uninterrupted one would. Shard checksums are verified once, at start, reading each file
+through without holding it.
+"""
+
+import pathlib
+from typing import Dict, Sequence
+
+import tensorflow as tf
+
+from iql_tf.data import shards
+from iql_tf.data.metadata import DatasetMetadata
+from iql_tf.data.preprocessing import ACTION_LIMIT, Preprocessing
+
+_PARALLEL_SHARDS = 4
+GROUP = 100  # batches fetched from the stream at once: the compiled (XLA) update loop runs over a group
+
+
+class StreamedBatches(tf.Module):
+    """Batches of `members` x `batch_size` transitions from a converted directory, as the networks see them.
+
+    The stream yields groups of GROUP batches. The current group and the position in it are variables, so
+    the compiled update loop samples from them like from the replay buffer (inside XLA, where no iterator
+    can run), and `refill` fetches the next group between compiled calls; the checkpoint holds both and the
+    iterator, so the batches never depend on where the calls stop.
+    """
+
+    def __init__(self, directory: pathlib.Path, metadata: DatasetMetadata, preprocessing: Preprocessing,
+                 members: int, batch_size: int, shuffle_buffer: int, seed: int, fix: str = "re-run the conversion"):
+        super().__init__(name="streamed_batches")
+        paths = shards.verified_paths(directory, metadata, fix)
+        self.members, self.batch_size = members, batch_size
+        self._preprocessing = preprocessing
+        files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), _PARALLEL_SHARDS),
+                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        shapes = {"observations": metadata.observation_shape, "next_observations": metadata.observation_shape,
+                  "actions": metadata.action_shape}
+
+        def parse(record: tf.Tensor) -> Dict[str, tf.Tensor]:
+            block = shards.parse_block(record)
+            return {key: tf.ensure_shape(value, [None, *shapes.get(key, [])]) for key, value in block.items()}
+
+        chunks = records.map(parse, num_parallel_calls=2, deterministic=True).rebatch(shuffle_buffer).repeat()
+        # Seeds drawn after the repeat: every epoch permutes its chunks anew (stateless, so checkpointable).
+        chunks = tf.data.Dataset.zip(chunks, tf.data.Dataset.random(seed=seed + 1).batch(2))
+        rows = chunks.map(_permuted, num_parallel_calls=2, deterministic=True)
+        groups = rows.rebatch(GROUP * members * batch_size, drop_remainder=True)
+        groups = groups.map(self._prepare, num_parallel_calls=2, deterministic=True).prefetch(2)
+        self.iterator = iter(groups)
+        widths = {"observations": metadata.observation_shape, "next_observations": metadata.observation_shape,
+                  "actions": metadata.action_shape, "rewards": [], "masks": []}
+        self.group = {key: tf.Variable(tf.zeros([GROUP, members, batch_size, *shape]), trainable=False, name=key)
+                      for key, shape in widths.items()}
+        self.position = tf.Variable(GROUP, dtype=tf.int32, trainable=False, name="position")  # GROUP: used up
+
+    def _prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The preprocessing of the in-memory path (`pipeline.make_dataset`), on one batch."""
+        preprocessing = self._preprocessing
+        prepared = {
+            "observations": preprocessing.observations(batch["observations"]),
+            "actions": tf.clip_by_value(preprocessing.actions_to_unit(batch["actions"]), -ACTION_LIMIT, ACTION_LIMIT),
+            "rewards": preprocessing.rewards(batch["rewards"]),
+            "masks": 1.0 - batch["terminals"],
+            "next_observations": preprocessing.observations(batch["next_observations"]),
+        }
+        return {key: tf.reshape(tf.cast(value, tf.float32), [GROUP, self.members, self.batch_size, *value.shape[1:]])
+                for key, value in prepared.items()}
+
+    def available(self) -> int:
+        """Batches left in the current group, after fetching the next group when it is used up (eager)."""
+        if int(self.position) >= GROUP:
+            for key, value in next(self.iterator).items():
+                self.group[key].assign(value)
+            self.position.assign(0)
+        return GROUP - int(self.position)
+
+    def sample(self, generators: Sequence[tf.random.Generator], batch_size: int) -> Dict[str, tf.Tensor]:
+        """The next batch of the current group, [members, batch_size, ...] (the generators are not used: the
+        stream is seeded); the caller makes at most `available()` calls before the next `available()`."""
+        del generators, batch_size
+        index = self.position.read_value()
+        self.position.assign_add(1)
+        return {key: tf.gather(variable, index) for key, variable in self.group.items()}
+
+
+def _permuted(chunk: Dict[str, tf.Tensor], seed: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """The chunk's rows in a random order, the same for every key."""
+    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(chunk["rewards"])[0]), seed)
+    return {key: tf.gather(value, order) for key, value in chunk.items()}
+
+
+def converted_bytes(metadata: DatasetMetadata) -> int:
+    """The size of the converted shards (what holding the dataset in memory takes, roughly)."""
+    return int(metadata.statistics["shards_bytes"])
+

@@ -1,0 +1,172 @@
+"""Streaming through tf.data against holding the dataset in memory: `python -m tools.benchmark.streaming`.
+
+- Speed: updates per second of the compiled K-update step (2x256, hopper's shapes, batch 256, K = 200, XLA
+  and TensorFlow's kernels) reading its batches from the in-memory replay buffer and from the stream of the
+  same converted dataset (1M transitions), timed in interleaved rounds: the stream's row is quoted as a
+  ratio to the in-memory row of the same compiled path.
+- Memory: the peak resident memory (ru_maxrss) of a whole training run, each in a fresh process: streaming
+  on synthetic converted datasets of about 1 GB and 4 GB, and in memory on the 1 GB one.
+Writes DIR/streaming.md and DIR/streaming.json.
+"""
+
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List
+
+import numpy as np
+from absl import flags
+
+from iql_tf import cli, files
+from iql_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+_BYTES_PER_TRANSITION = (11 + 11 + 3 + 3) * 4  # hopper: observations, next, actions, reward/terminal/done
+
+
+def define_flags() -> None:
+    flags.DEFINE_integer("speed_transitions", 1_000_000, "Size of the speed rows' dataset.")
+    flags.DEFINE_list("memory_gb", ["1", "4"], "Sizes (GB) of the streamed datasets of the memory rows (the first "
+                      "is also trained in memory); empty: skip the memory rows.")
+    flags.DEFINE_integer("memory_updates", 2000, "Updates of each memory row's training run.")
+    flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds per speed row.")
+    flags.DEFINE_float("seconds", 3.0, "Length of one timing round.")
+    flags.DEFINE_string("output_dir", "runs/benchmark", "Where streaming.md and streaming.json go.")
+    flags.DEFINE_string("child", None, "Internal: train once on this converted directory and print the peak RSS.")
+    flags.DEFINE_bool("child_streaming", True, "Internal: the child's make_dataset.streaming.")
+
+
+def write_converted(directory: pathlib.Path, num_transitions: int, seed: int = 0) -> pathlib.Path:
+    """A converted dataset of random hopper-shaped transitions, written shard by shard (never whole in memory):
+    episodes of 1000 steps, statistics accumulated as the shards are written."""
+    from iql_tf.data import checksums, shards
+    from iql_tf.data.metadata import DatasetMetadata, ShardInfo, write_metadata
+
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    count = -(-num_transitions // shards.DEFAULT_SHARD_SIZE)
+    infos, total, squares, returns = [], np.zeros(11), np.zeros(11), []
+    block = 0
+    for index in range(count):
+        start, stop = index * shards.DEFAULT_SHARD_SIZE, min(num_transitions, (index + 1) * shards.DEFAULT_SHARD_SIZE)
+        rows = stop - start
+        dones = ((np.arange(start, stop) % 1000) == 999).astype(np.float32)
+        data = {"observations": rng.standard_normal((rows, 11), dtype=np.float32),
+                "next_observations": rng.standard_normal((rows, 11), dtype=np.float32),
+                "actions": rng.uniform(-1, 1, (rows, 3)).astype(np.float32),
+                "rewards": rng.standard_normal(rows, dtype=np.float32), "terminals": np.zeros(rows, np.float32),
+                "dones": dones}
+        name = shards.shard_name(index, count)
+        with __import__("tensorflow").io.TFRecordWriter(str(directory / name)) as writer:
+            for first in range(0, rows, shards.BLOCK_SIZE):
+                writer.write(shards._encode(data, first, min(rows, first + shards.BLOCK_SIZE), block, index))
+                block += 1
+        infos.append(ShardInfo(name, rows, checksums.file_sha256(directory / name)))
+        total += data["observations"].sum(0, dtype=np.float64)
+        squares += (data["observations"].astype(np.float64) ** 2).sum(0)
+        returns.append(np.add.reduceat(data["rewards"], np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))))
+    mean = total / num_transitions
+    returns = np.concatenate(returns)
+    metadata = DatasetMetadata(
+        source=f"synthetic-{num_transitions}", source_checksum="", env_id=None, env_kwargs={}, max_episode_steps=None,
+        observation_keys=None, observation_shape=[11], action_shape=[3], observation_low=[-np.inf] * 11,
+        observation_high=[np.inf] * 11, action_low=[-1.0] * 3, action_high=[1.0] * 3, num_transitions=num_transitions,
+        num_episodes=max(1, num_transitions // 1000), ref_min_score=None, ref_max_score=None, shards=infos,
+        statistics={"observation_mean": mean.tolist(), "observation_std": np.sqrt(squares / num_transitions - mean ** 2).tolist(),
+                    "trajectory_return_min": float(returns.min()), "trajectory_return_max": float(returns.max()),
+                    "shards_bytes": sum((directory / info.file).stat().st_size for info in infos)})
+    write_metadata(directory, metadata)
+    return directory
+
+
+def speed_rows(directory: pathlib.Path, rounds: int, seconds: float) -> List[Dict]:
+    """Updates/s of the K-update step from memory and from the stream, per compiled path, interleaved."""
+    from iql_tf import fastest_path
+    from iql_tf.agent import IQLAgent
+    from iql_tf.data.pipeline import make_dataset
+    from iql_tf.data.streaming import StreamedBatches
+    from iql_tf.replay_buffer import ReplayBuffer
+    from iql_tf.settings import AgentSettings, DataSettings
+
+    in_memory = make_dataset(DataSettings(str(directory), streaming=False))
+    streamed = make_dataset(DataSettings(str(directory), streaming=True))
+    buffer = ReplayBuffer(in_memory.arrays)
+    del in_memory
+    rows = []
+    for jit in (True, False):
+        calls = {}
+        for name in ("in memory", "streamed"):
+            agent = IQLAgent(11, 3, AgentSettings(jit_compile=jit), actor_decay_steps=10**6)
+            source = buffer if name == "in memory" else StreamedBatches(
+                streamed.directory, streamed.metadata, streamed.preprocessing, 1, 256, 100_000, seed=0)
+            calls[name] = ((lambda agent=agent, source=source: agent.run_updates(source, 200)), 200)
+        rates = fastest_path.race(calls, rounds, seconds)
+        path = "XLA" if jit else "TF kernels"
+        for name, rate in rates.items():
+            rows.append({"row": f"{path}, {name}", "updates_per_second": rate,
+                         "ratio": rate / rates["in memory"]})
+    return rows
+
+
+def memory_rows(sizes_gb: List[float], updates: int, scratch: pathlib.Path) -> List[Dict]:
+    """Peak RSS of a fresh training process per (dataset size, streaming)."""
+    rows = []
+    for index, size in enumerate(sizes_gb):
+        directory = write_converted(scratch / f"data-{size:g}gb", int(size * 1e9 / _BYTES_PER_TRANSITION), seed=index)
+        gb = sum(path.stat().st_size for path in directory.glob("shard-*")) / 1e9
+        for streaming in ((True, False) if index == 0 else (True,)):
+            command = [sys.executable, "-m", "tools.benchmark.streaming", f"--child={directory}",
+                       f"--child_streaming={streaming}", f"--memory_updates={updates}"]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise UserError(f"memory row failed: {result.stderr.strip().splitlines()[-1]}")
+            peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_gb"]
+            rows.append({"row": f"{'streamed' if streaming else 'in memory'}, {gb:.2f} GB converted",
+                         "dataset_gb": gb, "streaming": streaming, "peak_rss_gb": peak})
+    return rows
+
+
+def child(directory: str, streaming: bool, updates: int) -> None:
+    """One training run on `directory` (2x256, batch 256, no evaluation), then its peak RSS as JSON."""
+    from iql_tf import trainer
+    from iql_tf.settings import AgentSettings, DataSettings, RunSettings
+
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer.run_training(workdir, DataSettings(directory, streaming=streaming), AgentSettings(jit_compile=True),
+                             RunSettings(num_offline_steps=updates, eval_episodes=0, progress_bar=False,
+                                         checkpoint_interval=updates, steps_per_call=200))
+    print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}))
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {list(argv[1:])}")
+    from iql_tf import quiet
+
+    quiet.quiet_tensorflow()
+    if FLAGS.child:
+        child(FLAGS.child, FLAGS.child_streaming, FLAGS.memory_updates)
+        return
+    output = pathlib.Path(FLAGS.output_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        speed = speed_rows(write_converted(scratch / "speed", FLAGS.speed_transitions), FLAGS.rounds, FLAGS.seconds)
+        memory = memory_rows([float(size) for size in FLAGS.memory_gb], FLAGS.memory_updates, scratch)
+    lines = ["| K = 200 updates per call, 2x256, batch 256 | updates/s | ratio to in memory |", "| --- | --- | --- |"]
+    lines += [f"| {row['row']} | {row['updates_per_second']:.1f} | {row['ratio']:.2f}x |" for row in speed]
+    if memory:
+        lines += ["", "| training run | peak RSS |", "| --- | --- |"]
+        lines += [f"| {row['row']} | {row['peak_rss_gb']:.2f} GB |" for row in memory]
+    text = "\n".join(lines) + "\n"
+    output.mkdir(parents=True, exist_ok=True)
+    files.write_text(output / "streaming.md", text)
+    files.write_json(output / "streaming.json", {"speed": speed, "memory": memory})
+    print(text)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main, sys.modules[__name__])
