@@ -11,6 +11,7 @@ requirements = [
 ]
 
 SWEEP = ["ray==2.60.0", "rliable==1.2.0", "arch==7.2.0", "pandas==2.3.3"]
+TABLES = ["pandas==2.3.3", "pyarrow==21.0.0"]
 
 COMMANDS = {
     "iql-train": "iql_tf.train:run",
@@ -24,7 +25,7 @@ COMMANDS = {
 
 setup(
     name="iql-tf",
-    version="0.2.0",
+    version="0.3.0",
     description="Implicit Q-Learning (IQL) for offline RL in TensorFlow 2 / Keras",
     # The gin files live at the top of the repository (gin/) and install as the data package iql_tf.configs;
     # tools/ (benchmarks, toy maze, fault injection) runs from a checkout and is not installed.
@@ -36,8 +37,10 @@ setup(
     extras_require={
         # Sweeps on Ray and their report (rliable's bootstrap needs arch, which needs pandas < 3).
         "sweep": SWEEP,
+        # .csv / .parquet datasets and iql_tf.data.from_pandas.
+        "tables": TABLES,
         # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation).
-        "test": ["pytest==9.2.0", "setuptools==84.2.1", *SWEEP],
+        "test": ["pytest==9.2.0", "setuptools==84.2.1", *dict.fromkeys(SWEEP + TABLES)],
         # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
         "bench": ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8", "torch==2.14.1"],
     },

@@ -14,6 +14,7 @@ kept up to date for TensorFlow's own tools (`tf.train.latest_checkpoint`) withou
 import os
 import pathlib
 import re
+import shutil
 from typing import Any, List, Optional, Tuple
 
 import tensorflow as tf
@@ -24,6 +25,13 @@ from iql_tf.errors import UserError
 
 _CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
 _ONLINE_CHUNK = re.compile(r"^online-(\d+)-(\d+)\.npz$")
+_TEMPORARY = re.compile(r"^ckpt-\d+_temp")  # TensorFlow's staging folder of a checkpoint being written
+# Read errors that say nothing of a checkpoint's files (permissions, a full disk, a network filesystem's
+# hiccup) stop the run instead of counting as damage: they must not make the next save prune a good
+# checkpoint. Anything else (a checksum, a truncation, an unparsable or missing file) is damage.
+_NOT_DAMAGE = (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError, tf.errors.UnavailableError,
+               tf.errors.DeadlineExceededError, tf.errors.AbortedError, tf.errors.CancelledError,
+               tf.errors.UnauthenticatedError)
 _DAMAGE = (tf.errors.OpError, ValueError, IndexError)  # IndexError: a truncated data file
 
 
@@ -32,6 +40,15 @@ class Checkpoints:
 
     def __init__(self, folder: "str | os.PathLike"):
         self.folder = pathlib.Path(folder)
+
+    def sweep_temporary(self) -> None:
+        """Removes TensorFlow's staging folders of checkpoint writes that a killed run left (the caller holds
+        the run's lock, so no live writer owns them)."""
+        if self.folder.is_dir():
+            for name in os.listdir(self.folder):
+                if _TEMPORARY.match(name):
+                    shutil.rmtree(self.folder / name, ignore_errors=True)
+                    logging.info("removed %s, left by an interrupted checkpoint write", self.folder / name)
 
     def steps(self) -> List[int]:
         """Steps of the checkpoints present, newest first (whatever the index file says)."""
@@ -65,7 +82,14 @@ class Checkpoints:
         """Writes `ckpt-STEP`, reads it back whole, then points the index at it and deletes all but the newest
         `keep` checkpoints."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        prefix = checkpoint.write(self.prefix(step))
+        try:
+            prefix = checkpoint.write(self.prefix(step))
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, OSError) as error:
+            message = getattr(error, "message", None) or str(error)
+            raise UserError(f"{self.prefix(step)}: the checkpoint could not be written ({message.splitlines()[0][:160]}); "
+                            f"free space under {self.folder} (or make it writable) and re-run the same command to "
+                            "resume; older checkpoints are kept") from error
+        files.sync([*self.folder.glob(f"ckpt-{step}.*")])  # on disk before older checkpoints are pruned
         problem, reader = _read_whole(prefix)
         if reader is None:
             raise UserError(f"{prefix}: the checkpoint just written does not read back ({problem}); check the disk "
@@ -111,14 +135,18 @@ class Checkpoints:
 
 
 def _read_whole(prefix: str) -> Tuple[str, Optional[Any]]:
-    """Reads every tensor of a checkpoint (which verifies its checksums); (problem, None) when that fails.
-    A streamed run's iterator state (variant tensors, which the reader cannot return) is checked when the
-    checkpoint is restored."""
+    """Reads every tensor of a checkpoint (which verifies its checksums); (problem, None) when the files are
+    damaged; any other read error is a UserError. A streamed run's iterator state (variant tensors, which the
+    reader cannot return) is checked when the checkpoint is restored."""
     try:
         reader = tf.train.load_checkpoint(prefix)
         for name, dtype in reader.get_variable_to_dtype_map().items():
             if dtype != tf.variant:
                 reader.get_tensor(name)
+    except _NOT_DAMAGE as error:
+        raise UserError(f"{prefix}: cannot read the checkpoint ({error.message.splitlines()[0][:160]}), which says "
+                        "nothing of its files: fix the cause (permissions, space, the filesystem) and re-run; "
+                        "no checkpoint was deleted") from error
     except _DAMAGE as error:
         message = getattr(error, "message", None) or str(error)
         return message.splitlines()[0][:200], None

@@ -5,8 +5,8 @@
     python -m iql_tf.convert --source=hopper.npz --output=data/hopper --env_id=Hopper-v5
     python -m iql_tf.convert --source=pendulum.npz --output=data/pendulum --action_bounds=-2,2
 
---source is a Minari id (the local Minari root; --download to fetch it), or a D4RL-style .hdf5 / .h5 / .npz
-file. The output is written beside --output and renamed into place when complete, so a failed or
+--source is a Minari id (the local Minari root; --download to fetch it), a D4RL-style .hdf5 / .h5 / .npz
+file, or a .csv / .parquet table (--columns maps its columns; docs/data.md). The output is written beside --output and renamed into place when complete, so a failed or
 interrupted conversion leaves nothing there. Training converts sources itself (into a cache); convert by
 hand to keep the shards somewhere of your choosing.
 """
@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("source", None, "Minari dataset id, or path to a D4RL-style .hdf5/.h5 or .npz file.")
+    flags.DEFINE_string("source", None, "Minari dataset id, or path to a D4RL-style .hdf5/.h5 / .npz file or a "
+                        ".csv / .parquet table.")
     flags.DEFINE_string("output", None, "Directory to create with the shards and metadata.json.")
     flags.DEFINE_integer("shard_size", None, "Transitions per TFRecord file (default 262144: a million transitions "
                          "read as 4 files in parallel).")
@@ -32,6 +33,8 @@ def define_flags() -> None:
     flags.DEFINE_string("env_kwargs", "{}", "JSON object of kwargs for --env_id.")
     flags.DEFINE_string("action_bounds", None, "LOW,HIGH of the actions of a file that names no environment "
                         "(default -1,1).")
+    flags.DEFINE_string("columns", None, "JSON object: which columns of a .csv / .parquet table hold each field, "
+                        "e.g. '{\"rewards\": \"reward\"}' (make_dataset.columns).")
     flags.mark_flags_as_required(["source", "output"])
 
 
@@ -51,11 +54,12 @@ def main(argv: Sequence[str]) -> None:
         raise UserError(f"unexpected arguments {list(argv[1:])}; use --source=... --output=...")
     from iql_tf import envs, generation
     from iql_tf.data import conversion, sources
+    from iql_tf.validate import parse_columns
 
     generation.register_generated_datasets()  # the project's own ids convert too (generated when missing)
 
     conversion.convert(
-        sources.resolve(FLAGS.source, FLAGS.download, generate=True),
+        sources.resolve(FLAGS.source, FLAGS.download, generate=True, columns=parse_columns(FLAGS.columns)),
         FLAGS.output,
         **({"shard_size": FLAGS.shard_size} if FLAGS.shard_size is not None else {}),
         env_id=FLAGS.env_id,

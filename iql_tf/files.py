@@ -41,7 +41,9 @@ def atomic_file(path: PathLike) -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary
+        sync([pathlib.Path(temporary)])  # the content on disk before the rename makes it visible
         os.replace(temporary, path)
+        sync([path.parent])
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -81,6 +83,8 @@ def atomic_directory(path: PathLike, replace: bool = False) -> Iterator[pathlib.
     staging.chmod(0o777 & ~_umask())  # mkdtemp's 0o700 would follow the rename
     try:
         yield staging
+        sync([*(pathlib.Path(folder) / name for folder, _, names in os.walk(staging) for name in names),
+              *(pathlib.Path(folder) for folder, _, _ in os.walk(staging))])
         if path.exists() and replace:
             _exchange(staging, path)  # `staging` now holds the old version
         else:
@@ -90,8 +94,19 @@ def atomic_directory(path: PathLike, replace: bool = False) -> Iterator[pathlib.
                 if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
                     raise FileExistsError(errno.EEXIST, "exists already", str(path)) from error
                 raise
+        sync([path.parent])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def sync(paths: List[pathlib.Path]) -> None:
+    """fsync each file or folder, so that what was written survives a power loss, not only a killed process."""
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _umask() -> int:

@@ -20,7 +20,7 @@ def parse_json(text: str, where: str, fix: str, kind: type = dict) -> Any:
     except json.JSONDecodeError as error:
         raise UserError(f"{where}: not valid JSON ({error}); {fix}") from error
     if not isinstance(value, kind):
-        expected = {dict: "an object", list: "an array"}.get(kind, kind.__name__)
+        expected = {dict: "object", list: "array"}.get(kind, kind.__name__)
         raise UserError(f"{where}: expected a JSON {expected}, got {text[:40]!r}; {fix}")
     return value
 

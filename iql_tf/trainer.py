@@ -211,6 +211,7 @@ class TrainingRun:
         """Resumes from the newest intact checkpoint, or starts at step 0 where there is none."""
         if self.settings.start_over:
             self._clear_for_start_over()
+        self.checkpoints.sweep_temporary()
         found = self.checkpoints.newest_intact()
         if found is None and self.files.has_outputs():
             raise UserError(f"{self.files.path} holds the outputs of an earlier run ({', '.join(self.files.has_outputs())}) "

@@ -1,13 +1,15 @@
 """Check a dataset before training on it: `python -m iql_tf.validate SOURCE` (or `iql-validate SOURCE`).
 
-SOURCE is a D4RL-style .npz / .hdf5 / .h5 file, a Minari id in the local Minari root, or a converted
-directory. Lists every problem at once (not only the first, as conversion and training do), each with the
-field, how many rows it affects and the first of them, then a summary: transitions, trajectories, terminals
-and truncations, reward and action ranges, observation statistics, the evaluation environment. Exit status 0
-when the dataset is usable, 1 when it has problems (2 for a malformed command).
+SOURCE is a D4RL-style .npz / .hdf5 / .h5 file, a .csv / .parquet table (--columns maps its columns), a
+Minari id in the local Minari root, or a converted directory. Lists every problem at once (not only the first,
+as conversion and training do), each with the field, how many rows it affects and the first of them, then a
+summary: transitions, trajectories, terminals and truncations, reward and action ranges, observation
+statistics, the evaluation environment, and notes on what to set for training. Exit status 0 when the dataset
+is usable, 1 when it has problems (2 for a malformed command).
 
     python -m iql_tf.validate data/pendulum.npz --env_id=Pendulum-v1
     python -m iql_tf.validate data/robot.npz --action_bounds=-2,2
+    python -m iql_tf.validate data/log.csv --columns='{"rewards": "reward", "observations": ["x", "v"]}'
 """
 
 import sys
@@ -16,11 +18,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from absl import flags
 
-from iql_tf import cli
+from iql_tf import cli, json_records
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 _SHOWN_PROBLEMS = 50
+# Observation dimensions whose std differ by more than this factor: the small ones barely reach the networks
+# unless observations are normalised.
+_STD_SPREAD = 100.0
 
 
 def define_flags() -> None:
@@ -28,14 +33,26 @@ def define_flags() -> None:
     flags.DEFINE_string("env_kwargs", "{}", "JSON object of kwargs for --env_id.")
     flags.DEFINE_string("action_bounds", None, "LOW,HIGH of the actions of a file that names no environment.")
     flags.DEFINE_bool("download", False, "Allow Minari to download a dataset that is not local.")
+    flags.DEFINE_string("columns", None, "JSON object: which columns of a .csv / .parquet table hold each field, "
+                        "e.g. '{\"rewards\": \"reward\", \"observations\": [\"x\", \"v\"]}' (make_dataset.columns).")
 
 
-def validate(source: str, env_id: Optional[str] = None, env_kwargs: Optional[Dict[str, Any]] = None,
-             action_bounds=None, download: bool = False) -> Dict[str, Any]:
-    """{"problems": [one line each], "summary": {...} or None}."""
+def parse_columns(text: Optional[str]) -> Optional[Dict[str, Any]]:
+    """--columns='{"rewards": "reward"}'."""
+    if not text:
+        return None
+    return json_records.parse_json_object(text, "--columns", "give a JSON object of field -> column name(s), e.g. "
+                                          "--columns='{\"rewards\": \"reward\"}'")
+
+
+def validate(source: Any, env_id: Optional[str] = None, env_kwargs: Optional[Dict[str, Any]] = None,
+             action_bounds=None, download: bool = False, columns: Optional[Dict[str, Any]] = None
+             ) -> Dict[str, Any]:
+    """{"problems": [one line each], "summary": {...} or None, "notes": [one line each]}; `source` as
+    make_dataset takes it (in-memory sources too)."""
     from iql_tf.data import sources, validation
 
-    resolved = sources.resolve(source, download)
+    resolved = sources.resolve(source, download, columns=columns)
     if resolved.kind == sources.GENERATED:
         raise UserError(f"{source}: one of the project's generated datasets, not generated yet: training or "
                         f"converting it generates it (python -m iql_tf.generate --dataset_id={source})")
@@ -45,12 +62,13 @@ def validate(source: str, env_id: Optional[str] = None, env_kwargs: Optional[Dic
     try:
         data = sources.read(resolved, report, env_id, env_kwargs, action_bounds)
     except UserError as error:  # unreadable, or spaces that rule the data out: nothing more to check
-        return {"problems": [problem.line() for problem in report.problems] + [str(error)], "summary": None}
-    summary = None
-    if data is not None:
-        summary = _summary(data.transitions, data.num_episodes, data.action_low, data.action_high, data.env_id,
-                           data.ref_min_score, data.ref_max_score)
-    return {"problems": [problem.line() for problem in report.problems], "summary": summary}
+        return {"problems": [problem.line() for problem in report.problems] + [str(error)], "summary": None,
+                "notes": []}
+    problems = [problem.line() for problem in report.problems]
+    if data is None:
+        return {"problems": problems, "summary": None, "notes": []}
+    return _result(problems, data.transitions, data.num_episodes, data.action_low, data.action_high, data.env_id,
+                   data.ref_min_score, data.ref_max_score)
 
 
 def _validate_converted(directory) -> Dict[str, Any]:
@@ -60,11 +78,29 @@ def _validate_converted(directory) -> Dict[str, Any]:
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
-        return {"problems": [str(error)], "summary": None}
+        return {"problems": [str(error)], "summary": None, "notes": []}
     arrays = {key: value.numpy() for key, value in tensors.items()}
-    return {"problems": [], "summary": _summary(arrays, metadata.num_episodes, np.asarray(metadata.action_low),
-                                                np.asarray(metadata.action_high), metadata.env_id,
-                                                metadata.ref_min_score, metadata.ref_max_score)}
+    return _result([], arrays, metadata.num_episodes, np.asarray(metadata.action_low),
+                   np.asarray(metadata.action_high), metadata.env_id, metadata.ref_min_score, metadata.ref_max_score)
+
+
+def _result(problems: List[str], transitions: Dict[str, np.ndarray], episodes: int, action_low: np.ndarray,
+            action_high: np.ndarray, env_id: Optional[str], ref_min: Optional[float], ref_max: Optional[float]
+            ) -> Dict[str, Any]:
+    return {"problems": problems,
+            "summary": _summary(transitions, episodes, action_low, action_high, env_id, ref_min, ref_max),
+            "notes": _notes(transitions)}
+
+
+def _notes(transitions: Dict[str, np.ndarray]) -> List[str]:
+    """Advice that is no problem: the dataset trains as it is, but better with a setting."""
+    std = transitions["observations"].std(0)
+    varying = std[std > 0]  # constant dimensions are listed in the summary
+    if varying.size and varying.max() > _STD_SPREAD * varying.min():
+        return [f"observation std differs {varying.max() / varying.min():.0f}x over dimensions ({varying.min():.3g} "
+                f"to {varying.max():.4g}): set make_dataset.normalize_observations = True so that the small ones "
+                "are not drowned out"]
+    return []
 
 
 def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.ndarray, action_high: np.ndarray,
@@ -102,6 +138,7 @@ def report_text(source: str, result: Dict[str, Any]) -> str:
     if result["summary"] is not None:
         lines.append("summary:")
         lines += [f"  {name}: {value}" for name, value in result["summary"].items()]
+    lines += [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -113,7 +150,7 @@ def main(argv: Sequence[str]) -> None:
 
     generation.register_generated_datasets()  # so that a generated id not made yet is named as one
     result = validate(argv[1], FLAGS.env_id, envs.parse_env_kwargs(FLAGS.env_kwargs),
-                      parse_action_bounds(FLAGS.action_bounds), FLAGS.download)
+                      parse_action_bounds(FLAGS.action_bounds), FLAGS.download, parse_columns(FLAGS.columns))
     print(report_text(argv[1], result))
     sys.exit(1 if result["problems"] else 0)
 

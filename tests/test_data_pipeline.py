@@ -112,7 +112,7 @@ def test_conversion_is_cached_and_redone_when_the_source_changes(write_npz, tmp_
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("IQL_TF_DATA_DIR", str(tmp_path))
-    assert pipeline.default_cache_dir() == tmp_path
+    assert pipeline.default_cache_dir() == str(tmp_path)
 
 
 def test_gin_configures_make_dataset_and_converted_directories_load_directly(write_npz, tmp_path):

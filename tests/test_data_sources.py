@@ -218,8 +218,54 @@ def test_a_directory_is_not_mistaken_for_a_minari_id(minari_root, tmp_path, monk
 def test_a_file_of_another_kind_is_not_mistaken_for_a_minari_id(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not data")
-    with pytest.raises(UserError, match=r"notes.txt: not a dataset file \(expected .npz, .hdf5 or .h5\)"):
+    with pytest.raises(UserError, match=r"notes.txt: not a dataset file \(expected .npz, .hdf5, .h5, .csv or "
+                                        r"\.parquet\)"):
         sources.resolve(str(path))
+    with pytest.raises(UserError, match=r"^3: not a source; pass a path, a Minari id, a converted directory or an "
+                                        r"in-memory source"):
+        sources.resolve(3)
+
+
+def test_a_file_that_is_no_npz_is_named_so(tmp_path):
+    text = tmp_path / "text.npz"
+    text.write_text("observations,actions\n1,2\n")
+    with pytest.raises(UserError, match=rf"^{text}: not an npz file \(no zip archive\); write the fields with "
+                                        r"np.savez\('text.npz', observations=\.\.\."):
+        sources.read_source(str(text))
+    array = tmp_path / "array.npz"
+    with open(array, "wb") as file:
+        np.save(file, np.zeros(3))
+    with pytest.raises(UserError, match=r"array.npz: not an npz file \(an .npy file \(one array\)\)"):
+        sources.read_source(str(array))
+
+
+def test_misnamed_npz_fields_are_shown_with_their_likely_names(write_npz):
+    rows = tiny_rows()
+    path = write_npz(observations=None, terminals=None, timeouts=None, next_observations=None,
+                     observation=rows["observations"], dones=rows["terminals"], next_obs=rows["next_observations"])
+    report = validation.Report()
+    assert sources.read(sources.resolve(str(path)), report) is None
+    lines = [problem.line() for problem in report.problems]
+    keys = "['actions', 'dones', 'next_obs', 'observation', 'rewards']"  # the file's own, all of them
+    assert lines[0].startswith(f"{path}: missing field 'observations' (the source has {keys}); did you mean "
+                               "'observation'? store it as 'observations';")
+    assert lines[1].startswith(f"{path}: missing field 'terminals' (the source has {keys}); did you mean 'dones'? "
+                               "store it as 'terminals' (1 where the environment terminated, with no bootstrap")
+    assert "missing field 'timeouts'" in lines[2] and "e.g. from the episode ends: timeouts = np.zeros(N, bool); " \
+        "timeouts[last_rows] = True; timeouts &= ~terminals; or store 'episode_id'" in lines[2]
+    assert len(lines) == 3
+    # With every field there, a next_obs would be left out silently: it is named instead.
+    with pytest.raises(UserError, match=r"data.npz: holds 'next_obs', which is not read: the field's name is "
+                                        r"'next_observations'; store it as 'next_observations' to use it, or drop"):
+        sources.read_source(str(write_npz(next_observations=None, next_obs=rows["next_observations"])))
+
+
+@pytest.mark.parametrize("field", ["actions", "observations"])
+def test_zero_width_actions_or_observations_are_refused(field, write_npz):
+    path = write_npz(**{field: np.zeros((12, 0), np.float32), "next_observations": None})
+    with pytest.raises(UserError, match=rf"^{path}: field '{field}' has shape \[12, 0\]: no values in a row; store at "
+                                        r"least one value per row"):
+        sources.read_source(str(path))
 
 
 def test_the_read_path_never_imports_the_generators(minari_root):

@@ -74,11 +74,14 @@ def test_validate_lists_every_problem_with_counts_and_first_rows(write_npz):
 
 @pytest.fixture
 def validate_flags():
-    """The command line's flags, defined and parsed in this process."""
+    """The command line's flags, defined and parsed in this process, at their defaults (and left so)."""
     if "action_bounds" not in flags.FLAGS:
         validate.define_flags()
+    flags.FLAGS.unparse_flags()
     flags.FLAGS(["iql-validate"])
-    return flags.FLAGS
+    yield flags.FLAGS
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["iql-validate"])
 
 
 def test_validate_summarises_a_good_dataset_and_exits_0(write_npz, capsys, validate_flags):
@@ -92,6 +95,39 @@ def test_validate_summarises_a_good_dataset_and_exits_0(write_npz, capsys, valid
     with pytest.raises(SystemExit) as exit_status:
         cli.one_line_errors(validate.main)(["iql-validate", str(write_npz())])
     assert exit_status.value.code == 0 and "no problems" in capsys.readouterr().out
+
+
+def test_validate_suggests_normalising_observations_of_very_different_scales(write_npz, capsys, validate_flags):
+    rows = tiny_rows()  # observation std per dimension 3.45, 34.5, 3.45: 10x, no note
+    assert validate.validate(str(write_npz()))["notes"] == []
+    for field in ("observations", "next_observations"):
+        rows[field][:, 1] *= 100  # 1000x
+    path = write_npz(**rows)
+    with pytest.raises(SystemExit) as exit_status:
+        cli.one_line_errors(validate.main)(["iql-validate", str(path)])
+    output = capsys.readouterr().out
+    assert exit_status.value.code == 0 and f"{path}: no problems" in output
+    assert "note: observation std differs 1000x over dimensions (3.45 to 3452): set " \
+           "make_dataset.normalize_observations = True" in output
+
+
+def test_validate_reads_tables_with_a_column_mapping(tmp_path, capsys, validate_flags):
+    import pandas as pd
+
+    rows = tiny_rows()
+    path = tmp_path / "log.csv"
+    pd.DataFrame({"x": rows["observations"][:, 0], "v": rows["observations"][:, 1], "push": rows["actions"][:, 0],
+                  "reward": rows["rewards"], "terminals": rows["terminals"], "timeouts": rows["timeouts"]}
+                 ).to_csv(path, index=False)
+    validate_flags(["iql-validate", '--columns={"observations": ["x", "v"], "actions": "push", "rewards": "reward"}'])
+    with pytest.raises(SystemExit) as exit_status:
+        cli.one_line_errors(validate.main)(["iql-validate", str(path)])
+    output = capsys.readouterr().out
+    assert exit_status.value.code == 0 and "transitions: 10" in output and "observation size: 2" in output
+    validate_flags(["iql-validate", "--columns=[1]"])
+    with pytest.raises(SystemExit) as exit_status:
+        cli.one_line_errors(validate.main)(["iql-validate", str(path)])
+    assert exit_status.value.code == 2 and capsys.readouterr().err.startswith("error: --columns: expected a JSON")
 
 
 def test_validate_mistakes_are_one_line(write_npz, tmp_path, capsys, validate_flags):

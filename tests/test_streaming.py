@@ -107,3 +107,19 @@ def test_a_damaged_shard_and_fine_tuning_a_stream_are_refused_in_one_line(stream
           "make_dataset.env_id = 'Hopper-v5'", "train.eval_episodes = 1")
     with pytest.raises(UserError, match=r"make_dataset.streaming with train.num_online_steps"):
         run_training(tmp_path / "online")
+
+
+def test_a_cache_and_a_converted_directory_on_a_gfile_filesystem(write_npz, tmp_path):
+    # file:// goes through tf.io.gfile as gs:// would: the same code path, on a local folder.
+    cache = f"file://{tmp_path / 'cache'}"
+    converted = make_dataset(DataSettings(str(write_npz()), cache_dir=cache))  # converted here, then uploaded
+    assert converted.directory.startswith(cache) and len(list((tmp_path / "cache").glob("*/metadata.json"))) == 1
+    again = make_dataset(DataSettings(converted.directory))  # the URI itself, read through gfile
+    for key, value in converted.arrays.items():
+        np.testing.assert_array_equal(again.arrays[key], value)
+    streamed = make_dataset(DataSettings(converted.directory, streaming=True))
+    batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, members=1, batch_size=4,
+                              shuffle_buffer=12, seed=0)
+    assert batches.available() == 100 and batches.sample([], 4)["rewards"].shape == (1, 4)
+    with pytest.raises(UserError, match=r"no metadata.json there; a URI names a converted dataset directory"):
+        make_dataset(DataSettings(f"file://{tmp_path / 'nothing'}"))

@@ -6,12 +6,14 @@ import os
 import pathlib
 from typing import List, Sequence
 
+from iql_tf.data import storage
+
 _CHUNK = 16 * 2**20
 
 
 def file_sha256(path: pathlib.Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with storage.open_binary(path) as file:
         while chunk := file.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

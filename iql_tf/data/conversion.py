@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import files
-from iql_tf.data import checksums, rewards, shards, sources, validation
+from iql_tf.data import rewards, shards, sources, validation
 from iql_tf.data.transitions import Transitions
 from iql_tf.data.metadata import DatasetMetadata, write_metadata
 from iql_tf.errors import UserError
@@ -48,11 +48,12 @@ def convert(
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _unwritable(output, error) from error
+    files.sweep_stale_staging(output.parent)  # what a killed conversion left beside the output
     try:
         with files.atomic_directory(output) as staging:
             metadata = DatasetMetadata(
                 source=source.name,
-                source_checksum=checksums.combined_sha256(source.files),
+                source_checksum=sources.checksum(source),
                 env_id=data.env_id,
                 env_kwargs=data.env_kwargs,
                 max_episode_steps=data.max_episode_steps,

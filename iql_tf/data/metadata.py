@@ -10,6 +10,7 @@ import pathlib
 from typing import Any, Dict, List, Optional, Sequence
 
 from iql_tf import json_records
+from iql_tf.data import storage
 from iql_tf.errors import UserError
 
 FORMAT_VERSION = 3  # 3: statistics
@@ -105,11 +106,12 @@ def write_metadata(directory: pathlib.Path, metadata: DatasetMetadata) -> None:
 
 
 def load_metadata(directory: "str | pathlib.Path", fix: str = "re-run the conversion") -> DatasetMetadata:
-    """Reads `directory/metadata.json`; a missing or invalid file is a UserError saying how to fix it."""
-    path = pathlib.Path(directory) / METADATA_FILE
-    if not path.is_file():
+    """Reads `directory/metadata.json` (a local path or a tf.io.gfile URI); a missing or invalid file is a
+    UserError saying how to fix it."""
+    path = storage.join(storage.normalise(directory), METADATA_FILE)
+    if not storage.is_file(path):
         raise UserError(
             f"{path}: not found, so {directory} is not a converted dataset; create it with "
             f"`python -m iql_tf.convert --source=... --output={directory}`"
         )
-    return DatasetMetadata.from_json(path.read_text(), str(path), fix)
+    return DatasetMetadata.from_json(storage.read_text(path), path, fix)

@@ -8,7 +8,7 @@ and always read back from the shards, so every run sees data that went through t
 import os
 import pathlib
 import re
-import shutil
+import tempfile
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data import shards, sources, streaming
+from iql_tf.data import shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
 from iql_tf.data.conversion import convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
@@ -36,50 +36,59 @@ class OfflineDataset(NamedTuple):
     arrays: Optional[Dict[str, np.ndarray]]
     metadata: DatasetMetadata
     preprocessing: Preprocessing
-    directory: Optional[pathlib.Path] = None
+    directory: Optional[str] = None  # a local path or a tf.io.gfile URI
 
 
 def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conversion"
                    ) -> Tuple[Dict[str, tf.Tensor], DatasetMetadata]:
-    """The raw tensors and metadata of a converted directory, checksums and counts verified."""
-    directory = pathlib.Path(directory).expanduser()
+    """The raw tensors and metadata of a converted directory (a local path or a tf.io.gfile URI), checksums
+    and counts verified."""
+    directory = storage.normalise(directory)
     metadata = load_metadata(directory, fix)
     return shards.read_shards(directory, metadata, fix), metadata
 
 
-def default_cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("IQL_TF_DATA_DIR", "~/.iql_tf/datasets")).expanduser()
+def default_cache_dir() -> str:
+    return storage.normalise(os.environ.get("IQL_TF_DATA_DIR", "~/.iql_tf/datasets"))
 
 
-def converted_directory(source: Any, cache_dir: pathlib.Path, download: bool = False,
+def converted_directory(source: Any, cache_dir: "str | pathlib.Path", download: bool = False,
                         env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
                         action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                        columns: Optional[Mapping[str, Any]] = None) -> pathlib.Path:
+                        columns: Optional[Mapping[str, Any]] = None) -> str:
     """The converted directory of `source`: a converted directory as is, anything else converted once into
-    `cache_dir` (a damaged cache entry is made again). The project's own ids are generated first when
-    missing."""
+    `cache_dir` (a damaged cache entry is made again). Both may be local paths or tf.io.gfile URIs (a
+    conversion into a URI cache is made locally, then uploaded with its metadata.json last). The project's
+    own ids are generated first when missing."""
     resolved = sources.resolve(source, download, generate=True, columns=columns)
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
         _check_no_overrides(resolved.path, settings)
-        return resolved.path
+        return storage.normalise(resolved.path)
     key = json_records.digest([FORMAT_VERSION, settings, dict(columns or {}), sources.identity(resolved)])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
-    target = cache_dir / f"{name}-{key}"
-    files.sweep_stale_staging(cache_dir)
-    if target.exists():
+    cache_dir = storage.normalise(cache_dir)
+    target = storage.join(cache_dir, f"{name}-{key}")
+    if not storage.is_uri(cache_dir):
+        files.sweep_stale_staging(cache_dir)
+    if storage.is_file(storage.join(target, METADATA_FILE)):
         try:
             load_metadata(target)
             return target
         except UserError as error:
             # The cache holds only derived data: a damaged or incomplete entry is made again.
             logging.warning("cache entry %s is damaged (%s): converting %s again", target, error, resolved.name)
-            shutil.rmtree(target, ignore_errors=True)
+    storage.remove_tree(target)  # damaged, or an upload cut short
     logging.info("converting %s once into the cache %s", resolved.name, target)
     try:
-        convert(resolved, target, **settings)
+        if storage.is_uri(cache_dir):
+            with tempfile.TemporaryDirectory() as local:
+                convert(resolved, pathlib.Path(local) / "converted", **settings)
+                storage.upload(pathlib.Path(local) / "converted", target, last=METADATA_FILE)
+        else:
+            convert(resolved, target, **settings)
     except UserError:
-        if not (target / METADATA_FILE).is_file():  # else another process converted it meanwhile
+        if not storage.is_file(storage.join(target, METADATA_FILE)):  # else another process converted it meanwhile
             raise
     return target
 
@@ -116,7 +125,7 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     when the converted shards exceed the memory budget), prepared as `settings` says (see `DataSettings`)."""
     source = settings.require_source()
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
-    cache = pathlib.Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
+    cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     directory = converted_directory(source, cache, settings.download, settings.env_id, settings.env_kwargs,
                                     settings.action_bounds, settings.columns)
     metadata = load_metadata(directory)
@@ -127,11 +136,11 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
-        if directory.parent != cache:
+        if not directory.startswith(cache):
             raise
         # A cache entry damaged after its check above (shards are verified only as they are read): made again.
         logging.warning("cache entry %s is damaged (%s): converting it again", directory, error)
-        shutil.rmtree(directory, ignore_errors=True)
+        storage.remove_tree(directory)
         tensors, metadata = load_converted(converted_directory(
             source, cache, settings.download, settings.env_id, settings.env_kwargs, settings.action_bounds,
             settings.columns))
@@ -151,7 +160,7 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
                           preprocessing, directory)
 
 
-def _streams(settings: DataSettings, metadata: DatasetMetadata, directory: pathlib.Path) -> bool:
+def _streams(settings: DataSettings, metadata: DatasetMetadata, directory: str) -> bool:
     """Whether to stream: as asked, or (None) when the converted shards exceed the memory budget."""
     size, budget = streaming.converted_bytes(metadata), settings.memory_budget_bytes()
     if settings.streaming is None:

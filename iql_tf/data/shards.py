@@ -12,7 +12,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
-from iql_tf.data import checksums
+from iql_tf.data import checksums, storage
 from iql_tf.data.metadata import DatasetMetadata, ShardInfo
 from iql_tf.data.transitions import TRANSITION_KEYS, Transitions
 from iql_tf.errors import UserError
@@ -73,22 +73,24 @@ def parse_block(record: tf.Tensor) -> Dict[str, tf.Tensor]:
     return _parse(record)[2]
 
 
-def verified_paths(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "re-run the conversion"
-                   ) -> List[pathlib.Path]:
-    """The shard files of a converted directory, each present and matching its sha256 in metadata.json (the
-    files are read through in threads, never held whole); a mismatch is a UserError naming the file."""
-    paths = [directory / shard.file for shard in metadata.shards]
+def verified_paths(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix: str = "re-run the conversion"
+                   ) -> List[str]:
+    """The shard files of a converted directory (a local path or a tf.io.gfile URI), each present and
+    matching its sha256 in metadata.json (the files are read through in threads, never held whole); a
+    mismatch is a UserError naming the file."""
+    directory = storage.normalise(directory)
+    paths = [storage.join(directory, shard.file) for shard in metadata.shards]
     _check_files(directory, paths, fix)
     for path, shard, digest in zip(paths, metadata.shards, checksums.files_sha256(paths)):
         if digest != shard.sha256:
             raise UserError(
-                f"{path}: sha256 does not match {directory / 'metadata.json'} (the shard is corrupt, truncated "
+                f"{path}: sha256 does not match {storage.join(directory, 'metadata.json')} (the shard is corrupt, truncated "
                 f"or from another conversion); {fix}"
             )
     return paths
 
 
-def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "re-run the conversion"
+def read_shards(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix: str = "re-run the conversion"
                 ) -> Dict[str, tf.Tensor]:
     """All transitions of a converted directory as whole float32 tensors, verified against the metadata.
 
@@ -96,6 +98,7 @@ def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "
     mismatch or read error is a UserError naming the file and saying `fix`.
     """
     paths = verified_paths(directory, metadata, fix)
+    directory = storage.normalise(directory)
     dataset = tf.data.TFRecordDataset([str(path) for path in paths], num_parallel_reads=len(paths))
     dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
     try:
@@ -109,18 +112,18 @@ def read_shards(directory: pathlib.Path, metadata: DatasetMetadata, fix: str = "
     return {key: tf.concat([arrays[key] for _, _, arrays in blocks], axis=0) for key in TRANSITION_KEYS}
 
 
-def _check_files(directory: pathlib.Path, paths: List[pathlib.Path], fix: str) -> None:
+def _check_files(directory: str, paths: List[str], fix: str) -> None:
     for path in paths:
-        if not path.is_file():
+        if not storage.is_file(path):
             raise UserError(f"{path}: shard listed in metadata.json is missing; {fix}")
-    for path in sorted(set(directory.glob(SHARD_GLOB)) - set(paths)):
+    for path in sorted(set(storage.glob(directory, SHARD_GLOB)) - set(paths)):
         raise UserError(
             f"{path}: shard not listed in metadata.json (the directory mixes conversions); "
             "convert into a new directory"
         )
 
 
-def _unreadable_shard(paths: List[pathlib.Path], directory: pathlib.Path) -> pathlib.Path:
+def _unreadable_shard(paths: List[str], directory: str) -> str:
     """The first shard TensorFlow fails to read (only called after a failed parallel read)."""
     for path in paths:
         try:
@@ -131,9 +134,9 @@ def _unreadable_shard(paths: List[pathlib.Path], directory: pathlib.Path) -> pat
     return directory
 
 
-def _check_blocks(directory: pathlib.Path, metadata: DatasetMetadata, blocks: list, fix: str) -> None:
+def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: str) -> None:
     """Block order, per-shard counts and array shapes agree with metadata.json."""
-    where = directory / "metadata.json"
+    where = storage.join(directory, "metadata.json")
     if [block for block, _, _ in blocks] != list(range(len(blocks))):
         raise UserError(f"{where}: the shards' blocks are not numbered 0..{len(blocks) - 1}; {fix}")
     counts = np.zeros(len(metadata.shards), np.int64)
@@ -148,13 +151,13 @@ def _check_blocks(directory: pathlib.Path, metadata: DatasetMetadata, blocks: li
             shape = [rows, *expected.get(key, [])]
             if arrays[key].shape.as_list() != shape:
                 raise UserError(
-                    f"{directory / metadata.shards[shard].file}: field {key!r} has shape "
+                    f"{storage.join(directory, metadata.shards[shard].file)}: field {key!r} has shape "
                     f"{arrays[key].shape.as_list()} but metadata.json implies {shape}; {fix}"
                 )
         counts[shard] += rows
     for shard, count in zip(metadata.shards, counts):
         if count != shard.num_transitions:
             raise UserError(
-                f"{directory / shard.file}: holds {count} transitions but metadata.json says "
+                f"{storage.join(directory, shard.file)}: holds {count} transitions but metadata.json says "
                 f"{shard.num_transitions}; {fix}"
             )

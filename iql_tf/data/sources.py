@@ -1,14 +1,17 @@
-"""What a source string names (`resolve`), and reading it into validated transitions (`read`).
+"""What a source names (`resolve`), and reading it into validated transitions (`read`).
 
-A source is a converted directory, a D4RL-style .npz / .hdf5 / .h5 file, a Minari id in the local Minari root
-(read with minari's own API, never downloaded unless `download=True`), or one of the project's generated ids
-not generated yet. `resolve` finds out which, once, and keeps what it loaded; `read` returns a `SourceData`:
-the transitions plus what the metadata needs (evaluation env, flattening order, space bounds, reference
-scores), with every problem of the arrays recorded in a `validation.Report`.
+A source is a converted directory, a D4RL-style .npz / .hdf5 / .h5 file, a .csv / .parquet table (read with
+a column mapping, `tables.py`), an in-memory source (`in_memory.py`: arrays, a DataFrame, a tf.data.Dataset),
+a Minari id in the local Minari root (read with minari's own API, never downloaded unless `download=True`),
+or one of the project's generated ids not generated yet. `resolve` finds out which, once, and keeps what it
+loaded; `read` returns a `SourceData`: the transitions plus what the metadata needs (evaluation env,
+flattening order, space bounds, reference scores), with every problem of the arrays recorded in a
+`validation.Report`. Files, tables and in-memory rows all go through one row path (`_read_rows`).
 """
 
 import dataclasses
 import json
+import os
 import pathlib
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -21,16 +24,19 @@ from absl import logging
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
-from iql_tf.data import generated, validation
+from iql_tf.data import checksums, generated, storage, tables, validation
 from iql_tf.data import transitions as transitions_lib
+from iql_tf.data.in_memory import InMemorySource, plain
 from iql_tf.data.metadata import METADATA_FILE
 from iql_tf.errors import UserError
 
-FILE_SUFFIXES = (".npz", ".hdf5", ".h5")
-REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
-OPTIONAL_FIELDS = ("next_observations",)
+ARRAY_SUFFIXES = (".npz", ".hdf5", ".h5")
+FILE_SUFFIXES = ARRAY_SUFFIXES + tables.TABLE_SUFFIXES
+REQUIRED_FIELDS = validation.ROW_FIELDS
+OPTIONAL_FIELDS = ("next_observations", "episode_id")  # episode ids stand in for missing timeouts
+_NPZ_MAGIC, _NPY_MAGIC = b"PK", b"\x93NUMPY"  # an npz is a zip archive of .npy files
 
-CONVERTED, FILE, MINARI, GENERATED = "converted", "file", "minari", "generated"
+CONVERTED, FILE, MINARI, GENERATED, ARRAYS = "converted", "file", "minari", "generated", "arrays"
 
 # Minari's locomotion datasets carry no reference scores (Minari issue 323): D4RL's, from D4RL's
 # infos.py (REF_MIN_SCORE / REF_MAX_SCORE), by environment name.
@@ -45,11 +51,13 @@ D4RL_LOCOMOTION_SCORES = {
 class Source:
     """A source string, resolved: its kind, its path or Minari dataset, and the files it consists of."""
 
-    name: str  # as the user gave it
-    kind: str  # CONVERTED, FILE, MINARI or GENERATED
+    name: str  # as the user gave it; for ARRAYS the in-memory source's name
+    kind: str  # CONVERTED, FILE, MINARI, GENERATED or ARRAYS
     path: Optional[pathlib.Path] = None  # the converted directory or the file
     files: Tuple[pathlib.Path, ...] = ()  # what checksums and cache keys cover (FILE, MINARI)
     dataset: Optional[minari.MinariDataset] = None  # MINARI: loaded once, here
+    columns: Optional[Mapping[str, Any]] = None  # FILE tables: which columns hold each field
+    in_memory: Optional[InMemorySource] = None  # ARRAYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,28 +86,59 @@ def minari_dataset_exists(dataset_id: str) -> bool:
         return False
 
 
-def identity(source: Source) -> List[Any]:
-    """What a conversion cache entry of `source` is keyed on: its files' paths, sizes and modification times
-    (an edited file is converted again)."""
+def identity(source: Source) -> Any:
+    """What a conversion cache entry of `source` is keyed on: an in-memory source's digest, else its files'
+    paths, sizes and modification times (an edited file is converted again)."""
+    if source.kind == ARRAYS:
+        return source.in_memory.digest
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in source.files]
 
 
-def resolve(source: str, download: bool = False, generate: bool = False,
+def checksum(source: Source) -> str:
+    """The sha256 that metadata records of a FILE, MINARI or ARRAYS source (of its files, or its digest)."""
+    if source.kind == ARRAYS:
+        return source.in_memory.digest
+    return checksums.combined_sha256(source.files)
+
+
+def resolve(source: Any, download: bool = False, generate: bool = False,
             columns: Optional[Mapping[str, Any]] = None) -> Source:
-    """Finds out what `source` is; anything that is no dataset is one UserError saying what to pass. With
-    `generate`, a missing generated id is generated and resolved as the Minari dataset it then is. `columns`:
-    for tables (not yet supported: None)."""
+    """Finds out what `source` (a path, an id or an `InMemorySource`) is; anything that is no dataset is one
+    UserError saying what to pass. With `generate`, a missing generated id is generated and resolved as the
+    Minari dataset it then is. `columns`: for .csv / .parquet tables, which columns hold each field."""
+    resolved = _resolve(source, download, generate, columns)
+    if columns and resolved.columns is None:
+        raise UserError(f"{resolved.name}: columns {dict(columns)!r} given, but it is no .csv / .parquet table (its "
+                        "fields are named already); drop make_dataset.columns / --columns")
+    return resolved
+
+
+def _resolve(source: Any, download: bool, generate: bool, columns: Optional[Mapping[str, Any]]) -> Source:
+    if isinstance(source, InMemorySource):
+        return Source(source.name, ARRAYS, in_memory=source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise UserError(f"{source!r}: not a source; pass a path, a Minari id, a converted directory or an in-memory "
+                        "source (iql_tf.data.from_arrays, from_pandas, from_tf_dataset)")
+    source = os.fspath(source)
+    if storage.is_uri(source):  # a tf.io.gfile filesystem (gs://...): converted directories only
+        if not storage.is_file(storage.join(source, METADATA_FILE)):
+            raise UserError(f"{source}: no {METADATA_FILE} there; a URI names a converted dataset directory (convert "
+                            "the source locally and copy the directory there, or bind make_dataset.cache_dir to a "
+                            "URI and pass the source itself)")
+        return Source(source, CONVERTED, path=source)
     path = pathlib.Path(source).expanduser()
     if (path / METADATA_FILE).is_file():
         return Source(source, CONVERTED, path=path)
     if path.suffix.lower() in FILE_SUFFIXES:
         if not path.is_file():
-            raise UserError(f"{source}: file not found; pass an existing .npz / .hdf5 file, a Minari id or a "
-                            "converted dataset directory")
-        return Source(source, FILE, path=path.resolve(), files=(path.resolve(),))
+            raise UserError(f"{source}: file not found; pass an existing .npz / .hdf5 / .csv / .parquet file, a "
+                            "Minari id or a converted dataset directory")
+        table = path.suffix.lower() in tables.TABLE_SUFFIXES
+        return Source(source, FILE, path=path.resolve(), files=(path.resolve(),),
+                      columns=dict(columns or {}) if table else None)
     if path.is_file():
-        raise UserError(f"{source}: not a dataset file (expected .npz, .hdf5 or .h5), nor a Minari id or a "
-                        "converted dataset directory")
+        raise UserError(f"{source}: not a dataset file (expected .npz, .hdf5, .h5, .csv or .parquet), nor a Minari "
+                        "id or a converted dataset directory")
     # Run from inside the Minari root, an id is also a directory: the id wins.
     if minari_dataset_exists(source) or (download and not path.is_dir()):
         dataset = _load_minari(source, download)
@@ -115,7 +154,7 @@ def resolve(source: str, download: bool = False, generate: bool = False,
         if not generate:
             return Source(source, GENERATED)
         generated.generate(source, minari_dataset_exists)
-        return resolve(source)
+        return _resolve(source, False, False, None)
     hint = ""
     if source.startswith(generated.NAMESPACE):
         hint = f" (ids in {generated.NAMESPACE} are made by `python -m iql_tf.generate`)"
@@ -146,11 +185,15 @@ def _load_minari(dataset_id: str, download: bool) -> minari.MinariDataset:
 def read(source: Source, report: validation.Report, env_id: Optional[str] = None,
          env_kwargs: Optional[Mapping[str, Any]] = None,
          action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Optional[SourceData]:
-    """Reads a FILE or MINARI source, recording its problems in `report`; None when they leave nothing to
-    read. `env_id`/`env_kwargs` set the evaluation env (npz/HDF5 carry none); `action_bounds` (low, high)
-    give the action space of data that names no environment."""
+    """Reads a FILE, ARRAYS or MINARI source, recording its problems in `report`; None when they leave nothing
+    to read. `env_id`/`env_kwargs` set the evaluation env (files carry none); `action_bounds` (low, high) give
+    the action space of data that names no environment. An in-memory source's own settings count as given."""
     if source.kind == FILE:
-        data = _read_rows(source.path, report)
+        arrays, names = _file_arrays(source)
+        data = _read_rows(arrays, str(source.path), report, names)
+    elif source.kind == ARRAYS:
+        env_id, env_kwargs, action_bounds = _in_memory_settings(source, env_id, env_kwargs, action_bounds)
+        data = _read_rows(dict(source.in_memory.arrays), source.name, report)
     elif source.kind == MINARI:
         data = _read_minari(source.dataset, report)
     else:
@@ -163,53 +206,80 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
         data = _with_env(data, source.name, env_id, dict(env_kwargs or {}))
     bounds_from = data.env_id or (f"Minari dataset {source.name}" if source.kind == MINARI else None)
     if action_bounds is not None:
+        given = _action_bounds(action_bounds, data.action_low.size)
         if bounds_from is not None:
-            raise UserError(f"{source.name}: action_bounds given, but {bounds_from} has its own action space; drop "
-                            "make_dataset.action_bounds / --action_bounds")
-        data = dataclasses.replace(data, **_action_bounds(action_bounds, data.action_low.size))
+            # Bounds that say what the environment says are no conflict (from_arrays(..., action_bounds) with an
+            # evaluation env); others are.
+            if not (np.allclose(given["action_low"], data.action_low) and np.allclose(given["action_high"],
+                                                                                     data.action_high)):
+                raise UserError(f"{source.name}: action_bounds {action_bounds} given, but {bounds_from} has its own "
+                                f"action space {validation.format_bounds(data.action_low, data.action_high)}; drop "
+                                "make_dataset.action_bounds / --action_bounds")
+        data = dataclasses.replace(data, **given)
         bounds_from = "make_dataset.action_bounds / --action_bounds"
     report.check_actions(str(source.path or source.name), data.transitions["actions"], data.action_low,
                          data.action_high, bounds_from)
     return _with_reference_fallback(data)
 
 
-def read_source(source: str, download: bool = False, env_id: Optional[str] = None,
+def read_source(source: Any, download: bool = False, env_id: Optional[str] = None,
                 env_kwargs: Optional[Mapping[str, Any]] = None,
-                action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> SourceData:
-    """Resolves and reads a FILE or MINARI source; its first problem is a UserError."""
+                action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                columns: Optional[Mapping[str, Any]] = None) -> SourceData:
+    """Resolves and reads a FILE, ARRAYS or MINARI source; its first problem is a UserError."""
     report = validation.Report()
-    data = read(resolve(source, download), report, env_id, env_kwargs, action_bounds)
-    report.raise_first(source)
+    resolved = resolve(source, download, columns=columns)
+    data = read(resolved, report, env_id, env_kwargs, action_bounds)
+    report.raise_first(resolved.name)
     return data
 
 
-def _read_rows(path: pathlib.Path, report: validation.Report) -> Optional[SourceData]:
-    where = str(path)
-    arrays = _load_arrays(path)
-    if not report.check_keys(where, arrays, REQUIRED_FIELDS):
+def _in_memory_settings(source: Source, env_id: Optional[str], env_kwargs: Optional[Mapping[str, Any]],
+                        action_bounds: Any) -> Tuple[Optional[str], Optional[Mapping[str, Any]], Any]:
+    """An in-memory source's env_id, env_kwargs and action_bounds where none are given; one given that differs
+    from the source's is an error."""
+    own = source.in_memory
+    given = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}) or None, "action_bounds": plain(action_bounds)}
+    settings = {"env_id": own.env_id, "env_kwargs": own.env_kwargs, "action_bounds": own.action_bounds}
+    for name, value in given.items():
+        if value is None or value == settings[name]:
+            continue
+        if settings[name] is not None:
+            raise UserError(f"{source.name}: {name}={value!r} given, but the in-memory source has {name}="
+                            f"{settings[name]!r}; give it once (make_dataset.{name} or the source's {name}=)")
+        settings[name] = value
+    return settings["env_id"], settings["env_kwargs"], settings["action_bounds"]
+
+
+def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.Report,
+               names: Optional[Sequence[str]] = None) -> Optional[SourceData]:
+    """D4RL-style rows keyed by field (timeouts or episode_id), of any source; `names`: all that the source
+    holds, for the message of a missing field."""
+    required = [field for field in REQUIRED_FIELDS if field != "timeouts" or "episode_id" not in arrays]
+    if not report.check_keys(where, arrays, required, names):
         return None
+    report.check_not_misnamed(where, "next_observations", arrays, names or list(arrays))
     observations = report.check_array(where, "observations", arrays["observations"], (None, None))
     if observations is None:
         return None
     rows, columns = observations.shape
     actions = report.check_array(where, "actions", arrays["actions"], (rows, None))
     rewards = report.check_array(where, "rewards", arrays["rewards"], (rows,))
-    flags = {field: report.check_array(where, field, arrays[field], (rows,)) for field in ("terminals", "timeouts")}
-    for field, values in flags.items():
-        if values is not None:
-            report.check_flags(where, field, values)
+    terminals = _check_flags(arrays, where, "terminals", rows, report)
+    timeouts = _check_flags(arrays, where, "timeouts", rows, report) if "timeouts" in arrays else \
+        _timeouts_of_episodes(arrays, where, rows, terminals, report)
     next_observations = None
     if "next_observations" in arrays:
         next_observations = report.check_array(where, "next_observations", arrays["next_observations"],
                                                (rows, columns))
         if next_observations is None:
             return None
-    if actions is None or rewards is None or any(values is None for values in flags.values()):
+    if any(values is None for values in (actions, rewards, terminals, timeouts)):
         return None
     report.check_not_empty(where, rows)
     if rows == 0:
         return None
-    data = transitions_lib.from_rows(observations, actions, rewards, **flags, next_observations=next_observations)
+    data = transitions_lib.from_rows(observations, actions, rewards, terminals, timeouts, next_observations)
     report.check_not_empty(where, len(data["rewards"]))
     return SourceData(
         transitions=data,
@@ -227,19 +297,59 @@ def _read_rows(path: pathlib.Path, report: validation.Report) -> Optional[Source
     )
 
 
-def _load_arrays(path: pathlib.Path) -> Dict[str, np.ndarray]:
-    """The D4RL fields of an npz or HDF5 file as numpy arrays (other fields are ignored)."""
+def _check_flags(arrays: Mapping[str, np.ndarray], where: str, field: str, rows: int, report: validation.Report
+                 ) -> Optional[np.ndarray]:
+    values = report.check_array(where, field, arrays[field], (rows,))
+    if values is not None:
+        report.check_flags(where, field, values)
+    return values
+
+
+def _timeouts_of_episodes(arrays: Mapping[str, np.ndarray], where: str, rows: int,
+                          terminals: Optional[np.ndarray], report: validation.Report) -> Optional[np.ndarray]:
+    """Without timeouts: the last row of each episode of `episode_id` that is not terminal."""
+    episode_ends = report.check_episode_ids(where, "episode_id", arrays["episode_id"], rows)
+    if episode_ends is None or terminals is None:
+        return None
+    return episode_ends & (terminals == 0)
+
+
+def _file_arrays(source: Source) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """The row arrays of a FILE source, and all the names the file holds."""
+    if source.columns is not None:
+        arrays = tables.read_table(source.path, source.columns)
+        return arrays, list(arrays)
+    return _load_arrays(source.path)
+
+
+def _load_arrays(path: pathlib.Path) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """The D4RL fields of an npz or HDF5 file as numpy arrays (other fields are ignored), and the names of
+    everything at the file's root."""
     fields = REQUIRED_FIELDS + OPTIONAL_FIELDS
     try:
         if path.suffix.lower() == ".npz":
+            _check_is_npz(path)
             with np.load(path, allow_pickle=False) as file:
-                return {key: _npz_field(path, file, key) for key in fields if key in file.files}
+                return {key: _npz_field(path, file, key) for key in fields if key in file.files}, list(file.files)
         with h5py.File(path, "r") as file:
-            return {key: np.asarray(file[key][()]) for key in fields if isinstance(file.get(key), h5py.Dataset)}
+            arrays = {key: np.asarray(file[key][()]) for key in fields if isinstance(file.get(key), h5py.Dataset)}
+            return arrays, list(file.keys())
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(
             f"{path}: cannot be read as {path.suffix} ({error}); the file is corrupt or truncated"
         ) from error
+
+
+def _check_is_npz(path: pathlib.Path) -> None:
+    """np.load reads what is no zip archive as .npy or pickle, so other files would be reported as those."""
+    with open(path, "rb") as file:
+        start = file.read(len(_NPY_MAGIC))
+    if start.startswith(_NPZ_MAGIC):
+        return
+    kind = "an .npy file (one array)" if start == _NPY_MAGIC else "no zip archive"
+    raise UserError(f"{path}: not an npz file ({kind}); write the fields with np.savez({path.name!r}, "
+                    "observations=..., actions=..., rewards=..., terminals=..., timeouts=...), or give a table its "
+                    ".csv / .parquet suffix")
 
 
 def _npz_field(path: pathlib.Path, file: Any, key: str) -> np.ndarray:

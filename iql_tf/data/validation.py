@@ -6,6 +6,7 @@ the user can find them.
 """
 
 import dataclasses
+import difflib
 from typing import List, Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -17,6 +18,25 @@ from iql_tf.errors import UserError
 # noise (for [-1, 1]: 1e-3).
 ACTION_TOLERANCE = 1e-3
 _SHOWN_ROWS = 5
+ROW_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+# What other loggers (gymnasium, Minari, RLlib, D4RL's infos) call the D4RL fields: a missing field is looked
+# for among these before a close spelling.
+FIELD_ALIASES = {
+    "observations": ("observation", "obs", "states", "state", "s"),
+    "actions": ("action", "act", "acts", "a"),
+    "rewards": ("reward", "rew", "rews", "r"),
+    "terminals": ("terminal", "terminations", "termination", "terminated", "dones", "done"),
+    "timeouts": ("timeout", "truncations", "truncation", "truncated", "time_limits"),
+    "next_observations": ("next_observation", "next_obs", "next_states", "next_state", "new_obs", "obs_next"),
+    "episode_id": ("episode_ids", "episode", "episodes", "episode_index", "episode_idx", "ep_id", "trajectory_id",
+                   "traj_id", "trajectory"),
+}
+FIELD_MEANINGS = {
+    "terminals": "1 where the environment terminated, with no bootstrap: a time limit is a timeout, not a terminal",
+    "timeouts": "1 on the last row of each episode that ends without terminating: a time limit, or the end of the "
+                "log",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,35 +82,84 @@ class Report:
             message += f" (and {len(self.problems) - 1} more problem(s): `iql-validate {source}` lists them all)"
         raise UserError(message)
 
-    def check_keys(self, where: str, arrays: Mapping[str, object], required: Sequence[str]) -> bool:
+    def check_keys(self, where: str, arrays: Mapping[str, object], required: Sequence[str],
+                   names: Optional[Sequence[str]] = None) -> bool:
+        """Every field of `required` in `arrays`; `names`: all that the source holds (default: `arrays`' keys),
+        shown and searched for the likely match of a missing field."""
+        names = sorted(arrays if names is None else names)
         missing = [key for key in required if key not in arrays]
         for key in missing:
-            self.add(where, None, f"missing field {key!r} (found {sorted(arrays)})",
-                     f"a D4RL-style source needs {', '.join(required)} (next_observations optional)")
+            self.add(where, None, f"missing field {key!r} (the source has {names})",
+                     f"{_missing_field_fix(key, names)}; a D4RL-style source needs {', '.join(ROW_FIELDS)} "
+                     "(next_observations optional)")
         return not missing
+
+    def check_not_misnamed(self, where: str, field: str, arrays: Mapping[str, object], names: Sequence[str]
+                           ) -> None:
+        """An optional `field` that the source holds under another name would be silently left out."""
+        alias = _alias_in(field, names)
+        if field not in arrays and alias is not None:
+            self.add(where, None, f"holds {alias!r}, which is not read: the field's name is {field!r}",
+                     f"store it as {field!r} to use it, or drop it")
 
     def check_array(self, where: str, field: str, array: np.ndarray, shape: Sequence[Optional[int]]
                     ) -> Optional[np.ndarray]:
-        """Numeric dtype, shape (None = any size) and finite values; the array as float32, or None when its
-        dtype or shape make it unusable."""
-        if array.dtype.kind not in "biuf":
-            self.add(where, field, f"has dtype {array.dtype}, expected numbers (float, int or bool)",
-                     "store it as a numeric array")
+        """Numeric dtype, shape (None = any size, but no width of 0) and finite values; the array as float32, or
+        None when its dtype or shape make it unusable."""
+        if not self._check_dtype_and_shape(where, field, array, shape, "biuf", "numbers (float, int or bool)"):
             return None
+        with np.errstate(over="ignore"):  # overflow to inf is reported below
+            values = array.astype(np.float32, copy=False)
+        self._check_finite(where, field, array, values)
+        return values
+
+    def check_episode_ids(self, where: str, field: str, ids: np.ndarray, rows: int) -> Optional[np.ndarray]:
+        """One id per row (numbers or strings), each episode's rows together; the last row of each episode
+        (True), or None when the ids are unusable."""
+        if not self._check_dtype_and_shape(where, field, ids, (rows,), "biufUS", "numbers or strings"):
+            return None
+        if ids.dtype.kind == "f" and not self._check_finite(where, field, ids, ids):
+            return None
+        starts = np.ones(rows, bool)
+        starts[1:] = ids[1:] != ids[:-1]
+        start_rows = np.flatnonzero(starts)
+        _, first_starts = np.unique(ids[start_rows], return_index=True)
+        again = np.zeros(rows, bool)
+        again[np.delete(start_rows, first_starts)] = True
+        if again.any():
+            row = _first_row(again)
+            self.add(where, field, f"starts episode {ids[row].item()!r} again after other episodes",
+                     "the rows of an episode must be together: sort them by episode, keeping their order (e.g. "
+                     "frame.sort_values('episode_id', kind='stable'))", again)
+            return None
+        return np.roll(starts, -1)  # an episode ends where the next starts, and at the last row
+
+    def _check_dtype_and_shape(self, where: str, field: str, array: np.ndarray, shape: Sequence[Optional[int]],
+                               kinds: str, expected_kind: str) -> bool:
+        if array.dtype.kind not in kinds:
+            self.add(where, field, f"has dtype {array.dtype}, expected {expected_kind}",
+                     "store it as a numeric array" if kinds == "biuf" else f"store it as {expected_kind}")
+            return False
         if array.ndim != len(shape) or any(want not in (None, got) for want, got in zip(shape, array.shape)):
             expected = ", ".join("N" if i == 0 and want is None else "dim" if want is None else str(want)
                                  for i, want in enumerate(shape))
             self.add(where, field, f"has shape {list(array.shape)}, expected [{expected}]",
                      "one row per step, matching the other fields")
-            return None
-        with np.errstate(over="ignore"):  # overflow to inf is reported below
-            values = array.astype(np.float32, copy=False)
+            return False
+        if 0 in array.shape[1:]:
+            self.add(where, field, f"has shape {list(array.shape)}: no values in a row",
+                     "store at least one value per row (the networks need an observation and an action of "
+                     "one number at least)")
+            return False
+        return True
+
+    def _check_finite(self, where: str, field: str, array: np.ndarray, values: np.ndarray) -> bool:
         bad = ~np.isfinite(values)
         if bad.any():
             row = _first_row(bad)
             self.add(where, field, f"holds {_first_value(array, bad, row)} (non-finite as float32)",
                      "remove or repair that row", bad)
-        return values
+        return not bad.any()
 
     def check_flags(self, where: str, field: str, values: np.ndarray) -> None:
         bad = (values != 0) & (values != 1)
@@ -134,6 +203,31 @@ def check_action_space(where: str, space: gym.Space) -> None:
             "policy's [-1, 1] onto the action bounds, so they must be finite: use an environment whose action "
             "space is bounded (e.g. wrapped in gymnasium.wrappers.RescaleAction) and data collected in it"
         )
+
+
+def likely_name(field: str, names: Sequence[str]) -> Optional[str]:
+    """The name in `names` most likely to hold `field`: a known alias (any case), else a close spelling that is
+    not itself another field's name."""
+    alias = _alias_in(field, names)
+    if alias is not None:
+        return alias
+    close = difflib.get_close_matches(field, [name for name in names if name not in FIELD_ALIASES], n=1)
+    return close[0] if close else None
+
+
+def _alias_in(field: str, names: Sequence[str]) -> Optional[str]:
+    by_lower = {name.lower(): name for name in names}
+    return next((by_lower[alias] for alias in FIELD_ALIASES.get(field, ()) if alias in by_lower), None)
+
+
+def _missing_field_fix(field: str, names: Sequence[str]) -> str:
+    meaning = f" ({FIELD_MEANINGS[field]})" if field in FIELD_MEANINGS else ""
+    guess = likely_name(field, names)
+    fix = f"did you mean {guess!r}? store it as {field!r}{meaning}" if guess else f"add it{meaning}"
+    if field == "timeouts":
+        fix += (", e.g. from the episode ends: timeouts = np.zeros(N, bool); timeouts[last_rows] = True; "
+                "timeouts &= ~terminals; or store 'episode_id' (one id per row) instead and they are made from it")
+    return fix
 
 
 def format_bounds(low: np.ndarray, high: np.ndarray) -> str:

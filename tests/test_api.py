@@ -1,0 +1,60 @@
+"""The Python API: the README's block run as written in an empty folder, and its mistakes in one line."""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO_ROOT
+
+import iql_tf
+from iql_tf.errors import UserError
+
+
+def readme_block() -> str:
+    section = (REPO_ROOT / "README.md").read_text().split("<!-- python-api:begin -->")[1].split(
+        "<!-- python-api:end -->")[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_readme_block_trains_predicts_exports_and_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(readme_block(), "README.md", "exec"), namespace)
+    arrays, actions, loaded = namespace["arrays"], namespace["actions"], namespace["agent"]
+    (results,) = loaded.results  # the final evaluation, read back with the checkpoint
+    assert set(results) >= {"return_mean", "return_std"}  # evaluated in Pendulum-v1 at the last step
+    assert actions.shape == (4, 1) and np.all(np.abs(actions) <= 2.0) and np.abs(actions).max() > 1e-3
+    assert namespace["q"].shape == (4,) and np.all(np.isfinite(namespace["q"]))
+    # The loaded agent, the exported copy and the run's own export answer alike.
+    observations = arrays["observations"][:4].astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(observations), actions, atol=1e-6)
+    for export in ("runs/mine/policy_copy", "runs/mine/export/policy"):
+        served = tf.saved_model.load(export).signatures["serving_default"]
+        np.testing.assert_allclose(served(observations=tf.constant(observations))["actions"].numpy(), actions,
+                                   atol=1e-5)
+    # The same run directory as the command line's, recording the keyword settings as gin bindings.
+    run = tmp_path / "runs" / "mine"
+    assert (run / "finished.json").is_file() and (run / "checkpoints").is_dir()
+    assert "IQLAgent.hidden_dims = (64, 64)" in (run / "operative_config.gin").read_text()
+
+
+def test_mistakes_are_one_line(write_npz, tmp_path):
+    with pytest.raises(UserError, match=r"unknown setting 'expectle'; did you mean 'expectile'\?"):
+        iql_tf.IQL.from_config("locomotion", expectle=0.7)
+    with pytest.raises(UserError, match=r"IQLAgent.expectile = 1.5 must be a number in \(0, 1\)"):
+        iql_tf.IQL.from_config("locomotion", expectile=1.5).fit(str(write_npz()), steps=10,
+                                                               workdir=str(tmp_path / "run"))
+    with pytest.raises(UserError, match=r"'source' is given to fit\(data\)"):
+        iql_tf.IQL.from_config("locomotion", source="x.npz")
+    with pytest.raises(UserError, match=r"has not been trained: call fit"):
+        iql_tf.IQL.from_config("locomotion").predict(np.zeros(3))
+    with pytest.raises(UserError, match=r"no checkpoint there"):
+        iql_tf.IQL.load(str(tmp_path))
+    agent = iql_tf.IQL.from_config("quickstart", hidden_dims=(8,), batch_size=4, jit_compile=False,
+                                   progress_bar=False)
+    agent.fit(str(write_npz()), steps=20, workdir=str(tmp_path / "tiny"))
+    assert agent.predict(np.zeros(3)).shape == (2,)  # one observation in, one action out
+    with pytest.raises(UserError, match=r"observations of shape \[2, 5\]: expected \[N, 3\] or \[3\]"):
+        agent.predict(np.zeros((2, 5)))
