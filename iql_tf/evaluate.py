@@ -39,17 +39,20 @@ def define_flags() -> None:
     flags.DEFINE_string("env_kwargs", None, "JSON object of environment kwargs (default: the metadata's).")
     flags.DEFINE_string("record", None, "Write the first episodes' trajectories on the maze to this PNG.")
     flags.DEFINE_bool("json", False, "Print the results as one JSON object.")
+    flags.DEFINE_bool("trust_export", False, "Load an export that runs ops iql-tf's exports never use (it may do "
+                      "anything: only for exports you trust).")
 
 
 def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optional[str] = None,
-                    env_kwargs: Optional[Dict[str, Any]] = None, record: Optional[str] = None) -> Dict[str, float]:
+                    env_kwargs: Optional[Dict[str, Any]] = None, record: Optional[str] = None,
+                    trust_export: bool = False) -> Dict[str, float]:
     """The evaluation of an exported policy (see the module docstring); `record` writes the PNG."""
     from iql_tf import envs, evaluation
     from iql_tf.generation import rollouts
 
     if episodes <= 0:
         raise UserError(f"--episodes={episodes} must be positive")
-    policy, metadata = rollouts.saved_model_policy(export_dir)
+    policy, metadata = rollouts.saved_model_policy(export_dir, trust_export)
     if env_id is None:
         env_id = rollouts.require_environment(export_dir, metadata)
         kwargs, steps = metadata.env_kwargs if env_kwargs is None else env_kwargs, metadata.max_episode_steps
@@ -121,7 +124,8 @@ def main(argv: Sequence[str]) -> None:
         if not parent.is_dir():
             raise UserError(f"--record={FLAGS.record}: folder {parent} does not exist")
     kwargs = envs.parse_env_kwargs(FLAGS.env_kwargs) if FLAGS.env_kwargs is not None else None
-    results = evaluate_export(argv[1], FLAGS.episodes, FLAGS.seed, FLAGS.env_id, kwargs, FLAGS.record)
+    results = evaluate_export(argv[1], FLAGS.episodes, FLAGS.seed, FLAGS.env_id, kwargs, FLAGS.record,
+                              FLAGS.trust_export)
     if FLAGS.json:
         print(json.dumps(results))
         return

@@ -26,7 +26,8 @@ FLAGS = flags.FLAGS
 
 def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, seed: int, overwrite: bool,
                         env_id: Optional[str], env_kwargs: str, policy: Optional[str], noise_std: float,
-                        reference_episodes: int, maze: str = "umaze") -> minari.MinariDataset:
+                        reference_episodes: int, maze: str = "umaze", trust_export: bool = False
+                        ) -> minari.MinariDataset:
     """What the command line asks for, with a UserError for each missing or conflicting flag."""
     common = dict(num_steps=num_steps, seed=seed, overwrite=overwrite, num_reference_episodes=reference_episodes)
     if kind == "pointmaze":
@@ -39,14 +40,15 @@ def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, se
         return generators.generate_random(dataset_id, env_id, envs.parse_env_kwargs(env_kwargs), **common)
     if not policy:
         raise UserError("--kind=policy needs --policy=DIR/export/policy")
-    return generators.generate_policy(dataset_id, policy, noise_std, **common)
+    return generators.generate_policy(dataset_id, policy, noise_std, **common, trust_export=trust_export)
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
     generate_from_flags(FLAGS.kind, FLAGS.dataset_id, FLAGS.num_steps, FLAGS.seed, FLAGS.overwrite, FLAGS.env_id,
-                        FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes, FLAGS.maze)
+                        FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes, FLAGS.maze,
+                        FLAGS.trust_export)
 
 
 def define_flags() -> None:
@@ -60,6 +62,8 @@ def define_flags() -> None:
     flags.DEFINE_string("env_kwargs", "{}", "random: JSON object of env kwargs.")
     flags.DEFINE_string("policy", None, "policy: exported SavedModel directory (DIR/export/policy).")
     flags.DEFINE_float("noise_std", 0.1, "policy: std of the Gaussian action noise.")
+    flags.DEFINE_bool("trust_export", False, "policy: load an export that runs ops iql-tf's exports never use (it "
+                      "may do anything: only for exports you trust).")
     flags.DEFINE_integer("reference_episodes", generators.DEFAULT_REFERENCE_EPISODES,
                          "Evaluation episodes averaged for each reference score.")
 

@@ -141,15 +141,21 @@ def test_an_ensemble_of_three_trains_each_member_as_its_own_run():
 def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
     agent = make_agent(actor_cosine_decay=True, actor_lr=3e-4)
     buffer = ReplayBuffer(make_transitions())
-    assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(3e-4 * 0.5 * (1 + np.cos(np.pi * 0.5)),
-                                                                         rel=1e-4)
+    assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(1.5e-4, rel=1e-4)  # half way: half
     assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(0.0, abs=1e-9)
     assert float(agent.value_optimizer.learning_rate) == pytest.approx(0.05)
 
 
-def test_adam_uses_optax_epsilon():
+def test_adam_steps_with_the_references_epsilon():
+    # A first Adam step on a gradient of 1e-8 moves a weight by lr * sqrt(1 - 0.999) / (1 - 0.9) * 0.1 g /
+    # (sqrt(0.001) g + eps): 1.5327e-3 with optax's epsilon 1e-8, 1.5327e-4 with Keras' default 1e-7.
     agent = make_agent()
-    assert agent.value_optimizer.epsilon == agent.critic_optimizer.epsilon == agent.actor_optimizer.epsilon == 1e-8
+    for optimizer, model in ((agent.value_optimizer, agent.value), (agent.critic_optimizer, agent.critic),
+                             (agent.actor_optimizer, agent.actor)):
+        variable = model.trainable_variables[0]
+        before = variable.numpy().copy()
+        optimizer.apply_gradients([(tf.fill(variable.shape, 1e-8), variable)])
+        np.testing.assert_allclose(before - variable.numpy(), 1.5327e-3, rtol=1e-3)
 
 
 def test_training_stops_at_the_first_non_finite_loss():
@@ -227,3 +233,24 @@ def test_online_step_appends_then_trains_and_exploration_is_seeded():
 def test_out_of_range_hyperparameters_are_user_errors(binding, value, message):
     with pytest.raises(UserError, match=message):
         make_agent(**{binding: value})
+
+
+def test_the_replay_buffer_masks_are_one_minus_terminals():
+    transitions = make_transitions(n=4)
+    transitions["terminals"] = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
+    buffer = ReplayBuffer(transitions, capacity=6)
+    assert buffer.columns["masks"].numpy()[:4].tolist() == [0.0, 1.0, 1.0, 0.0]
+    batch = buffer.sample([tf.random.Generator.from_seed(0)], 64)
+    terminal_rows = batch["observations"][0].numpy()[:, 0] == transitions["observations"][0, 0]
+    assert np.all(batch["masks"][0].numpy()[terminal_rows] == 0.0)  # sampled with their rows
+
+
+def test_exploration_samples_the_policy_at_temperature_one():
+    agent = make_agent()
+    agent.actor.log_std.assign(tf.fill(agent.actor.log_std.shape, float(np.log(0.2))))
+    observations = tf.zeros([1, 4000, OBS])  # one state, many draws
+    mean = agent.act(observations).numpy()[0, 0]
+    drawn = agent.explore(observations, tf.constant(0.0)).numpy()[0]
+    assert np.all(np.abs(mean) < 0.3)  # far enough from the bounds that clipping does not shape the draws
+    np.testing.assert_allclose(drawn.mean(axis=0), mean, atol=0.02)
+    np.testing.assert_allclose(drawn.std(axis=0), [0.2, 0.2], rtol=0.06)  # the policy's own std, not 0

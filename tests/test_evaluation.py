@@ -94,8 +94,11 @@ def test_success_at_any_step_counts_and_results_do_not_depend_on_the_envs_or_the
     assert one["success_rate"] == 1.0 and one["return_mean"] == 0.0
 
 
-def test_normalized_score_formula():
-    np.testing.assert_allclose(normalized_score(np.array([15.6, 227.7, 121.65]), 15.6, 227.7), [0.0, 100.0, 50.0])
+def test_normalized_scores_of_hand_picked_returns():
+    # D4RL's hopper constants (infos.py): its random policy scores 0, its expert 100, the return half way
+    # between them (1607.013848, worked out by hand) 50, and a return below random is negative.
+    scores = normalized_score(np.array([-20.272305, 3234.3, 1607.013848, -345.729536]), -20.272305, 3234.3)
+    np.testing.assert_allclose(scores, [0.0, 100.0, 50.0, -10.0], atol=1e-4)
     assert normalized_score(np.array([1.0]), None, 1.0) is None
 
 

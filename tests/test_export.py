@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iql_tf import files
+from iql_tf import evaluate, export_check, files
 from iql_tf.agent import IQLAgent
-from iql_tf.settings import AgentSettings
 from iql_tf.data import rewards
 from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.errors import UserError
 from iql_tf.export import export_policy
+from iql_tf.generation import rollouts
 from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata, read_policy_metadata
+from iql_tf.settings import AgentSettings
 
 # Run in a fresh interpreter in which the project and every library but TensorFlow fail to import.
 DEPLOYMENT_SCRIPT = textwrap.dedent("""
@@ -151,3 +153,34 @@ def test_export_replaces_an_earlier_one_in_one_step_and_leaves_no_staging_folder
     assert read_policy_metadata(directory).step == 2
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["policy"]
     assert (directory / METADATA_PATH).is_file() and (directory / TFLITE_FILE).is_file()
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu", "tanh", "gelu", "selu", "swish", "leaky_relu", "softsign"])
+def test_a_fresh_export_runs_only_allowed_ops(tmp_path, raw_observations, activation):
+    agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(4,), activation=activation, jit_compile=False), 10)
+    for normalize in (True, False):
+        export_policy(agent.member_weights(0), activation, preprocessing(raw_observations, normalize),
+                      tmp_path / f"policy-{normalize}", metadata())
+    served = export_check.served_ops(tmp_path / "policy-True") | export_check.served_ops(tmp_path / "policy-False")
+    assert {"MatMul", "StatelessRandomNormalV2"} <= served  # the policy and its sampling were reached
+    assert served <= export_check.ALLOWED_OPS, sorted(served - export_check.ALLOWED_OPS)
+
+
+def test_an_export_that_writes_a_file_is_refused_unless_trusted(tmp_path):
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, OBS], tf.float32, name="observations")])
+        def act(self, observations):
+            tf.io.write_file(str(tmp_path / "written"), "pwned")
+            return {"actions": observations[:, :ACT]}
+
+    writer = Writer()
+    directory = tmp_path / "export"
+    tf.saved_model.save(writer, str(directory), signatures={"serving_default": writer.act})
+    (directory / "assets").mkdir(exist_ok=True)
+    (directory / "assets" / "metadata.json").write_text(metadata().to_json())
+    with pytest.raises(UserError, match=r"runs ops that iql-tf.s exports never use \(.*WriteFile.*\).*--trust_export"):
+        evaluate.evaluate_export(str(directory), episodes=1)
+    assert not (tmp_path / "written").exists()
+    policy, _ = rollouts.saved_model_policy(directory, trust=True)  # the user's word
+    policy(np.zeros((1, OBS), np.float32))
+    assert (tmp_path / "written").read_text() == "pwned"

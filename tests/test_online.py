@@ -3,6 +3,7 @@ crash safety of the online transitions, and the mistakes refused before training
 
 
 import gin
+import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -116,3 +117,53 @@ def test_mistakes_are_refused_before_training(finetune, tmp_path, write_npz):
     with pytest.raises(UserError, match=r"num_online_steps: 0 -> 10.*cannot grow an online phase"):
         trainer.run_training(str(tmp_path / "offline"))
     assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c") if (p / "checkpoints").exists())
+
+
+class GoalLine(gym.Env):
+    """x starts at 0 and moves by 0.5 a step (whatever the action); reward 1 and termination on reaching 1.5.
+    The second episode is truncated after 2 steps, as a time limit would."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    episodes = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.steps, self.episodes = 0.0, 0, self.episodes + 1
+        return np.array([self.x, 7.0], np.float32), {}
+
+    def step(self, action):
+        self.x += 0.5
+        self.steps += 1
+        terminated = self.x >= 1.5
+        truncated = self.episodes == 2 and self.steps == 2
+        return np.array([self.x, 7.0], np.float32), float(terminated), terminated, truncated, {"success": terminated}
+
+
+def test_online_transitions_terminate_on_the_goal_keep_bootstrapping_on_time_limits_and_share_the_preprocessing(
+        tmp_path):
+    from iql_tf.agent import IQLAgent
+    from iql_tf.checkpoints import Checkpoints
+    from iql_tf.data import rewards
+    from iql_tf.data.preprocessing import Preprocessing
+    from iql_tf.online import OnlinePhase
+    from iql_tf.replay_buffer import ReplayBuffer
+
+    offline = {"observations": np.zeros((4, 2)), "actions": np.zeros((4, 1)), "rewards": np.zeros(4),
+               "next_observations": np.zeros((4, 2)), "terminals": np.zeros(4)}
+    buffer = ReplayBuffer(offline, capacity=4 + 5)
+    agent = IQLAgent(2, 1, AgentSettings(hidden_dims=(4,), batch_size=2, jit_compile=False), actor_decay_steps=10)
+    # Normalised observations and an affine reward map, both as the offline data would have fixed them.
+    preprocessing = Preprocessing(np.float32([1.0, 5.0]), np.float32([2.0, 4.0]), np.float32([-1.0]),
+                                  np.float32([1.0]), rewards.RewardTransform("locomotion", scale=10.0, shift=-1.0),
+                                  normalize_observations=True)
+    online = OnlinePhase(GoalLine(), None, preprocessing, agent, buffer, seed=0, exploration_noise=0.0,
+                         checkpoints=Checkpoints(tmp_path))
+    for _ in range(5):
+        online.env_step()
+    rows = buffer.online_transitions(0, 5)
+    x = np.array([0.0, 0.5, 1.0, 0.0, 0.5])
+    np.testing.assert_allclose(rows["observations"], np.stack([(x - 1.0) / 2.0, np.full(5, (7.0 - 5.0) / 4.0)], 1))
+    np.testing.assert_allclose(rows["next_observations"][:, 0], (x + 0.5 - 1.0) / 2.0)  # s', not the next reset
+    np.testing.assert_allclose(rows["rewards"], [-1.0, -1.0, 9.0, -1.0, -1.0])  # r * 10 - 1, as offline
+    np.testing.assert_array_equal(rows["masks"], [1.0, 1.0, 0.0, 1.0, 1.0])  # 0 only on reaching the goal

@@ -156,11 +156,13 @@ def generate_policy(
     seed: int = 0,
     overwrite: bool = False,
     num_reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+    trust_export: bool = False,
 ) -> minari.MinariDataset:
-    """Rollouts of an exported policy with Gaussian action noise, in the env its metadata names."""
+    """Rollouts of an exported policy with Gaussian action noise, in the env its metadata names (an export
+    running ops iql-tf's never use is refused unless `trust_export`)."""
     check_settings(num_steps, num_reference_episodes, noise_std)
     minari_writer.check_new_id(dataset_id, overwrite)
-    policy, metadata = rollouts.saved_model_policy(policy_dir)
+    policy, metadata = rollouts.saved_model_policy(policy_dir, trust_export)
     env_id = rollouts.require_environment(policy_dir, metadata)
     make_env = functools.partial(envs.make_env, env_id, metadata.env_kwargs, metadata.max_episode_steps)
     env = _checked_env(make_env)

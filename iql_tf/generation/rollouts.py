@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from minari.data_collector import EpisodeBuffer
 
-from iql_tf import envs, evaluation
+from iql_tf import envs, evaluation, export_check
 from iql_tf.errors import UserError
 from iql_tf.policy_metadata import PolicyMetadata, read_policy_metadata
 
@@ -39,16 +39,18 @@ def with_noise(policy: Policy, std: float, space: gym.spaces.Box, rng: np.random
     return noisy
 
 
-def saved_model_policy(directory: "str | pathlib.Path") -> Tuple[Policy, PolicyMetadata]:
+def saved_model_policy(directory: "str | pathlib.Path", trust: bool = False) -> Tuple[Policy, PolicyMetadata]:
     """The deterministic policy of an exported SavedModel (`serving_default`) and its metadata.
 
-    Anything that is not an export is a UserError saying what to pass instead.
+    Anything that is not an export is a UserError saying what to pass instead; an export that would run ops
+    iql-tf's exports never use is refused unless `trust` (`export_check`).
     """
     directory = pathlib.Path(directory).expanduser()
     if not (directory / "saved_model.pb").is_file():
         raise UserError(f"{directory}: no SavedModel there (saved_model.pb not found); give the exported policy "
                         "of a training run, RUN_DIR/export/policy")
     metadata = read_policy_metadata(directory)
+    export_check.check_export(directory, trust)
     import tensorflow as tf  # only policy rollouts need TensorFlow
 
     try:
@@ -63,9 +65,9 @@ def require_environment(directory: "str | pathlib.Path", metadata: PolicyMetadat
     """The env id an export was trained for; one that names none is a UserError saying how to give one."""
     if metadata.env_id is None:
         raise UserError(
-            f"{directory}: the policy was trained on a dataset that names no environment, so it cannot be rolled "
-            "out; bind make_dataset.env_id (e.g. 'Hopper-v5') when training it, or convert its dataset with "
-            "--env_id, then train and export again"
+            f"{directory}: the policy's dataset named no environment, so its metadata has none to roll it out in; "
+            f"give one: `iql-evaluate {directory} --env_id=ENV` (no retraining needed), or bind "
+            "make_dataset.env_id when training"
         )
     return metadata.env_id
 
