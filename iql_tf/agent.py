@@ -6,7 +6,6 @@ The members' losses are summed, so each member's gradient, and with Adam (elemen
 is exactly what it would be trained alone.
 """
 
-import json
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import keras
@@ -72,17 +71,10 @@ class IQLAgent(tf.Module):
         except (ValueError, TypeError) as error:
             raise UserError(f"IQLAgent.activation = {settings.activation!r} is not a Keras activation (e.g. 'relu', "
                             "'elu', 'tanh'); fix it in the gin file or --gin_bindings") from error
-        # As JSON: tf.Module would wrap a dict attribute into a trackable that json cannot write.
-        self._hyperparameters = json.dumps(settings.hyperparameters(actor_decay_steps))
-        self.settings = settings
+        self.settings, self.actor_decay_steps = settings, int(actor_decay_steps)
         self.observation_dim, self.action_dim = observation_dim, action_dim
         self.seeds = tuple(int(seed) for seed in seeds)
         self.members = len(self.seeds)
-        self.expectile = float(settings.expectile)
-        self.beta = float(settings.beta)
-        self.discount = float(settings.discount)
-        self.target_update_rate = float(settings.target_update_rate)
-        self.batch_size = int(settings.batch_size)
         hidden_dims, activation = settings.hidden_dims, settings.activation
 
         self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds)
@@ -118,7 +110,7 @@ class IQLAgent(tf.Module):
     @property
     def hyperparameters(self) -> Dict[str, Any]:
         """The constructor's settings (what decides the training, besides the seeds), JSON-ready."""
-        return json.loads(self._hyperparameters)
+        return self.settings.hyperparameters(self.actor_decay_steps)
 
     def compile(self, jit_compile: bool) -> None:
         """Chooses how the updates are compiled: with XLA or with TensorFlow's own kernels."""
@@ -142,13 +134,13 @@ class IQLAgent(tf.Module):
         # 1. Value: expectile regression towards the target critics.
         with tf.GradientTape() as tape:
             v = self.value(observations)
-            value_loss = losses.expectile_loss(target_q - v, self.expectile)
+            value_loss = losses.expectile_loss(target_q - v, self.settings.expectile)
             total = tf.reduce_sum(value_loss)  # the sum over members: each member's gradient is its own loss's
         self._apply(self.value_optimizer, tape, total, self.value)
 
         # 2. Actor: AWR with advantages from the value network after step 1.
         advantages = target_q - self.value(observations)
-        weights = losses.awr_weights(advantages, self.beta)
+        weights = losses.awr_weights(advantages, self.settings.beta)
         with tf.GradientTape() as tape:
             log_probs = self.actor.distribution(observations, dropout_seeds=dropout_seeds).log_prob(actions)
             actor_loss = losses.awr_actor_loss(log_probs, weights)
@@ -157,7 +149,7 @@ class IQLAgent(tf.Module):
 
         # 3. Critics: TD targets bootstrap from the value network after step 1.
         target = losses.td_target(
-            batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.discount
+            batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.settings.discount
         )
         with tf.GradientTape() as tape:
             q1, q2 = self.critic(observations, actions)
@@ -168,7 +160,7 @@ class IQLAgent(tf.Module):
         # 4. Target critics: Polyak averaging.
         for target_variable, variable in zip(self.target_critic.variables, self.critic.variables):
             target_variable.assign(
-                (1.0 - self.target_update_rate) * target_variable + self.target_update_rate * variable
+                (1.0 - self.settings.target_update_rate) * target_variable + self.settings.target_update_rate * variable
             )
         self.step.assign_add(1)
 
@@ -198,7 +190,7 @@ class IQLAgent(tf.Module):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     def _sampled_update(self, buffer: "ReplayBuffer | StreamedBatches") -> Dict[str, tf.Tensor]:
-        batch = buffer.sample(self.generators, self.batch_size)
+        batch = buffer.sample(self.generators, self.settings.batch_size)
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
         return self.update(batch, dropout_seeds)
 

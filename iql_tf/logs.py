@@ -62,3 +62,5 @@ def show_progress_in_python() -> None:
         flags.FLAGS.mark_as_parsed()  # absl's defaults; else it warns that logging precedes flag parsing
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logging.use_absl_handler()
+    # To the stderr of now: a notebook's (or a test's) replaces the one absl's handler took at import.
+    absl_logging.get_absl_handler().python_handler.stream = sys.stderr

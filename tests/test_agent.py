@@ -48,16 +48,16 @@ def manual_update(agent: IQLAgent, batch, actor_uses_updated_value=True):
     target_q = tf.minimum(*agent.target_critic(obs, act))
     old_v = agent.value(obs)
     with tf.GradientTape() as tape:
-        value_loss = tf.reduce_sum(losses.expectile_loss(target_q - agent.value(obs), agent.expectile))
+        value_loss = tf.reduce_sum(losses.expectile_loss(target_q - agent.value(obs), agent.settings.expectile))
     grads = tape.gradient(value_loss, agent.value.trainable_variables)
     agent.value_optimizer.apply_gradients(zip(grads, agent.value.trainable_variables))
     v = agent.value(obs) if actor_uses_updated_value else old_v
-    weights_awr = losses.awr_weights(target_q - v, agent.beta)
+    weights_awr = losses.awr_weights(target_q - v, agent.settings.beta)
     with tf.GradientTape() as tape:
         actor_loss = tf.reduce_sum(losses.awr_actor_loss(agent.actor.distribution(obs).log_prob(act), weights_awr))
     grads = tape.gradient(actor_loss, agent.actor.trainable_variables)
     agent.actor_optimizer.apply_gradients(zip(grads, agent.actor.trainable_variables))
-    y = losses.td_target(batch["rewards"], batch["masks"], agent.value(batch["next_observations"]), agent.discount)
+    y = losses.td_target(batch["rewards"], batch["masks"], agent.value(batch["next_observations"]), agent.settings.discount)
     with tf.GradientTape() as tape:
         critic_loss = tf.reduce_sum(losses.critic_loss(*agent.critic(obs, act), y))
     grads = tape.gradient(critic_loss, agent.critic.trainable_variables)

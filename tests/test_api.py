@@ -40,7 +40,7 @@ def test_the_readme_block_trains_predicts_exports_and_loads(tmp_path, monkeypatc
     assert "IQLAgent.hidden_dims = (64, 64)" in (run / "operative_config.gin").read_text()
 
 
-def test_mistakes_are_one_line(write_npz, tmp_path):
+def test_mistakes_are_one_line_and_progress_shows_as_in_the_cli(write_npz, tmp_path, capfd):
     with pytest.raises(UserError, match=r"unknown setting 'expectle'; did you mean 'expectile'\?"):
         iql_tf.IQL.from_config("locomotion", expectle=0.7)
     with pytest.raises(UserError, match=r"IQLAgent.expectile = 1.5 must be a number in \(0, 1\)"):
@@ -54,7 +54,9 @@ def test_mistakes_are_one_line(write_npz, tmp_path):
         iql_tf.IQL.load(str(tmp_path))
     agent = iql_tf.IQL.from_config("quickstart", hidden_dims=(8,), batch_size=4, jit_compile=False,
                                    progress_bar=False)
+    capfd.readouterr()
     agent.fit(str(write_npz()), steps=20, workdir=str(tmp_path / "tiny"))
+    assert "Done: 20 steps; policy exported to" in capfd.readouterr().err  # log lines without absl flags
     assert agent.predict(np.zeros(3)).shape == (2,)  # one observation in, one action out
     with pytest.raises(UserError, match=r"observations of shape \[2, 5\]: expected \[N, 3\] or \[3\]"):
         agent.predict(np.zeros((2, 5)))
