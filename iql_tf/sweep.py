@@ -37,6 +37,7 @@ from iql_tf import cli, config, run_files
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
+_COMMAND_STARTED = time.time()  # the sweep's summary reports the command's whole wall time, Ray's start included
 # Ray's single-machine mode: its node address is 127.0.0.1 and every server it starts (GCS, raylet, workers,
 # the runtime-env agent) listens there. Read by Ray when it is imported; meant for macOS and Windows, it is
 # also the only documented way to keep a local Ray on loopback on Linux.
@@ -210,6 +211,10 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
     if not pending:
         return outcomes
     (root / run_files.STOP).unlink(missing_ok=True)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
+    say(f"starting a local Ray on 127.0.0.1 for {len(pending)} run(s)" if ray_address is None
+        else f"connecting to the Ray cluster at {ray_address} for {len(pending)} run(s)")
+    started = time.perf_counter()
     init_ray(ray_address)
     import ray
 
@@ -217,6 +222,10 @@ def run_sweep(specs: Sequence[RunSpec], root: pathlib.Path, ray_address: Optiona
         task = ray.remote(train_one).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         threads = max(1, int(cpus_per_run))
         unfinished = {task.remote(spec.to_json(), spec.name, str(root), threads): spec for spec in pending}
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        say(f"Ray ready in {time.perf_counter() - started:.0f} s: {len(pending)} run(s) queued, {cpus_per_run:g} CPU(s) "
+            f"each on {cpus} CPU(s); each worker imports TensorFlow before its first run (a minute or so on a small "
+            "machine); a line per finished run follows")
         bar = tqdm.tqdm(total=len(specs), initial=len(outcomes), unit="run", disable=not progress, file=sys.stderr)
         # Ctrl-C only sets a flag, checked between short waits: Ray's waits take pending signals as an
         # interruption of their own, so a KeyboardInterrupt raised inside ray.wait can be lost.
@@ -310,7 +319,6 @@ def main(argv: Sequence[str]) -> None:
     quiet.quiet_tensorflow()
     specs = plan(FLAGS.gin_file, FLAGS.gin_bindings, parse_grid(FLAGS.grid), parse_seeds(FLAGS.seeds))
     root = pathlib.Path(FLAGS.root)
-    start = time.perf_counter()
     try:
         outcomes = run_sweep(specs, root, FLAGS.ray_address, FLAGS.cpus_per_run, FLAGS.gpus_per_run)
     except KeyboardInterrupt:
@@ -318,7 +326,7 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(130)
     counts = {status: sum(o["status"] == status for o in outcomes) for status in ("finished", "skipped", "failed")}
     print(f"{len(specs)} runs in {root}: {counts['finished']} trained, {counts['skipped']} already finished, "
-          f"{counts['failed']} failed ({time.perf_counter() - start:.0f} s); summarise with "
+          f"{counts['failed']} failed (wall time {time.time() - _COMMAND_STARTED:.0f} s); summarise with "
           f"`python -m iql_tf.report {root}`")
     if counts["failed"]:
         sys.exit(1)

@@ -71,7 +71,12 @@ def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     after = finished(root)
     assert len(after) == 8 and {name: after[name] for name in before} == before  # finished runs not trained again
-    assert f"8 runs in {root}: {8 - len(before)} trained, {len(before)} already finished, 0 failed" in result.stdout
+    assert f"8 runs in {root}: {8 - len(before)} trained, {len(before)} already finished, 0 failed (wall time " \
+        in result.stdout
+    # What it does while Ray and its workers start is said before the first run ends.
+    said = result.stderr.index("starting a local Ray on 127.0.0.1"), result.stderr.index("Ray ready in "), \
+        result.stderr.index("finished ")
+    assert list(said) == sorted(said)
     for line in stopped:  # stopped runs resumed from their checkpoint
         history = json.loads((root / line.split()[1] / "eval_results.json").read_text())
         assert [entry["step"] for entry in history] == [1000, 2000, 3000]
