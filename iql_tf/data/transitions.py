@@ -76,9 +76,9 @@ def from_rows(
         }
     episode_end = terminals | timeouts
     episode_end[-1] = True
-    # Deliberate deviation from D4RL's own loader, which drops the last row of every episode: a terminal last
-    # row is kept with s' = s, which its mask of 0 keeps out of every target; dropping it would erase the
-    # termination. The reference's loader keeps these rows too.
+    # As D4RL's `qlearning_dataset` (which the reference's loader calls): time-out rows without s' are
+    # skipped, terminal rows kept. A terminal last row gets s' = s, which its mask of 0 keeps out of every
+    # target; dropping it would erase the termination.
     keep = ~episode_end | terminals
     episode_index = np.cumsum(episode_end) - episode_end  # rows of one episode share an index
     following = np.append(observations[1:], observations[-1:], axis=0)
