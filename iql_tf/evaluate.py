@@ -110,7 +110,7 @@ def draw_trajectories(env: "gymnasium.Env", policy: "evaluation.Policy", keys: O
     axis.set_aspect("equal")
     axis.set_title(f"{env.spec.id}: {episodes} episodes (start o, goal *)")
     axis.axis("off")
-    files.write_png(figure, path, dpi=120)
+    files.write_png(figure, path)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -60,8 +60,9 @@ def write_json(path: PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def write_png(figure: "matplotlib.figure.Figure", path: PathLike, dpi: int) -> None:
-    """Replaces `path` with a matplotlib figure as PNG in one step, then closes the figure."""
+def write_png(figure: "matplotlib.figure.Figure", path: PathLike, dpi: int = 150) -> None:
+    """Replaces `path` with a matplotlib figure as PNG in one step, then closes the figure (150 dpi: small
+    text stays readable)."""
     import matplotlib.pyplot as plt
 
     with atomic_file(path) as temporary:

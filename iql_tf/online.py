@@ -12,6 +12,7 @@ checkpoint records how many there are, with the episode count and the random gen
 them back into the buffer; the interrupted episode starts again.
 """
 
+import json
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from iql_tf import envs, files
+from iql_tf.data import checksums
 from iql_tf.agent import IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.preprocessing import ACTION_LIMIT, Preprocessing
@@ -38,8 +40,9 @@ class OnlinePhase:
         self.agent, self.buffer, self.seed, self.checkpoints = agent, buffer, seed, checkpoints
         self.noise = tf.constant(float(exploration_noise))
         self.episodes = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_episodes")
-        # How many online transitions the checkpoint's chunks hold (saved with the checkpoint).
+        # How many online transitions the checkpoint's chunks hold, and each chunk's sha256 (saved with it).
         self.saved_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="online_rows")
+        self.chunk_digests = tf.Variable("{}", trainable=False, name="online_chunk_digests")
         self.observation: Optional[np.ndarray] = None  # the current network observation; None between episodes
         self.action: Optional[np.ndarray] = None  # the exploration action for it, in [-1, 1]
         self.finished: List[Dict[str, float]] = []  # episodes ended since the last summary
@@ -47,7 +50,8 @@ class OnlinePhase:
         self._update_fn: Optional[Callable] = None  # IQLAgent.online_update_fn bound to the buffer
 
     def trackables(self) -> Dict[str, tf.Variable]:
-        return {"online_episodes": self.episodes, "online_rows": self.saved_count}
+        return {"online_episodes": self.episodes, "online_rows": self.saved_count,
+                "online_chunk_digests": self.chunk_digests}
 
     def _reset(self) -> None:
         seed = self.seed * _RESET_SEED_STRIDE + int(self.episodes.numpy())
@@ -111,12 +115,16 @@ class OnlinePhase:
             path.parent.mkdir(parents=True, exist_ok=True)
             with files.atomic_file(path) as temporary, open(temporary, "wb") as f:
                 np.savez(f, **self.buffer.online_transitions(first, last))
+            digests = json.loads(self.chunk_digests.numpy().decode())
+            digests[path.name] = checksums.file_sha256(path)
+            self.chunk_digests.assign(json.dumps(digests, sort_keys=True))
         self.saved_count.assign(last)
 
     def restore(self) -> None:
         """Puts the online transitions of the restored checkpoint back into the buffer (after the offline data)
         and deletes those of newer, lost checkpoints; the interrupted episode starts again."""
         rows = int(self.saved_count.numpy())
+        digests = json.loads(self.chunk_digests.numpy().decode())
         parts, expected = [], 0
         for first, last, path in self.checkpoints.online_chunks():
             if first >= rows:
@@ -126,6 +134,10 @@ class OnlinePhase:
                 raise UserError(f"{path}: online transitions {first}-{last} do not continue those before ({expected}) "
                                 f"up to the checkpoint's {rows}; the run directory was edited: start it again in a "
                                 "new --workdir")
+            if checksums.file_sha256(path) != digests.get(path.name):
+                raise UserError(f"{path}: damaged (its sha256 does not match the checkpoint's record), and every later "
+                                "checkpoint needs it: restore the file from a copy, or start the run again in a new "
+                                "--workdir")
             with np.load(path) as data:
                 parts.append({key: data[key] for key in data.files})
             expected = last

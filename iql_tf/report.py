@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from absl import flags
 
-from iql_tf import cli, files, run_files
+from iql_tf import cli, files, json_records, run_files
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -49,6 +49,7 @@ class RunResult:
     scores: List[float]  # per evaluation, in score units
     kind: str
     online_from: Optional[int] = None  # the update where online fine-tuning began
+    setup: str = ""  # a digest of how it was trained but for the seed (finished.json's training record)
 
     @property
     def final(self) -> float:
@@ -86,8 +87,22 @@ def collect(root: pathlib.Path) -> List[RunResult]:
             configuration = ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
                                       if name not in ("train.seed", "make_dataset.source"))
             runs.append(RunResult(finished.parent, summary["dataset"], configuration or "default", seed,
-                            [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1],
-                            online_from))
+                                  [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1],
+                                  online_from, json_records.digest(summary.get("training"))))
+    return _apart_by_setup(runs)
+
+
+def _apart_by_setup(runs: List[RunResult]) -> List[RunResult]:
+    """Runs with one label (dataset and swept values) but trained differently otherwise are not seeds of one
+    configuration: each setup gets its own label, and the report says so."""
+    setups: Dict[Tuple[str, str], List[str]] = collections.defaultdict(list)
+    for run in runs:
+        if run.setup not in setups[(run.dataset, run.configuration)]:
+            setups[(run.dataset, run.configuration)].append(run.setup)
+    for run in runs:
+        found = setups[(run.dataset, run.configuration)]
+        if len(found) > 1:
+            run.configuration = f"{run.configuration} [settings {found.index(run.setup) + 1} of {len(found)}]"
     return runs
 
 
@@ -137,11 +152,16 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dic
                                for name, group in configurations.items()},
         }
     report: Dict[str, Any] = {"datasets": datasets}
+    mixed = sorted({f"{run.dataset}: {run.configuration.rsplit(' [settings', 1)[0]}" for run in runs
+                    if " [settings " in run.configuration})
+    if mixed:
+        report["notes"] = [f"{name} was trained with different settings besides the seed (network sizes, steps, "
+                           "preprocessing, ...): each set of settings is its own configuration below" for name in mixed]
     common = sorted(set.intersection(*(set(c) for c in by_dataset.values())))
     # rliable's matrices are [runs, datasets]: the same number of seeds on every dataset.
     count = min((len(by_dataset[d][c]) for d in by_dataset for c in common), default=0)
     matrices = {c: np.array([[run.final for run in by_dataset[d][c][:count]] for d in by_dataset]).T for c in common}
-    if len(by_dataset) > 1 and common:
+    if common:  # with one dataset too: the intervals are then that dataset's
         aggregate = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x),  # noqa: E731
                                         metrics.aggregate_optimality_gap(x, 100.0)])
         points, intervals = _estimates(matrices, aggregate, reps, seed)
@@ -156,6 +176,8 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dic
 
 def markdown(report: Dict[str, Any]) -> str:
     lines = ["# Results", ""]
+    for note in report.get("notes", []):
+        lines += [f"Note: {note}.", ""]
     for dataset, entry in report["datasets"].items():
         lines += [f"## {dataset} (score: {entry['score']})", "", "| configuration | runs | mean | IQM | 95 % CI of the IQM |",
                   "| --- | --- | --- | --- | --- |"]
@@ -198,7 +220,8 @@ def plot(runs: Sequence[RunResult], report: Dict[str, Any], output: pathlib.Path
             curves = np.array([[dict(zip(run.steps, run.scores))[step] for step in steps] for run in group])
             per_step = lambda x: np.array([metrics.aggregate_iqm(x[:, :, t]) for t in range(x.shape[2])])  # noqa: E731
             points, intervals = _estimates({"c": curves[:, None, :]}, per_step, max(200, reps // 10), seed)
-            line, = axis.plot(steps, points["c"], label=f"{configuration} (IQM of {len(group)})")
+            line, = axis.plot(steps, points["c"], marker="o" if len(steps) == 1 else None,
+                              label=f"{configuration} (IQM of {len(group)})")
             axis.fill_between(steps, intervals["c"][0], intervals["c"][1], alpha=0.2, color=line.get_color())
             for run in group:  # each seed, faintly
                 axis.plot(run.steps, run.scores, lw=0.6, alpha=0.5, color=line.get_color())
@@ -207,12 +230,16 @@ def plot(runs: Sequence[RunResult], report: Dict[str, Any], output: pathlib.Path
                 axis.text(start, axis.get_ylim()[1], " online", va="top", fontsize="x-small", color="0.4")
         axis.set_title(dataset)
         axis.set_xlabel("gradient updates")
-        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        # Whole updates only (a one-point curve would get ticks like 0.0002k); thousands as k, few enough to read.
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+            lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"))
         axis.set_ylabel(report["datasets"][dataset]["score"].replace("success_rate", "success (%)"))
-        axis.legend(fontsize="x-small")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="x-small")
     figure.tight_layout()
     written = [output / "curves.png"]
-    files.write_png(figure, written[0], dpi=110)
+    files.write_png(figure, written[0])
     if "aggregate" in report:
         names = list(report["aggregate"])
         figure, axes = plt.subplots(1, 3, figsize=(12, 0.6 + 0.5 * len(names)), squeeze=False)
@@ -225,7 +252,7 @@ def plot(runs: Sequence[RunResult], report: Dict[str, Any], output: pathlib.Path
             axis.set_title(metric.replace("_", " "))
         figure.tight_layout()
         written.append(output / "aggregate.png")
-        files.write_png(figure, written[-1], dpi=110)
+        files.write_png(figure, written[-1])
     return written
 
 

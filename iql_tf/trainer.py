@@ -430,7 +430,10 @@ class TrainingRun:
             "step": step, "num_offline_steps": self.settings.num_offline_steps,
             "dataset": self.metadata.source, "seeds": self.seeds, "results": self.results,
             "swept": {name: value for name, value in self.hparams.items() if name != "train.seed"},
-            "hparams": [self.hparams_of(member) for member in range(len(self.seeds))]})
+            "hparams": [self.hparams_of(member) for member in range(len(self.seeds))],
+            # How it was trained, but for the seeds: the report never pools runs that differ in it.
+            "training": {name: value for name, value in self._training_record()["training"].items()
+                         if name not in ("seed", "num_seeds")}})
         logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
         return self.results
 

@@ -86,6 +86,17 @@ def test_a_crash_online_resumes_with_every_transition_up_to_the_last_checkpoint(
     chunks = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("online-*.npz"))
     assert chunks == ["online-0000000000-0000000010.npz"]  # only the online transitions, not the dataset
 
+    # A damaged chunk is named, not a zipfile traceback; nothing is deleted.
+    chunk = tmp_path / "run" / "checkpoints" / chunks[0]
+    good = chunk.read_bytes()
+    chunk.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    damaged = trainer.TrainingRun(tmp_path / "run", DataSettings(), AgentSettings(), RunSettings())
+    with damaged.files.lock(), pytest.raises(UserError, match=rf"{chunk}: damaged \(its sha256 does not match"):
+        damaged.build()
+        damaged.restore()
+    damaged.close()
+    chunk.write_bytes(good)
+
     run = trainer.TrainingRun(tmp_path / "run", DataSettings(), AgentSettings(), RunSettings())
     with run.files.lock():
         run.build()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import gin
 import numpy as np
@@ -210,3 +211,19 @@ def test_the_local_ray_listens_on_loopback_only():
     finally:
         driver.stdin.close()
         driver.wait(timeout=60)
+
+
+def test_the_report_keeps_runs_of_other_settings_apart_and_draws_one_point_curves(tmp_path):
+    # Two "seeds" of one label that were trained differently (say 64x64 for 2000 steps, 256x256 for 1000):
+    # not one configuration with a confidence interval.
+    runs = [report.RunResult(tmp_path, "d", "c", seed, [1000], [10.0 * seed], "normalized_score", setup=setup)
+            for seed, setup in ((0, "aaa"), (1, "aaa"), (2, "bbb"))]
+    summary = report.summarise(report._apart_by_setup(runs), reps=100)
+    assert set(summary["datasets"]["d"]["configurations"]) == {"c [settings 1 of 2]", "c [settings 2 of 2]"}
+    assert "d: c was trained with different settings besides the seed" in report.markdown(summary)
+    # One dataset still gets its aggregate figure; one evaluation per run draws without warnings.
+    assert set(summary["aggregate"]) == {"c [settings 1 of 2]", "c [settings 2 of 2]"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = report.plot(runs, summary, tmp_path, reps=100, seed=0)
+    assert [path.name for path in written] == ["curves.png", "aggregate.png"]

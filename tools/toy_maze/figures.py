@@ -72,5 +72,5 @@ def write_figures(results: Results, output_dir: pathlib.Path) -> Dict[str, pathl
 
 def _save(fig: plt.Figure, path: pathlib.Path) -> pathlib.Path:
     fig.tight_layout()
-    files.write_png(fig, path, dpi=110)
+    files.write_png(fig, path)
     return path
