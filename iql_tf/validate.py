@@ -89,18 +89,31 @@ def _result(problems: List[str], transitions: Dict[str, np.ndarray], episodes: i
             ) -> Dict[str, Any]:
     return {"problems": problems,
             "summary": _summary(transitions, episodes, action_low, action_high, env_id, ref_min, ref_max),
-            "notes": _notes(transitions)}
+            "notes": _notes(transitions, env_id)}
 
 
-def _notes(transitions: Dict[str, np.ndarray]) -> List[str]:
-    """Advice that is no problem: the dataset trains as it is, but better with a setting."""
+def _is_goal_reaching(env_id: Optional[str]) -> bool:
+    """Maze tasks (AntMaze, PointMaze): reward 1 where the goal is reached."""
+    return bool(env_id) and "Maze" in env_id
+
+
+def _notes(transitions: Dict[str, np.ndarray], env_id: Optional[str]) -> List[str]:
+    """Advice that is no problem: the dataset trains as it is, but better with a setting, or a caveat."""
+    notes = []
     std = transitions["observations"].std(0)
     varying = std[std > 0]  # constant dimensions are listed in the summary
     if varying.size and varying.max() > _STD_SPREAD * varying.min():
-        return [f"observation std differs {varying.max() / varying.min():.0f}x over dimensions ({varying.min():.3g} "
-                f"to {varying.max():.4g}): set make_dataset.normalize_observations = True so that the small ones "
-                "are not drowned out"]
-    return []
+        notes.append(f"observation std differs {varying.max() / varying.min():.0f}x over dimensions "
+                     f"({varying.min():.3g} to {varying.max():.4g}): set make_dataset.normalize_observations = True "
+                     "so that the small ones are not drowned out")
+    reached = transitions["rewards"] > 0
+    if _is_goal_reaching(env_id) and reached.any():
+        open_ended = int((reached & ~(transitions["terminals"] > 0)).sum())
+        if open_ended:
+            notes.append(f"{open_ended} of the {int(reached.sum())} goal-reaching transitions are not terminal, where "
+                         "D4RL's AntMaze data made the goal absorbing: values bootstrap past the goal, so scores "
+                         "are not directly comparable with the paper's (docs/semantics.md)")
+    return notes
 
 
 def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.ndarray, action_high: np.ndarray,
@@ -125,6 +138,8 @@ def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.n
         "constant observation dimensions": np.flatnonzero(observations.std(0) == 0).tolist(),
         "environment": env_id,
         "reference scores": [ref_min, ref_max],
+        **({"goal-reaching transitions (reward > 0) / of them terminal": [
+            int((rewards > 0).sum()), int(((rewards > 0) & terminals).sum())]} if _is_goal_reaching(env_id) else {}),
     }
 
 

@@ -156,3 +156,17 @@ def test_validate_knows_the_generated_ids_without_importing_the_generators_first
         cli.one_line_errors(validate.main)(["iql-validate", "iql_tf/pointmaze/umaze-stitch-v0"])
     assert exit_status.value.code == 2
     assert "one of the project's generated datasets, not generated yet" in capsys.readouterr().err
+
+
+def test_validate_counts_goal_reaching_transitions_and_says_when_they_are_not_terminal(pointmaze_root, monkeypatch):
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
+    result = validate.validate("pointmaze/umaze-example-v0")
+    episodes = list(minari.load_dataset("pointmaze/umaze-example-v0").iterate_episodes())
+    reached = sum(int((episode.rewards > 0).sum()) for episode in episodes)
+    terminal = sum(int(((episode.rewards > 0) & episode.terminations).sum()) for episode in episodes)
+    assert reached > 0 and terminal == 0  # a continuing task: the goal is reached, nothing terminates
+    assert result["summary"]["goal-reaching transitions (reward > 0) / of them terminal"] == [reached, terminal]
+    assert any(note.startswith(f"{reached} of the {reached} goal-reaching transitions are not terminal")
+               for note in result["notes"])
