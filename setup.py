@@ -11,6 +11,7 @@ requirements = [
 ]
 
 SWEEP = ["ray==2.60.0", "rliable==1.2.0", "arch==7.2.0", "pandas==2.3.3"]
+JAX_REFERENCE = ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8"]
 TABLES = ["pandas==2.3.3", "pyarrow==21.0.0"]
 
 COMMANDS = {
@@ -39,10 +40,11 @@ setup(
         "sweep": SWEEP,
         # .csv / .parquet datasets and iql_tf.data.from_pandas.
         "tables": TABLES,
-        # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation).
-        "test": ["pytest==9.2.0", "setuptools==84.2.1", *dict.fromkeys(SWEEP + TABLES)],
+        # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation; one
+        # update is checked against the JAX reference).
+        "test": ["pytest==9.2.0", "setuptools==84.2.1", *dict.fromkeys(SWEEP + TABLES + JAX_REFERENCE)],
         # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
-        "bench": ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8", "torch==2.14.1"],
+        "bench": [*JAX_REFERENCE, "torch==2.14.1"],
     },
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in COMMANDS.items()]},
 )

@@ -119,14 +119,14 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
 @pytest.mark.parametrize("name, content", [
     ("resumes.json", "{not json"), ("resumes.json", '{"step": 1}'),
     ("eval_results.json", "[{"), ("eval_results.json", '[{"seed": 0}]'),
-    ("finished.json", "nul"), ("finished.json", '{"step": 40}'),
+    ("finished.json", "nul"), ("finished.json", '{"step": 40}'), ("sweep_run.json", "[1, 2]"),
 ])
 def test_a_garbled_run_record_is_one_line_naming_the_file(tiny, tmp_path, name, content):
     tiny(20)
     (tmp_path / "run" / name).write_text(content)
     files = RunFiles(tmp_path / "run")
     reader = {"resumes.json": lambda: files.record_resume(1, {}), "eval_results.json": files.results,
-              "finished.json": files.finished}[name]
+              "finished.json": files.finished, "sweep_run.json": files.sweep_run}[name]
     with pytest.raises(UserError) as error:
         reader()
     message = str(error.value)

@@ -8,7 +8,8 @@ host with numpy (as their ``Dataset.sample`` does) for ``single_update``; ``fuse
 updates in one jitted ``lax.scan`` with the dataset on device and in-graph sampling.
 
 It is written to match the semantics of iql_tf's TF update so that the benchmark compares like
-with like; it is not used for training and is no part of iql_tf's API.
+with like, and `tests/test_reference_update.py` checks one update of iql_tf against it from identical
+weights (`set_weights`); it is not used for training and is no part of iql_tf's API.
 """
 
 import dataclasses
@@ -177,6 +178,24 @@ def fused(
     return state, info
 
 
+def _layer_paths(hidden_dims: Sequence[int]) -> Dict[str, Tuple[str, Tuple[str, ...]]]:
+    """Neutral weight names ("value/0/kernel", kernels [in, out]) -> (network, flax param path)."""
+    n = len(hidden_dims) + 1
+    paths: Dict[str, Tuple[str, Tuple[str, ...]]] = {}
+    for leaf in ("kernel", "bias"):
+        for i in range(n):
+            paths[f"value/{i}/{leaf}"] = ("value", ("MLP_0", f"Dense_{i}", leaf))
+            for c in (1, 2):
+                flax_path = (f"Critic_{c - 1}", "MLP_0", f"Dense_{i}", leaf)
+                paths[f"critic{c}/{i}/{leaf}"] = ("critic", flax_path)
+                paths[f"target_critic{c}/{i}/{leaf}"] = ("target_critic", flax_path)
+        for i in range(n - 1):
+            paths[f"actor/{i}/{leaf}"] = ("actor", ("MLP_0", f"Dense_{i}", leaf))
+        paths[f"actor/{n - 1}/{leaf}"] = ("actor", ("Dense_0", leaf))
+    paths["actor/log_std"] = ("actor", ("log_stds",))
+    return paths
+
+
 class JaxIQL:
     """The benchmark's driver around the jitted update (see the module docstring)."""
 
@@ -189,6 +208,8 @@ class JaxIQL:
         batch_size: int = 256,
         seed: int = 0,
         max_steps: int = 1_000_000,
+        expectile: float = 0.7,
+        beta: float = 3.0,
     ):
         self.hidden_dims = tuple(hidden_dims)
         self.batch_size = batch_size
@@ -218,7 +239,7 @@ class JaxIQL:
             ),
             target_critic_params=critic_params,  # immutable arrays: sharing them is a copy
         )
-        hp = Hyper()
+        hp = Hyper(expectile=expectile, beta=beta)
         # jit once; num_updates is static, so fused compiles once per distinct value.
         self._update = jax.jit(partial(update, hp=hp))
         self._fused = jax.jit(partial(fused, hp=hp, batch_size=batch_size), static_argnames="num_updates")
@@ -245,3 +266,31 @@ class JaxIQL:
 
     def losses(self) -> Dict[str, float]:
         return {k: float(v) for k, v in self._info.items()}
+
+    def _trees(self) -> Dict[str, Any]:
+        return {
+            "value": self.state.value.params,
+            "actor": self.state.actor.params,
+            "critic": self.state.critic.params,
+            "target_critic": self.state.target_critic_params,
+        }
+
+    def get_weights(self) -> Dict[str, np.ndarray]:
+        """All parameters under neutral names, e.g. "critic1/0/kernel" ([in, out]), "actor/log_std"."""
+        flat = {net: flax.traverse_util.flatten_dict(tree) for net, tree in self._trees().items()}
+        return {name: np.array(flat[net][path]) for name, (net, path) in _layer_paths(self.hidden_dims).items()}
+
+    def set_weights(self, weights: Dict[str, np.ndarray]) -> None:
+        """Replaces the parameters (not the optimiser state); meant for before the first update."""
+        flat = {net: dict(flax.traverse_util.flatten_dict(tree)) for net, tree in self._trees().items()}
+        for name, (net, path) in _layer_paths(self.hidden_dims).items():
+            if name in weights:
+                old = flat[net][path]
+                flat[net][path] = jnp.asarray(np.asarray(weights[name], np.float32).reshape(old.shape))
+        trees = {net: flax.traverse_util.unflatten_dict(f) for net, f in flat.items()}
+        self.state = self.state.replace(
+            value=self.state.value.replace(params=trees["value"]),
+            actor=self.state.actor.replace(params=trees["actor"]),
+            critic=self.state.critic.replace(params=trees["critic"]),
+            target_critic_params=trees["target_critic"],
+        )

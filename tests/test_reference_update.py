@@ -1,0 +1,52 @@
+"""One IQL update of iql-tf against an independent implementation: the JAX / Flax / optax reference of the
+benchmarks (the authors' structure), from identical weights on an identical batch."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iql_tf.agent import IQLAgent
+from iql_tf.settings import AgentSettings
+from tools.benchmark.jax_reference import JaxIQL
+
+OBS, ACT, HIDDEN, BATCH = 5, 2, (16, 16), 64
+
+
+def neutral_weights(agent: IQLAgent) -> dict:
+    """The agent's weights under the reference's neutral names ("critic1/0/kernel": [in, out], ...)."""
+    weights = {}
+    networks = {"value": agent.value, "critic1": agent.critic.q1, "critic2": agent.critic.q2,
+                "target_critic1": agent.target_critic.q1, "target_critic2": agent.target_critic.q2}
+    for name, network in networks.items():
+        for index, layer in enumerate([*network.trunk.layers, network.head]):
+            weights[f"{name}/{index}/kernel"], weights[f"{name}/{index}/bias"] = layer.member(0)
+    actor = agent.member_weights(0)
+    for index in range(len(HIDDEN) + 1):
+        weights[f"actor/{index}/kernel"], weights[f"actor/{index}/bias"] = actor[f"kernel_{index}"], actor[f"bias_{index}"]
+    weights["actor/log_std"] = actor["log_std"]
+    return weights
+
+
+@pytest.mark.parametrize("expectile, beta", [(0.7, 3.0), (0.9, 10.0)])
+def test_one_update_matches_the_jax_reference(expectile, beta):
+    rng = np.random.default_rng(0)
+    batch = {"observations": rng.normal(size=(BATCH, OBS)), "actions": rng.uniform(-0.9, 0.9, (BATCH, ACT)),
+             "rewards": rng.normal(size=BATCH), "masks": (rng.uniform(size=BATCH) > 0.2).astype(float),
+             "next_observations": rng.normal(size=(BATCH, OBS))}
+    batch = {key: value.astype(np.float32) for key, value in batch.items()}
+    agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=HIDDEN, expectile=expectile, beta=beta, jit_compile=False),
+                     actor_decay_steps=1_000_000)
+    reference = JaxIQL(batch, OBS, ACT, HIDDEN, BATCH, max_steps=1_000_000, expectile=expectile, beta=beta)
+    reference.set_weights(neutral_weights(agent))
+    before = neutral_weights(agent)
+    assert all(np.array_equal(value, reference.get_weights()[name].reshape(value.shape)) for name, value in before.items())
+
+    metrics = agent.update({key: tf.constant(value[None]) for key, value in batch.items()}, tf.constant([[0, 0]]))
+    reference.update_on(batch)
+    after, expected = neutral_weights(agent), reference.get_weights()
+    moved = [name for name in after if not np.allclose(after[name], before[name])]
+    assert len(moved) > 20  # the update really changed the weights, of every network
+    for name, value in after.items():
+        np.testing.assert_allclose(value, expected[name].reshape(value.shape), atol=1e-5, err_msg=name)
+    for name, value in reference.losses().items():
+        np.testing.assert_allclose(metrics[name].numpy()[0], value, rtol=1e-5, err_msg=name)
