@@ -192,13 +192,14 @@ def test_a_written_dataset_loads_and_lists_and_sweeps_a_stale_staging_folder(min
 
 
 def _tiny_policy(directory, observation_dim=11, action_dim=3, env_id="Hopper-v5"):
-    """A stand-in for an exported policy: the same signature and assets/metadata.json as the export."""
+    """A stand-in for an exported policy: the same signature and assets/metadata.json as the export, its
+    weights constants as in the export (so it passes the export check)."""
 
     class Policy(tf.Module):
         def __init__(self):
             super().__init__()
             rng = np.random.default_rng(0)
-            self.kernel = tf.Variable(0.3 * rng.standard_normal((observation_dim, action_dim)).astype(np.float32))
+            self.kernel = tf.constant(0.3 * rng.standard_normal((observation_dim, action_dim)).astype(np.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([None, observation_dim], tf.float32, name="observations")])
         def serve(self, observations):
@@ -322,8 +323,8 @@ def test_a_policy_directory_that_is_not_an_export(minari_root, tmp_path):
 
 def test_a_policy_trained_without_an_environment_cannot_be_rolled_out(minari_root, tmp_path):
     _tiny_policy(tmp_path / "policy", env_id=None)
-    with pytest.raises(UserError, match=rf"^{tmp_path / 'policy'}: the policy was trained on a dataset that names "
-                                        r"no environment.*bind make_dataset.env_id"):
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'policy'}: the policy's dataset named no environment.*"
+                                        rf"`iql-evaluate {tmp_path / 'policy'} --env_id=ENV` \(no retraining needed\)"):
         generators.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1, num_steps=10)
 
 

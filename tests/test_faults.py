@@ -144,3 +144,61 @@ def test_outputs_without_checkpoints_are_not_overwritten_by_a_fresh_start(tiny, 
     assert (tmp_path / "run" / "finished.json").read_text() == finished
     tiny(20, "train.start_over = True")
     assert steps_present(tmp_path) == [20, 10]
+
+
+def test_a_full_disk_and_a_read_error_are_one_line_and_delete_nothing(tiny, tmp_path, monkeypatch):
+    tiny(20)
+    write = tf.train.Checkpoint.write
+
+    def full(self, prefix, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}.data-00000-of-00001; No space left on device")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", full)
+    with pytest.raises(UserError, match=r"ckpt-30: the checkpoint could not be written \(.*No space left.*\); free "
+                                        r"space under .*older checkpoints are kept"):
+        tiny(30)
+    monkeypatch.setattr(tf.train.Checkpoint, "write", write)
+    assert steps_present(tmp_path) == [20, 10]
+    # A read error that says nothing of the files (permissions, a filesystem's hiccup) is not damage: it stops
+    # the run, and the next save cannot prune a good checkpoint because of it.
+    load = tf.train.load_checkpoint
+
+    def denied(prefix):
+        raise tf.errors.PermissionDeniedError(None, None, f"{prefix}.index; Permission denied")
+
+    monkeypatch.setattr(tf.train, "load_checkpoint", denied)
+    with pytest.raises(UserError, match=r"ckpt-20: cannot read the checkpoint \(.*Permission denied\), which says "
+                                        r"nothing of its files.*no checkpoint was deleted"):
+        tiny(30)
+    monkeypatch.setattr(tf.train, "load_checkpoint", load)
+    assert steps_present(tmp_path) == [20, 10]
+
+
+def test_staging_of_killed_checkpoint_writes_and_conversions_is_swept(tiny, tmp_path, write_npz):
+    tiny(10)
+    temporary = tmp_path / "run" / "checkpoints" / "ckpt-20_temp"
+    (temporary / "part-00000-of-00001").mkdir(parents=True)
+    tiny(20)
+    assert not temporary.exists() and steps_present(tmp_path) == [20, 10]
+    from iql_tf.data import conversion, sources
+
+    stale = tmp_path / "out" / f".converted.partial-{socket.gethostname()}-999999999-abc"
+    stale.mkdir(parents=True)
+    conversion.convert(sources.resolve(str(write_npz())), tmp_path / "out" / "converted")
+    assert not stale.exists() and (tmp_path / "out" / "converted" / "metadata.json").is_file()
+
+
+def test_atomic_writes_are_synced_before_the_rename(tmp_path, monkeypatch):
+    from iql_tf import files
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda descriptor: synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+                        or real(descriptor))
+    files.write_text(tmp_path / "record.json", "{}")
+    assert any(".record.json.partial-" in path for path in synced)  # the content, before it is renamed
+    assert str(tmp_path) in synced  # then the folder holding the new name
+    synced.clear()
+    with files.atomic_directory(tmp_path / "export") as staging:
+        (staging / "saved_model.pb").write_bytes(b"x")
+    assert any(path.endswith("saved_model.pb") for path in synced) and str(tmp_path) in synced
