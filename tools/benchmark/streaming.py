@@ -42,6 +42,8 @@ def define_flags() -> None:
 def write_converted(directory: pathlib.Path, num_transitions: int, seed: int = 0) -> pathlib.Path:
     """A converted dataset of random hopper-shaped transitions, written shard by shard (never whole in memory):
     episodes of 1000 steps, statistics accumulated as the shards are written."""
+    import tensorflow as tf
+
     from iql_tf.data import checksums, shards
     from iql_tf.data.metadata import DatasetMetadata, ShardInfo, write_metadata
 
@@ -60,7 +62,7 @@ def write_converted(directory: pathlib.Path, num_transitions: int, seed: int = 0
                 "rewards": rng.standard_normal(rows, dtype=np.float32), "terminals": np.zeros(rows, np.float32),
                 "dones": dones}
         name = shards.shard_name(index, count)
-        with __import__("tensorflow").io.TFRecordWriter(str(directory / name)) as writer:
+        with tf.io.TFRecordWriter(str(directory / name)) as writer:
             for first in range(0, rows, shards.BLOCK_SIZE):
                 writer.write(shards._encode(data, first, min(rows, first + shards.BLOCK_SIZE), block, index))
                 block += 1
