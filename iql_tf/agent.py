@@ -235,8 +235,8 @@ class IQLAgent(tf.Module):
             made = int(self.step) - before
             sums = {name: sums[name] + metrics[name] * made for name in METRIC_NAMES}
             done += made
-            if made < calls:  # a non-finite loss stopped the call
-                break
+            if made < calls or not all(np.all(np.isfinite(metrics[name])) for name in LOSS_NAMES):
+                break  # a non-finite loss stopped the call, or ended it
         return {name: metrics[name] if name in _LAST_VALUE else sums[name] / max(done, 1) for name in METRIC_NAMES}
 
     def online_update_fn(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],

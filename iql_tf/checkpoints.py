@@ -137,11 +137,13 @@ class Checkpoints:
 def _read_whole(prefix: str) -> Tuple[str, Optional[Any]]:
     """Reads every tensor of a checkpoint (which verifies its checksums); (problem, None) when the files are
     damaged; any other read error is a UserError. A streamed run's iterator state (variant tensors, which the
-    reader cannot return) is checked when the checkpoint is restored."""
+    reader cannot return as arrays) is read back by the restore op itself."""
     try:
         reader = tf.train.load_checkpoint(prefix)
         for name, dtype in reader.get_variable_to_dtype_map().items():
-            if dtype != tf.variant:
+            if dtype == tf.variant:
+                tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[name], shape_and_slices=[""], dtypes=[tf.variant])
+            else:
                 reader.get_tensor(name)
     except _NOT_DAMAGE as error:
         raise UserError(f"{prefix}: cannot read the checkpoint ({error.message.splitlines()[0][:160]}), which says "

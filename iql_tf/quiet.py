@@ -32,6 +32,16 @@ def _dropped(line: bytes, gpu_present: bool) -> bool:
     return bool(_NOISE.match(body)) or (not gpu_present and bool(_NO_GPU_NOISE.match(body)))
 
 
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Writes all of `data`; a terminal that went away (EPIPE, EIO) drops it, and the reader keeps draining the
+    pipe, so that the process never blocks on a full pipe."""
+    try:
+        while data:
+            data = data[os.write(descriptor, data):]
+    except OSError:
+        pass
+
+
 def filter_native_stderr() -> None:
     """From now on, everything written to file descriptor 2 (by Python or native code, in this process) passes
     through a thread that drops the noise lines above; idempotent. Output is flushed at exit."""
@@ -59,10 +69,9 @@ def filter_native_stderr() -> None:
             # one write each.
             if pending and not pending.startswith((b"WARNING: All log", b"I0", b"I1", b"W0", b"W1", b"E0", b"E1")):
                 kept, pending = kept + pending, b""
-            if kept:
-                os.write(terminal, kept)
+            _write_all(terminal, kept)
         if pending and not _dropped(pending, gpu_present):
-            os.write(terminal, pending)
+            _write_all(terminal, pending)
 
     reader = threading.Thread(target=forward, name="stderr-filter", daemon=True)
     reader.start()

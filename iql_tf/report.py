@@ -210,7 +210,7 @@ def plot(runs: Sequence[RunResult], report: Dict[str, Any], output: pathlib.Path
     from rliable import metrics
 
     datasets = list(report["datasets"])
-    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.4), squeeze=False)
     for axis, dataset in zip(axes[0], datasets):
         for configuration in report["datasets"][dataset]["configurations"]:
             group = [run for run in runs if run.dataset == dataset and run.configuration == configuration]
@@ -235,8 +235,8 @@ def plot(runs: Sequence[RunResult], report: Dict[str, Any], output: pathlib.Path
         axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"))
         axis.set_ylabel(report["datasets"][dataset]["score"].replace("success_rate", "success (%)"))
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize="x-small")
+        if axis.get_legend_handles_labels()[0]:  # below the panel: long configuration names cover no curve
+            axis.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     figure.tight_layout()
     written = [output / "curves.png"]
     files.write_png(figure, written[0])

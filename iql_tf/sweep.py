@@ -266,8 +266,9 @@ def init_ray(address: Optional[str]) -> None:
     import ray
 
     environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": environment} if address is None else None)
+    # "local": a new Ray here, whatever RAY_ADDRESS or the last cluster recorded in /tmp/ray say.
+    ray.init(address="local" if address is None else address, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True, runtime_env={"env_vars": environment} if address is None else None)
     if address is None and not ipaddress.ip_address(ray.util.get_node_ip_address()).is_loopback:
         ray.shutdown()
         raise UserError(f"the local Ray would listen on {ray.util.get_node_ip_address()}, not only on loopback: "

@@ -136,8 +136,8 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
-        if not directory.startswith(cache):
-            raise
+        if sources.resolve(source, columns=settings.columns).kind == sources.CONVERTED:
+            raise  # the user's own converted directory: never deleted
         # A cache entry damaged after its check above (shards are verified only as they are read): made again.
         logging.warning("cache entry %s is damaged (%s): converting it again", directory, error)
         storage.remove_tree(directory)
