@@ -78,8 +78,9 @@ class IQL:
             extra.append(f"train.num_offline_steps = {steps!r}")
         if eval_env is not None:
             extra.append(f"make_dataset.env_id = {eval_env!r}")
-        if isinstance(data, (str, pathlib.Path)):
-            extra.append(f"make_dataset.source = {str(data)!r}")
+        # The source as gin records it (operative_config.gin, the export): its path or id, or an in-memory
+        # source's name, which `DataSettings` then replaces with the source itself.
+        extra.append(f"make_dataset.source = {str(getattr(data, 'name', data))!r}")
         self._parse(extra)
         data_settings = DataSettings() if isinstance(data, (str, pathlib.Path)) else \
             dataclasses.replace(DataSettings(), source=data)
@@ -138,8 +139,10 @@ class IQL:
 
         run = self._trained()
         step = int(run.agent.step)
+        # The run's own config (a loaded agent's process may hold another's, or none).
+        gin_config = run.files.operative_config() or gin.operative_config_str()
         metadata = PolicyMetadata(**run.policy_record, seed=run.seeds[0], step=step,
-                                  evaluation=run.results[0] if run.results else {}, gin_config=gin.operative_config_str())
+                                  evaluation=run.results[0] if run.results else {}, gin_config=gin_config)
         export_policy(run.agent.member_weights(0), run.agent.hyperparameters["activation"], run.preprocessing,
                       path, metadata)
         return path
@@ -161,14 +164,14 @@ class IQL:
                             "re-run its training command once with this version to resume and re-save it")
         agent = cls([], [])
         agent.workdir = pathlib.Path(workdir)
-        agent.run = _LoadedRun(record, files.checkpoints, step, files.results())
+        agent.run = _LoadedRun(record, files, step)
         return agent
 
 
 class _LoadedRun:
     """What `IQL` needs of a run, rebuilt from a checkpoint and its record: the agent, the preprocessing."""
 
-    def __init__(self, record: Dict[str, Any], folder: pathlib.Path, step: int, results: Dict[tuple, Dict]):
+    def __init__(self, record: Dict[str, Any], files: "run_files.RunFiles", step: int):
         import tensorflow as tf
 
         from iql_tf.agent import IQLAgent
@@ -184,7 +187,8 @@ class _LoadedRun:
         self.observation_dim = self.policy_record["observation_dim"]
         self.action_dim = self.policy_record["action_dim"]
         self.agent = IQLAgent(self.observation_dim, self.action_dim, settings, decay_steps, self.seeds)
-        tf.train.Checkpoint(agent=self.agent).read(str(folder / f"ckpt-{step}")).expect_partial()
+        tf.train.Checkpoint(agent=self.agent).read(str(files.checkpoints / f"ckpt-{step}")).expect_partial()
+        self.files = files
         # Exact statistics and bounds from the policy record (the training record's are rounded for comparing).
         normalization = self.policy_record["observation_normalization"]
         self.preprocessing = Preprocessing(
@@ -193,6 +197,7 @@ class _LoadedRun:
             np.asarray(self.policy_record["action_low"], np.float32),
             np.asarray(self.policy_record["action_high"], np.float32),
             rewards.RewardTransform(**training["preprocessing"]["reward"]), normalization is not None)
+        results = files.results()
         self.results = [results.get((step, seed), {}) for seed in self.seeds]
 
     def policy(self, member: int) -> Any:

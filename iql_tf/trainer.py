@@ -438,12 +438,15 @@ class TrainingRun:
         return self.results
 
     def close(self) -> None:
-        """Flushes TensorBoard and closes the environments (after `finish`, or when a run stops early)."""
-        for writer in self.writers:
+        """Closes the progress bar, flushes TensorBoard and closes the environments (after `finish`, or when a
+        run stops early or fails, even half built)."""
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+        for writer in getattr(self, "writers", []):
             writer.flush()
-        for env in self.eval_envs:
+        for env in getattr(self, "eval_envs", []):
             env.close()
-        if self.online is not None:
+        if getattr(self, "online", None) is not None:
             self.online.close()
 
 
@@ -459,8 +462,8 @@ def train(workdir: "str | pathlib.Path", data: Optional[DataSettings] = None, ag
     run.data_settings.require_source()  # before the run directory is made
     generation.register_generated_datasets()  # the project's own ids are generated when missing
     with run.files.lock():
-        run.build()
         try:
+            run.build()
             run.restore()
             _write_operative_config(run)
             run.loop()

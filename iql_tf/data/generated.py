@@ -1,8 +1,9 @@
 """Datasets the project generates itself (the quickstart's mazes): which ids, and generating a missing one.
 
-The read path knows only that such ids exist. `iql_tf.generation` registers how to make each one when it is
-imported (the trainer and the converter's command line import it), so reading data never imports the
-generators, their environments' planners or SavedModel loading.
+The read path knows only that such ids exist. `iql_tf.generation.register_generated_datasets()` registers how
+to make each one; the commands (iql-train, iql-convert, iql-validate, iql-sweep) and the trainer
+(`iql_tf.trainer.train`, so `IQL.fit`) call it, so reading data never imports the generators, their
+environments' planners or SavedModel loading.
 """
 
 from typing import Callable, Dict

@@ -7,9 +7,10 @@ shuffled through a buffer, batched, preprocessed and prefetched, consumed by the
 
 Everything moves in blocks and chunks, never row by row (which tf.data does a hundred times slower).
 Sampling differs from the in-memory replay buffer's: each epoch holds every row once (without replacement),
-and a batch is drawn from one chunk of `shuffle_buffer` rows, which spans blocks of up to four shards read
-side by side (so neighbouring rows of the data are more likely to share a batch when the chunk is much
-smaller than the data); the in-memory buffer draws uniformly with replacement.
+and a batch is drawn from one chunk of `shuffle_buffer` rows: consecutive blocks (65536 rows each) of the
+shards read side by side, two or three blocks at the default (so neighbouring rows of the data are more
+likely to share a batch when the chunk is much smaller than the data; raise `shuffle_buffer` to mix more);
+the in-memory buffer draws uniformly with replacement.
 The iterator is part of the run's checkpoint (its position and its buffers), so a resumed run reads exactly
 the batches an uninterrupted one would. Shard checksums are verified once, at start, reading each file
 through without holding it.
