@@ -20,7 +20,7 @@ from iql_tf.data import shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
 from iql_tf.data.conversion import convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
-from iql_tf.data.preprocessing import ACTION_LIMIT, Preprocessing
+from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
 from iql_tf.settings import DataSettings
 
@@ -129,9 +129,9 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     directory = converted_directory(source, cache, settings.download, settings.env_id, settings.env_kwargs,
                                     settings.action_bounds, settings.columns)
     metadata = load_metadata(directory)
+    preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
+    _log_dataset(metadata, preprocessing)
     if _streams(settings, metadata, directory):
-        preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
-        _log_dataset(metadata, preprocessing)
         return OfflineDataset(None, metadata, preprocessing, directory)
     try:
         tensors, metadata = load_converted(directory)
@@ -144,18 +144,10 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
         tensors, metadata = load_converted(converted_directory(
             source, cache, settings.download, settings.env_id, settings.env_kwargs, settings.action_bounds,
             settings.columns))
+        preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)  # the new one's
     raw = {key: value.numpy() for key, value in tensors.items()}
     del tensors
-    preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
-    _log_dataset(metadata, preprocessing)
-    unit_actions = np.clip(preprocessing.actions_to_unit(raw["actions"]), -ACTION_LIMIT, ACTION_LIMIT)
-    prepared = dict(
-        raw,
-        observations=preprocessing.observations(raw["observations"]),
-        next_observations=preprocessing.observations(raw["next_observations"]),
-        actions=unit_actions,
-        rewards=preprocessing.rewards(raw["rewards"]),
-    )
+    prepared = dict(raw, **preprocessing.transitions(raw, np.clip))
     return OfflineDataset({key: np.asarray(value, np.float32) for key, value in prepared.items()}, metadata,
                           preprocessing, directory)
 

@@ -5,7 +5,7 @@ code feeds raw observations and receives actions in the environment's units.
 """
 
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -66,6 +66,17 @@ class Preprocessing:
 
     def rewards(self, rewards: Any) -> Any:
         return rewards * self.reward.scale + self.reward.shift
+
+    def transitions(self, batch: Dict[str, Any], clip: Callable[[Any, float, float], Any]) -> Dict[str, Any]:
+        """Raw transitions as the networks see them: observations and next observations normalised (if asked),
+        actions in [-1, 1] clipped to ACTION_LIMIT with `clip` (np.clip for arrays, tf.clip_by_value inside a
+        tf.data pipeline), rewards transformed."""
+        return {
+            "observations": self.observations(batch["observations"]),
+            "next_observations": self.observations(batch["next_observations"]),
+            "actions": clip(self.actions_to_unit(batch["actions"]), -ACTION_LIMIT, ACTION_LIMIT),
+            "rewards": self.rewards(batch["rewards"]),
+        }
 
     def describe(self) -> Dict[str, Any]:
         """JSON-ready summary for the run's records and fingerprint."""

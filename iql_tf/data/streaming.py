@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from iql_tf.data import shards
 from iql_tf.data.metadata import DatasetMetadata
-from iql_tf.data.preprocessing import ACTION_LIMIT, Preprocessing
+from iql_tf.data.preprocessing import Preprocessing
 
 _PARALLEL_SHARDS = 4
 GROUP = 100  # batches fetched from the stream at once: the compiled (XLA) update loop runs over a group
@@ -69,15 +69,8 @@ class StreamedBatches(tf.Module):
         self.position = tf.Variable(GROUP, dtype=tf.int32, trainable=False, name="position")  # GROUP: used up
 
     def _prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """The preprocessing of the in-memory path (`pipeline.make_dataset`), on one batch."""
-        preprocessing = self._preprocessing
-        prepared = {
-            "observations": preprocessing.observations(batch["observations"]),
-            "actions": tf.clip_by_value(preprocessing.actions_to_unit(batch["actions"]), -ACTION_LIMIT, ACTION_LIMIT),
-            "rewards": preprocessing.rewards(batch["rewards"]),
-            "masks": 1.0 - batch["terminals"],
-            "next_observations": preprocessing.observations(batch["next_observations"]),
-        }
+        """The preprocessing of the in-memory path (`pipeline.make_dataset`), on one group of batches."""
+        prepared = dict(self._preprocessing.transitions(batch, tf.clip_by_value), masks=1.0 - batch["terminals"])
         return {key: tf.reshape(tf.cast(value, tf.float32), [GROUP, self.members, self.batch_size, *value.shape[1:]])
                 for key, value in prepared.items()}
 
