@@ -11,13 +11,16 @@ import dataclasses
 import difflib
 import json
 import pathlib
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from iql_tf import config
 from iql_tf.errors import UserError
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
+
+if TYPE_CHECKING:  # imported where used: `import iql_tf` stays free of TensorFlow
+    from iql_tf import run_files
 
 _SETTINGS = {"IQLAgent": AgentSettings, "train": RunSettings, "make_dataset": DataSettings}
 _SET_BY_FIT = {"source": "fit(data)", "num_offline_steps": "fit(steps=...)", "env_id": "fit(eval_env=...)"}
@@ -79,20 +82,16 @@ class IQL:
         if eval_env is not None:
             extra.append(f"make_dataset.env_id = {eval_env!r}")
         # The source as gin records it (operative_config.gin, the export): its path or id, or an in-memory
-        # source's name, which `DataSettings` then replaces with the source itself.
+        # source's name, which the settings then replace with the source itself.
         extra.append(f"make_dataset.source = {str(getattr(data, 'name', data))!r}")
         self._parse(extra)
-        data_settings = DataSettings() if isinstance(data, (str, pathlib.Path)) else \
-            dataclasses.replace(DataSettings(), source=data)
-        run_settings = RunSettings()
+        named, run_settings = DataSettings(), RunSettings()
         if not progress:
             run_settings = dataclasses.replace(run_settings, progress_bar=False)
         logs.show_progress_in_python()
         quiet.quiet_tensorflow()
-        if workdir is None:
-            name = getattr(data, "name", None) or str(data)
-            workdir = default_workdir(self.gin_files, dataclasses.replace(data_settings, source=name), run_settings)
-        self.workdir = pathlib.Path(workdir)
+        self.workdir = pathlib.Path(workdir or default_workdir(self.gin_files, named, run_settings))
+        data_settings = named if isinstance(data, (str, pathlib.Path)) else dataclasses.replace(named, source=data)
         self.run = trainer.train(self.workdir, data_settings, AgentSettings(), run_settings)
         return self
 

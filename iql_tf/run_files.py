@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import pathlib
+import shutil
 import socket
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -141,6 +142,13 @@ class RunFiles:
     def has_outputs(self) -> List[str]:
         """The names of the results a finished or evaluated run left here (which a fresh start would overwrite)."""
         return [name for name in (FINISHED, RESULTS, EXPORT) if (self.path / name).exists()]
+
+    def remove_outputs(self) -> None:
+        """For train.start_over: every output that claims a result of the earlier run goes (the export, the
+        evaluations, the resume history, finished.json)."""
+        for name in (FINISHED, RESULTS, RESUMES):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / EXPORT, ignore_errors=True)
 
 
 def _read_json(path: pathlib.Path, kind: type, fix: str) -> Any:

@@ -12,7 +12,6 @@ when not given). The run directory's files belong to `run_files.py`, its checkpo
 import dataclasses
 import json
 import pathlib
-import shutil
 import signal
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -203,14 +202,15 @@ class TrainingRun:
             training["environment"] = {"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs}
         other = {field.name: getattr(self.settings, field.name) for field in dataclasses.fields(RunSettings)
                  if field.name not in decisive}
-        return {"training": training, "other": other, "policy": self._policy_record()}
+        return {"training": training, "other": other, "policy": self.policy_record}
 
     # --- restore -----------------------------------------------------------------------------------------
 
     def restore(self) -> None:
         """Resumes from the newest intact checkpoint, or starts at step 0 where there is none."""
         if self.settings.start_over:
-            self._clear_for_start_over()
+            self.checkpoints.delete_all()
+            self.files.remove_outputs()
         self.checkpoints.sweep_temporary()
         found = self.checkpoints.newest_intact()
         if found is None and self.files.has_outputs():
@@ -250,13 +250,6 @@ class TrainingRun:
     def _fresh_agent(self, jit_compile: bool) -> IQLAgent:
         """Another agent like this run's (for timing the compiled paths without touching this one)."""
         return self._new_agent(dataclasses.replace(self.agent_settings, jit_compile=jit_compile))
-
-    def _clear_for_start_over(self) -> None:
-        """train.start_over: the checkpoints and every output that claims a result of the earlier run go."""
-        self.checkpoints.delete_all()
-        for name in (run_files.FINISHED, run_files.RESULTS, run_files.RESUMES):
-            (self.files.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.files.path / run_files.EXPORT, ignore_errors=True)
 
     def _check_same_training(self, recorded: Dict[str, Any], current: Dict[str, Any], step: int) -> None:
         """Refuses a resume whose training settings differ; records changes to the others."""
@@ -369,10 +362,6 @@ class TrainingRun:
         """Member `member`'s deterministic policy on raw flattened observations, in the env's units."""
         return member_policy(self.agent, self.preprocessing, member)
 
-    @property
-    def policy_record(self) -> Dict[str, Any]:
-        return self._policy_record()
-
     def evaluate(self, step: int) -> None:
         self._check_finite_weights(step)
         metadata = self.metadata
@@ -395,10 +384,11 @@ class TrainingRun:
         for member, seed in enumerate(self.seeds):
             export_policy(self.agent.member_weights(member), self.agent.hyperparameters["activation"],
                           self.preprocessing, self.export_dir(member),
-                          PolicyMetadata(**self._policy_record(), seed=seed, step=step,
+                          PolicyMetadata(**self.policy_record, seed=seed, step=step,
                                          evaluation=self.results[member], gin_config=gin.operative_config_str()))
 
-    def _policy_record(self) -> Dict[str, Any]:
+    @property
+    def policy_record(self) -> Dict[str, Any]:
         """What an exported policy's metadata says of the data and the environment (also kept in each
         checkpoint's record, so that a policy can be exported from a checkpoint alone: `iql_tf.IQL.load`)."""
         metadata, preprocessing = self.metadata, self.preprocessing
