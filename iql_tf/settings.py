@@ -8,9 +8,8 @@ imports it.
 """
 
 import dataclasses
-import difflib
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import gin
 
@@ -18,9 +17,6 @@ from iql_tf.data import rewards
 from iql_tf.errors import UserError, is_integer, is_number
 
 FIX = "fix it in the gin file or --gin_bindings"
-
-Settings = TypeVar("Settings")
-
 
 def _fail(name: str, value: Any, expected: str) -> None:
     raise UserError(f"{name} = {value!r} must be {expected}; {FIX}")
@@ -235,19 +231,6 @@ class RunSettings:
     @property
     def seeds(self) -> Tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.num_seeds))
-
-
-def with_overrides(settings_type: Type[Settings], prefix: str, overrides: Mapping[str, Any],
-                   base: Optional[Settings] = None) -> Settings:
-    """`base` (default: from the gin bindings) with some fields replaced; an unknown name is a UserError with
-    the closest field name."""
-    names = [field.name for field in dataclasses.fields(settings_type)]
-    for name in overrides:
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; the settings are {', '.join(names)}"
-            raise UserError(f"{prefix}: unknown setting {name!r}{hint}")
-    return dataclasses.replace(base if base is not None else settings_type(), **overrides)
 
 
 def _number(value: Any) -> float:

@@ -32,7 +32,7 @@ from iql_tf.errors import UserError
 
 ARRAY_SUFFIXES = (".npz", ".hdf5", ".h5")
 FILE_SUFFIXES = ARRAY_SUFFIXES + tables.TABLE_SUFFIXES
-REQUIRED_FIELDS = validation.ROW_FIELDS
+REQUIRED_FIELDS = validation.REQUIRED_ROW_FIELDS
 OPTIONAL_FIELDS = ("next_observations", "episode_id")  # episode ids stand in for missing timeouts
 _NPZ_MAGIC, _NPY_MAGIC = b"PK", b"\x93NUMPY"  # an npz is a zip archive of .npy files
 

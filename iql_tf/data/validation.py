@@ -18,7 +18,7 @@ from iql_tf.errors import UserError
 # noise (for [-1, 1]: 1e-3).
 ACTION_TOLERANCE = 1e-3
 _SHOWN_ROWS = 5
-ROW_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
+REQUIRED_ROW_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 # What other loggers (gymnasium, Minari, RLlib, D4RL's infos) call the D4RL fields: a missing field is looked
 # for among these before a close spelling.
@@ -90,7 +90,7 @@ class Report:
         missing = [key for key in required if key not in arrays]
         for key in missing:
             self.add(where, None, f"missing field {key!r} (the source has {names})",
-                     f"{_missing_field_fix(key, names)}; a D4RL-style source needs {', '.join(ROW_FIELDS)} "
+                     f"{_missing_field_fix(key, names)}; a D4RL-style source needs {', '.join(REQUIRED_ROW_FIELDS)} "
                      "(next_observations optional)")
         return not missing
 
