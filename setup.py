@@ -13,6 +13,8 @@ requirements = [
 SWEEP = ["ray==2.60.0", "rliable==1.2.0", "arch==7.2.0", "pandas==2.3.3"]
 JAX_REFERENCE = ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8"]
 TABLES = ["pandas==2.3.3", "pyarrow==21.0.0"]
+# OGBench's environments, loader and scripted oracles; dm_control 1.0.43 is the newest that keeps mujoco 3.10.
+OGBENCH = ["ogbench==1.2.2", "dm_control==1.0.43"]
 
 COMMANDS = {
     "iql-train": "iql_tf.train:run",
@@ -26,7 +28,7 @@ COMMANDS = {
 
 setup(
     name="iql-tf",
-    version="0.3.0",
+    version="0.4.0",
     description="Implicit Q-Learning (IQL) for offline RL in TensorFlow 2 / Keras",
     # The gin files live at the top of the repository (gin/) and install as the data package iql_tf.configs;
     # tools/ (benchmarks, toy maze, fault injection) runs from a checkout and is not installed.
@@ -40,9 +42,11 @@ setup(
         "sweep": SWEEP,
         # .csv / .parquet datasets and iql_tf.data.from_pandas.
         "tables": TABLES,
+        # ogbench:NAME sources, their evaluation environments, and iql-generate --kind=ogbench.
+        "ogbench": OGBENCH,
         # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation; one
         # update is checked against the JAX reference).
-        "test": ["pytest==9.2.0", "setuptools==84.2.1", *dict.fromkeys(SWEEP + TABLES + JAX_REFERENCE)],
+        "test": ["pytest==9.2.0", "setuptools==84.2.1", *dict.fromkeys(SWEEP + TABLES + OGBENCH + JAX_REFERENCE)],
         # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
         "bench": [*JAX_REFERENCE, "torch==2.14.1"],
     },

@@ -77,14 +77,17 @@ class IQLAgent(tf.Module):
         self.members = len(self.seeds)
         hidden_dims, activation = settings.hidden_dims, settings.activation
 
-        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds)
+        layer_norm = settings.critic_layer_norm
+        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds, layer_norm=layer_norm)
         critic_seeds = [seed + 1000 for seed in self.seeds]
-        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds)
+        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds,
+                                 layer_norm=layer_norm)
         self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds,
-                                        name="target_critic")
+                                        name="target_critic", layer_norm=layer_norm)
         self.target_critic.set_weights(self.critic.get_weights())
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
-                                   [seed + 2000 for seed in self.seeds], settings.actor_dropout_rate)
+                                   [seed + 2000 for seed in self.seeds], settings.actor_dropout_rate,
+                                   constant_std=settings.constant_std)
 
         actor_lr = settings.actor_lr
         if settings.actor_cosine_decay:

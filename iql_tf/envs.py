@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 
+from iql_tf.data import ogbench_source
 from iql_tf.errors import UserError
 from iql_tf.json_records import parse_json_object
 
@@ -68,11 +69,16 @@ def make_env(
 ) -> gym.Env:
     """Builds `env_id` with its kwargs; a missing or broken environment is a UserError."""
     register_environments()
+    quiet = contextlib.nullcontext()
+    if ogbench_source.is_ogbench_env(env_id):
+        ogbench_source.register_environments()
+        quiet = ogbench_source.quiet_construction()
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
     try:
-        return gym.make(env_id, **kwargs)
+        with quiet:
+            return gym.make(env_id, **kwargs)
     except gym.error.Error as error:
         raise UserError(
             f"cannot make environment {env_id!r}: {error}; check the env id in the dataset metadata "

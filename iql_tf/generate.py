@@ -5,6 +5,11 @@ No download, no jax; seeded and deterministic.
     python -m iql_tf.generate --kind=random --env_id=Hopper-v5 --num_steps=100000 --dataset_id=me/hopper/random-v0
     python -m iql_tf.generate --kind=policy --policy=runs/x/export/policy --noise_std=0.1 \\
         --dataset_id=me/hopper/iql-noisy-v0
+    python -m iql_tf.generate --kind=ogbench --dataset_id=cube-single-play-v0 --num_episodes=1000
+
+`--kind=ogbench` writes one of OGBench's manipulation play datasets with its scripted oracles, in OGBench's
+own files (`NAME.npz`, `NAME-val.npz`) in `--ogbench_dir`, where the `ogbench:` source reads them
+(`iql_tf/generation/ogbench_play.py`; needs the `ogbench` extra).
 
 Datasets are written with `minari.create_dataset_from_buffers`, atomically, with the evaluation env spec and
 reference scores (a random policy for ref_min_score; the noiseless planner or source policy for
@@ -18,6 +23,7 @@ import minari
 from absl import flags
 
 from iql_tf import cli, envs
+from iql_tf.data import ogbench_source
 from iql_tf.errors import UserError
 from iql_tf.generation import generators, pointmaze
 
@@ -28,7 +34,8 @@ def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, se
                         env_id: Optional[str], env_kwargs: str, policy: Optional[str], noise_std: float,
                         reference_episodes: int, maze: str = "umaze", trust_export: bool = False
                         ) -> minari.MinariDataset:
-    """What the command line asks for, with a UserError for each missing or conflicting flag."""
+    """What the command line asks for (but --kind=ogbench), with a UserError for each missing or conflicting
+    flag."""
     common = dict(num_steps=num_steps, seed=seed, overwrite=overwrite, num_reference_episodes=reference_episodes)
     if kind == "pointmaze":
         return generators.generate_pointmaze(dataset_id, maze=maze, **common)
@@ -43,17 +50,34 @@ def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, se
     return generators.generate_policy(dataset_id, policy, noise_std, **common, trust_export=trust_export)
 
 
+def generate_ogbench_from_flags(dataset_id: Optional[str], ogbench_dir: Optional[str], num_episodes: Optional[int],
+                                episode_steps: int, seed: int, processes: Optional[int], overwrite: bool) -> None:
+    """--kind=ogbench: OGBench's play dataset `dataset_id`, generated with its oracles into `ogbench_dir`."""
+    ogbench_source.require_ogbench("--kind=ogbench")
+    from iql_tf.generation import ogbench_play
+
+    if not dataset_id:
+        raise UserError(f"--kind=ogbench needs --dataset_id, one of {', '.join(ogbench_play.PLAY_DATASETS)}")
+    ogbench_play.generate(dataset_id, ogbench_dir or ogbench_source.DEFAULT_DATA_DIR, num_episodes, episode_steps,
+                          seed, processes, overwrite)
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
+    if FLAGS.kind == "ogbench":
+        generate_ogbench_from_flags(FLAGS.dataset_id, FLAGS.ogbench_dir, FLAGS.num_episodes, FLAGS.episode_steps,
+                                    FLAGS.seed, FLAGS.processes, FLAGS.overwrite)
+        return
     generate_from_flags(FLAGS.kind, FLAGS.dataset_id, FLAGS.num_steps, FLAGS.seed, FLAGS.overwrite, FLAGS.env_id,
                         FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes, FLAGS.maze,
                         FLAGS.trust_export)
 
 
 def define_flags() -> None:
-    flags.DEFINE_enum("kind", "pointmaze", ["pointmaze", "random", "policy"], "Which generator to run.")
-    flags.DEFINE_string("dataset_id", None, "Minari id to write (default for pointmaze: iql_tf/pointmaze/MAZE-stitch-v0).")
+    flags.DEFINE_enum("kind", "pointmaze", ["pointmaze", "random", "policy", "ogbench"], "Which generator to run.")
+    flags.DEFINE_string("dataset_id", None, "Minari id to write (default for pointmaze: iql_tf/pointmaze/MAZE-stitch-v0"
+                        "); for ogbench, OGBench's dataset name, e.g. cube-single-play-v0 or scene-play-v0.")
     flags.DEFINE_enum("maze", "umaze", list(pointmaze.TASKS), "pointmaze: which maze (the quickstart's is umaze).")
     flags.DEFINE_integer("num_steps", generators.DEFAULT_NUM_STEPS, "Transitions to generate.")
     flags.DEFINE_integer("seed", 0, "Seed of everything random in the generation.")
@@ -64,6 +88,12 @@ def define_flags() -> None:
     flags.DEFINE_float("noise_std", 0.1, "policy: std of the Gaussian action noise.")
     flags.DEFINE_bool("trust_export", False, "policy: load an export that runs ops iql-tf's exports never use (it "
                       "may do anything: only for exports you trust).")
+    flags.DEFINE_string("ogbench_dir", None, "ogbench: the folder of OGBench's files (default: OGBench's own, "
+                        f"{ogbench_source.DEFAULT_DATA_DIR}).")
+    flags.DEFINE_integer("num_episodes", None, "ogbench: training episodes (default: OGBench's size, e.g. 1000); a "
+                         "tenth as many validation episodes are added.")
+    flags.DEFINE_integer("episode_steps", 1001, "ogbench: steps per episode (OGBench's 1001: 1000 transitions).")
+    flags.DEFINE_integer("processes", None, "ogbench: worker processes (default: one per core).")
     flags.DEFINE_integer("reference_episodes", generators.DEFAULT_REFERENCE_EPISODES,
                          "Evaluation episodes averaged for each reference score.")
 

@@ -4,6 +4,10 @@ Gaussian actor.
 Every weight has a leading member axis ([members, in, out] kernels), so N independently seeded agents train
 through batched matmuls in one compiled step (`train.num_seeds`); a single run is the ensemble of one.
 Inputs and outputs carry the same axis: observations [members, B, obs] -> values [members, B].
+
+Two options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
+baselines, e.g. the FQL paper's): layer normalisation after each hidden activation of the value and critic
+networks (`layer_norm`), and a constant policy std of 1 instead of a learned one (`constant_std`).
 """
 
 import math
@@ -58,6 +62,25 @@ class EnsembleDense(keras.layers.Layer):
         return self.kernel[index].numpy(), self.bias[index, 0].numpy()
 
 
+class EnsembleLayerNorm(keras.layers.Layer):
+    """Layer normalisation over the features, with a scale and offset per member (Keras' LayerNormalization
+    would share them across the member axis); epsilon 1e-6 as Flax's."""
+
+    def __init__(self, members: int, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.members, self.epsilon = members, epsilon
+
+    def build(self, input_shape):
+        units = int(input_shape[-1])
+        shape = (units,) if self.members == 1 else (self.members, 1, units)
+        self.scale = self.add_weight(shape=shape, initializer="ones", name="scale")
+        self.offset = self.add_weight(shape=shape, initializer="zeros", name="offset")
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        mean, variance = tf.nn.moments(inputs, axes=[-1], keepdims=True)
+        return (inputs - mean) * tf.math.rsqrt(variance + self.epsilon) * self.scale + self.offset
+
+
 class _EnsembleModel(keras.Model):
     """Takes and returns a leading member axis; inside, a single member runs without it."""
 
@@ -73,13 +96,17 @@ class _EnsembleModel(keras.Model):
 
 
 def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
-        prefix: str) -> keras.Sequential:
-    """The hidden layers of an ensemble MLP; layer i of member k is seeded `seeds[k] + i`.
+        prefix: str, layer_norm: bool = False) -> keras.Sequential:
+    """The hidden layers of an ensemble MLP; layer i of member k is seeded `seeds[k] + i`; with `layer_norm`,
+    each activation is followed by layer normalisation.
 
     A Sequential, not a Python list: Keras 3 does not expose layer lists to tf.train.Checkpoint.
     """
-    layers = [EnsembleDense(units, [seed + i for seed in seeds], activation, name=f"{prefix}_hidden_{i}")
-              for i, units in enumerate(hidden_dims)]
+    layers = []
+    for i, units in enumerate(hidden_dims):
+        layers.append(EnsembleDense(units, [seed + i for seed in seeds], activation, name=f"{prefix}_hidden_{i}"))
+        if layer_norm:
+            layers.append(EnsembleLayerNorm(len(seeds), name=f"{prefix}_norm_{i}"))
     shape = (input_dim,) if len(seeds) == 1 else (None, input_dim)
     return keras.Sequential([keras.Input(shape), *layers], name=f"{prefix}_trunk")
 
@@ -88,9 +115,9 @@ class ValueNetwork(_EnsembleModel):
     """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]."""
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
-                 name="value"):
+                 name="value", layer_norm: bool = False):
         super().__init__(len(seeds), name)
-        self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name)
+        self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name, layer_norm)
         self.head = EnsembleDense(1, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_out")
         self(tf.zeros([len(seeds), 1, input_dim]))
 
@@ -102,11 +129,12 @@ class TwinCritic(keras.Model):
     """Two independent Q networks per member over concat(s, a); returns (Q1, Q2), each [members, B]."""
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
-                 seeds: Sequence[int], name="critic"):
+                 seeds: Sequence[int], name="critic", layer_norm: bool = False):
         super().__init__(name=name)
-        self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds, name=f"{name}_q1")
+        self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds, name=f"{name}_q1",
+                               layer_norm=layer_norm)
         self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, [seed + 100 for seed in seeds],
-                               name=f"{name}_q2")
+                               name=f"{name}_q2", layer_norm=layer_norm)
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
         inputs = tf.concat([observations, actions], axis=-1)
@@ -114,18 +142,20 @@ class TwinCritic(keras.Model):
 
 
 class GaussianActor(_EnsembleModel):
-    """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std per member.
+    """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std per member,
+    learned, or fixed at 1 (log_std 0) with `constant_std`.
 
     Dropout (kitchen/adroit) is stateless and seeded by the caller with one seed per member, so each member's
     checkpointed random generator drives its own masks and a resumed run repeats them.
     """
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
-                 seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor"):
+                 seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False):
         super().__init__(len(seeds), name)
         self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name)
         self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_mean")
-        self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std")
+        self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std",
+                                       trainable=not constant_std)
         self.dropout_rate = dropout_rate or 0.0
         self(tf.zeros([len(seeds), 1, observation_dim]))
 

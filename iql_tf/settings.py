@@ -28,16 +28,20 @@ class DataSettings:
     """The `make_dataset.*` gin parameters: which data, and how it is prepared for the networks.
 
     Attributes:
-      source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, a .csv / .parquet table, or a Minari
-        dataset id in the local Minari root (the project's generated ids are generated when missing); from
-        Python also an in-memory source (`iql_tf.data.from_arrays`, `from_pandas`, `from_tf_dataset`).
+      source: a converted directory, a D4RL-style .npz/.hdf5/.h5 file, a .csv / .parquet table, a Minari
+        dataset id in the local Minari root (the project's generated ids are generated when missing), or an
+        OGBench single-task name `ogbench:cube-single-play-singletask-task2-v0`; from Python also an in-memory
+        source (`iql_tf.data.from_arrays`, `from_pandas`, `from_tf_dataset`).
+      ogbench_dir: the folder of OGBench's dataset files for `ogbench:` sources; None: OGBench's default,
+        ~/.ogbench/data.
       columns: for tables, which columns hold each field (see `data/tables.py`); None: the default names.
       reward_preprocessing: 'none', 'locomotion' or 'antmaze' (see `data/rewards.py`).
       normalize_observations: train on (s - mean) / (std + 1e-3) with the dataset's statistics; evaluation
         and the exported policy apply the same, so deployment feeds raw observations. Off in the paper.
       cache_dir: where conversions of non-converted sources are kept; default $IQL_TF_DATA_DIR or
         ~/.iql_tf/datasets.
-      download: let Minari download a dataset that is not local (otherwise a missing id is an error).
+      download: let Minari (or OGBench) download a dataset that is not local (otherwise a missing id is an
+        error).
       env_id, env_kwargs: evaluation environment to record for sources that carry none (npz/HDF5), or to
         override a Minari dataset's; an error with a converted directory (its metadata.json fixes the env).
       action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
@@ -50,6 +54,7 @@ class DataSettings:
 
     source: Any = None
     columns: Optional[Mapping[str, Any]] = None
+    ogbench_dir: Optional[str] = None
     reward_preprocessing: str = "none"
     normalize_observations: bool = False
     cache_dir: Optional[str] = None
@@ -75,6 +80,8 @@ class DataSettings:
         if self.columns is not None and not isinstance(self.columns, Mapping):
             _fail("make_dataset.columns", self.columns, "a dict of field -> column name(s), e.g. "
                   "{'rewards': 'reward'}")
+        if not (self.ogbench_dir is None or isinstance(self.ogbench_dir, (str, os.PathLike))):
+            _fail("make_dataset.ogbench_dir", self.ogbench_dir, "None (OGBench's default folder) or a folder path")
         rewards.check_mode(self.reward_preprocessing)
         for name in ("normalize_observations", "download"):
             if not isinstance(getattr(self, name), bool):
@@ -108,6 +115,10 @@ class AgentSettings:
       value_lr, critic_lr, actor_lr: Adam learning rates (epsilon 1e-8, as optax).
       actor_cosine_decay: cosine decay of the actor lr to 0 over the offline phase.
       actor_dropout_rate: dropout after each hidden layer of the actor, in training only.
+      critic_layer_norm: layer normalisation after each hidden activation of the value and critic networks
+        (not in the paper; OGBench's IQL baselines use it).
+      constant_std: a policy std fixed at 1 instead of a learned state-independent one (not in the paper;
+        OGBench's IQL baselines use it: AWR then weights a squared error of the mean).
       batch_size: transitions per update.
       jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the trainer
         time both on this machine and take the faster (`fastest_path`).
@@ -124,6 +135,8 @@ class AgentSettings:
     actor_lr: float = 3e-4
     actor_cosine_decay: bool = True
     actor_dropout_rate: Optional[float] = None
+    critic_layer_norm: bool = False
+    constant_std: bool = False
     batch_size: int = 256
     jit_compile: Optional[bool] = None
 
@@ -151,8 +164,9 @@ class AgentSettings:
         if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
             _fail("IQLAgent.jit_compile", self.jit_compile, "None (the faster path on this machine), True (XLA) or "
                   "False")
-        if not isinstance(self.actor_cosine_decay, bool):
-            _fail("IQLAgent.actor_cosine_decay", self.actor_cosine_decay, "True or False")
+        for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
         if not isinstance(self.activation, str):
             _fail("IQLAgent.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
 
@@ -164,6 +178,9 @@ class AgentSettings:
                       discount=float(self.discount), target_update_rate=float(self.target_update_rate),
                       value_lr=float(self.value_lr), critic_lr=float(self.critic_lr), actor_lr=float(self.actor_lr),
                       actor_decay_steps=int(actor_decay_steps) if self.actor_cosine_decay else None)
+        for name in ("critic_layer_norm", "constant_std"):  # recorded when on, so that runs of 0.3 still resume
+            if not record[name]:
+                del record[name]
         return record
 
 

@@ -1,7 +1,8 @@
 """Check a dataset before training on it: `python -m iql_tf.validate SOURCE` (or `iql-validate SOURCE`).
 
 SOURCE is a D4RL-style .npz / .hdf5 / .h5 file, a .csv / .parquet table (--columns maps its columns), a
-Minari id in the local Minari root, or a converted directory. Lists every problem at once (not only the first,
+Minari id in the local Minari root, an OGBench single-task name (`ogbench:NAME`, from --ogbench_dir), or a
+converted directory. Lists every problem at once (not only the first,
 as conversion and training do), each with the field, how many rows it affects and the first of them, then a
 summary: transitions, trajectories, terminals and truncations, reward and action ranges, observation
 statistics, the evaluation environment, and notes on what to set for training. Exit status 0 when the dataset
@@ -32,7 +33,9 @@ def define_flags() -> None:
     flags.DEFINE_string("env_id", None, "The environment the data was collected in (npz / HDF5 files name none).")
     flags.DEFINE_string("env_kwargs", "{}", "JSON object of kwargs for --env_id.")
     flags.DEFINE_string("action_bounds", None, "LOW,HIGH of the actions of a file that names no environment.")
-    flags.DEFINE_bool("download", False, "Allow Minari to download a dataset that is not local.")
+    flags.DEFINE_bool("download", False, "Allow Minari (or OGBench) to download a dataset that is not local.")
+    flags.DEFINE_string("ogbench_dir", None, "ogbench:NAME sources: the folder of OGBench's files (default "
+                        "~/.ogbench/data).")
     flags.DEFINE_string("columns", None, "JSON object: which columns of a .csv / .parquet table hold each field, "
                         "e.g. '{\"rewards\": \"reward\", \"observations\": [\"x\", \"v\"]}' (make_dataset.columns).")
 
@@ -46,13 +49,13 @@ def parse_columns(text: Optional[str]) -> Optional[Dict[str, Any]]:
 
 
 def validate(source: Any, env_id: Optional[str] = None, env_kwargs: Optional[Dict[str, Any]] = None,
-             action_bounds=None, download: bool = False, columns: Optional[Dict[str, Any]] = None
-             ) -> Dict[str, Any]:
+             action_bounds=None, download: bool = False, columns: Optional[Dict[str, Any]] = None,
+             ogbench_dir: Optional[str] = None) -> Dict[str, Any]:
     """{"problems": [one line each], "summary": {...} or None, "notes": [one line each]}; `source` as
     make_dataset takes it (in-memory sources too)."""
     from iql_tf.data import sources, validation
 
-    resolved = sources.resolve(source, download, columns=columns)
+    resolved = sources.resolve(source, download, columns=columns, ogbench_dir=ogbench_dir)
     if resolved.kind == sources.GENERATED:
         raise UserError(f"{source}: one of the project's generated datasets, not generated yet: training or "
                         f"converting it generates it (python -m iql_tf.generate --dataset_id={source})")
@@ -165,7 +168,8 @@ def main(argv: Sequence[str]) -> None:
 
     generation.register_generated_datasets()  # so that a generated id not made yet is named as one
     result = validate(argv[1], FLAGS.env_id, envs.parse_env_kwargs(FLAGS.env_kwargs),
-                      parse_action_bounds(FLAGS.action_bounds), FLAGS.download, parse_columns(FLAGS.columns))
+                      parse_action_bounds(FLAGS.action_bounds), FLAGS.download, parse_columns(FLAGS.columns),
+                      FLAGS.ogbench_dir)
     print(report_text(argv[1], result))
     sys.exit(1 if result["problems"] else 0)
 

@@ -138,6 +138,29 @@ def test_an_ensemble_of_three_trains_each_member_as_its_own_run():
     assert not np.allclose(weights(ensemble.actor)[0][0], weights(ensemble.actor)[0][1])
 
 
+def test_layer_norm_and_constant_std_options_keep_members_apart_and_the_std_at_one():
+    # OGBench's IQL settings: layer normalisation after each hidden activation of V and Q (scale and offset per
+    # member), and a policy std fixed at 1.
+    buffer = ReplayBuffer(make_transitions(n=300))
+    settings = dict(critic_layer_norm=True, constant_std=True, value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
+    ensemble = make_agent(seeds=(3, 4), **settings)
+    hidden = ensemble.critic.q1.trunk(tf.random.normal([2, 5, OBS + ACT])).numpy()
+    np.testing.assert_allclose(hidden.mean(-1), 0.0, atol=1e-5)  # normalised features (scale 1, offset 0 at start)
+    np.testing.assert_allclose(hidden.std(-1), 1.0, atol=1e-3)
+    ensemble.run_updates(buffer, 20)
+    alone = make_agent(seeds=(4,), **settings)
+    alone.run_updates(buffer, 20)
+    for a, b in zip(weights(alone.critic), weights(ensemble.critic)):
+        np.testing.assert_allclose(a.reshape(-1), b[1].reshape(-1), rtol=1e-4, atol=1e-5)
+    norms = [v for v in ensemble.value.trainable_variables if "norm" in v.path]
+    assert norms and all(not np.allclose(v.numpy(), v.numpy()[:1]) for v in norms)  # trained, and apart
+    np.testing.assert_array_equal(ensemble.actor.std().numpy(), 1.0)
+    assert all(v is not ensemble.actor.log_std for v in ensemble.actor.trainable_variables)
+    learned = make_agent(seeds=(3,), value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
+    learned.run_updates(buffer, 20)
+    assert not np.allclose(learned.actor.std().numpy(), 1.0)  # the paper's std is learned
+
+
 def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
     agent = make_agent(actor_cosine_decay=True, actor_lr=3e-4)
     buffer = ReplayBuffer(make_transitions())

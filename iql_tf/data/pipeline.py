@@ -55,12 +55,12 @@ def default_cache_dir() -> str:
 def converted_directory(source: Any, cache_dir: "str | pathlib.Path", download: bool = False,
                         env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
                         action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                        columns: Optional[Mapping[str, Any]] = None) -> str:
+                        columns: Optional[Mapping[str, Any]] = None, ogbench_dir: Optional[str] = None) -> str:
     """The converted directory of `source`: a converted directory as is, anything else converted once into
     `cache_dir` (a damaged cache entry is made again). Both may be local paths or tf.io.gfile URIs (a
     conversion into a URI cache is made locally, then uploaded with its metadata.json last). The project's
-    own ids are generated first when missing."""
-    resolved = sources.resolve(source, download, generate=True, columns=columns)
+    own ids are generated first when missing; `ogbench:` names are read from `ogbench_dir`."""
+    resolved = sources.resolve(source, download, generate=True, columns=columns, ogbench_dir=ogbench_dir)
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
         _check_no_overrides(resolved.path, settings)
@@ -127,7 +127,7 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     directory = converted_directory(source, cache, settings.download, settings.env_id, settings.env_kwargs,
-                                    settings.action_bounds, settings.columns)
+                                    settings.action_bounds, settings.columns, settings.ogbench_dir)
     metadata = load_metadata(directory)
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
@@ -136,14 +136,15 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
-        if sources.resolve(source, columns=settings.columns).kind == sources.CONVERTED:
+        if sources.resolve(source, columns=settings.columns, ogbench_dir=settings.ogbench_dir
+                           ).kind == sources.CONVERTED:
             raise  # the user's own converted directory: never deleted
         # A cache entry damaged after its check above (shards are verified only as they are read): made again.
         logging.warning("cache entry %s is damaged (%s): converting it again", directory, error)
         storage.remove_tree(directory)
         tensors, metadata = load_converted(converted_directory(
             source, cache, settings.download, settings.env_id, settings.env_kwargs, settings.action_bounds,
-            settings.columns))
+            settings.columns, settings.ogbench_dir))
         preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)  # the new one's
     raw = {key: value.numpy() for key, value in tensors.items()}
     del tensors

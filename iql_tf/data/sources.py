@@ -3,7 +3,8 @@
 A source is a converted directory, a D4RL-style .npz / .hdf5 / .h5 file, a .csv / .parquet table (read with
 a column mapping, `tables.py`), an in-memory source (`in_memory.py`: arrays, a DataFrame, a tf.data.Dataset),
 a Minari id in the local Minari root (read with minari's own API, never downloaded unless `download=True`),
-or one of the project's generated ids not generated yet. `resolve` finds out which, once, and keeps what it
+an OGBench single-task name `ogbench:NAME` (read with ogbench's own API, `ogbench_source.py`), or one of the
+project's generated ids not generated yet. `resolve` finds out which, once, and keeps what it
 loaded; `read` returns a `SourceData`: the transitions plus what the metadata needs (evaluation env,
 flattening order, space bounds, reference scores), with every problem of the arrays recorded in a
 `validation.Report`. Files, tables and in-memory rows all go through one row path (`_read_rows`).
@@ -24,7 +25,7 @@ from absl import logging
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
-from iql_tf.data import checksums, generated, storage, tables, validation
+from iql_tf.data import checksums, generated, ogbench_source, storage, tables, validation
 from iql_tf.data import transitions as transitions_lib
 from iql_tf.data.in_memory import InMemorySource, plain
 from iql_tf.data.metadata import METADATA_FILE
@@ -36,7 +37,7 @@ REQUIRED_FIELDS = validation.REQUIRED_ROW_FIELDS
 OPTIONAL_FIELDS = ("next_observations", "episode_id")  # episode ids stand in for missing timeouts
 _NPZ_MAGIC, _NPY_MAGIC = b"PK", b"\x93NUMPY"  # an npz is a zip archive of .npy files
 
-CONVERTED, FILE, MINARI, GENERATED, ARRAYS = "converted", "file", "minari", "generated", "arrays"
+CONVERTED, FILE, MINARI, GENERATED, ARRAYS, OGBENCH = "converted", "file", "minari", "generated", "arrays", "ogbench"
 
 # Minari's locomotion datasets carry no reference scores (Minari issue 323): D4RL's, from D4RL's
 # infos.py (REF_MIN_SCORE / REF_MAX_SCORE), by environment name.
@@ -52,12 +53,13 @@ class Source:
     """A source string, resolved: its kind, its path or Minari dataset, and the files it consists of."""
 
     name: str  # as the user gave it; for ARRAYS the in-memory source's name
-    kind: str  # CONVERTED, FILE, MINARI, GENERATED or ARRAYS
-    path: Optional[pathlib.Path] = None  # the converted directory or the file
-    files: Tuple[pathlib.Path, ...] = ()  # what checksums and cache keys cover (FILE, MINARI)
+    kind: str  # CONVERTED, FILE, MINARI, GENERATED, ARRAYS or OGBENCH
+    path: Optional[pathlib.Path] = None  # the converted directory or the file (OGBENCH: the training split)
+    files: Tuple[pathlib.Path, ...] = ()  # what checksums and cache keys cover (FILE, MINARI, OGBENCH)
     dataset: Optional[minari.MinariDataset] = None  # MINARI: loaded once, here
     columns: Optional[Mapping[str, Any]] = None  # FILE tables: which columns hold each field
     in_memory: Optional[InMemorySource] = None  # ARRAYS
+    ogbench: Optional[ogbench_source.OGBenchName] = None  # OGBENCH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,15 +104,32 @@ def checksum(source: Source) -> str:
 
 
 def resolve(source: Any, download: bool = False, generate: bool = False,
-            columns: Optional[Mapping[str, Any]] = None) -> Source:
+            columns: Optional[Mapping[str, Any]] = None, ogbench_dir: Optional[str] = None) -> Source:
     """Finds out what `source` (a path, an id or an `InMemorySource`) is; anything that is no dataset is one
     UserError saying what to pass. With `generate`, a missing generated id is generated and resolved as the
-    Minari dataset it then is. `columns`: for .csv / .parquet tables, which columns hold each field."""
-    resolved = _resolve(source, download, generate, columns)
+    Minari dataset it then is. `columns`: for .csv / .parquet tables, which columns hold each field.
+    `ogbench_dir`: the folder of OGBench's files (default OGBench's own)."""
+    if ogbench_source.is_ogbench(source):
+        resolved = _resolve_ogbench(source, download, ogbench_dir)
+    elif ogbench_dir is not None:
+        raise UserError(f"{source}: make_dataset.ogbench_dir / --ogbench_dir given, but the source is no "
+                        "ogbench:NAME; drop it")
+    else:
+        resolved = _resolve(source, download, generate, columns)
     if columns and resolved.columns is None:
         raise UserError(f"{resolved.name}: columns {dict(columns)!r} given, but it is no .csv / .parquet table (its "
                         "fields are named already); drop make_dataset.columns / --columns")
     return resolved
+
+
+def _resolve_ogbench(source: str, download: bool, ogbench_dir: Optional[str]) -> Source:
+    name = ogbench_source.parse(source)
+    train, val = ogbench_source.split_files(name, ogbench_dir or ogbench_source.DEFAULT_DATA_DIR, download)
+    if val is None:
+        logging.warning("%s: no validation split %s-val.npz beside %s; training without it", source, name.dataset,
+                        train)
+    files = tuple(path.resolve() for path in (train, val) if path is not None)
+    return Source(source, OGBENCH, path=train.resolve(), files=files, ogbench=name)
 
 
 def _resolve(source: Any, download: bool, generate: bool, columns: Optional[Mapping[str, Any]]) -> Source:
@@ -196,6 +215,10 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
         data = _read_rows(dict(source.in_memory.arrays), source.name, report)
     elif source.kind == MINARI:
         data = _read_minari(source.dataset, report)
+    elif source.kind == OGBENCH:
+        data = _read_ogbench(source, report)
+        if data is not None and env_id is None:
+            env_id = source.ogbench.env_id  # a task's data is evaluated in that task's environment
     else:
         raise UserError(f"{source.name}: a {source.kind} dataset, not a source to read: "
                         + ("load it with make_dataset or load_converted" if source.kind == CONVERTED
@@ -359,6 +382,15 @@ def _npz_field(path: pathlib.Path, file: Any, key: str) -> np.ndarray:
         raise UserError(
             f"{path}: field {key!r} is an object array ({error}); store it as a numeric array"
         ) from error
+
+
+def _read_ogbench(source: Source, report: validation.Report) -> Optional[SourceData]:
+    """The training split of an OGBench single-task dataset, relabelled by ogbench; its validation split is
+    checked alike (a broken one is reported with its file)."""
+    data = _read_rows(ogbench_source.load_split(source.ogbench, source.path), str(source.path), report)
+    for val in source.files[1:]:
+        _read_rows(ogbench_source.load_split(source.ogbench, val), str(val), report)
+    return data
 
 
 def _read_minari(dataset: minari.MinariDataset, report: validation.Report) -> Optional[SourceData]:
