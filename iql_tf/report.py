@@ -10,8 +10,9 @@ ROOT/report/report.md (and report.json):
 and, unless --noplots, learning curves (IQM over seeds with a 95 % band, x: updates, one panel per dataset,
 curves.png) and the aggregate intervals (aggregate.png).
 
-The score of a run is its final evaluation: 100 x success rate where the environment reports success (the
-paper's AntMaze score), else the normalised score, else the return.
+The score of a run is its final evaluation (or with --last_evaluations=K the mean of its last K, as OGBench's
+protocol averages the last three): 100 x success rate where the environment reports success (the paper's AntMaze
+score), else the normalised score, else the return.
 """
 
 import collections
@@ -35,6 +36,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("plots", True, "Also draw curves.png and aggregate.png (--noplots: tables only).")
     flags.DEFINE_integer("reps", 2000, "Bootstrap replications of each confidence interval.")
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
+    flags.DEFINE_integer("last_evaluations", 1, "A run's score: the mean of its last K evaluations (OGBench's "
+                         "protocol: 3).")
 
 
 @dataclasses.dataclass
@@ -51,9 +54,9 @@ class RunResult:
     online_from: Optional[int] = None  # the update where online fine-tuning began
     setup: str = ""  # a digest of how it was trained but for the seed (finished.json's training record)
 
-    @property
-    def final(self) -> float:
-        return self.scores[-1]
+    def score(self, last: int = 1) -> float:
+        """The mean of the last `last` evaluations (1: the final one)."""
+        return float(np.mean(self.scores[-last:]))
 
 
 def _score(results: Dict[str, float]) -> Tuple[Optional[str], Optional[float]]:
@@ -136,7 +139,7 @@ def _estimates(scores: Dict[str, Any], function, reps: int, seed: int) -> Tuple[
         logging.set_verbosity(verbosity)
 
 
-def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dict[str, Any]:
+def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0, last: int = 1) -> Dict[str, Any]:
     """The report's numbers (see the module docstring)."""
     from rliable import metrics
 
@@ -149,7 +152,7 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dic
     iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731
     for dataset, configurations in by_dataset.items():
         kinds = {run.kind for group in configurations.values() for run in group}
-        scores = {name: np.array([[run.final] for run in group]) for name, group in configurations.items()}
+        scores = {name: np.array([[run.score(last)] for run in group]) for name, group in configurations.items()}
         estimates = _interval(scores, iqm, reps, seed)
         datasets[dataset] = {
             "score": "/".join(sorted(kinds)),
@@ -157,7 +160,7 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dic
                                       "iqm": estimates[name][0], "iqm_ci": estimates[name][1:]}
                                for name, group in configurations.items()},
         }
-    report: Dict[str, Any] = {"datasets": datasets}
+    report: Dict[str, Any] = {"datasets": datasets, "evaluations_per_score": last}
     mixed = sorted({f"{run.dataset}: {run.configuration.rsplit(' [settings', 1)[0]}" for run in runs
                     if " [settings " in run.configuration})
     if mixed:
@@ -166,7 +169,8 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dic
     common = sorted(set.intersection(*(set(c) for c in by_dataset.values())))
     # rliable's matrices are [runs, datasets]: the same number of seeds on every dataset.
     count = min((len(by_dataset[d][c]) for d in by_dataset for c in common), default=0)
-    matrices = {c: np.array([[run.final for run in by_dataset[d][c][:count]] for d in by_dataset]).T for c in common}
+    matrices = {c: np.array([[run.score(last) for run in by_dataset[d][c][:count]] for d in by_dataset]).T
+                for c in common}
     if common:  # with one dataset too: the intervals are then that dataset's
         aggregate = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x),  # noqa: E731
                                         metrics.aggregate_optimality_gap(x, 100.0)])
@@ -181,7 +185,9 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0) -> Dic
 
 
 def markdown(report: Dict[str, Any]) -> str:
-    lines = ["# Results", ""]
+    last = report.get("evaluations_per_score", 1)
+    lines = ["# Results", "", "A run's score: " + ("its final evaluation." if last == 1 else
+                                                   f"the mean of its last {last} evaluations."), ""]
     for note in report.get("notes", []):
         lines += [f"Note: {note}.", ""]
     for dataset, entry in report["datasets"].items():
@@ -271,7 +277,9 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.reps <= 0:
         raise UserError(f"--reps={FLAGS.reps} must be positive")
     runs = collect(root)
-    report = summarise(runs, FLAGS.reps, FLAGS.seed)
+    if FLAGS.last_evaluations <= 0:
+        raise UserError(f"--last_evaluations={FLAGS.last_evaluations} must be positive (1: the final evaluation)")
+    report = summarise(runs, FLAGS.reps, FLAGS.seed, FLAGS.last_evaluations)
     output = pathlib.Path(FLAGS.output_dir) if FLAGS.output_dir else root / "report"
     output.mkdir(parents=True, exist_ok=True)
     text = markdown(report)

@@ -128,3 +128,18 @@ def test_names_split_as_ogbench_splits_them():
     default = ogbench_source.parse("ogbench:antmaze-large-navigate-singletask-v0")
     assert (default.dataset, default.env_id) == ("antmaze-large-navigate-v0", "antmaze-large-singletask-v0")
     assert ogbench_source.is_ogbench_env(default.env_id) and not ogbench_source.is_ogbench_env("Hopper-v5")
+
+
+def test_the_reproduction_sweeps_five_tasks_with_bindings_gin_accepts(tmp_path):
+    from iql_tf import sweep
+    from tools import ogbench_reproduction
+
+    for family, settings in ogbench_reproduction.FAMILIES.items():
+        command = ogbench_reproduction.sweep_command(family, "0-1", str(tmp_path), str(tmp_path))
+        grid = sweep.parse_grid([arg.split("=", 1)[1] for arg in command if arg.startswith("--grid=")])
+        bindings = [arg.split("=", 1)[1] for arg in command if arg.startswith("--gin_bindings=")]
+        specs = sweep.plan(["ogbench"], bindings, grid, [0, 1])  # parses every combination's gin
+        sources_ = [value for _, values in grid for value in values]
+        assert len(specs) == 10 and [ogbench_source.parse(s).task for s in sources_] == [1, 2, 3, 4, 5]
+        assert {ogbench_source.parse(s).family for s in sources_} == {family}
+        assert f"IQLAgent.beta = {settings.beta!r}" in specs[0].bindings

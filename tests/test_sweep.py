@@ -140,6 +140,11 @@ def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
     assert summary["probability_of_improvement"]["low > high"][0] == 0.0
     assert summary["aggregate"]["high"]["optimality_gap"][0] == pytest.approx(0.0)  # all at or above 100
     assert summary["aggregate"]["low"]["iqm"][0] == pytest.approx(1.0)
+    # OGBench's protocol: a run's score is the mean of its last three evaluations.
+    runs = [report.RunResult(tmp_path, "d", "c", 0, [1, 2, 3, 4], [0.0, 30.0, 60.0, 90.0], "success_rate")]
+    assert report.summarise(runs, reps=10, last=3)["datasets"]["d"]["configurations"]["c"]["mean"] == 60.0
+    assert report.summarise(runs, reps=10)["datasets"]["d"]["configurations"]["c"]["mean"] == 90.0
+    assert "the mean of its last 3 evaluations" in report.markdown(report.summarise(runs, reps=10, last=3))
 
 
 def test_the_sweep_command_reports_mistakes_in_one_line(tmp_path):
