@@ -1,4 +1,5 @@
-"""Gymnasium environments as the datasets describe them, with dict observations flattened.
+"""Gymnasium environments as the datasets describe them, with dict observations flattened; OGBench's
+environments (an optional extra) registered when an id of theirs is made.
 
 Dict observations (PointMaze, AntMaze) are flattened by concatenating their entries in sorted key
 order (`achieved_goal`, `desired_goal`, `observation`): the same order for conversion, generation,
@@ -6,17 +7,21 @@ evaluation and deployment.
 """
 
 import contextlib
+import importlib.util
 import io
-from typing import Any, Dict, Mapping, Optional, Sequence
+import re
+import warnings
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
 
-from iql_tf.data import ogbench_source
 from iql_tf.errors import UserError
 from iql_tf.json_records import parse_json_object
 
 _registered = False
+OGBENCH_INSTALL = "pip install 'iql-tf[ogbench]' (or pip install ogbench==1.2.2)"
+_OGBENCH_ENV = re.compile(r"^[a-z0-9-]+-singletask(-task\d+)?-v\d+$")  # cube-single-singletask-task2-v0
 
 
 def register_environments() -> None:
@@ -30,6 +35,45 @@ def register_environments() -> None:
 
             gym.register_envs(gymnasium_robotics)
         _registered = True
+
+
+def is_ogbench_env(env_id: str) -> bool:
+    """Whether `env_id` is shaped like one of OGBench's single-task environments (`cube-single-singletask-task2-v0`)."""
+    return bool(_OGBENCH_ENV.match(env_id))
+
+
+def require_ogbench(what: str) -> None:
+    """ogbench is an optional extra: its absence is one line with the install command (found, not imported:
+    importing it is `register_ogbench_environments`' job)."""
+    if importlib.util.find_spec("ogbench") is None:
+        raise UserError(f"{what} needs the ogbench package, which is not installed: {OGBENCH_INSTALL}")
+
+
+def register_ogbench_environments() -> None:
+    """Registers OGBench's environments with gymnasium (importing ogbench does). Their spaces have float64
+    bounds, so gymnasium's checker warns at every first reset that it casts them to float32, which says
+    nothing to a user: that one warning is ignored from now on."""
+    require_ogbench("an OGBench environment")
+    import ogbench  # noqa: F401
+
+    warnings.filterwarnings("ignore", message=r".*Box (low|high)'s precision lowered")
+
+
+@contextlib.contextmanager
+def quiet_ogbench_construction() -> Iterator[None]:
+    """Building an OGBench environment, without notes that say nothing to a user: dm_control's choice of an
+    OpenGL backend (absl INFO, when the first environment imports it) and GLFW's missing display (iql-tf
+    renders nothing of OGBench's)."""
+    from absl import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable")
+            yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def observation_keys(space: gym.Space) -> Optional[list]:
@@ -70,9 +114,9 @@ def make_env(
     """Builds `env_id` with its kwargs; a missing or broken environment is a UserError."""
     register_environments()
     quiet = contextlib.nullcontext()
-    if ogbench_source.is_ogbench_env(env_id):
-        ogbench_source.register_environments()
-        quiet = ogbench_source.quiet_construction()
+    if is_ogbench_env(env_id):
+        register_ogbench_environments()
+        quiet = quiet_ogbench_construction()
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)

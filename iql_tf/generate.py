@@ -25,7 +25,7 @@ from absl import flags
 from iql_tf import cli, envs
 from iql_tf.data import ogbench_source
 from iql_tf.errors import UserError
-from iql_tf.generation import generators, pointmaze
+from iql_tf.generation import generators, ogbench_play, pointmaze
 
 FLAGS = flags.FLAGS
 
@@ -53,9 +53,7 @@ def generate_from_flags(kind: str, dataset_id: Optional[str], num_steps: int, se
 def generate_ogbench_from_flags(dataset_id: Optional[str], ogbench_dir: Optional[str], num_episodes: Optional[int],
                                 episode_steps: int, seed: int, processes: Optional[int], overwrite: bool) -> None:
     """--kind=ogbench: OGBench's play dataset `dataset_id`, generated with its oracles into `ogbench_dir`."""
-    ogbench_source.require_ogbench("--kind=ogbench")
-    from iql_tf.generation import ogbench_play
-
+    envs.require_ogbench("--kind=ogbench")
     if not dataset_id:
         raise UserError(f"--kind=ogbench needs --dataset_id, one of {', '.join(ogbench_play.PLAY_DATASETS)}")
     ogbench_play.generate(dataset_id, ogbench_dir or ogbench_source.DEFAULT_DATA_DIR, num_episodes, episode_steps,
@@ -92,7 +90,8 @@ def define_flags() -> None:
                         f"{ogbench_source.DEFAULT_DATA_DIR}).")
     flags.DEFINE_integer("num_episodes", None, "ogbench: training episodes (default: OGBench's size, e.g. 1000); a "
                          "tenth as many validation episodes are added.")
-    flags.DEFINE_integer("episode_steps", 1001, "ogbench: steps per episode (OGBench's 1001: 1000 transitions).")
+    flags.DEFINE_integer("episode_steps", ogbench_play.EPISODE_STEPS, "ogbench: steps per episode (OGBench's "
+                         f"{ogbench_play.EPISODE_STEPS}: {ogbench_play.EPISODE_STEPS - 1} transitions).")
     flags.DEFINE_integer("processes", None, "ogbench: worker processes (default: one per core).")
     flags.DEFINE_integer("reference_episodes", generators.DEFAULT_REFERENCE_EPISODES,
                          "Evaluation episodes averaged for each reference score.")

@@ -115,7 +115,7 @@ def _apart_by_setup(runs: List[RunResult]) -> List[RunResult]:
     return runs
 
 
-def _interval(scores: Dict[str, Any], function, reps: int, seed: int) -> Dict[str, Tuple[float, float, float]]:
+def interval(scores: Dict[str, Any], function, reps: int, seed: int) -> Dict[str, Tuple[float, float, float]]:
     """{name: (point, low, high)}: rliable's stratified bootstrap (over runs within each dataset)."""
     points, intervals = _estimates(scores, function, reps, seed)
     return {name: (float(np.squeeze(points[name])), float(np.squeeze(intervals[name][0])),
@@ -153,7 +153,7 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0, last: 
     for dataset, configurations in by_dataset.items():
         kinds = {run.kind for group in configurations.values() for run in group}
         scores = {name: np.array([[run.score(last)] for run in group]) for name, group in configurations.items()}
-        estimates = _interval(scores, iqm, reps, seed)
+        estimates = interval(scores, iqm, reps, seed)
         datasets[dataset] = {
             "score": "/".join(sorted(kinds)),
             "configurations": {name: {"runs": len(group), "mean": float(np.mean(scores[name])),
@@ -163,9 +163,14 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0, last: 
     report: Dict[str, Any] = {"datasets": datasets, "evaluations_per_score": last}
     mixed = sorted({f"{run.dataset}: {run.configuration.rsplit(' [settings', 1)[0]}" for run in runs
                     if " [settings " in run.configuration})
-    if mixed:
-        report["notes"] = [f"{name} was trained with different settings besides the seed (network sizes, steps, "
-                           "preprocessing, ...): each set of settings is its own configuration below" for name in mixed]
+    notes = [f"{name} was trained with different settings besides the seed (network sizes, steps, preprocessing, "
+             "...): each set of settings is its own configuration below" for name in mixed]
+    short = sorted(str(run.directory) for run in runs if len(run.scores) < last)
+    if short:
+        notes.append(f"{len(short)} run(s) have fewer than {last} evaluations, so their score averages fewer "
+                     f"({', '.join(short[:3])}{', ...' if len(short) > 3 else ''})")
+    if notes:
+        report["notes"] = notes
     common = sorted(set.intersection(*(set(c) for c in by_dataset.values())))
     # rliable's matrices are [runs, datasets]: the same number of seeds on every dataset.
     count = min((len(by_dataset[d][c]) for d in by_dataset for c in common), default=0)
@@ -180,7 +185,7 @@ def summarise(runs: Sequence[RunResult], reps: int = 2000, seed: int = 0, last: 
         report["aggregate_runs_per_dataset"] = count
     if len(common) > 1:
         pairs = {f"{x} > {y}": (matrices[x], matrices[y]) for x in common for y in common if x != y}
-        report["probability_of_improvement"] = _interval(pairs, metrics.probability_of_improvement, reps, seed)
+        report["probability_of_improvement"] = interval(pairs, metrics.probability_of_improvement, reps, seed)
     return report
 
 

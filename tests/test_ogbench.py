@@ -2,13 +2,14 @@
 with ogbench's own rewards and masks, trained and evaluated in the task's environment, and the mistakes."""
 
 import importlib.util
+import json
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import iql_tf
-from iql_tf import generate
+from iql_tf import envs, generate
 from iql_tf.data import ogbench_source, sources, validation
 from iql_tf.errors import UserError
 from iql_tf.generation import ogbench_play
@@ -43,6 +44,10 @@ def test_generated_files_have_ogbench_layout_and_do_not_depend_on_the_processes(
         assert val["observations"].shape == (STEPS, 28)  # a tenth of the episodes, at least one
         # The oracle moves the arm: it is no constant or random policy.
         assert np.abs(np.diff(train["qpos"][:STEPS, :6], axis=0)).max() > 1e-3
+        # Each row's simulator state is the state its observation shows (OGBench stores the state before the
+        # step): the cube's position, scaled around (0.425, 0, 0) by 10, is observation[19:22] for cube-single.
+        np.testing.assert_allclose(train["observations"][:, 19:22],
+                                   (train["qpos"][:, 14:17] - [0.425, 0.0, 0.0]) * 10.0, atol=1e-4)
         kept = {key: train[key] for key in train.files}
     ogbench_play.generate("cube-single-play-v0", tmp_path, num_episodes=EPISODES, episode_steps=STEPS, processes=2)
     with np.load(tmp_path / "cube-single-play-v0.npz") as again:
@@ -56,13 +61,13 @@ def test_rewards_and_masks_are_ogbenchs_own(ogbench_dir, tmp_path):
     """Rows whose cube sits on task2's target are successes: reward 0 and no bootstrap, as ogbench relabels."""
     import ogbench
 
-    ogbench_source.register_environments()
+    envs.register_ogbench_environments()
     env = gym.make("cube-single-singletask-task2-v0")
     env.reset()
     target = env.unwrapped._data.mocap_pos.copy()[0]  # what ogbench's relabelling compares the cube with
     with np.load(ogbench_dir / "cube-single-play-v0.npz") as file:
         arrays = {key: file[key].copy() for key in file.files}
-    successes = [10, 11, 12, STEPS + 5]
+    successes = [10, 11, 12, STEPS - 2, STEPS + 5]  # STEPS - 2: an episode's last transition
     arrays["qpos"][successes, 14:17] = target
     np.savez(tmp_path / "cube-single-play-v0.npz", **arrays)
     np.savez(tmp_path / "cube-single-play-v0-val.npz", **arrays)
@@ -76,6 +81,7 @@ def test_rewards_and_masks_are_ogbenchs_own(ogbench_dir, tmp_path):
     # Episode boundaries: each stored episode loses its last row (no s'), and ends the trajectory.
     assert len(data["rewards"]) == EPISODES * (STEPS - 1)
     assert np.all(data["dones"][np.arange(1, EPISODES + 1) * (STEPS - 1) - 1] == 1)
+    assert np.all(data["dones"][data["terminals"] == 1] == 1)  # a success state ends its trajectory
 
 
 def test_trains_and_evaluates_in_the_tasks_environment_through_the_api(ogbench_dir, tmp_path):
@@ -83,7 +89,10 @@ def test_trains_and_evaluates_in_the_tasks_environment_through_the_api(ogbench_d
                                    eval_episodes=2, progress_bar=False, ogbench_dir=str(ogbench_dir))
     agent.fit(NAME, steps=20, workdir=str(tmp_path / "run"))
     (results,) = agent.results
-    assert "success_rate" in results and results["return_mean"] <= 0.0  # OGBench's env: -1 per step until success
+    assert 0.0 <= results["success_rate"] <= 1.0  # reported by the task's environment
+    metadata = json.loads((tmp_path / "run" / "export" / "policy" / "assets" / "metadata.json").read_text())
+    assert metadata["env_id"] == "cube-single-singletask-task2-v0"
+    assert metadata["max_episode_steps"] == gym.spec("cube-single-singletask-task2-v0").max_episode_steps == 200
     assert agent.predict(np.zeros(28, np.float32)).shape == (5,)
     operative = (tmp_path / "run" / "operative_config.gin").read_text()
     assert "IQLAgent.critic_layer_norm = True" in operative and "IQLAgent.constant_std = True" in operative
@@ -122,19 +131,27 @@ def test_mistakes_are_one_line(ogbench_dir, tmp_path, monkeypatch, caplog):
         generate.generate_ogbench_from_flags("cube-single-play-v0", str(tmp_path), 1, STEPS, 0, 1, False)
 
 
+def test_every_family_is_one_ogbench_registers():
+    envs.register_ogbench_environments()
+    for family in ogbench_source.FAMILIES:
+        assert gym.spec(f"{family}-singletask-task1-v0") and gym.spec(f"{family}-singletask-v0"), family
+    with pytest.raises(UserError, match=r"pixel-based \(visual-\) and oracle-representation"):
+        ogbench_source.parse("ogbench:visual-cube-single-play-singletask-task1-v0")
+
+
 def test_names_split_as_ogbench_splits_them():
     name = ogbench_source.parse("ogbench:puzzle-4x4-play-singletask-task4-v0")
     assert (name.dataset, name.env_id) == ("puzzle-4x4-play-v0", "puzzle-4x4-singletask-task4-v0")
     default = ogbench_source.parse("ogbench:antmaze-large-navigate-singletask-v0")
     assert (default.dataset, default.env_id) == ("antmaze-large-navigate-v0", "antmaze-large-singletask-v0")
-    assert ogbench_source.is_ogbench_env(default.env_id) and not ogbench_source.is_ogbench_env("Hopper-v5")
+    assert envs.is_ogbench_env(default.env_id) and not envs.is_ogbench_env("Hopper-v5")
 
 
 def test_the_reproduction_sweeps_five_tasks_with_bindings_gin_accepts(tmp_path):
     from iql_tf import sweep
     from tools import ogbench_reproduction
 
-    for family, settings in ogbench_reproduction.FAMILIES.items():
+    for family, settings in ogbench_reproduction.FQL_IQL_SETTINGS.items():
         command = ogbench_reproduction.sweep_command(family, "0-1", str(tmp_path), str(tmp_path))
         grid = sweep.parse_grid([arg.split("=", 1)[1] for arg in command if arg.startswith("--grid=")])
         bindings = [arg.split("=", 1)[1] for arg in command if arg.startswith("--gin_bindings=")]
@@ -142,4 +159,5 @@ def test_the_reproduction_sweeps_five_tasks_with_bindings_gin_accepts(tmp_path):
         sources_ = [value for _, values in grid for value in values]
         assert len(specs) == 10 and [ogbench_source.parse(s).task for s in sources_] == [1, 2, 3, 4, 5]
         assert {ogbench_source.parse(s).family for s in sources_} == {family}
-        assert f"IQLAgent.beta = {settings.beta!r}" in specs[0].bindings
+    assert ogbench_reproduction.FQL_IQL_SETTINGS["cube-double"].beta == 0.3  # FQL paper, Table 6
+    assert ogbench_reproduction.FQL_IQL_SETTINGS["humanoidmaze-medium"].discount == 0.995  # Table 5

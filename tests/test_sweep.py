@@ -145,6 +145,7 @@ def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
     assert report.summarise(runs, reps=10, last=3)["datasets"]["d"]["configurations"]["c"]["mean"] == 60.0
     assert report.summarise(runs, reps=10)["datasets"]["d"]["configurations"]["c"]["mean"] == 90.0
     assert "the mean of its last 3 evaluations" in report.markdown(report.summarise(runs, reps=10, last=3))
+    assert "1 run(s) have fewer than 5 evaluations" in report.markdown(report.summarise(runs, reps=10, last=5))
 
 
 def test_the_sweep_command_reports_mistakes_in_one_line(tmp_path):

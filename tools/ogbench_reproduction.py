@@ -23,7 +23,7 @@ from typing import List, Sequence
 
 from absl import flags
 
-from iql_tf import cli
+from iql_tf import cli, envs
 from iql_tf.data import ogbench_source
 from iql_tf.errors import UserError
 
@@ -44,7 +44,7 @@ class Family:
 # FQL paper (arXiv 2502.02538), Table 6 (IQL alpha per family, tuned on the default task) and Table 5 (discount
 # 0.995 for antmaze-giant, humanoidmaze and antsoccer). antsoccer's offline alpha is not in Table 6: 1, from
 # Table 7 (offline-to-online, same agent).
-FAMILIES = {
+FQL_IQL_SETTINGS = {
     "cube-single": Family("play", 1.0),
     "cube-double": Family("play", 0.3),
     "scene": Family("play", 10.0),
@@ -60,7 +60,7 @@ FAMILIES = {
 
 def sweep_command(family: str, seeds: str, root: str, ogbench_dir: str, extra: Sequence[str] = ()) -> List[str]:
     """The `iql-sweep` command line of a family's five tasks."""
-    settings = FAMILIES[family]
+    settings = FQL_IQL_SETTINGS[family]
     tasks = [f"ogbench:{family}-{settings.kind}-singletask-task{task}-v0" for task in range(1, 6)]
     return [sys.executable, "-m", "iql_tf.sweep", "--gin_file=ogbench", f"--grid=make_dataset.source={tasks!r}",
             f"--seeds={seeds}", f"--root={root}",
@@ -72,15 +72,15 @@ def sweep_command(family: str, seeds: str, root: str, ogbench_dir: str, extra: S
 
 def ensure_dataset(family: str, ogbench_dir: str, download: bool) -> None:
     """OGBench's files of the family's dataset in `ogbench_dir`: there, generated, or downloaded."""
-    name = ogbench_source.parse(f"ogbench:{family}-{FAMILIES[family].kind}-singletask-v0")
-    train, _ = name.files(ogbench_dir)
-    if train.is_file():
-        print(f"dataset: {train} is there", flush=True)
+    name = ogbench_source.parse(f"ogbench:{family}-{FQL_IQL_SETTINGS[family].kind}-singletask-v0")
+    train, val = name.files(ogbench_dir)
+    if train.is_file() and val.is_file():
+        print(f"dataset: {train} and {val.name} are there", flush=True)
         return
-    if FAMILIES[family].kind == "play":
+    if FQL_IQL_SETTINGS[family].kind == "play":
         print(f"dataset: generating {name.dataset} at OGBench's size into {ogbench_dir}", flush=True)
         _run([sys.executable, "-m", "iql_tf.generate", "--kind=ogbench", f"--dataset_id={name.dataset}",
-              f"--ogbench_dir={ogbench_dir}"])
+              f"--ogbench_dir={ogbench_dir}", "--overwrite"])  # a lone file is what an interrupted run left
         return
     ogbench_source.split_files(name, ogbench_dir, download)  # downloads, or says how to get it
 
@@ -95,11 +95,11 @@ def _run(command: List[str]) -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
-    if FLAGS.family not in FAMILIES:
-        raise UserError(f"--family={FLAGS.family!r} is unknown; families: {', '.join(FAMILIES)}")
+    if FLAGS.family not in FQL_IQL_SETTINGS:
+        raise UserError(f"--family={FLAGS.family!r} is unknown; families: {', '.join(FQL_IQL_SETTINGS)}")
     if not FLAGS.root:
         raise UserError("--root is required: the folder the runs and the report go to")
-    ogbench_source.require_ogbench("tools.ogbench_reproduction")
+    envs.require_ogbench("tools.ogbench_reproduction")
     ensure_dataset(FLAGS.family, FLAGS.ogbench_dir, FLAGS.download)
     extra = [f"--cpus_per_run={FLAGS.cpus_per_run}", f"--gpus_per_run={FLAGS.gpus_per_run}"]
     if FLAGS.ray_address:
@@ -111,7 +111,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("family", "cube-single", f"OGBench family: {', '.join(FAMILIES)}.")
+    flags.DEFINE_string("family", "cube-single", f"OGBench family: {', '.join(FQL_IQL_SETTINGS)}.")
     flags.DEFINE_string("seeds", "0-7", "Seeds of every task (the FQL paper: 8).")
     flags.DEFINE_string("root", None, "Where the runs and the report go.")
     flags.DEFINE_string("ogbench_dir", ogbench_source.DEFAULT_DATA_DIR, "The folder of OGBench's files.")

@@ -9,8 +9,8 @@ and `NAME-val.npz` (validation) in its data folder (`~/.ogbench/data` unless you
   - `ogbench.relabel_utils.relabel_dataset` gives the single task's reward and mask from that state, as
     `ogbench.make_env_and_datasets` does: reward = (subtasks done) - (subtasks), mask = 0 where every subtask
     is done. So bootstrapping stops at a success state, while the play episode goes on: the mask becomes this
-    project's terminal (no bootstrap), and the stored episode ends (`terminals` in OGBench's files) mark the
-    trajectory boundaries (`dones`).
+    project's terminal (no bootstrap, and the end of a trajectory), and the stored episode ends (`terminals` in
+    OGBench's files) are trajectory ends that bootstrap, like time limits.
 The evaluation environment is the single-task environment of the same name (`cube-single-singletask-task2-v0`),
 which ends an episode at success and reports `info['success']`. ogbench >= 1.2.0 computes the environment's
 reward, termination and success from the state s of each (s, a, s') step ('pre' timing), as the relabelled
@@ -18,30 +18,29 @@ dataset does; earlier versions, FQL's pinned 1.1.0 among them, from s' ('post').
 ogbench's registered default ('pre' in 1.2.x), the one consistent with the data (docs/semantics.md).
 """
 
-import contextlib
 import dataclasses
-import importlib.util
 import os
 import pathlib
 import re
-import warnings
-from typing import Dict, Iterator, Optional, Tuple
+import zipfile
+import zlib
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from iql_tf import envs
 from iql_tf.errors import UserError
 
 PREFIX = "ogbench:"
 DEFAULT_DATA_DIR = "~/.ogbench/data"  # ogbench.utils.DEFAULT_DATASET_DIR
-INSTALL = "pip install 'iql-tf[ogbench]' (or pip install ogbench==1.2.2)"
 
-# OGBench's single-task families (the `-singletask` environments it registers) and their dataset types.
+# OGBench's state-based single-task families and the dataset kinds it publishes for them (its README and
+# data_gen_scripts/commands.sh; cube-octuple's only dataset, play-100m, has another layout and is left out).
 FAMILIES = {
     "cube-single": ("play", "noisy"),
     "cube-double": ("play", "noisy"),
     "cube-triple": ("play", "noisy"),
     "cube-quadruple": ("play", "noisy"),
-    "cube-octuple": ("play", "noisy"),
     "scene": ("play", "noisy"),
     "puzzle-3x3": ("play", "noisy"),
     "puzzle-4x4": ("play", "noisy"),
@@ -98,6 +97,10 @@ def is_ogbench(source: object) -> bool:
 def parse(source: str) -> OGBenchName:
     """`ogbench:NAME` -> its parts; a name OGBench does not have, or a goal-conditioned one, is one UserError."""
     name = source[len(PREFIX):]
+    if name.startswith("visual-") or "-oraclerep" in name:
+        raise UserError(f"{source}: OGBench's pixel-based (visual-) and oracle-representation (-oraclerep) datasets "
+                        "are not supported; name a state-based single-task one, e.g. "
+                        "ogbench:cube-single-play-singletask-task2-v0")
     match = _NAME.match(name)
     families = ", ".join(FAMILIES)
     if match is None or match["family"] not in FAMILIES:
@@ -117,53 +120,14 @@ def parse(source: str) -> OGBenchName:
     return OGBenchName(name, family, kind, task, match["version"])
 
 
-def require_ogbench(what: str) -> None:
-    """ogbench is an optional extra: its absence is one line with the install command (found, not imported:
-    importing it is `register_environments`' job)."""
-    if importlib.util.find_spec("ogbench") is None:
-        raise UserError(f"{what} needs the ogbench package, which is not installed: {INSTALL}")
-
-
-def register_environments() -> None:
-    """Registers OGBench's environments with gymnasium (importing ogbench does). Their spaces have float64
-    bounds, so gymnasium's checker warns at every first reset that it casts them to float32, which says
-    nothing to a user: that one warning is ignored from now on."""
-    require_ogbench("an OGBench environment")
-    import ogbench  # noqa: F401
-
-    warnings.filterwarnings("ignore", message=r".*Box (low|high)'s precision lowered")
-
-
-@contextlib.contextmanager
-def quiet_construction() -> Iterator[None]:
-    """Building an OGBench environment, without notes that say nothing to a user: dm_control's choice of an
-    OpenGL backend (absl INFO, when the first environment imports it) and GLFW's missing display (iql-tf
-    renders nothing of OGBench's)."""
-    from absl import logging
-
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*DISPLAY environment variable")
-            yield
-    finally:
-        logging.set_verbosity(verbosity)
-
-
-def is_ogbench_env(env_id: str) -> bool:
-    """Whether `env_id` names one of OGBench's single-task environments (`cube-single-singletask-task2-v0`)."""
-    return "-singletask" in env_id and env_id.split("-singletask")[0] in FAMILIES
-
-
 def split_files(name: OGBenchName, data_dir: "str | os.PathLike", download: bool
                 ) -> Tuple[pathlib.Path, Optional[pathlib.Path]]:
     """The training file, and the validation file if there is one; a missing training file is downloaded
     with ogbench's downloader when `download`, else one UserError saying how to get it."""
-    require_ogbench(f"{PREFIX}{name.name}")
+    envs.require_ogbench(f"{PREFIX}{name.name}")
     train, val = name.files(data_dir)
     if not train.is_file() and download:
-        register_environments()
+        envs.register_ogbench_environments()
         import ogbench
 
         try:
@@ -183,18 +147,18 @@ def split_files(name: OGBenchName, data_dir: "str | os.PathLike", download: bool
 def load_split(name: OGBenchName, path: pathlib.Path) -> Dict[str, np.ndarray]:
     """One split as D4RL-style rows with explicit s': observations, actions, rewards, next_observations,
     terminals (OGBench's mask 0: every subtask done) and timeouts (the stored episode's end)."""
-    require_ogbench(f"{PREFIX}{name.name}")
-    register_environments()
+    envs.require_ogbench(f"{PREFIX}{name.name}")
+    envs.register_ogbench_environments()
     import gymnasium as gym
     import ogbench
     from ogbench.relabel_utils import relabel_dataset
 
     try:
         dataset = ogbench.load_dataset(str(path), add_info=True)
-    except (OSError, ValueError, KeyError, EOFError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UserError(f"{path}: not a readable OGBench dataset file ({str(error).splitlines()[0]}); generate or "
                         "download it again") from error
-    with quiet_construction():
+    with envs.quiet_ogbench_construction():
         env = gym.make(name.env_id)
     try:
         relabel_dataset(name.env_id, env, dataset)

@@ -28,8 +28,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from absl import logging
 
-from iql_tf import files
-from iql_tf.data import ogbench_source
+from iql_tf import envs, files
 from iql_tf.errors import UserError
 
 EPISODE_STEPS = 1001  # OGBench's max_episode_steps: 1000 transitions per episode once loaded
@@ -75,7 +74,8 @@ def generate(dataset_name: str, output_dir: "str | os.PathLike", num_episodes: O
 
     `num_episodes` training episodes (default: OGBench's size) plus a tenth as many (at least one) validation
     episodes of `episode_steps` steps; `processes` worker processes (default: one per core). Each file is
-    written atomically; existing files are an error unless `overwrite`. Returns the two paths.
+    written atomically, the validation file first (so a training file means both are there); existing files are
+    an error unless `overwrite`. Returns the two paths.
     """
     if dataset_name not in PLAY_DATASETS:
         raise UserError(f"--dataset_id={dataset_name!r} is no OGBench play dataset generated here; choose one of "
@@ -105,7 +105,8 @@ def generate(dataset_name: str, output_dir: "str | os.PathLike", num_episodes: O
                  "seed %d, %d process(es)", dataset_name, recipe.env_id, num_episodes, num_validation,
                  episode_steps, seed, processes)
     episodes = _run_episodes(recipe.env_id, num_episodes + num_validation, episode_steps, seed, processes)
-    for split, part in (("train", episodes[:num_episodes]), ("val", episodes[num_episodes:])):
+    # Validation first: a training file then means the pair is complete, even after an interruption.
+    for split, part in (("val", episodes[num_episodes:]), ("train", episodes[:num_episodes])):
         _write(paths[split], part)
     logging.info("wrote %s (%d transitions) and %s", paths["train"], num_episodes * (episode_steps - 1),
                  paths["val"])
@@ -121,9 +122,14 @@ def _run_episodes(env_id: str, count: int, episode_steps: int, seed: int, proces
     try:
         if processes == 1:
             results = []
-            for job in jobs:
-                results.append(_episode(job))
-                bar.update()
+            try:
+                for job in jobs:
+                    results.append(_episode(job))
+                    bar.update()
+            finally:  # in this process, not a worker's: close what it built
+                for env, _ in _WORKER_STATE.values():
+                    env.close()
+                _WORKER_STATE.clear()
             return results
         # Spawned workers: forking a process that holds MuJoCo (and TensorFlow) state is not safe.
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
@@ -155,8 +161,8 @@ def _environment(env_id: str, episode_steps: int):
         import gymnasium as gym
         from ogbench.manipspace.oracles.plan import button_plan, cube_plan, drawer_plan, window_plan
 
-        ogbench_source.register_environments()
-        with ogbench_source.quiet_construction():
+        envs.register_ogbench_environments()
+        with envs.quiet_ogbench_construction():
             env = gym.make(env_id, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_steps)
         noise = dict(noise=NOISE, noise_smoothing=NOISE_SMOOTHING)
         if env_id.startswith("cube"):

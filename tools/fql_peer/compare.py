@@ -132,18 +132,12 @@ def collect(out: pathlib.Path) -> List[Dict[str, Any]]:
 
 
 def mean_interval(values: Sequence[float], reps: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
-    """(mean, low, high): the 95 % CI of the mean over seeds, by rliable's stratified bootstrap (iql-tf's
-    report), or a percentile bootstrap with a fixed seed where rliable is not installed."""
-    scores = np.asarray(values, np.float64).reshape(-1, 1)  # [runs, tasks]
-    try:
-        from iql_tf import report
+    """(mean, low, high): the 95 % CI of the mean over seeds, by rliable's bootstrap as iql-report computes it
+    (rliable comes with the sweep and test extras)."""
+    from iql_tf import report
 
-        point, low, high = report._interval({"x": scores}, lambda x: np.array([np.mean(x)]), reps, seed)["x"]
-        return point, low, high
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        means = scores[rng.integers(0, len(scores), (reps, len(scores))), 0].mean(axis=1)
-        return float(scores.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    scores = np.asarray(values, np.float64).reshape(-1, 1)  # [runs, tasks]
+    return report.interval({"x": scores}, lambda x: np.array([np.mean(x)]), reps, seed)["x"]
 
 
 def _percent(value: float) -> str:

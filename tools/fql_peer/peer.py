@@ -15,6 +15,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from iql_tf import files
+from iql_tf.data import ogbench_source
 from iql_tf.errors import UserError
 from tools.fql_peer import install, results
 
@@ -43,6 +44,9 @@ class Budget:
                 raise UserError(f"--{name}={getattr(self, name)} must be at least 1")
         if not self.hidden_dims or min(self.hidden_dims) < 1:
             raise UserError(f"--hidden_dims={','.join(map(str, self.hidden_dims))}: give positive sizes, e.g. 256,256")
+        if self.steps % self.eval_interval:
+            raise UserError(f"--steps={self.steps} must be a multiple of --eval_interval={self.eval_interval}: FQL "
+                            "evaluates at multiples of it only, so its last evaluation would come before the end")
         if not 0 < self.expectile < 1 or not 0 < self.discount <= 1 or self.alpha < 0:
             raise UserError(f"--expectile={self.expectile} must be in (0, 1), --discount={self.discount} in (0, 1], "
                             f"--alpha={self.alpha} at least 0")
@@ -58,25 +62,16 @@ class Budget:
                 "speed_interval": self.speed_interval}
 
 
-def dataset_name(task: str) -> str:
-    """OGBench's dataset for a single-task name (as ogbench.make_env_and_datasets derives it)."""
-    splits = task.split("-")
-    if "singletask" not in splits[1:-1]:
-        raise UserError(f"--task={task} is not an OGBench single-task name (FQL's OGBench path), e.g. "
-                        "cube-single-play-singletask-task2-v0")
-    position = splits.index("singletask")
-    return "-".join(splits[:position] + splits[-1:])
-
-
 def check_data(data_dir: pathlib.Path, task: str) -> str:
-    """The dataset's name, once DATA_DIR holds both of its files; otherwise one line naming the command that
-    writes them."""
-    name = dataset_name(task)
-    missing = [file for file in (f"{name}.npz", f"{name}-val.npz") if not (data_dir / file).is_file()]
+    """The dataset's name (iql-tf's reading of OGBench's names), once DATA_DIR holds both of its files;
+    otherwise one line naming the command that writes them."""
+    name = ogbench_source.parse(f"{ogbench_source.PREFIX}{task}")
+    missing = [path.name for path in name.files(data_dir) if not path.is_file()]
     if missing:
         raise UserError(f"--data_dir={data_dir} has no {' or '.join(missing)} (never downloaded here): write them with "
-                        f"`python -m iql_tf.generate --kind=ogbench --dataset_id={name} --ogbench_dir={data_dir}`")
-    return name
+                        f"`python -m iql_tf.generate --kind=ogbench --dataset_id={name.dataset} "
+                        f"--ogbench_dir={data_dir}`")
+    return name.dataset
 
 
 def prepare_home(out: pathlib.Path, data_dir: pathlib.Path) -> pathlib.Path:
