@@ -87,7 +87,7 @@ class IQLAgent(tf.Module):
         self.target_critic.set_weights(self.critic.get_weights())
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
                                    [seed + 2000 for seed in self.seeds], settings.actor_dropout_rate,
-                                   constant_std=settings.constant_std)
+                                   constant_std=settings.constant_std, tanh_mean=settings.tanh_mean)
 
         actor_lr = settings.actor_lr
         if settings.actor_cosine_decay:

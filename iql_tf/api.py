@@ -143,7 +143,7 @@ class IQL:
         metadata = PolicyMetadata(**run.policy_record, seed=run.seeds[0], step=step,
                                   evaluation=run.results[0] if run.results else {}, gin_config=gin_config)
         export_policy(run.agent.member_weights(0), run.agent.hyperparameters["activation"], run.preprocessing,
-                      path, metadata)
+                      path, metadata, tanh_mean=run.agent.settings.tanh_mean)
         return path
 
     @classmethod

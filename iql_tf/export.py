@@ -28,8 +28,10 @@ from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata
 class ExportedPolicy(tf.Module):
     """The actor of one member with its preprocessing, as graph constants behind fixed input signatures."""
 
-    def __init__(self, weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing):
+    def __init__(self, weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
+                 tanh_mean: bool = True):
         super().__init__(name="policy")
+        self._squash = tf.tanh if tanh_mean else tf.identity
         # numpy, not tensors: each is turned into a constant while tracing, so none becomes a captured variable.
         self._weights = weights
         self._activation = keras.activations.get(activation)
@@ -42,14 +44,14 @@ class ExportedPolicy(tf.Module):
         ])
 
     def _mean(self, observations: tf.Tensor) -> tf.Tensor:
-        """tanh(Dense(MLP(normalised s))), in [-1, 1]."""
+        """tanh(Dense(MLP(normalised s))) (or Dense(...) without `tanh_mean`: `_to_env` clips it)."""
         x = self._preprocessing.observations(observations)
         num_layers = sum(name.startswith("kernel_") for name in self._weights)
         for i in range(num_layers):
             x = tf.matmul(x, tf.constant(self._weights[f"kernel_{i}"])) + tf.constant(self._weights[f"bias_{i}"])
             if i < num_layers - 1:
                 x = self._activation(x)
-        return tf.tanh(x)
+        return self._squash(x)
 
     def _to_env(self, unit_actions: tf.Tensor) -> tf.Tensor:
         return tf.cast(self._preprocessing.actions_from_unit(tf.clip_by_value(unit_actions, -1.0, 1.0)), tf.float32)
@@ -65,9 +67,9 @@ class ExportedPolicy(tf.Module):
 
 
 def export_policy(weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
-                  directory: "str | pathlib.Path", metadata: PolicyMetadata) -> None:
+                  directory: "str | pathlib.Path", metadata: PolicyMetadata, tanh_mean: bool = True) -> None:
     """Writes the SavedModel, the TFLite model and the metadata to `directory`, replacing an earlier export."""
-    module = ExportedPolicy(weights, activation, preprocessing)
+    module = ExportedPolicy(weights, activation, preprocessing, tanh_mean)
     with files.atomic_directory(directory, replace=True) as staging:
         tf.saved_model.save(module, str(staging), signatures={"serving_default": module.act, "sample": module.sample})
         converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=["serving_default"])

@@ -5,9 +5,10 @@ Every weight has a leading member axis ([members, in, out] kernels), so N indepe
 through batched matmuls in one compiled step (`train.num_seeds`); a single run is the ensemble of one.
 Inputs and outputs carry the same axis: observations [members, B, obs] -> values [members, B].
 
-Two options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
+Three options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
 baselines, e.g. the FQL paper's): layer normalisation after each hidden activation of the value and critic
-networks (`layer_norm`), and a constant policy std of 1 instead of a learned one (`constant_std`).
+networks (`layer_norm`), a constant policy std of 1 instead of a learned one (`constant_std`), and a linear
+policy mean, clipped to [-1, 1] where actions are taken, instead of a tanh'd one (`tanh_mean=False`).
 """
 
 import math
@@ -143,15 +144,18 @@ class TwinCritic(keras.Model):
 
 class GaussianActor(_EnsembleModel):
     """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std per member,
-    learned, or fixed at 1 (log_std 0) with `constant_std`.
+    learned, or fixed at 1 (log_std 0) with `constant_std`; with `tanh_mean=False` the mean is Dense(MLP(s)),
+    which whoever acts clips to [-1, 1] (evaluation, exploration, the export).
 
     Dropout (kitchen/adroit) is stateless and seeded by the caller with one seed per member, so each member's
     checkpointed random generator drives its own masks and a resumed run repeats them.
     """
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
-                 seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False):
+                 seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False,
+                 tanh_mean: bool = True):
         super().__init__(len(seeds), name)
+        self.squash = tf.tanh if tanh_mean else tf.identity
         self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name)
         self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_mean")
         self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std",
@@ -160,10 +164,10 @@ class GaussianActor(_EnsembleModel):
         self(tf.zeros([len(seeds), 1, observation_dim]))
 
     def call(self, observations: tf.Tensor, dropout_seeds: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """The deterministic action tanh(Dense(h)); dropout only when seeds ([members, 2]) are given."""
+        """The mean tanh(Dense(h)) (or Dense(h)); dropout only when seeds ([members, 2]) are given."""
         x = self._enter(observations)
         if dropout_seeds is None or self.dropout_rate == 0:
-            return self._leave(tf.tanh(self.mean_head(self.trunk(x))))
+            return self._leave(self.squash(self.mean_head(self.trunk(x))))
         layer_seeds = _layer_seeds(dropout_seeds, len(self.trunk.layers))
         for i, layer in enumerate(self.trunk.layers):
             x = layer(x)
@@ -173,7 +177,7 @@ class GaussianActor(_EnsembleModel):
             else:
                 x = tf.stack([tf.nn.experimental.stateless_dropout(x[k], rate=self.dropout_rate, seed=seeds[i])
                               for k, seeds in enumerate(layer_seeds)])
-        return self._leave(tf.tanh(self.mean_head(x)))
+        return self._leave(self.squash(self.mean_head(x)))
 
     def std(self) -> tf.Tensor:
         """exp(clip(log_std, -5, 2)), [members, 1, action_dim]."""

@@ -100,6 +100,10 @@ class DataSettings:
         return str(self.source) if isinstance(self.source, os.PathLike) else self.source
 
 
+# Options added in 0.4 (OGBench's IQL), with the value that means what 0.3 did.
+_LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True}
+
+
 @gin.configurable("IQLAgent")
 @dataclasses.dataclass(frozen=True)
 class AgentSettings:
@@ -119,6 +123,8 @@ class AgentSettings:
         (not in the paper; OGBench's IQL baselines use it).
       constant_std: a policy std fixed at 1 instead of a learned state-independent one (not in the paper;
         OGBench's IQL baselines use it: AWR then weights a squared error of the mean).
+      tanh_mean: the policy mean is tanh(Dense(h)) (the IQL reference's); False: Dense(h), clipped to [-1, 1]
+        where actions are taken (OGBench's IQL baselines: actions at the bounds are reached without saturating).
       batch_size: transitions per update.
       jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the trainer
         time both on this machine and take the faster (`fastest_path`).
@@ -137,6 +143,7 @@ class AgentSettings:
     actor_dropout_rate: Optional[float] = None
     critic_layer_norm: bool = False
     constant_std: bool = False
+    tanh_mean: bool = True
     batch_size: int = 256
     jit_compile: Optional[bool] = None
 
@@ -164,7 +171,7 @@ class AgentSettings:
         if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
             _fail("IQLAgent.jit_compile", self.jit_compile, "None (the faster path on this machine), True (XLA) or "
                   "False")
-        for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std"):
+        for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std", "tanh_mean"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
         if not isinstance(self.activation, str):
@@ -178,8 +185,8 @@ class AgentSettings:
                       discount=float(self.discount), target_update_rate=float(self.target_update_rate),
                       value_lr=float(self.value_lr), critic_lr=float(self.critic_lr), actor_lr=float(self.actor_lr),
                       actor_decay_steps=int(actor_decay_steps) if self.actor_cosine_decay else None)
-        for name in ("critic_layer_norm", "constant_std"):  # recorded when on, so that runs of 0.3 still resume
-            if not record[name]:
+        for name, default in _LATER_OPTIONS.items():  # recorded when changed, so that runs of 0.3 still resume
+            if record[name] == default:
                 del record[name]
         return record
 

@@ -385,7 +385,8 @@ class TrainingRun:
             export_policy(self.agent.member_weights(member), self.agent.hyperparameters["activation"],
                           self.preprocessing, self.export_dir(member),
                           PolicyMetadata(**self.policy_record, seed=seed, step=step,
-                                         evaluation=self.results[member], gin_config=gin.operative_config_str()))
+                                         evaluation=self.results[member], gin_config=gin.operative_config_str()),
+                          tanh_mean=self.agent.settings.tanh_mean)
 
     @property
     def policy_record(self) -> Dict[str, Any]:

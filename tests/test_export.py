@@ -49,8 +49,8 @@ OBS, ACT = 11, 3
 LOW, HIGH = np.array([-2.0, -1.0, 0.0], np.float32), np.array([2.0, 1.0, 10.0], np.float32)
 
 
-def make_agent(seeds=(0,)):
-    agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(16, 16), jit_compile=False), actor_decay_steps=10,
+def make_agent(seeds=(0,), **settings):
+    agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(16, 16), jit_compile=False, **settings), actor_decay_steps=10,
                      seeds=seeds)
     bias = agent.actor.mean_head.bias
     bias.assign(np.broadcast_to(np.float32([2.0, -2.0, 0.0]), bias.shape))  # some actions near the bounds
@@ -107,6 +107,18 @@ def test_export_loads_with_tensorflow_alone_and_matches_the_agent_on_raw_observa
     assert np.any(out["sampled"] == HIGH) or np.any(out["sampled"] == LOW)  # clipped to the bounds
     assert not np.allclose(out["sampled"], out["actions"])
     assert read_policy_metadata(export_dir) == metadata(seed=1)
+
+
+def test_a_linear_mean_is_exported_and_clipped_to_the_bounds_as_evaluation_clips_it(tmp_path, raw_observations):
+    agent = make_agent(tanh_mean=False)  # OGBench's IQL: the mean Dense(h), clipped where actions are taken
+    prep = preprocessing(raw_observations, normalize=False)
+    export_policy(agent.member_weights(0), "relu", prep, tmp_path / "policy", metadata(), tanh_mean=False)
+    served = tf.saved_model.load(str(tmp_path / "policy")).signatures["serving_default"]
+    actions = served(observations=tf.constant(raw_observations, tf.float32))["actions"].numpy()
+    np.testing.assert_allclose(actions, agent_actions(agent, 0, prep, raw_observations), rtol=1e-5, atol=1e-5)
+    # Means around +-2 (the biases), clipped to the bounds; tanh'd means would never reach them.
+    assert np.mean(actions[:, 0] == HIGH[0]) > 0.5 and np.mean(actions[:, 1] == LOW[1]) > 0.5
+    assert not np.any(agent_actions(make_agent(), 0, prep, raw_observations)[:, 0] == HIGH[0])
 
 
 def test_the_tflite_model_has_no_variables_left_to_read(tmp_path, raw_observations):
