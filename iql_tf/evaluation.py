@@ -1,7 +1,7 @@
 """Deterministic rollouts in the dataset's environment: returns, normalised score, success.
 
 A separate environment instance from any exploration, seeded per episode from the run seed, deterministic
-actions (the policy mean), full episodes up to the environment's time limit.
+actions (the policy mean, clipped to the bounds), full episodes up to the environment's time limit.
 """
 
 from typing import Callable, Dict, List, Optional, Sequence

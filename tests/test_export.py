@@ -118,6 +118,10 @@ def test_a_linear_mean_is_exported_and_clipped_to_the_bounds_as_evaluation_clips
     np.testing.assert_allclose(actions, agent_actions(agent, 0, prep, raw_observations), rtol=1e-5, atol=1e-5)
     # Means around +-2 (the biases), clipped to the bounds; tanh'd means would never reach them.
     assert np.mean(actions[:, 0] == HIGH[0]) > 0.5 and np.mean(actions[:, 1] == LOW[1]) > 0.5
+    sample = tf.saved_model.load(str(tmp_path / "policy")).signatures["sample"]
+    sampled = sample(observations=tf.constant(raw_observations, tf.float32), temperature=tf.constant(5.0),
+                     seed=tf.constant([1, 2]))["actions"].numpy()
+    assert np.all(sampled >= LOW) and np.all(sampled <= HIGH)
     assert not np.any(agent_actions(make_agent(), 0, prep, raw_observations)[:, 0] == HIGH[0])
 
 
@@ -170,9 +174,9 @@ def test_export_replaces_an_earlier_one_in_one_step_and_leaves_no_staging_folder
 @pytest.mark.parametrize("activation", ["relu", "elu", "tanh", "gelu", "selu", "swish", "leaky_relu", "softsign"])
 def test_a_fresh_export_runs_only_allowed_ops(tmp_path, raw_observations, activation):
     agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(4,), activation=activation, jit_compile=False), 10)
-    for normalize in (True, False):
+    for normalize in (True, False):  # with the tanh mean, and without (OGBench's linear mean)
         export_policy(agent.member_weights(0), activation, preprocessing(raw_observations, normalize),
-                      tmp_path / f"policy-{normalize}", metadata())
+                      tmp_path / f"policy-{normalize}", metadata(), tanh_mean=normalize)
     served = export_check.served_ops(tmp_path / "policy-True") | export_check.served_ops(tmp_path / "policy-False")
     assert {"MatMul", "StatelessRandomNormalV2"} <= served  # the policy and its sampling were reached
     assert served <= export_check.ALLOWED_OPS, sorted(served - export_check.ALLOWED_OPS)

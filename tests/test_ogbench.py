@@ -95,7 +95,8 @@ def test_trains_and_evaluates_in_the_tasks_environment_through_the_api(ogbench_d
     assert metadata["max_episode_steps"] == gym.spec("cube-single-singletask-task2-v0").max_episode_steps == 200
     assert agent.predict(np.zeros(28, np.float32)).shape == (5,)
     operative = (tmp_path / "run" / "operative_config.gin").read_text()
-    assert "IQLAgent.critic_layer_norm = True" in operative and "IQLAgent.constant_std = True" in operative
+    for binding in ("critic_layer_norm = True", "constant_std = True", "tanh_mean = False", "activation = 'gelu'"):
+        assert f"IQLAgent.{binding}" in operative
 
 
 def test_mistakes_are_one_line(ogbench_dir, tmp_path, monkeypatch, caplog):

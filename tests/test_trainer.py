@@ -146,6 +146,7 @@ def test_resuming_with_other_training_settings_is_refused_naming_them(hopper_bin
         ("train.seed = 1", "seed: 0 -> 1"),
         ("make_dataset.reward_preprocessing = 'none'", "preprocessing.reward.mode: 'locomotion' -> 'none'"),
         ("IQLAgent.jit_compile = True", "xla: False -> True"),
+        ("IQLAgent.tanh_mean = False", "agent.tanh_mean: None -> False"),  # 0.4's options: absent means off
     ]:
         parse(hopper_bindings, ["train.num_offline_steps = 40", "train.checkpoint_interval = 10", binding])
         with pytest.raises(UserError, match=rf"was trained with other settings than these \(.*{change}.*\): resume "

@@ -192,7 +192,7 @@ class Report:
 
 
 def check_action_space(where: str, space: gym.Space) -> None:
-    """The policy needs a bounded Box: its tanh output in [-1, 1] is rescaled to the bounds."""
+    """The policy needs a bounded Box: its output, in or clipped to [-1, 1], is rescaled to the bounds."""
     if not isinstance(space, gym.spaces.Box):
         raise UserError(f"{where}: action space {space} is not a Box; iql-tf learns continuous actions only: "
                         "choose an environment with a Box action space")
