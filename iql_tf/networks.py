@@ -143,9 +143,9 @@ class TwinCritic(keras.Model):
 
 
 class GaussianActor(_EnsembleModel):
-    """pi(a|s) = N(tanh(Dense(MLP(s))), exp(clip(log_std)) * temperature), a state-independent std per member,
-    learned, or fixed at 1 (log_std 0) with `constant_std`; with `tanh_mean=False` the mean is Dense(MLP(s)),
-    which whoever acts clips to [-1, 1] (evaluation, exploration, the export).
+    """pi(a|s) = N(mean, exp(clip(log_std)) * temperature) with mean = tanh(Dense(MLP(s))), a state-independent
+    std per member, learned, or fixed at 1 (log_std 0) with `constant_std`; with `tanh_mean=False` the mean is
+    Dense(MLP(s)), which whoever acts clips to [-1, 1] (evaluation, exploration, the export).
 
     Dropout (kitchen/adroit) is stateless and seeded by the caller with one seed per member, so each member's
     checkpointed random generator drives its own masks and a resumed run repeats them.
@@ -186,8 +186,8 @@ class GaussianActor(_EnsembleModel):
     def distribution(self, observations: tf.Tensor, temperature: float = 1.0,
                      dropout_seeds: Optional[tf.Tensor] = None) -> tfd.Distribution:
         """The policy as a TFP distribution over [members, B, action_dim]; temperature 0 is the mean."""
-        # A Gaussian over raw actions with a tanh'd mean, not a tanh-squashed distribution: a squashed one
-        # trains badly with AWR (d3rlpy #171, CORL #38).
+        # A Gaussian over raw actions with its mean (tanh'd or linear), not a tanh-squashed distribution: a
+        # squashed one trains badly with AWR (d3rlpy #171, CORL #38).
         return tfd.MultivariateNormalDiag(
             loc=self(observations, dropout_seeds=dropout_seeds), scale_diag=self.std() * temperature
         )
