@@ -148,8 +148,6 @@ def load_split(name: OGBenchName, path: pathlib.Path) -> Dict[str, np.ndarray]:
     """One split as D4RL-style rows with explicit s': observations, actions, rewards, next_observations,
     terminals (OGBench's mask 0: every subtask done) and timeouts (the stored episode's end)."""
     envs.require_ogbench(f"{PREFIX}{name.name}")
-    envs.register_ogbench_environments()
-    import gymnasium as gym
     import ogbench
     from ogbench.relabel_utils import relabel_dataset
 
@@ -158,8 +156,7 @@ def load_split(name: OGBenchName, path: pathlib.Path) -> Dict[str, np.ndarray]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UserError(f"{path}: not a readable OGBench dataset file ({str(error).splitlines()[0]}); generate or "
                         "download it again") from error
-    with envs.quiet_ogbench_construction():
-        env = gym.make(name.env_id)
+    env = envs.make_env(name.env_id)  # OGBench's environments registered, built without their start-up notes
     try:
         relabel_dataset(name.env_id, env, dataset)
     except (KeyError, IndexError, ValueError) as error:
