@@ -35,18 +35,23 @@ class ProgressBar(tqdm.tqdm):
     def __init__(self, total: int, initial: int, enabled: bool):
         self._stderr = sys.stderr
         self._handler = absl_logging.get_absl_handler().python_handler
+        self._routing = False
         super().__init__(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True,
                          file=self._stderr, smoothing=0.1)
         if enabled:
+            self._routing = True
             sys.stderr = _AboveTheBar(self._stderr)
             if self._handler.stream is self._stderr:
                 self._handler.stream = sys.stderr
 
     def close(self) -> None:
-        if isinstance(sys.stderr, _AboveTheBar):
-            sys.stderr = self._stderr
-        if isinstance(self._handler.stream, _AboveTheBar):
-            self._handler.stream = self._stderr
+        # Once: tqdm's __del__ closes again, at interpreter exit too, when this module's globals are gone.
+        if self._routing:
+            self._routing = False
+            if isinstance(sys.stderr, _AboveTheBar):
+                sys.stderr = self._stderr
+            if isinstance(self._handler.stream, _AboveTheBar):
+                self._handler.stream = self._stderr
         super().close()
 
 

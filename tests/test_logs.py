@@ -42,3 +42,13 @@ def test_a_disabled_bar_leaves_stderr_alone(monkeypatch):
     bar = logs.progress_bar(total=10, initial=0, enabled=False)
     assert sys.stderr is terminal
     bar.close()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_closing_again_at_interpreter_exit_touches_no_module_globals(monkeypatch, enabled):
+    # tqdm's __del__ closes the bar once more, at interpreter exit too, when a module's globals are None.
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    bar = logs.progress_bar(total=10, initial=0, enabled=enabled)
+    bar.close()
+    monkeypatch.setattr(logs, "sys", None)
+    bar.close()
