@@ -77,17 +77,17 @@ class IQLAgent(tf.Module):
         self.members = len(self.seeds)
         hidden_dims, activation = settings.hidden_dims, settings.activation
 
-        layer_norm = settings.critic_layer_norm
-        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds, layer_norm=layer_norm)
+        critic_options = dict(layer_norm=settings.critic_layer_norm, kernel_init=settings.kernel_init)
+        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds, **critic_options)
         critic_seeds = [seed + 1000 for seed in self.seeds]
-        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds,
-                                 layer_norm=layer_norm)
+        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds, **critic_options)
         self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds,
-                                        name="target_critic", layer_norm=layer_norm)
+                                        name="target_critic", **critic_options)
         self.target_critic.set_weights(self.critic.get_weights())
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
                                    [seed + 2000 for seed in self.seeds], settings.actor_dropout_rate,
-                                   constant_std=settings.constant_std, tanh_mean=settings.tanh_mean)
+                                   constant_std=settings.constant_std, tanh_mean=settings.tanh_mean,
+                                   kernel_init=settings.kernel_init)
 
         actor_lr = settings.actor_lr
         if settings.actor_cosine_decay:

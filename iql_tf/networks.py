@@ -5,46 +5,67 @@ Every weight has a leading member axis ([members, in, out] kernels), so N indepe
 through batched matmuls in one compiled step (`train.num_seeds`); a single run is the ensemble of one.
 Inputs and outputs carry the same axis: observations [members, B, obs] -> values [members, B].
 
-Three options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
+Four options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
 baselines, e.g. the FQL paper's): layer normalisation after each hidden activation of the value and critic
-networks (`layer_norm`), a constant policy std of 1 instead of a learned one (`constant_std`), and a linear
-policy mean, clipped to [-1, 1] where actions are taken, instead of a tanh'd one (`tanh_mean=False`).
+networks (`layer_norm`), a constant policy std of 1 instead of a learned one (`constant_std`), a linear
+policy mean, clipped to [-1, 1] where actions are taken, instead of a tanh'd one (`tanh_mean=False`), and
+Glorot-uniform kernels with a near-zero policy mean layer instead of orthogonal ones (`kernel_init`).
 """
 
 import math
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from iql_tf.settings import KERNEL_INITS
+
 tfd = tfp.distributions
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
 
+# How kernels start: 'orthogonal', gain sqrt(2) for every layer, output layers included (the IQL reference's);
+# 'glorot_uniform', Flax's variance_scaling(1, 'fan_avg', 'uniform'), with the policy mean layer's scale 0.01
+# so that the first policy acts near 0 (OGBench's IQL baselines, e.g. FQL's utils/networks.py).
+POLICY_MEAN_GLOROT_SCALE = 0.01
+
+SeededInitializer = Callable[[int], keras.initializers.Initializer]  # seed -> the initialiser of one member's kernel
+
+
+def kernel_initializer(scheme: str, policy_mean: bool = False) -> SeededInitializer:
+    """The kernel initialiser of `scheme` (one of KERNEL_INITS), per seed; `policy_mean` for the actor's mean layer."""
+    if scheme == "orthogonal":
+        return lambda seed: keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)
+    if scheme == "glorot_uniform":
+        scale = POLICY_MEAN_GLOROT_SCALE if policy_mean else 1.0
+        return lambda seed: keras.initializers.VarianceScaling(scale, mode="fan_avg", distribution="uniform", seed=seed)
+    raise ValueError(f"kernel initialisation {scheme!r} is not one of {', '.join(KERNEL_INITS)}")
+
 
 class EnsembleDense(keras.layers.Layer):
     """`members` independent Dense layers: [members, B, in] -> [members, B, out].
 
-    Member k's kernel is what a plain Dense initialised orthogonally with gain sqrt(2) and seed `seeds[k]`
-    would hold (the reference's initialisation, output layers included), and its bias is zero. A single
+    Member k's kernel is what a plain Dense initialised by `initializer(seeds[k])` would hold (by default
+    orthogonal with gain sqrt(2), the reference's initialisation), and its bias is zero. A single
     member is a plain Dense ([in, out] kernel, [B, in] inputs): its networks drop the member axis on the way
     in and add it back on the way out, so one seed runs the plain matmuls it would run without ensembles.
     """
 
-    def __init__(self, units: int, seeds: Sequence[int], activation: Optional[str] = None, **kwargs):
+    def __init__(self, units: int, seeds: Sequence[int], activation: Optional[str] = None,
+                 initializer: SeededInitializer = kernel_initializer("orthogonal"), **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.seeds = list(seeds)
         self.activation = keras.activations.get(activation)
+        self.initializer = initializer
 
     def build(self, input_shape):
         fan_in = int(input_shape[-1])
         kernels = np.stack([
-            keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)((fan_in, self.units)).numpy()
-            for seed in self.seeds
+            self.initializer(seed)((fan_in, self.units)).numpy() for seed in self.seeds
         ])
         bias_shape = (len(self.seeds), 1, self.units)
         if len(self.seeds) == 1:
@@ -97,15 +118,16 @@ class _EnsembleModel(keras.Model):
 
 
 def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
-        prefix: str, layer_norm: bool = False) -> keras.Sequential:
-    """The hidden layers of an ensemble MLP; layer i of member k is seeded `seeds[k] + i`; with `layer_norm`,
-    each activation is followed by layer normalisation.
+        prefix: str, layer_norm: bool = False, kernel_init: str = "orthogonal") -> keras.Sequential:
+    """The hidden layers of an ensemble MLP, kernels started as `kernel_init` (one of KERNEL_INITS) says; layer
+    i of member k is seeded `seeds[k] + i`; with `layer_norm`, each activation is followed by layer normalisation.
 
     A Sequential, not a Python list: Keras 3 does not expose layer lists to tf.train.Checkpoint.
     """
     layers = []
     for i, units in enumerate(hidden_dims):
-        layers.append(EnsembleDense(units, [seed + i for seed in seeds], activation, name=f"{prefix}_hidden_{i}"))
+        layers.append(EnsembleDense(units, [seed + i for seed in seeds], activation, kernel_initializer(kernel_init),
+                                    name=f"{prefix}_hidden_{i}"))
         if layer_norm:
             layers.append(EnsembleLayerNorm(len(seeds), name=f"{prefix}_norm_{i}"))
     shape = (input_dim,) if len(seeds) == 1 else (None, input_dim)
@@ -116,10 +138,11 @@ class ValueNetwork(_EnsembleModel):
     """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]."""
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
-                 name="value", layer_norm: bool = False):
+                 name="value", layer_norm: bool = False, kernel_init: str = "orthogonal"):
         super().__init__(len(seeds), name)
-        self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name, layer_norm)
-        self.head = EnsembleDense(1, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_out")
+        self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name, layer_norm, kernel_init)
+        self.head = EnsembleDense(1, [seed + len(hidden_dims) for seed in seeds],
+                                  initializer=kernel_initializer(kernel_init), name=f"{name}_out")
         self(tf.zeros([len(seeds), 1, input_dim]))
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
@@ -130,12 +153,12 @@ class TwinCritic(keras.Model):
     """Two independent Q networks per member over concat(s, a); returns (Q1, Q2), each [members, B]."""
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
-                 seeds: Sequence[int], name="critic", layer_norm: bool = False):
+                 seeds: Sequence[int], name="critic", layer_norm: bool = False, kernel_init: str = "orthogonal"):
         super().__init__(name=name)
         self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds, name=f"{name}_q1",
-                               layer_norm=layer_norm)
+                               layer_norm=layer_norm, kernel_init=kernel_init)
         self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, [seed + 100 for seed in seeds],
-                               name=f"{name}_q2", layer_norm=layer_norm)
+                               name=f"{name}_q2", layer_norm=layer_norm, kernel_init=kernel_init)
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
         inputs = tf.concat([observations, actions], axis=-1)
@@ -153,11 +176,13 @@ class GaussianActor(_EnsembleModel):
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False,
-                 tanh_mean: bool = True):
+                 tanh_mean: bool = True, kernel_init: str = "orthogonal"):
         super().__init__(len(seeds), name)
         self.squash = tf.tanh if tanh_mean else tf.identity
-        self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name)
-        self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds], name=f"{name}_mean")
+        self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name, kernel_init=kernel_init)
+        self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds],
+                                       initializer=kernel_initializer(kernel_init, policy_mean=True),
+                                       name=f"{name}_mean")
         self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std",
                                        trainable=not constant_std)
         self.dropout_rate = dropout_rate or 0.0

@@ -100,8 +100,11 @@ class DataSettings:
         return str(self.source) if isinstance(self.source, os.PathLike) else self.source
 
 
+# How the networks' kernels may start (iql_tf.networks.kernel_initializer).
+KERNEL_INITS = ("orthogonal", "glorot_uniform")
+
 # Options added in 0.4 (OGBench's IQL), with the value that means what 0.3 did.
-_LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True}
+_LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True, "kernel_init": "orthogonal"}
 
 
 @gin.configurable("IQLAgent")
@@ -125,6 +128,8 @@ class AgentSettings:
         OGBench's IQL baselines use it: AWR then weights a squared error of the mean).
       tanh_mean: the policy mean is tanh(Dense(h)) (the IQL reference's); False: Dense(h), clipped to [-1, 1]
         where actions are taken (OGBench's IQL baselines: actions at the bounds are reached without saturating).
+      kernel_init: how every network's kernels start: 'orthogonal' (gain sqrt(2), the IQL reference's) or
+        'glorot_uniform' (OGBench's IQL baselines: Glorot uniform, the policy mean layer scaled by 0.01).
       batch_size: transitions per update.
       jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the trainer
         time both on this machine and take the faster (`fastest_path`).
@@ -144,6 +149,7 @@ class AgentSettings:
     critic_layer_norm: bool = False
     constant_std: bool = False
     tanh_mean: bool = True
+    kernel_init: str = "orthogonal"
     batch_size: int = 256
     jit_compile: Optional[bool] = None
 
@@ -174,6 +180,8 @@ class AgentSettings:
         for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std", "tanh_mean"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
+        if self.kernel_init not in KERNEL_INITS:
+            _fail("IQLAgent.kernel_init", self.kernel_init, " or ".join(repr(name) for name in KERNEL_INITS))
         if not isinstance(self.activation, str):
             _fail("IQLAgent.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
 

@@ -161,6 +161,19 @@ def test_layer_norm_and_constant_std_options_keep_members_apart_and_the_std_at_o
     assert not np.allclose(learned.actor.std().numpy(), 1.0)  # the paper's std is learned
 
 
+def test_kernel_init_reaches_every_network_and_the_target_starts_as_the_critic():
+    glorot, orthogonal = make_agent(kernel_init="glorot_uniform"), make_agent()
+    for name in ("value", "critic", "actor"):
+        for agent, is_glorot in ((glorot, True), (orthogonal, False)):
+            kernels = [v.numpy() for v in getattr(agent, name).trainable_variables if "kernel" in v.path]
+            bounds = [np.sqrt(6.0 * (0.01 if "mean" in v.path else 1.0) / sum(v.shape))
+                      for v in getattr(agent, name).trainable_variables if "kernel" in v.path]
+            within = [np.abs(kernel).max() <= bound for kernel, bound in zip(kernels, bounds)]
+            assert all(within) if is_glorot else not any(within), (name, is_glorot)
+    for a, b in zip(weights(glorot.critic), weights(glorot.target_critic)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
     agent = make_agent(actor_cosine_decay=True, actor_lr=3e-4)
     buffer = ReplayBuffer(make_transitions())

@@ -31,6 +31,23 @@ def test_every_dense_is_orthogonal_with_gain_sqrt2_and_zero_bias():
             np.testing.assert_array_equal(bias, 0.0)
 
 
+def test_glorot_uniform_kernels_with_a_near_zero_policy_mean_layer():
+    # OGBench's IQL baselines: Glorot uniform, U(+-sqrt(6 / (fan_in + fan_out))), the mean layer's variance 0.01x.
+    actor = GaussianActor(4, 3, (64, 64), "relu", seeds=[1, 2], kernel_init="glorot_uniform", tanh_mean=False)
+    critic = TwinCritic(4, 3, (64, 64), "relu", seeds=[3], kernel_init="glorot_uniform")
+    layers = [(layer, 1.0) for layer in actor.trunk.layers + critic.q1.trunk.layers + [critic.q2.head]]
+    for layer, scale in layers + [(actor.mean_head, 0.01)]:
+        for kernel, bias in (layer.member(k) for k in range(len(layer.seeds))):
+            bound = np.sqrt(6.0 * scale / sum(kernel.shape))
+            assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
+            assert abs(kernel.var() / (bound ** 2 / 3.0) - 1.0) < 0.3  # the variance of U(-bound, bound)
+            np.testing.assert_array_equal(bias, 0.0)
+    # So the first policy acts near 0 where the orthogonal one does not.
+    observations = tf.random.normal([2, 50, 4])
+    orthogonal = GaussianActor(4, 3, (64, 64), "relu", seeds=[1, 2], tanh_mean=False)
+    assert np.abs(actor(observations).numpy()).mean() < 0.1 * np.abs(orthogonal(observations).numpy()).mean()
+
+
 def test_an_ensemble_member_is_the_network_its_seed_makes_alone():
     together = GaussianActor(4, 2, (16, 16), "relu", seeds=[5, 6, 7])
     observations = tf.random.normal([3, 8, 4])
