@@ -41,6 +41,14 @@ LOSS_NAMES = ("value_loss", "actor_loss", "critic_loss")
 _LAST_VALUE = ("actor_lr",)  # reported as reached after K fused updates, not as their mean
 
 
+def batch_generator(seed: int) -> tf.random.Generator:
+    """The generator of a member's batches (and dropout and exploration seeds), independent across seeds."""
+    # Not Generator.from_seed: its seed s + 1 is seed s one Philox counter step on, so consecutive seeds drew the
+    # same batches shifted by two. A key mixed from the seed (numpy's SeedSequence) gives each its own stream.
+    key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+    return tf.random.Generator.from_key_counter(key=key, counter=[0, 0], alg="philox")
+
+
 def _adam(learning_rate) -> keras.optimizers.Adam:
     # optax's default epsilon, which the reference uses; Keras' default is 1e-7.
     return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
@@ -101,7 +109,7 @@ class IQLAgent(tf.Module):
         self.actor_optimizer.build(self.actor.trainable_variables)
 
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.generators = [tf.random.Generator.from_seed(seed) for seed in self.seeds]
+        self.generators = [batch_generator(seed) for seed in self.seeds]
         members_spec = tf.TensorSpec([self.members, None, observation_dim], tf.float32)
         # Fixed signatures: evaluation batches shrink as episodes end, which must not retrace.
         self.act = tf.function(self.actor, input_signature=[members_spec])

@@ -290,3 +290,16 @@ def test_exploration_samples_the_policy_at_temperature_one():
     assert np.all(np.abs(mean) < 0.3)  # far enough from the bounds that clipping does not shape the draws
     np.testing.assert_allclose(drawn.mean(axis=0), mean, atol=0.02)
     np.testing.assert_allclose(drawn.std(axis=0), [0.2, 0.2], rtol=0.06)  # the policy's own std, not 0
+
+
+def test_each_seed_draws_its_own_batches():
+    # Generator.from_seed(s + 1) is from_seed(s) one counter step on: neighbouring seeds shared their batch
+    # stream, shifted by two draws. Each seed's stream must be its own at every small offset.
+    streams = []
+    for seed in (3, 4):
+        generator = make_agent(seeds=(seed,)).generators[0]
+        streams.append(np.concatenate([generator.uniform([256], 0, 300000, tf.int64).numpy() for _ in range(20)]))
+    a, b = streams
+    for offset in range(0, 9):
+        assert np.mean(a[offset:offset + 4000] == b[:4000]) < 0.01, offset
+        assert np.mean(b[offset:offset + 4000] == a[:4000]) < 0.01, offset
