@@ -17,6 +17,7 @@ from iql_tf.errors import UserError
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.seeding import derived_seed
 from iql_tf.settings import AgentSettings
 
 # Metrics of one update, by name; each is one value per member.
@@ -44,9 +45,8 @@ _LAST_VALUE = ("actor_lr",)  # reported as reached after K fused updates, not as
 def batch_generator(seed: int) -> tf.random.Generator:
     """The generator of a member's batches (and dropout and exploration seeds), independent across seeds."""
     # Not Generator.from_seed: its seed s + 1 is seed s one Philox counter step on, so consecutive seeds drew the
-    # same batches shifted by two. A key mixed from the seed (numpy's SeedSequence) gives each its own stream.
-    key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
-    return tf.random.Generator.from_key_counter(key=key, counter=[0, 0], alg="philox")
+    # same batches shifted by two. A key mixed from the seed gives each its own stream.
+    return tf.random.Generator.from_key_counter(key=derived_seed(seed, bits=64), counter=[0, 0], alg="philox")
 
 
 def _adam(learning_rate) -> keras.optimizers.Adam:
@@ -87,13 +87,12 @@ class IQLAgent(tf.Module):
 
         critic_options = dict(layer_norm=settings.critic_layer_norm, kernel_init=settings.kernel_init)
         self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds, **critic_options)
-        critic_seeds = [seed + 1000 for seed in self.seeds]
-        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds, **critic_options)
-        self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, critic_seeds,
+        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds, **critic_options)
+        self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds,
                                         name="target_critic", **critic_options)
         self.target_critic.set_weights(self.critic.get_weights())
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
-                                   [seed + 2000 for seed in self.seeds], settings.actor_dropout_rate,
+                                   self.seeds, settings.actor_dropout_rate,
                                    constant_std=settings.constant_std, tanh_mean=settings.tanh_mean,
                                    kernel_init=settings.kernel_init)
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from iql_tf.seeding import derived_seed
 from iql_tf.settings import KERNEL_INITS
 
 tfd = tfp.distributions
@@ -117,16 +118,22 @@ class _EnsembleModel(keras.Model):
         return y[None] if self.members == 1 else y
 
 
+def layer_seeds(seeds: Sequence[int], network: str, layer: int) -> List[int]:
+    """Per member, the seed of layer `layer` (output heads come after the hidden layers) of the network named
+    `network`, derived from the member's seed: no two layers of any networks or seeds start alike."""
+    return [derived_seed(seed, network, layer) for seed in seeds]
+
+
 def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
         prefix: str, layer_norm: bool = False, kernel_init: str = "orthogonal") -> keras.Sequential:
-    """The hidden layers of an ensemble MLP, kernels started as `kernel_init` (one of KERNEL_INITS) says; layer
-    i of member k is seeded `seeds[k] + i`; with `layer_norm`, each activation is followed by layer normalisation.
+    """The hidden layers of an ensemble MLP named `prefix`, kernels started as `kernel_init` (one of KERNEL_INITS)
+    says and seeded by `layer_seeds`; with `layer_norm`, each activation is followed by layer normalisation.
 
     A Sequential, not a Python list: Keras 3 does not expose layer lists to tf.train.Checkpoint.
     """
     layers = []
     for i, units in enumerate(hidden_dims):
-        layers.append(EnsembleDense(units, [seed + i for seed in seeds], activation, kernel_initializer(kernel_init),
+        layers.append(EnsembleDense(units, layer_seeds(seeds, prefix, i), activation, kernel_initializer(kernel_init),
                                     name=f"{prefix}_hidden_{i}"))
         if layer_norm:
             layers.append(EnsembleLayerNorm(len(seeds), name=f"{prefix}_norm_{i}"))
@@ -141,7 +148,7 @@ class ValueNetwork(_EnsembleModel):
                  name="value", layer_norm: bool = False, kernel_init: str = "orthogonal"):
         super().__init__(len(seeds), name)
         self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name, layer_norm, kernel_init)
-        self.head = EnsembleDense(1, [seed + len(hidden_dims) for seed in seeds],
+        self.head = EnsembleDense(1, layer_seeds(seeds, name, len(hidden_dims)),
                                   initializer=kernel_initializer(kernel_init), name=f"{name}_out")
         self(tf.zeros([len(seeds), 1, input_dim]))
 
@@ -157,7 +164,7 @@ class TwinCritic(keras.Model):
         super().__init__(name=name)
         self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds, name=f"{name}_q1",
                                layer_norm=layer_norm, kernel_init=kernel_init)
-        self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, [seed + 100 for seed in seeds],
+        self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds,
                                name=f"{name}_q2", layer_norm=layer_norm, kernel_init=kernel_init)
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
@@ -180,7 +187,7 @@ class GaussianActor(_EnsembleModel):
         super().__init__(len(seeds), name)
         self.squash = tf.tanh if tanh_mean else tf.identity
         self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name, kernel_init=kernel_init)
-        self.mean_head = EnsembleDense(action_dim, [seed + len(hidden_dims) for seed in seeds],
+        self.mean_head = EnsembleDense(action_dim, layer_seeds(seeds, name, len(hidden_dims)),
                                        initializer=kernel_initializer(kernel_init, policy_mean=True),
                                        name=f"{name}_mean")
         self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std",

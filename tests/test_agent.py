@@ -303,3 +303,18 @@ def test_each_seed_draws_its_own_batches():
     for offset in range(0, 9):
         assert np.mean(a[offset:offset + 4000] == b[:4000]) < 0.01, offset
         assert np.mean(b[offset:offset + 4000] == a[:4000]) < 0.01, offset
+
+
+def test_no_two_layers_of_neighbouring_seeds_start_alike():
+    # Seeding layer i by seed + i (and the critic by seed + 1000, ...) gave seed s's layer i + 1 the kernel of
+    # seed s + 1's layer i. Across seeds 0-2 and all networks, every kernel must be its own.
+    kernels = []
+    for seed in (0, 1, 2):
+        agent = make_agent(seeds=(seed,), hidden_dims=(8, 8, 8))
+        for network in (agent.value, agent.critic, agent.actor):
+            kernels += [(seed, variable.path, variable.numpy()) for variable in network.trainable_variables
+                        if variable.name.endswith("kernel") and variable.shape == (8, 8)]
+    assert len(kernels) == 3 * 8  # 2 hidden-to-hidden kernels in each of value, Q1, Q2 and the actor
+    for i, (seed_a, name_a, a) in enumerate(kernels):
+        for seed_b, name_b, b in kernels[i + 1:]:
+            assert not np.allclose(np.abs(a), np.abs(b)), (seed_a, name_a, seed_b, name_b)

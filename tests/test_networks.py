@@ -42,10 +42,10 @@ def test_glorot_uniform_kernels_with_a_near_zero_policy_mean_layer():
             assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
             assert abs(kernel.var() / (bound ** 2 / 3.0) - 1.0) < 0.3  # the variance of U(-bound, bound)
             np.testing.assert_array_equal(bias, 0.0)
-    # So the first policy acts near 0 where the orthogonal one does not.
+    # So the first policy acts near 0 where the orthogonal one does not: its mean layer's std is about 0.1x.
     observations = tf.random.normal([2, 50, 4])
     orthogonal = GaussianActor(4, 3, (64, 64), "relu", seeds=[1, 2], tanh_mean=False)
-    assert np.abs(actor(observations).numpy()).mean() < 0.1 * np.abs(orthogonal(observations).numpy()).mean()
+    assert np.abs(actor(observations).numpy()).mean() < 0.2 * np.abs(orthogonal(observations).numpy()).mean()
 
 
 def test_an_ensemble_member_is_the_network_its_seed_makes_alone():

@@ -36,6 +36,11 @@ def test_one_update_matches_the_jax_reference(expectile, beta):
     batch = {key: value.astype(np.float32) for key, value in batch.items()}
     agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=HIDDEN, expectile=expectile, beta=beta, jit_compile=False),
                      actor_decay_steps=1_000_000)
+    # Keras adds epsilon to sqrt(v) before the bias correction, optax after it: for this first step, Keras'
+    # epsilon * sqrt(1 - beta_2) is optax's 1e-8 (docs/semantics.md, trap 11). Without it, weights whose
+    # gradient is near epsilon take visibly different steps.
+    for optimizer in (agent.value_optimizer, agent.critic_optimizer, agent.actor_optimizer):
+        optimizer.epsilon = 1e-8 * np.sqrt(1.0 - optimizer.beta_2)
     reference = JaxIQL(batch, OBS, ACT, HIDDEN, BATCH, max_steps=1_000_000, expectile=expectile, beta=beta)
     reference.set_weights(neutral_weights(agent))
     before = neutral_weights(agent)
