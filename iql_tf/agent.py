@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from iql_tf import losses
 from iql_tf.errors import UserError
-from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork
+from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork, activation_function
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.seeding import derived_seed
@@ -75,10 +75,10 @@ class IQLAgent(tf.Module):
         """
         super().__init__(name="iql_agent")
         try:
-            keras.activations.get(settings.activation)
+            activation_function(settings.activation)
         except (ValueError, TypeError) as error:
             raise UserError(f"IQLAgent.activation = {settings.activation!r} is not a Keras activation (e.g. 'relu', "
-                            "'elu', 'tanh'); fix it in the gin file or --gin_bindings") from error
+                            "'elu', 'tanh') or 'gelu_tanh'; fix it in the gin file or --gin_bindings") from error
         self.settings, self.actor_decay_steps = settings, int(actor_decay_steps)
         self.observation_dim, self.action_dim = observation_dim, action_dim
         self.seeds = tuple(int(seed) for seed in seeds)
@@ -133,13 +133,27 @@ class IQLAgent(tf.Module):
             raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
 
     def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
-        """One IQL update of every member in the reference order: value, actor, critics, target critics.
+        """One IQL update of every member: value, actor, critics, target critics, in `settings.update_order`.
 
+        'sequential' (the IQL reference's): the actor's advantages come from the target critics and the value
+        network after its step, and the TD targets from that value network too. 'joint' (OGBench's IQL
+        baselines, one summed loss differentiated once): every term sees the parameters from before the step:
+        the actor's advantages come from the current critics and the old value network, the TD targets from the
+        old value network, and the Polyak step starts from the old critics.
         `batch` holds [members, B, ...] tensors; returns the metrics by name (METRIC_NAMES), each [members].
         """
         observations, actions = batch["observations"], batch["actions"]
         target_q1, target_q2 = self.target_critic(observations, actions)
         target_q = tf.minimum(target_q1, target_q2)
+        joint = self.settings.update_order == "joint"
+        if joint:
+            current_q1, current_q2 = self.critic(observations, actions)
+            advantages = tf.minimum(current_q1, current_q2) - self.value(observations)
+            weights = losses.awr_weights(advantages, self.settings.beta)
+            target = losses.td_target(
+                batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.settings.discount
+            )
+            polyak_sources = [tf.identity(variable) for variable in self.critic.variables]
 
         # 1. Value: expectile regression towards the target critics.
         with tf.GradientTape() as tape:
@@ -148,27 +162,31 @@ class IQLAgent(tf.Module):
             total = tf.reduce_sum(value_loss)  # the sum over members: each member's gradient is its own loss's
         self._apply(self.value_optimizer, tape, total, self.value)
 
-        # 2. Actor: AWR with advantages from the value network after step 1.
-        advantages = target_q - self.value(observations)
-        weights = losses.awr_weights(advantages, self.settings.beta)
+        # 2. Actor: AWR (sequential: with advantages from the value network after step 1).
+        if not joint:
+            advantages = target_q - self.value(observations)
+            weights = losses.awr_weights(advantages, self.settings.beta)
         with tf.GradientTape() as tape:
             log_probs = self.actor.distribution(observations, dropout_seeds=dropout_seeds).log_prob(actions)
             actor_loss = losses.awr_actor_loss(log_probs, weights)
             total = tf.reduce_sum(actor_loss)
         self._apply(self.actor_optimizer, tape, total, self.actor)
 
-        # 3. Critics: TD targets bootstrap from the value network after step 1.
-        target = losses.td_target(
-            batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.settings.discount
-        )
+        # 3. Critics: TD targets (sequential: bootstrapping from the value network after step 1).
+        if not joint:
+            target = losses.td_target(
+                batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.settings.discount
+            )
         with tf.GradientTape() as tape:
             q1, q2 = self.critic(observations, actions)
             critic_loss = losses.critic_loss(q1, q2, target)
             total = tf.reduce_sum(critic_loss)
         self._apply(self.critic_optimizer, tape, total, self.critic)
 
-        # 4. Target critics: Polyak averaging.
-        for target_variable, variable in zip(self.target_critic.variables, self.critic.variables):
+        # 4. Target critics: Polyak averaging (sequential: towards the critics after step 3).
+        if not joint:
+            polyak_sources = self.critic.variables
+        for target_variable, variable in zip(self.target_critic.variables, polyak_sources):
             target_variable.assign(
                 (1.0 - self.settings.target_update_rate) * target_variable + self.settings.target_update_rate * variable
             )

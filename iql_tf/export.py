@@ -15,13 +15,12 @@ The directory is replaced atomically, so it holds a complete export at every ins
 import pathlib
 from typing import Dict
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from iql_tf import files
 from iql_tf.data.preprocessing import Preprocessing
-from iql_tf.networks import LOG_STD_MAX, LOG_STD_MIN
+from iql_tf.networks import LOG_STD_MAX, LOG_STD_MIN, activation_function
 from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata
 
 
@@ -34,7 +33,7 @@ class ExportedPolicy(tf.Module):
         self._squash = tf.tanh if tanh_mean else tf.identity
         # numpy, not tensors: each is turned into a constant while tracing, so none becomes a captured variable.
         self._weights = weights
-        self._activation = keras.activations.get(activation)
+        self._activation = activation_function(activation)
         self._preprocessing = preprocessing
         observation_dim = weights["kernel_0"].shape[0]
         observations = tf.TensorSpec([None, observation_dim], tf.float32, name="observations")

@@ -16,7 +16,7 @@ from iql_tf.errors import UserError
 # From the project's exports (the policy MLP, its preprocessing, sampling, and the loader's restore).
 ALLOWED_OPS = frozenset({
     "AddV2", "Const", "Elu", "Erfc", "Exp", "Identity", "IdentityN", "LeakyRelu", "MatMul", "Maximum", "Minimum",
-    "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "RealDiv", "Relu", "Relu6", "RestoreV2", "Select",
+    "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "Pow", "RealDiv", "Relu", "Relu6", "RestoreV2", "Select",
     "Selu", "Shape", "Sigmoid", "Softplus", "Softsign", "Square", "StatefulPartitionedCall", "StatelessRandomGetKeyCounter",
     "StatelessRandomNormalV2", "Sub", "Sum", "Tanh",
 })

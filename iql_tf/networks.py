@@ -5,11 +5,12 @@ Every weight has a leading member axis ([members, in, out] kernels), so N indepe
 through batched matmuls in one compiled step (`train.num_seeds`); a single run is the ensemble of one.
 Inputs and outputs carry the same axis: observations [members, B, obs] -> values [members, B].
 
-Four options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
+Five options depart from the IQL paper's networks, for configs that follow later practice (OGBench's IQL
 baselines, e.g. the FQL paper's): layer normalisation after each hidden activation of the value and critic
 networks (`layer_norm`), a constant policy std of 1 instead of a learned one (`constant_std`), a linear
-policy mean, clipped to [-1, 1] where actions are taken, instead of a tanh'd one (`tanh_mean=False`), and
-Glorot-uniform kernels with a near-zero policy mean layer instead of orthogonal ones (`kernel_init`).
+policy mean, clipped to [-1, 1] where actions are taken, instead of a tanh'd one (`tanh_mean=False`),
+Glorot-uniform kernels with a near-zero policy mean layer instead of orthogonal ones (`kernel_init`), and the
+tanh approximation of GELU (`activation_function('gelu_tanh')`).
 """
 
 import math
@@ -32,6 +33,16 @@ LOG_STD_MAX = 2.0
 # 'glorot_uniform', Flax's variance_scaling(1, 'fan_avg', 'uniform'), with the policy mean layer's scale 0.01
 # so that the first policy acts near 0 (OGBench's IQL baselines, e.g. FQL's utils/networks.py).
 POLICY_MEAN_GLOROT_SCALE = 0.01
+
+# Activations by name beyond Keras' own: Flax's nn.gelu is the tanh approximation (OGBench's IQL baselines), where
+# Keras' 'gelu' is the exact one.
+_MORE_ACTIVATIONS = {"gelu_tanh": lambda x: keras.activations.gelu(x, approximate=True)}
+
+
+def activation_function(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The activation named `name`: a Keras activation, or 'gelu_tanh'; ValueError for an unknown name."""
+    return _MORE_ACTIVATIONS.get(name) or keras.activations.get(name)
+
 
 SeededInitializer = Callable[[int], keras.initializers.Initializer]  # seed -> the initialiser of one member's kernel
 
@@ -60,7 +71,7 @@ class EnsembleDense(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = units
         self.seeds = list(seeds)
-        self.activation = keras.activations.get(activation)
+        self.activation = activation_function(activation)
         self.initializer = initializer
 
     def build(self, input_shape):

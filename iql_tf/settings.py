@@ -103,8 +103,12 @@ class DataSettings:
 # How the networks' kernels may start (iql_tf.networks.kernel_initializer).
 KERNEL_INITS = ("orthogonal", "glorot_uniform")
 
+# How an update orders its steps (iql_tf.agent.IQLAgent.update).
+UPDATE_ORDERS = ("sequential", "joint")
+
 # Options added in 0.4 (OGBench's IQL), with the value that means what 0.3 did.
-_LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True, "kernel_init": "orthogonal"}
+_LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True, "kernel_init": "orthogonal",
+                  "update_order": "sequential"}
 
 
 @gin.configurable("IQLAgent")
@@ -114,7 +118,7 @@ class AgentSettings:
 
     Attributes:
       hidden_dims: sizes of the hidden layers of every network.
-      activation: a Keras activation name.
+      activation: a Keras activation name, or 'gelu_tanh' (GELU's tanh approximation, Flax's nn.gelu).
       expectile: tau of the value's expectile regression (0.5 gives one-step SARSA values).
       beta: inverse temperature of AWR; 0 turns policy extraction into behaviour cloning.
       discount: gamma.
@@ -130,6 +134,9 @@ class AgentSettings:
         where actions are taken (OGBench's IQL baselines: actions at the bounds are reached without saturating).
       kernel_init: how every network's kernels start: 'orthogonal' (gain sqrt(2), the IQL reference's) or
         'glorot_uniform' (OGBench's IQL baselines: Glorot uniform, the policy mean layer scaled by 0.01).
+      update_order: 'sequential' (the IQL reference's: value, then the actor and the critics on the updated value
+        network, the actor's advantages from the target critics) or 'joint' (OGBench's IQL baselines: one summed
+        loss, every term on the parameters from before the step, the actor's advantages from the current critics).
       batch_size: transitions per update.
       jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the trainer
         time both on this machine and take the faster (`fastest_path`).
@@ -150,6 +157,7 @@ class AgentSettings:
     constant_std: bool = False
     tanh_mean: bool = True
     kernel_init: str = "orthogonal"
+    update_order: str = "sequential"
     batch_size: int = 256
     jit_compile: Optional[bool] = None
 
@@ -182,6 +190,8 @@ class AgentSettings:
                 _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
         if self.kernel_init not in KERNEL_INITS:
             _fail("IQLAgent.kernel_init", self.kernel_init, " or ".join(repr(name) for name in KERNEL_INITS))
+        if self.update_order not in UPDATE_ORDERS:
+            _fail("IQLAgent.update_order", self.update_order, " or ".join(repr(name) for name in UPDATE_ORDERS))
         if not isinstance(self.activation, str):
             _fail("IQLAgent.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
 

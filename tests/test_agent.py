@@ -174,6 +174,26 @@ def test_kernel_init_reaches_every_network_and_the_target_starts_as_the_critic()
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("update_order", ["joint", "sequential"])
+def test_a_joint_update_sees_only_the_parameters_from_before_it(update_order):
+    # 'joint' (OGBench's IQL baselines): neither the value step nor the target critics reach the actor's step,
+    # the value step does not reach the critics', and the Polyak step starts from the critics before theirs.
+    # 'sequential' (the IQL reference): each of these reaches. One update per agent, each changing one thing.
+    batch, seeds = batch_of(make_transitions()), tf.constant([[0, 0]])
+    base, bigger_value_step, bigger_critic_step, moved_target = (
+        make_agent(update_order=update_order, **changed) for changed in ({}, {"value_lr": 0.5}, {"critic_lr": 0.5}, {}))
+    for variable in moved_target.target_critic.variables:
+        variable.assign(variable * 0.5)
+    for agent in (base, bigger_value_step, bigger_critic_step, moved_target):
+        agent.update(batch, seeds)
+    differs = lambda a, b: not all(np.array_equal(x, y) for x, y in zip(weights(a), weights(b)))  # noqa: E731
+    reached = {"value step -> actor": differs(base.actor, bigger_value_step.actor),
+               "target critics -> actor": differs(base.actor, moved_target.actor),
+               "value step -> critics": differs(base.critic, bigger_value_step.critic),
+               "critic step -> target critics": differs(base.target_critic, bigger_critic_step.target_critic)}
+    assert reached == {name: update_order == "sequential" for name in reached}
+
+
 def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
     agent = make_agent(actor_cosine_decay=True, actor_lr=3e-4)
     buffer = ReplayBuffer(make_transitions())

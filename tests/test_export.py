@@ -171,7 +171,8 @@ def test_export_replaces_an_earlier_one_in_one_step_and_leaves_no_staging_folder
     assert (directory / METADATA_PATH).is_file() and (directory / TFLITE_FILE).is_file()
 
 
-@pytest.mark.parametrize("activation", ["relu", "elu", "tanh", "gelu", "selu", "swish", "leaky_relu", "softsign"])
+@pytest.mark.parametrize("activation", ["relu", "elu", "tanh", "gelu", "gelu_tanh", "selu", "swish",
+                                        "leaky_relu", "softsign"])
 def test_a_fresh_export_runs_only_allowed_ops(tmp_path, raw_observations, activation):
     agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(4,), activation=activation, jit_compile=False), 10)
     for normalize in (True, False):  # with the tanh mean, and without (OGBench's linear mean)

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from iql_tf.networks import EnsembleDense, GaussianActor, TwinCritic, ValueNetwork
+from iql_tf.networks import EnsembleDense, GaussianActor, TwinCritic, ValueNetwork, activation_function
 
 
 def test_value_and_twin_critic_shapes_and_independence():
@@ -107,3 +107,11 @@ def test_dropout_only_with_seeds_and_each_member_draws_its_own_masks():
     assert not np.allclose(dropped[0], dropped[1])  # same weights, own masks
     same = actor(observations, dropout_seeds=tf.constant([[3, 4], [3, 4]])).numpy()
     np.testing.assert_array_equal(same[0], same[1])
+
+
+def test_gelu_tanh_is_flaxs_gelu():
+    # Flax's nn.gelu (approximate=True): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))); Keras' 'gelu' is exact.
+    x = np.linspace(-4.0, 4.0, 81).astype(np.float32)
+    flax = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(activation_function("gelu_tanh")(x).numpy(), flax, atol=1e-6)
+    assert np.abs(activation_function("gelu")(x).numpy() - flax).max() > 1e-4

@@ -95,8 +95,8 @@ def test_trains_and_evaluates_in_the_tasks_environment_through_the_api(ogbench_d
     assert metadata["max_episode_steps"] == gym.spec("cube-single-singletask-task2-v0").max_episode_steps == 200
     assert agent.predict(np.zeros(28, np.float32)).shape == (5,)
     operative = (tmp_path / "run" / "operative_config.gin").read_text()
-    for binding in ("critic_layer_norm = True", "constant_std = True", "tanh_mean = False", "activation = 'gelu'",
-                    "kernel_init = 'glorot_uniform'"):
+    for binding in ("critic_layer_norm = True", "constant_std = True", "tanh_mean = False",
+                    "activation = 'gelu_tanh'", "kernel_init = 'glorot_uniform'", "update_order = 'joint'"):
         assert f"IQLAgent.{binding}" in operative
 
 

@@ -148,6 +148,7 @@ def test_resuming_with_other_training_settings_is_refused_naming_them(hopper_bin
         ("IQLAgent.jit_compile = True", "xla: False -> True"),
         ("IQLAgent.tanh_mean = False", "agent.tanh_mean: None -> False"),  # 0.4's options: absent means off
         ("IQLAgent.kernel_init = 'glorot_uniform'", "agent.kernel_init: None -> 'glorot_uniform'"),
+        ("IQLAgent.update_order = 'joint'", "agent.update_order: None -> 'joint'"),
     ]:
         parse(hopper_bindings, ["train.num_offline_steps = 40", "train.checkpoint_interval = 10", binding])
         with pytest.raises(UserError, match=rf"was trained with other settings than these \(.*{change}.*\): resume "
@@ -229,6 +230,7 @@ def test_gin_mistakes_are_user_errors(binding, message):
     (["IQLAgent.expectile = '0.7'"], "IQLAgent.expectile = '0.7' must be a number in (0, 1)"),
     (["IQLAgent.activation = 'rleu'"], "IQLAgent.activation = 'rleu' is not a Keras activation"),
     (["IQLAgent.kernel_init = 'glorot'"], "IQLAgent.kernel_init = 'glorot' must be 'orthogonal' or 'glorot_uniform'"),
+    (["IQLAgent.update_order = 'fql'"], "IQLAgent.update_order = 'fql' must be 'sequential' or 'joint'"),
 ])
 def test_expected_mistakes_are_one_line_user_errors(bindings, message, hopper_bindings, tmp_path):
     parse(hopper_bindings, bindings)
