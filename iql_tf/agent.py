@@ -150,9 +150,7 @@ class IQLAgent(tf.Module):
             current_q1, current_q2 = self.critic(observations, actions)
             advantages = tf.minimum(current_q1, current_q2) - self.value(observations)
             weights = losses.awr_weights(advantages, self.settings.beta)
-            target = losses.td_target(
-                batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.settings.discount
-            )
+            target = self._td_target(batch)
             polyak_sources = [tf.identity(variable) for variable in self.critic.variables]
 
         # 1. Value: expectile regression towards the target critics.
@@ -174,9 +172,7 @@ class IQLAgent(tf.Module):
 
         # 3. Critics: TD targets (sequential: bootstrapping from the value network after step 1).
         if not joint:
-            target = losses.td_target(
-                batch["rewards"], batch["masks"], self.value(batch["next_observations"]), self.settings.discount
-            )
+            target = self._td_target(batch)
         with tf.GradientTape() as tape:
             q1, q2 = self.critic(observations, actions)
             critic_loss = losses.critic_loss(q1, q2, target)
@@ -210,6 +206,11 @@ class IQLAgent(tf.Module):
             target_mean=per_member(target),
             actor_lr=tf.fill([self.members], tf.cast(self.actor_optimizer.learning_rate, tf.float32)),
         )
+
+    def _td_target(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """r + discount * mask * V(s'), with the value network as it is now."""
+        return losses.td_target(batch["rewards"], batch["masks"], self.value(batch["next_observations"]),
+                                self.settings.discount)
 
     @staticmethod
     def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,

@@ -188,10 +188,9 @@ class AgentSettings:
         for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std", "tanh_mean"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
-        if self.kernel_init not in KERNEL_INITS:
-            _fail("IQLAgent.kernel_init", self.kernel_init, " or ".join(repr(name) for name in KERNEL_INITS))
-        if self.update_order not in UPDATE_ORDERS:
-            _fail("IQLAgent.update_order", self.update_order, " or ".join(repr(name) for name in UPDATE_ORDERS))
+        for name, choices in (("kernel_init", KERNEL_INITS), ("update_order", UPDATE_ORDERS)):
+            if getattr(self, name) not in choices:
+                _fail(f"IQLAgent.{name}", getattr(self, name), " or ".join(repr(choice) for choice in choices))
         if not isinstance(self.activation, str):
             _fail("IQLAgent.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
 
