@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iql_tf import config, report, trainer
+from iql_tf import config, results, trainer
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
@@ -64,7 +64,7 @@ def test_the_online_phase_makes_one_update_per_step_into_a_growing_buffer(finetu
     assert {"online/env_steps", "online/buffer_size", "online/episode_return", "train/critic_loss"} <= names
     assert {step for tag, step in tags if tag == "eval/success_rate"} == {30, 60}  # one curve over both phases
     # The report marks where online began and never pools a fine-tuning run with offline-only ones.
-    [reported] = report.collect(tmp_path / "run")
+    [reported] = results.collect(tmp_path / "run")
     assert reported.online_from == 20 and "train.num_online_steps=40" in reported.configuration
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iql_tf import report, run_files, sweep
+from iql_tf import results, run_files, sweep
 from iql_tf.errors import UserError
 
 
@@ -83,7 +83,7 @@ def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
         assert [entry["step"] for entry in history] == [1000, 2000, 3000]
 
     # The report of the sweep: 2 datasets x 2 configurations, 2 seeds each, aggregated across datasets.
-    summary = report.summarise(report.collect(root), reps=200)
+    summary = results.summarise(results.collect(root), reps=200)
     assert set(summary["datasets"]) == {str(tmp_path / "first.npz"), str(tmp_path / "second.npz")}
     configurations = {"IQLAgent.expectile=0.7", "IQLAgent.expectile=0.9"}
     for entry in summary["datasets"].values():
@@ -91,10 +91,10 @@ def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
         assert all(values["runs"] == 2 for values in entry["configurations"].values())
     assert set(summary["aggregate"]) == configurations and summary["aggregate_runs_per_dataset"] == 2
     assert len(summary["probability_of_improvement"]) == 2
-    written = report.plot(report.collect(root), summary, tmp_path, reps=200, seed=0)
+    written = results.plot(results.collect(root), summary, tmp_path, reps=200, seed=0)
     assert [path.name for path in written] == ["curves.png", "aggregate.png"]
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written)
-    assert "| IQLAgent.expectile=0.7 | 2 |" in report.markdown(summary)
+    assert "| IQLAgent.expectile=0.7 | 2 |" in results.markdown(summary)
 
 
 def test_bad_input_is_refused_before_anything_starts(sweep_flags, tmp_path):
@@ -122,8 +122,8 @@ def test_bad_input_is_refused_before_anything_starts(sweep_flags, tmp_path):
 
 def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
     # One dataset, one configuration, eight seeds with final scores 0, 10, ..., 70.
-    runs = [report.RunResult(tmp_path, "d", "c", seed, [1], [10.0 * seed], "normalized_score") for seed in range(8)]
-    entry = report.summarise(runs, reps=2000, seed=0)["datasets"]["d"]["configurations"]["c"]
+    runs = [results.RunResult(tmp_path, "d", "c", seed, [1], [10.0 * seed], "normalized_score") for seed in range(8)]
+    entry = results.summarise(runs, reps=2000, seed=0)["datasets"]["d"]["configurations"]["c"]
     assert entry["runs"] == 8 and entry["mean"] == 35.0
     assert entry["iqm"] == pytest.approx(35.0)  # the mean of the middle half: 20, 30, 40, 50
     # A percentile bootstrap of the IQM over seeds, by hand.
@@ -133,19 +133,19 @@ def test_report_statistics_match_numbers_computed_by_hand(tmp_path):
     low, high = np.percentile(boots, [2.5, 97.5])
     assert entry["iqm_ci"][0] == pytest.approx(low, abs=2.5) and entry["iqm_ci"][1] == pytest.approx(high, abs=2.5)
     # Probability of improvement: a configuration better on every seed pair is better with probability 1.
-    better = [report.RunResult(tmp_path, d, "high", s, [1], [100.0 + s], "normalized_score") for d in "xy" for s in range(3)]
-    worse = [report.RunResult(tmp_path, d, "low", s, [1], [float(s)], "normalized_score") for d in "xy" for s in range(3)]
-    summary = report.summarise(better + worse, reps=200)
+    better = [results.RunResult(tmp_path, d, "high", s, [1], [100.0 + s], "normalized_score") for d in "xy" for s in range(3)]
+    worse = [results.RunResult(tmp_path, d, "low", s, [1], [float(s)], "normalized_score") for d in "xy" for s in range(3)]
+    summary = results.summarise(better + worse, reps=200)
     assert summary["probability_of_improvement"]["high > low"][0] == 1.0
     assert summary["probability_of_improvement"]["low > high"][0] == 0.0
     assert summary["aggregate"]["high"]["optimality_gap"][0] == pytest.approx(0.0)  # all at or above 100
     assert summary["aggregate"]["low"]["iqm"][0] == pytest.approx(1.0)
     # OGBench's protocol: a run's score is the mean of its last three evaluations.
-    runs = [report.RunResult(tmp_path, "d", "c", 0, [1, 2, 3, 4], [0.0, 30.0, 60.0, 90.0], "success_rate")]
-    assert report.summarise(runs, reps=10, last=3)["datasets"]["d"]["configurations"]["c"]["mean"] == 60.0
-    assert report.summarise(runs, reps=10)["datasets"]["d"]["configurations"]["c"]["mean"] == 90.0
-    assert "the mean of its last 3 evaluations" in report.markdown(report.summarise(runs, reps=10, last=3))
-    assert "1 run(s) have fewer than 5 evaluations" in report.markdown(report.summarise(runs, reps=10, last=5))
+    runs = [results.RunResult(tmp_path, "d", "c", 0, [1, 2, 3, 4], [0.0, 30.0, 60.0, 90.0], "success_rate")]
+    assert results.summarise(runs, reps=10, last=3)["datasets"]["d"]["configurations"]["c"]["mean"] == 60.0
+    assert results.summarise(runs, reps=10)["datasets"]["d"]["configurations"]["c"]["mean"] == 90.0
+    assert "the mean of its last 3 evaluations" in results.markdown(results.summarise(runs, reps=10, last=3))
+    assert "1 run(s) have fewer than 5 evaluations" in results.markdown(results.summarise(runs, reps=10, last=5))
 
 
 def test_the_sweep_command_reports_mistakes_in_one_line(tmp_path):
@@ -222,14 +222,14 @@ def test_the_local_ray_listens_on_loopback_only():
 def test_the_report_keeps_runs_of_other_settings_apart_and_draws_one_point_curves(tmp_path):
     # Two "seeds" of one label that were trained differently (say 64x64 for 2000 steps, 256x256 for 1000):
     # not one configuration with a confidence interval.
-    runs = [report.RunResult(tmp_path, "d", "c", seed, [1000], [10.0 * seed], "normalized_score", setup=setup)
+    runs = [results.RunResult(tmp_path, "d", "c", seed, [1000], [10.0 * seed], "normalized_score", setup=setup)
             for seed, setup in ((0, "aaa"), (1, "aaa"), (2, "bbb"))]
-    summary = report.summarise(report._apart_by_setup(runs), reps=100)
+    summary = results.summarise(results._apart_by_setup(runs), reps=100)
     assert set(summary["datasets"]["d"]["configurations"]) == {"c [settings 1 of 2]", "c [settings 2 of 2]"}
-    assert "d: c was trained with different settings besides the seed" in report.markdown(summary)
+    assert "d: c was trained with different settings besides the seed" in results.markdown(summary)
     # One dataset still gets its aggregate figure; one evaluation per run draws without warnings.
     assert set(summary["aggregate"]) == {"c [settings 1 of 2]", "c [settings 2 of 2]"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        written = report.plot(runs, summary, tmp_path, reps=100, seed=0)
+        written = results.plot(runs, summary, tmp_path, reps=100, seed=0)
     assert [path.name for path in written] == ["curves.png", "aggregate.png"]

@@ -19,11 +19,11 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from iql_tf import files, json_records
+from iql_tf import files, intervals, json_records
 from iql_tf.errors import UserError
 from tools.fql_peer import install, peer, results
 
@@ -131,15 +131,6 @@ def collect(out: pathlib.Path) -> List[Dict[str, Any]]:
     return found
 
 
-def mean_interval(values: Sequence[float], reps: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
-    """(mean, low, high): the 95 % CI of the mean over seeds, by rliable's bootstrap as iql-report computes it
-    (rliable comes with the sweep and test extras)."""
-    from iql_tf import report
-
-    scores = np.asarray(values, np.float64).reshape(-1, 1)  # [runs, tasks]
-    return report.interval({"x": scores}, lambda x: np.array([np.mean(x)]), reps, seed)["x"]
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -161,7 +152,7 @@ def table(found: Sequence[Dict[str, Any]]) -> str:
             if not runs:
                 lines.append(f"| {task} | {implementation} | 0 | - | - | - |")
                 continue
-            mean, low, high = mean_interval([run["final_success"] for run in runs])
+            mean, low, high = intervals.mean_interval([run["final_success"] for run in runs])
             rates = [run["updates_per_second"] for run in runs if run["updates_per_second"] is not None]
             speeds[implementation] = float(np.median(rates)) if rates else None
             speed = "-" if speeds[implementation] is None else f"{speeds[implementation]:.1f}"
