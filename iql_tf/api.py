@@ -73,8 +73,7 @@ class IQL:
         """Trains on `data` (a source path or id, or an in-memory source from `iql_tf.data`) for `steps`
         offline updates (default: the config's) in `workdir` (default runs/CONFIG/DATASET/seedN; re-running
         resumes), evaluating in `eval_env` (a gymnasium id; default: the data's environment). Returns self."""
-        from iql_tf import logs, quiet, trainer
-        from iql_tf.train import default_workdir
+        from iql_tf import logs, quiet, run_files, trainer
 
         extra = [_binding(name, value) for name, value in settings.items()]
         if steps is not None:
@@ -90,7 +89,8 @@ class IQL:
             run_settings = dataclasses.replace(run_settings, progress_bar=False)
         logs.show_progress_in_python()
         quiet.quiet_tensorflow()
-        self.workdir = pathlib.Path(workdir or default_workdir(self.gin_files, named, run_settings))
+        self.workdir = pathlib.Path(workdir or run_files.default_workdir(config.config_name(self.gin_files),
+                                                                         named.require_source(), run_settings.seeds))
         data_settings = named if isinstance(data, (str, pathlib.Path)) else dataclasses.replace(named, source=data)
         self.run = trainer.train(self.workdir, data_settings, AgentSettings(), run_settings)
         return self

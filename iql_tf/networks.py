@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from iql_tf.seeding import derived_seed
-from iql_tf.settings import KERNEL_INITS
+from iql_tf.options import KERNEL_INITS
 
 tfd = tfp.distributions
 

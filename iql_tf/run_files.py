@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import pathlib
+import re
 import shutil
 import socket
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -37,6 +38,14 @@ SWEEP_RUN = "sweep_run.json"
 EXPORT = "export"
 
 Results = Dict[Tuple[int, int], Dict[str, float]]  # (step, seed) -> an evaluation's results
+
+
+def default_workdir(config_name: str, source: str, seeds: Sequence[int]) -> str:
+    """runs/CONFIG/DATASET/seedN (seedsA-B for several): the same command names the same run, so re-running it
+    resumes."""
+    dataset = re.sub(r"[^A-Za-z0-9._-]+", "_", pathlib.Path(source).stem if pathlib.Path(source).suffix else source)
+    name = f"seed{seeds[0]}" if len(seeds) == 1 else f"seeds{seeds[0]}-{seeds[-1]}"
+    return str(pathlib.Path("runs") / config_name / dataset / name)
 
 
 class RunFiles:

@@ -13,8 +13,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import gin
 
-from iql_tf.data import rewards
 from iql_tf.errors import UserError, is_integer, is_number
+from iql_tf.options import KERNEL_INITS, UPDATE_ORDERS, check_reward_preprocessing
 
 FIX = "fix it in the gin file or --gin_bindings"
 
@@ -82,7 +82,7 @@ class DataSettings:
                   "{'rewards': 'reward'}")
         if not (self.ogbench_dir is None or isinstance(self.ogbench_dir, (str, os.PathLike))):
             _fail("make_dataset.ogbench_dir", self.ogbench_dir, "None (OGBench's default folder) or a folder path")
-        rewards.check_mode(self.reward_preprocessing)
+        check_reward_preprocessing(self.reward_preprocessing)
         for name in ("normalize_observations", "download"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"make_dataset.{name}", getattr(self, name), "True or False")
@@ -99,12 +99,6 @@ class DataSettings:
             raise UserError("no dataset: give a --gin_file (e.g. --gin_file=quickstart) or bind make_dataset.source")
         return str(self.source) if isinstance(self.source, os.PathLike) else self.source
 
-
-# How the networks' kernels may start (iql_tf.networks.kernel_initializer).
-KERNEL_INITS = ("orthogonal", "glorot_uniform")
-
-# How an update orders its steps (iql_tf.agent.IQLAgent.update).
-UPDATE_ORDERS = ("sequential", "joint")
 
 # Options added in 0.4 (OGBench's IQL), with the value that means what 0.3 did.
 _LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True, "kernel_init": "orthogonal",

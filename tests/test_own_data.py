@@ -14,6 +14,7 @@ from absl import flags
 from conftest import REPO_ROOT, tiny_rows
 
 from iql_tf import cli, evaluate, validate
+from iql_tf.data import inspection
 from iql_tf.errors import UserError
 
 
@@ -59,7 +60,7 @@ def test_validate_lists_every_problem_with_counts_and_first_rows(write_npz):
     terminals = rows["terminals"].astype(np.float32)
     terminals[5] = 0.5
     path = write_npz(rewards=rewards, actions=actions, terminals=terminals)
-    result = validate.validate(str(path))
+    result = inspection.validate(str(path))
     assert len(result["problems"]) == 3
     assert result["problems"][0].startswith(f"{path}: field 'rewards' row 2 holds nan") and \
         result["problems"][0].endswith("(2 rows in all: 2, 7)")
@@ -85,7 +86,7 @@ def validate_flags():
 
 
 def test_validate_summarises_a_good_dataset_and_exits_0(write_npz, capsys, validate_flags):
-    result = validate.validate(str(write_npz()), action_bounds=(-2.0, 2.0))
+    result = inspection.validate(str(write_npz()), action_bounds=(-2.0, 2.0))
     summary = result["summary"]
     assert result["problems"] == []
     assert (summary["transitions"], summary["trajectories"], summary["terminals"], summary["truncations"]) == (
@@ -99,7 +100,7 @@ def test_validate_summarises_a_good_dataset_and_exits_0(write_npz, capsys, valid
 
 def test_validate_suggests_normalising_observations_of_very_different_scales(write_npz, capsys, validate_flags):
     rows = tiny_rows()  # observation std per dimension 3.45, 34.5, 3.45: 10x, no note
-    assert validate.validate(str(write_npz()))["notes"] == []
+    assert inspection.validate(str(write_npz()))["notes"] == []
     for field in ("observations", "next_observations"):
         rows[field][:, 1] *= 100  # 1000x
     path = write_npz(**rows)
@@ -162,7 +163,7 @@ def test_validate_counts_goal_reaching_transitions_and_says_when_they_are_not_te
     import minari
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
-    result = validate.validate("pointmaze/umaze-example-v0")
+    result = inspection.validate("pointmaze/umaze-example-v0")
     episodes = list(minari.load_dataset("pointmaze/umaze-example-v0").iterate_episodes())
     reached = sum(int((episode.rewards > 0).sum()) for episode in episodes)
     terminal = sum(int(((episode.rewards > 0) & episode.terminations).sum()) for episode in episodes)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_rows
 
-from iql_tf import validate
+from iql_tf.data import inspection
 from iql_tf.data import conversion, from_arrays, from_pandas, from_tf_dataset, sources, transitions
 from iql_tf.data.pipeline import load_converted
 from iql_tf.errors import UserError
@@ -186,8 +186,8 @@ def test_in_memory_problems_read_as_iql_validate_reports_them(write_npz):
     rewards = ROWS["rewards"].copy()
     rewards[5] = np.nan
     broken = dict(ROWS, rewards=rewards, actions=ROWS["actions"][:, 0])
-    from_file = validate.validate(str(write_npz(**broken)))["problems"]
-    in_memory = validate.validate(from_arrays(**broken, name="mine"))["problems"]
+    from_file = inspection.validate(str(write_npz(**broken)))["problems"]
+    in_memory = inspection.validate(from_arrays(**broken, name="mine"))["problems"]
     assert len(in_memory) == 2 and in_memory == [line.replace(str(write_npz(**broken)), "mine") for line in from_file]
 
 

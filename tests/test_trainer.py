@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iql_tf import config, train
+from iql_tf import config, run_files
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
 from iql_tf.policy_metadata import read_policy_metadata
-from iql_tf.settings import DataSettings, RunSettings
 from iql_tf.trainer import NonFiniteError, RunStopped, run_training
 
 
@@ -246,12 +245,11 @@ def test_a_workdir_that_cannot_be_written_is_refused_before_the_data_loads(hoppe
         run_training(str(tmp_path / "file" / "run"), dataset_fn=pytest.fail)
 
 
-def test_default_workdir_names_config_dataset_and_seed(hopper_bindings):
-    parse(hopper_bindings, ["train.seed = 3"])
-    assert train.default_workdir(["locomotion"], DataSettings(), RunSettings()) == "runs/locomotion/hopper-random/seed3"
-    parse(hopper_bindings, ["train.num_seeds = 4"])
-    assert train.default_workdir(["locomotion"], DataSettings(), RunSettings()) == \
-        "runs/locomotion/hopper-random/seeds0-3"
+def test_default_workdir_names_config_dataset_and_seed():
+    assert run_files.default_workdir("locomotion", "/data/hopper-random.npz", [3]) == \
+        "runs/locomotion/hopper-random/seed3"
+    assert run_files.default_workdir("locomotion", "D4RL/door/human-v2", [0, 1, 2, 3]) == \
+        "runs/locomotion/D4RL_door_human-v2/seeds0-3"
 
 
 def test_cli_reports_an_expected_mistake_in_one_line(hopper_bindings, tmp_path):

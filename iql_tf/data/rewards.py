@@ -11,8 +11,7 @@ import dataclasses
 import numpy as np
 
 from iql_tf.errors import UserError
-
-REWARD_PREPROCESSING = ("none", "locomotion", "antmaze")
+from iql_tf.options import check_reward_preprocessing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +29,6 @@ def trajectory_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
     return np.add.reduceat(rewards.astype(np.float64), starts)
 
 
-def check_mode(mode: str) -> None:
-    if mode not in REWARD_PREPROCESSING:
-        raise UserError(
-            f"make_dataset.reward_preprocessing={mode!r} is unknown; valid values: {', '.join(REWARD_PREPROCESSING)}"
-        )
-
-
 def reward_transform(mode: str, rewards: np.ndarray, dones: np.ndarray) -> RewardTransform:
     """The transform `mode` means for this dataset; an unknown mode is a UserError listing the valid ones."""
     returns = trajectory_returns(rewards, dones)
@@ -46,7 +38,7 @@ def reward_transform(mode: str, rewards: np.ndarray, dones: np.ndarray) -> Rewar
 def transform_from_returns(mode: str, return_min: float, return_max: float, trajectories: int) -> RewardTransform:
     """The transform `mode` means for a dataset whose trajectory returns span [return_min, return_max] (what
     a converted dataset's metadata records, so a streamed dataset is never read twice to start)."""
-    check_mode(mode)
+    check_reward_preprocessing(mode)
     if mode == "antmaze":
         return RewardTransform(mode, shift=-1.0)
     if mode == "locomotion":
