@@ -15,8 +15,7 @@ import tensorflow as tf
 from iql_tf import losses
 from iql_tf.errors import UserError
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork, activation_function
-from iql_tf.data.streaming import StreamedBatches
-from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.replay_buffer import Batches, ReplayBuffer
 from iql_tf.seeding import derived_seed
 from iql_tf.settings import AgentSettings
 
@@ -128,9 +127,12 @@ class IQLAgent(tf.Module):
         self._compiled_updates = tf.function(self._updates, jit_compile=self.jit_compile)
         self._compiled_update = tf.function(self._sampled_update, jit_compile=self.jit_compile)
 
-    def _check_compiled(self) -> None:
+    def _check_ready(self, batches: Batches) -> None:
         if self.jit_compile is None:
             raise RuntimeError("IQLAgent.compile(jit_compile) must be called before the first update")
+        if batches.batch_size != self.settings.batch_size:
+            raise ValueError(f"batches of {batches.batch_size} for an agent of IQLAgent.batch_size "
+                             f"{self.settings.batch_size}")
 
     def update(self, batch: Dict[str, tf.Tensor], dropout_seeds: tf.Tensor) -> tf.Tensor:
         """One IQL update of every member: value, actor, critics, target critics, in `settings.update_order`.
@@ -218,12 +220,12 @@ class IQLAgent(tf.Module):
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    def _sampled_update(self, buffer: "ReplayBuffer | StreamedBatches") -> Dict[str, tf.Tensor]:
-        batch = buffer.sample(self.generators, self.settings.batch_size)
+    def _sampled_update(self, batches: Batches) -> Dict[str, tf.Tensor]:
+        batch = batches.sample(self.generators)
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
         return self.update(batch, dropout_seeds)
 
-    def _updates(self, buffer: "ReplayBuffer | StreamedBatches", num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
+    def _updates(self, batches: Batches, num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
         # K updates in one compiled call; the target update sits inside the loop (JAX-CORL #73: outside it,
         # fused updates train against a stale target). Metrics are averaged over the K updates; the loop stops
         # at the first non-finite loss so that the caller can name the step where it happened.
@@ -234,39 +236,36 @@ class IQLAgent(tf.Module):
         for _ in tf.range(num_updates):
             if not finite:
                 break
-            metrics = self._sampled_update(buffer)
+            metrics = self._sampled_update(batches)
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(metrics[name])) for name in LOSS_NAMES])
             totals = {name: totals[name] + metrics[name] for name in METRIC_NAMES}
             count += 1.0
         return {name: metrics[name] if name in _LAST_VALUE else totals[name] / count for name in METRIC_NAMES}
 
-    def run_updates(self, buffer: "ReplayBuffer | StreamedBatches", num_updates: int) -> Dict[str, np.ndarray]:
-        """Runs `num_updates` updates on batches sampled from `buffer` (or read from a stream); returns their
-        mean metrics, one value per member. Stops early (see `step`) at the first non-finite loss."""
-        self._check_compiled()
-        if isinstance(buffer, StreamedBatches):
-            return self._streamed_updates(buffer, num_updates)
-        if num_updates == 1:
-            metrics = self._compiled_update(buffer)
-        else:
-            metrics = self._compiled_updates(buffer, tf.constant(num_updates, tf.int32))
-        return {name: value.numpy() for name, value in metrics.items()}
-
-    def _streamed_updates(self, stream: StreamedBatches, num_updates: int) -> Dict[str, np.ndarray]:
-        """`num_updates` updates from a stream: compiled calls over what its current group holds, refilled in
-        between; the metrics are averaged over all the updates (actor_lr: the last)."""
-        done, sums, metrics = 0, {name: 0.0 for name in METRIC_NAMES}, {}
+    def run_updates(self, batches: Batches, num_updates: int) -> Dict[str, np.ndarray]:
+        """Runs `num_updates` updates on batches drawn from `batches` (the replay buffer, or a stream); returns
+        their mean metrics, one value per member (actor_lr: the last). Compiled calls go over as many batches
+        as `batches` has available (a buffer: all at once; a stream: what its current group holds, refilled in
+        between). Stops early (see `step`) at the first non-finite loss."""
+        self._check_ready(batches)
+        done, calls = 0, []
         while done < num_updates:
-            calls = min(num_updates - done, stream.available())
+            count = min(num_updates - done, batches.available())
             before = int(self.step)
-            metrics = {name: value.numpy() for name, value in
-                       self._compiled_updates(stream, tf.constant(calls, tf.int32)).items()}
+            if num_updates == 1:
+                metrics = self._compiled_update(batches)
+            else:
+                metrics = self._compiled_updates(batches, tf.constant(count, tf.int32))
+            metrics = {name: value.numpy() for name, value in metrics.items()}
             made = int(self.step) - before
-            sums = {name: sums[name] + metrics[name] * made for name in METRIC_NAMES}
+            calls.append((metrics, made))
             done += made
-            if made < calls or not all(np.all(np.isfinite(metrics[name])) for name in LOSS_NAMES):
+            if made < count or not all(np.all(np.isfinite(metrics[name])) for name in LOSS_NAMES):
                 break  # a non-finite loss stopped the call, or ended it
-        return {name: metrics[name] if name in _LAST_VALUE else sums[name] / max(done, 1) for name in METRIC_NAMES}
+        if len(calls) == 1:
+            return calls[0][0]
+        return {name: calls[-1][0][name] if name in _LAST_VALUE
+                else sum(metrics[name] * made for metrics, made in calls) / max(done, 1) for name in METRIC_NAMES}
 
     def online_update_fn(self, buffer: ReplayBuffer) -> Callable[[np.ndarray, np.ndarray, tf.Tensor],
                                                                  Tuple[Dict[str, np.ndarray], np.ndarray]]:
@@ -275,7 +274,7 @@ class IQLAgent(tf.Module):
         `next_observations` ([members, 1, obs]) with the updated policy, as `explore`; returns the update's
         metrics and those actions. One call with a fixed signature and the buffer bound, not passed: per call
         overhead, not arithmetic, is what one update per environment step pays for."""
-        self._check_compiled()
+        self._check_ready(buffer)
 
         # Never XLA as a whole: XLA would copy the buffer to write one row (the update inside may be XLA).
         @tf.function(input_signature=[*buffer.add.input_signature,

@@ -9,7 +9,6 @@ and the run's operative_config.gin records them), and `fit` runs the same traine
 
 import dataclasses
 import difflib
-import json
 import pathlib
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -20,7 +19,7 @@ from iql_tf.errors import UserError
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
 if TYPE_CHECKING:  # imported where used: `import iql_tf` stays free of TensorFlow
-    from iql_tf import run_files
+    from iql_tf import run_state
 
 _SETTINGS = {"IQLAgent": AgentSettings, "train": RunSettings, "make_dataset": DataSettings}
 _SET_BY_FIT = {"source": "fit(data)", "num_offline_steps": "fit(steps=...)", "env_id": "fit(eval_env=...)"}
@@ -50,7 +49,7 @@ class IQL:
 
     def __init__(self, gin_files: Sequence[str], bindings: Sequence[str]):
         self.gin_files, self.bindings = list(gin_files), list(bindings)
-        self.run: Any = None  # the trained (or loaded) run's agent, preprocessing and records
+        self.run: Optional["run_state.TrainedRun"] = None  # the trained (or loaded) run
         self.workdir: Optional[pathlib.Path] = None
 
     @classmethod
@@ -92,7 +91,7 @@ class IQL:
         self.workdir = pathlib.Path(workdir or run_files.default_workdir(config.config_name(self.gin_files),
                                                                          named.require_source(), run_settings.seeds))
         data_settings = named if isinstance(data, (str, pathlib.Path)) else dataclasses.replace(named, source=data)
-        self.run = trainer.train(self.workdir, data_settings, AgentSettings(), run_settings)
+        self.run = trainer.train(self.workdir, data_settings, AgentSettings(), run_settings).trained()
         return self
 
     @property
@@ -100,7 +99,7 @@ class IQL:
         """The final evaluation of each seed ({} without evaluation)."""
         return self._trained().results
 
-    def _trained(self) -> Any:
+    def _trained(self) -> "run_state.TrainedRun":
         if self.run is None:
             raise UserError("this IQL has not been trained: call fit(data, ...) or IQL.load(workdir) first")
         return self.run
@@ -131,78 +130,18 @@ class IQL:
 
     def export(self, path: str) -> str:
         """Writes the policy (SavedModel + TFLite, raw observations in, actions in the data's units) to `path`."""
-        import gin
-
-        from iql_tf.export import export_policy
-        from iql_tf.policy_metadata import PolicyMetadata
-
-        run = self._trained()
-        step = int(run.agent.step)
-        # The run's own config (a loaded agent's process may hold another's, or none).
-        gin_config = run.files.operative_config() or gin.operative_config_str()
-        metadata = PolicyMetadata(**run.policy_record, seed=run.seeds[0], step=step,
-                                  evaluation=run.results[0] if run.results else {}, gin_config=gin_config)
-        export_policy(run.agent.member_weights(0), run.agent.hyperparameters["activation"], run.preprocessing,
-                      path, metadata, tanh_mean=run.agent.settings.tanh_mean)
+        self._trained().export(path)
         return path
 
     @classmethod
     def load(cls, workdir: str) -> "IQL":
         """The agent of a run directory (trained by `fit` or `iql-train`) at its newest intact checkpoint."""
-        from iql_tf import run_files
-        from iql_tf.checkpoints import Checkpoints
+        from iql_tf import run_state
 
-        files = run_files.RunFiles(workdir)
-        found = Checkpoints(files.checkpoints).newest_intact()
-        if found is None:
-            raise UserError(f"{workdir}: no checkpoint there; give the run directory of a training run")
-        step, reader = found
-        record = json.loads(reader.get_tensor("record/.ATTRIBUTES/VARIABLE_VALUE").decode())
-        if "policy" not in record:
-            raise UserError(f"{workdir}: its checkpoint comes from an earlier iql-tf without the policy record; "
-                            "re-run its training command once with this version to resume and re-save it")
         agent = cls([], [])
         agent.workdir = pathlib.Path(workdir)
-        agent.run = _LoadedRun(record, files, step)
+        agent.run = run_state.restore_run(workdir)
         return agent
-
-
-class _LoadedRun:
-    """What `IQL` needs of a run, rebuilt from a checkpoint and its record: the agent, the preprocessing."""
-
-    def __init__(self, record: Dict[str, Any], files: "run_files.RunFiles", step: int):
-        import tensorflow as tf
-
-        from iql_tf.agent import IQLAgent
-        from iql_tf.data import rewards
-        from iql_tf.data.preprocessing import Preprocessing
-
-        training, self.policy_record = record["training"], record["policy"]
-        hyperparameters = dict(training["agent"])
-        decay_steps = hyperparameters.pop("actor_decay_steps") or 1
-        settings = AgentSettings(**{**hyperparameters, "hidden_dims": tuple(hyperparameters["hidden_dims"])},
-                                 jit_compile=training["xla"])
-        self.seeds = list(range(training["seed"], training["seed"] + training["num_seeds"]))
-        self.observation_dim = self.policy_record["observation_dim"]
-        self.action_dim = self.policy_record["action_dim"]
-        self.agent = IQLAgent(self.observation_dim, self.action_dim, settings, decay_steps, self.seeds)
-        tf.train.Checkpoint(agent=self.agent).read(str(files.checkpoints / f"ckpt-{step}")).expect_partial()
-        self.files = files
-        # Exact statistics and bounds from the policy record (the training record's are rounded for comparing).
-        normalization = self.policy_record["observation_normalization"]
-        self.preprocessing = Preprocessing(
-            np.asarray(normalization["mean"] if normalization else np.zeros(self.observation_dim), np.float32),
-            np.asarray(normalization["std"] if normalization else np.ones(self.observation_dim), np.float32),
-            np.asarray(self.policy_record["action_low"], np.float32),
-            np.asarray(self.policy_record["action_high"], np.float32),
-            rewards.RewardTransform(**training["preprocessing"]["reward"]), normalization is not None)
-        results = files.results()
-        self.results = [results.get((step, seed), {}) for seed in self.seeds]
-
-    def policy(self, member: int) -> Any:
-        from iql_tf.trainer import member_policy
-
-        return member_policy(self.agent, self.preprocessing, member)
 
 
 def _batch(values: Any, width: int, what: str) -> "tuple[np.ndarray, bool]":

@@ -15,21 +15,14 @@ and prints the mean return, the normalised score (when the dataset had reference
 import json
 import pathlib
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import Sequence
 
-import numpy as np
 from absl import flags
 
 from iql_tf import cli
 from iql_tf.errors import UserError
 
-if TYPE_CHECKING:  # imported inside the functions: --help stays free of TensorFlow
-    import gymnasium
-
-    from iql_tf import evaluation
-
 FLAGS = flags.FLAGS
-_RECORDED_EPISODES = 10
 
 
 def define_flags() -> None:
@@ -43,80 +36,10 @@ def define_flags() -> None:
                       "anything: only for exports you trust).")
 
 
-def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optional[str] = None,
-                    env_kwargs: Optional[Dict[str, Any]] = None, record: Optional[str] = None,
-                    trust_export: bool = False) -> Dict[str, float]:
-    """The evaluation of an exported policy (see the module docstring); `record` writes the PNG."""
-    from iql_tf import envs, evaluation
-    from iql_tf.generation import rollouts
-
-    if episodes <= 0:
-        raise UserError(f"--episodes={episodes} must be positive")
-    policy, metadata = rollouts.saved_model_policy(export_dir, trust_export)
-    if env_id is None:
-        env_id = rollouts.require_environment(export_dir, metadata)
-        kwargs, steps = metadata.env_kwargs if env_kwargs is None else env_kwargs, metadata.max_episode_steps
-    else:
-        kwargs, steps = env_kwargs or {}, None
-    make_env = lambda: envs.make_env(env_id, kwargs, steps)  # noqa: E731
-    eval_envs = evaluation.make_envs(make_env, episodes)
-    envs.check_env_fits(eval_envs[0], metadata.observation_keys, metadata.observation_dim, metadata.action_dim,
-                        f"of the policy {export_dir}")
-    try:
-        results = evaluation.evaluate(policy, eval_envs, metadata.observation_keys, episodes, seed,
-                                      metadata.ref_min_score, metadata.ref_max_score)
-        if record:
-            draw_trajectories(eval_envs[0], policy, metadata.observation_keys, seed, min(episodes, _RECORDED_EPISODES),
-                              record)
-    finally:
-        for env in eval_envs:
-            env.close()
-    return results
-
-
-def draw_trajectories(env: "gymnasium.Env", policy: "evaluation.Policy", keys: Optional[List[str]], seed: int,
-                      episodes: int, path: str) -> None:
-    """The (x, y) path of the first episodes, on the walls of a gymnasium-robotics maze, as a PNG."""
-    from iql_tf import envs, evaluation, files
-
-    maze = getattr(env.unwrapped, "maze", None)
-    if maze is None or not keys or "achieved_goal" not in keys:
-        raise UserError(f"--record draws trajectories on a maze (PointMaze, AntMaze); {env.spec.id} is not one: "
-                        "drop --record")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 5))
-    scale, layout = maze.maze_size_scaling, maze.maze_map
-    for i, row in enumerate(layout):
-        for j, cell in enumerate(row):
-            if cell == 1:
-                x, y = j * scale - maze.x_map_center, maze.y_map_center - (i + 1) * scale
-                axis.add_patch(plt.Rectangle((x, y), scale, scale, color="0.3"))
-    for episode in range(episodes):
-        observation, _ = env.reset(seed=evaluation.episode_seed(seed, episode))
-        positions, done = [np.asarray(observation["achieved_goal"])], False
-        while not done:
-            action = policy(envs.flatten_observation(observation, keys)[None])[0]
-            observation, _, terminated, truncated, _ = env.step(action)
-            positions.append(np.asarray(observation["achieved_goal"]))
-            done = terminated or truncated
-        positions = np.stack(positions)
-        axis.plot(positions[:, 0], positions[:, 1], lw=1)
-        axis.plot(*positions[0], "o", color="tab:green", ms=4)
-        axis.plot(*np.asarray(observation["desired_goal"]), "*", color="tab:red", ms=10)
-    axis.set_aspect("equal")
-    axis.set_title(f"{env.spec.id}: {episodes} episodes (start o, goal *)")
-    axis.axis("off")
-    files.write_png(figure, path)
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
         raise UserError("give one exported policy: python -m iql_tf.evaluate RUN_DIR/export/policy [--episodes=N]")
-    from iql_tf import envs, quiet
+    from iql_tf import envs, evaluation, quiet
 
     quiet.quiet_tensorflow()
     if FLAGS.record:
@@ -124,8 +47,8 @@ def main(argv: Sequence[str]) -> None:
         if not parent.is_dir():
             raise UserError(f"--record={FLAGS.record}: folder {parent} does not exist")
     kwargs = envs.parse_env_kwargs(FLAGS.env_kwargs) if FLAGS.env_kwargs is not None else None
-    results = evaluate_export(argv[1], FLAGS.episodes, FLAGS.seed, FLAGS.env_id, kwargs, FLAGS.record,
-                              FLAGS.trust_export)
+    results = evaluation.evaluate_export(argv[1], FLAGS.episodes, FLAGS.seed, FLAGS.env_id, kwargs, FLAGS.record,
+                                         FLAGS.trust_export)
     if FLAGS.json:
         print(json.dumps(results))
         return

@@ -1,18 +1,20 @@
-"""Deterministic rollouts in the dataset's environment: returns, normalised score, success.
+"""Deterministic rollouts in the dataset's environment: returns, normalised score, success; of a trained
+policy in this process (`evaluate`) or of an export (`evaluate_export`, what `iql-evaluate` runs).
 
 A separate environment instance from any exploration, seeded per episode from the run seed, deterministic
 actions (the policy mean, clipped to the bounds), full episodes up to the environment's time limit.
 """
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from iql_tf.envs import flatten_observation
-
-Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in the env's units
+from iql_tf.errors import UserError
+from iql_tf.policy import Policy
 _EPISODE_SEED_STRIDE = 100003
+RECORDED_EPISODES = 10  # episodes whose paths evaluate_export draws
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -92,4 +94,37 @@ def evaluate(
         results["normalized_score_std"] = float(scores.std())
     if reports_success:
         results["success_rate"] = float(np.mean(successes))
+    return results
+
+
+def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optional[str] = None,
+                    env_kwargs: Optional[Dict[str, Any]] = None, record: Optional[str] = None,
+                    trust_export: bool = False) -> Dict[str, float]:
+    """`evaluate` of an exported policy (checked and loaded by `policy.loading`) in the environment its metadata
+    records, or in `env_id` / `env_kwargs` (data collected without a simulator, or another variant of the task);
+    `record`: also draw the first episodes' paths on the maze to this PNG (`maze_paths`)."""
+    from iql_tf import envs, maze_paths
+    from iql_tf.policy import loading
+
+    if episodes <= 0:
+        raise UserError(f"--episodes={episodes} must be positive")
+    policy, metadata = loading.load_policy(export_dir, trust_export)
+    if env_id is None:
+        env_id = loading.require_environment(export_dir, metadata)
+        kwargs, steps = metadata.env_kwargs if env_kwargs is None else env_kwargs, metadata.max_episode_steps
+    else:
+        kwargs, steps = env_kwargs or {}, None
+    make_env = lambda: envs.make_env(env_id, kwargs, steps)  # noqa: E731
+    eval_envs = make_envs(make_env, episodes)
+    envs.check_env_fits(eval_envs[0], metadata.observation_keys, metadata.observation_dim, metadata.action_dim,
+                        f"of the policy {export_dir}")
+    try:
+        results = evaluate(policy, eval_envs, metadata.observation_keys, episodes, seed, metadata.ref_min_score,
+                           metadata.ref_max_score)
+        if record:
+            reset_seeds = [episode_seed(seed, episode) for episode in range(min(episodes, RECORDED_EPISODES))]
+            maze_paths.draw_trajectories(eval_envs[0], policy, metadata.observation_keys, reset_seeds, record)
+    finally:
+        for env in eval_envs:
+            env.close()
     return results

@@ -3,37 +3,56 @@
 Variables (not graph constants) keep a 1M-transition dataset out of the traced graph. The buffer is
 preallocated to its final size (the offline dataset plus every online transition to come), so growing it
 during fine-tuning neither reallocates nor retraces: `size` says how much of it is filled.
+
+The agent draws batches from this buffer and from a stream (`data/streaming.py`) alike, through the two calls
+of `Batches`.
 """
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 # What one gradient update reads; masks are 1 - terminal (a truncation keeps its bootstrap).
 BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
+_UNLIMITED = 2**31 - 1  # batches a buffer can give at once: as many as a compiled call may count
+
+
+class Batches(Protocol):
+    """Where the compiled updates draw their batches from: a `ReplayBuffer`, or a `streaming.StreamedBatches`."""
+
+    batch_size: int  # transitions per member in each batch
+
+    def available(self) -> int:
+        """Batches the next compiled call may draw (called eagerly, between calls)."""
+
+    def sample(self, generators: Sequence[tf.random.Generator]) -> Dict[str, tf.Tensor]:
+        """The next batch, [members, batch_size, ...] tensors keyed as BATCH_KEYS (inside the compiled call)."""
 
 
 class ReplayBuffer(tf.Module):
-    """Observations, actions, rewards, masks and next observations of up to `capacity` transitions."""
+    """Observations, actions, rewards, masks and next observations of up to `capacity` transitions, sampled
+    `batch_size` at a time."""
 
-    def __init__(self, transitions: Mapping[str, np.ndarray], capacity: Optional[int] = None,
+    def __init__(self, transitions: Mapping[str, Any], batch_size: int, capacity: Optional[int] = None,
                  name: str = "replay_buffer"):
+        """`transitions`: tensors or arrays keyed as `BATCH_KEYS` but masks (`terminals` instead)."""
         super().__init__(name=name)
         columns = {
             "observations": transitions["observations"],
             "actions": transitions["actions"],
             "rewards": transitions["rewards"],
-            "masks": 1.0 - np.asarray(transitions["terminals"], np.float32),
+            "masks": 1.0 - tf.cast(transitions["terminals"], tf.float32),
             "next_observations": transitions["next_observations"],
         }
-        self.offline_size = int(np.shape(columns["rewards"])[0])
+        self.batch_size = int(batch_size)
+        self.offline_size = int(columns["rewards"].shape[0])
         self.capacity = max(capacity or 0, self.offline_size)
         self.columns = {}
         for key, value in columns.items():
             # Allocated at full size, then filled: no second full-size copy of the data on the way.
-            column = tf.Variable(tf.zeros([self.capacity, *np.shape(value)[1:]], tf.float32), trainable=False, name=key)
-            column[:self.offline_size].assign(np.asarray(value, np.float32))
+            column = tf.Variable(tf.zeros([self.capacity, *value.shape[1:]], tf.float32), trainable=False, name=key)
+            column[:self.offline_size].assign(tf.cast(value, tf.float32))
             self.columns[key] = column
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
         # One transition travels as one float32 row, its columns flattened in BATCH_KEYS order.
@@ -42,10 +61,15 @@ class ReplayBuffer(tf.Module):
         # row): appending never retraces.
         self.add = tf.function(self._add, input_signature=[tf.TensorSpec([sum(self._widths)], tf.float32)])
 
-    def sample(self, generators: Sequence[tf.random.Generator], batch_size: int) -> Dict[str, tf.Tensor]:
+    def available(self) -> int:
+        """A buffer never runs dry: any number of batches."""
+        return _UNLIMITED
+
+    def sample(self, generators: Sequence[tf.random.Generator]) -> Dict[str, tf.Tensor]:
         """One batch per generator (ensemble member), uniform with replacement: [members, batch_size, ...]."""
         indices = tf.stack([
-            generator.uniform([batch_size], minval=0, maxval=self.size, dtype=tf.int64) for generator in generators
+            generator.uniform([self.batch_size], minval=0, maxval=self.size, dtype=tf.int64)
+            for generator in generators
         ])
         return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
 

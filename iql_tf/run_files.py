@@ -119,9 +119,16 @@ class RunFiles:
     # --- what a resume changed, the config, the end ------------------------------------------------------
 
     def record_resume(self, step: int, changed: Dict[str, List[Any]]) -> None:
-        path = self.path / RESUMES
-        history = _read_json(path, list, "move it aside to keep it; the run writes a new one") or []
-        files.write_json(path, history + [{"step": step, "changed": changed}])
+        files.write_json(self.path / RESUMES, self._resumes() + [{"step": step, "changed": changed}])
+
+    def _resumes(self) -> List[Any]:
+        return _read_json(self.path / RESUMES, list, "move it aside to keep it; the run writes a new one") or []
+
+    def check_records(self) -> None:
+        """Reads the records a run appends to (eval_results.json, resumes.json): a damaged one is a UserError
+        before any training, not after it."""
+        self.results()
+        self._resumes()
 
     def write_operative_config(self, text: str) -> None:
         files.write_text(self.path / OPERATIVE_CONFIG, text)

@@ -6,13 +6,12 @@ evaluation, TensorBoard, checkpoints and the exported policy.
 same directory, whose training settings must match), `loop` (updates in compiled calls of K, or one
 environment step and one update at a time online, stopping at log / evaluation / checkpoint boundaries),
 `evaluate`, `export` and `finish`. It is configured by the three settings objects of `settings.py` (from gin
-when not given). The run directory's files belong to `run_files.py`, its checkpoints to `checkpoints.py`.
+when not given). The run directory's files belong to `run_files.py`; what its checkpoints hold and how they
+are restored, to `run_state.py`; how it is asked to stop, to `stopping.py`.
 """
 
 import dataclasses
-import json
 import pathlib
-import signal
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -27,65 +26,20 @@ from iql_tf import evaluation, fastest_path, generation, logs, run_files
 from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.pipeline import OfflineDataset, make_dataset
-from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.envs import check_env_fits, make_env
 from iql_tf.errors import UserError
-from iql_tf.export import export_policy
 from iql_tf.online import OnlinePhase
-from iql_tf.policy_metadata import PolicyMetadata
+from iql_tf.policy import Policy, exported, member_policy
+from iql_tf.policy.metadata import data_record
 from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.run_state import RunState, TrainedRun, training_record
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
+from iql_tf.stopping import RunStopped, StopRequest
 
 
 class NonFiniteError(UserError):
     """A loss or weight became NaN or infinite; training stops without saving it."""
-
-
-class _StopRequest:
-    """SIGTERM, Ctrl-C or a file DIR/STOP ask the loop to save and exit; the loop polls `requested`.
-
-    Signals become a flag (where this is the main thread: a Ray worker may run the loop in another), and the
-    file lets a sweep driver, or a person, stop a run on any machine that shares the directory.
-    """
-
-    def __init__(self, stop_file: pathlib.Path, extra_stop_files: Sequence[pathlib.Path] = ()):
-        self.stop_file = stop_file
-        self.extra_stop_files = list(extra_stop_files)  # a sweep's: watched, never deleted here
-        self.reason: Optional[str] = None
-        self.signal_number: Optional[int] = None
-        self._previous = {}
-
-    def __enter__(self):
-        self.stop_file.unlink(missing_ok=True)  # an old request must not stop this run at once
-        for number in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[number] = signal.signal(number, self._handle)
-            except ValueError:  # not the main thread: only the file can ask
-                break
-        return self
-
-    def _handle(self, number, frame):
-        self.signal_number, self.reason = number, f"signal {number}"
-
-    @property
-    def requested(self) -> bool:
-        if self.reason is None:
-            self.reason = next((str(path) for path in [self.stop_file, *self.extra_stop_files] if path.exists()), None)
-        return self.reason is not None
-
-    def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self.stop_file.unlink(missing_ok=True)
-
-
-class RunStopped(Exception):
-    """Raised by `run_training` after a stop request: the run saved a checkpoint and can be resumed."""
-
-    def __init__(self, reason: str, signal_number: Optional[int], step: int):
-        super().__init__(f"stopped by {reason} at step {step}")
-        self.reason, self.signal_number, self.step = reason, signal_number, step
 
 
 class TrainingRun:
@@ -109,7 +63,7 @@ class TrainingRun:
         """Dataset, environments, replay buffer, agent and the objects a checkpoint holds."""
         settings = self.settings
         dataset = self.dataset_fn(self.data_settings)
-        # The arrays go into the replay buffer below and are not kept: the data is held once, in its variables.
+        # The tensors go into the replay buffer below and are not kept: the data is held once, in its variables.
         self.metadata, self.preprocessing = dataset.metadata, dataset.preprocessing
         metadata = self.metadata
         self.observation_dim = int(np.prod(metadata.observation_shape))
@@ -128,7 +82,7 @@ class TrainingRun:
             self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
             check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
                            metadata.source)
-        self.streaming = dataset.arrays is None
+        self.streaming = dataset.tensors is None
         if self.streaming:
             if settings.num_online_steps:
                 raise UserError("make_dataset.streaming with train.num_online_steps: fine-tuning keeps the offline data "
@@ -138,7 +92,8 @@ class TrainingRun:
                                            self.agent_settings.batch_size, self.data_settings.shuffle_buffer,
                                            settings.seed)
         else:
-            self.batches = ReplayBuffer(dataset.arrays, capacity=metadata.num_transitions + settings.num_online_steps)
+            self.batches = ReplayBuffer(dataset.tensors, self.agent_settings.batch_size,
+                                        capacity=metadata.num_transitions + settings.num_online_steps)
         del dataset
         self.agent = self._new_agent(self.agent_settings)
         self.online = None
@@ -154,14 +109,13 @@ class TrainingRun:
                                       self.batches, settings.seed, settings.exploration_noise, self.checkpoints)
             self.online.on_episode = lambda step, episode: self._write_scalars(
                 "online", {f"episode_{name}": value for name, value in episode.items()}, step)
-        self.record = tf.Variable("", name="record")  # the settings the checkpoint was trained with, as JSON
-        trackables = dict(agent=self.agent, record=self.record)
+        trackables = dict(agent=self.agent)
         if self.streaming:
             # The stream's iterator (its position and buffers) and current group: a resume reads on alike.
             trackables["stream"] = self.batches
         if self.online is not None:
             trackables.update(self.online.trackables())
-        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self.state = RunState(self.files, self.checkpoints, trackables)
         # Events in DIR (or DIR/seed_K): TensorBoard's run list then names the run by its directory.
         self.writers = [tf.summary.create_file_writer(str(self.files.tensorboard_dir(self._seed_dir(k))))
                         for k in range(len(self.seeds))]
@@ -181,59 +135,28 @@ class TrainingRun:
     def _seed_dir(self, member: int) -> List[str]:
         return [f"seed_{self.seeds[member]}"] if len(self.seeds) > 1 else []
 
-    def _training_record(self) -> Dict[str, Any]:
-        """What decides the weights this run ends with (compared on resume), and what does not."""
+    def _record(self) -> Dict[str, Any]:
+        """The record its checkpoints keep (`run_state.training_record`)."""
         metadata = self.metadata
-        # The number of offline updates decides the weights through the actor's cosine schedule and where the
-        # online phase starts; without either, a resumed run may train for longer or shorter.
-        decisive = [name for name in RunSettings.TRAINING if name != "num_offline_steps"
-                    or self.agent.hyperparameters["actor_cosine_decay"] or self.settings.num_online_steps]
-        training = {
-            "agent": self.agent.hyperparameters,
-            "xla": self.agent.jit_compile,
-            **{name: getattr(self.settings, name) for name in decisive},
-            "dataset": metadata.source,
-            "dataset_content": metadata.content_checksum,
-            "preprocessing": _rounded(self.preprocessing.describe()),
-            # How batches are drawn: uniformly with replacement from memory, or from a shuffled stream.
-            "sampling": {"stream": self.data_settings.shuffle_buffer} if self.streaming else "replay buffer",
-        }
-        if self.online is not None:
-            training["environment"] = {"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs}
-        other = {field.name: getattr(self.settings, field.name) for field in dataclasses.fields(RunSettings)
-                 if field.name not in decisive}
-        return {"training": training, "other": other, "policy": self.policy_record}
+        # How batches are drawn: uniformly with replacement from memory, or from a shuffled stream.
+        sampling = {"stream": self.data_settings.shuffle_buffer} if self.streaming else "replay buffer"
+        environment = ({"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs} if self.online is not None
+                       else None)
+        return training_record(self.agent, self.settings, metadata.source, metadata.content_checksum,
+                               self.preprocessing, sampling, environment, self.data_record)
 
     # --- restore -----------------------------------------------------------------------------------------
 
     def restore(self) -> None:
         """Resumes from the newest intact checkpoint, or starts at step 0 where there is none."""
-        if self.settings.start_over:
-            self.checkpoints.delete_all()
-            self.files.remove_outputs()
-        self.checkpoints.sweep_temporary()
-        found = self.checkpoints.newest_intact()
-        if found is None and self.files.has_outputs():
-            raise UserError(f"{self.files.path} holds the outputs of an earlier run ({', '.join(self.files.has_outputs())}) "
-                            "but no checkpoint to resume it from: training from step 0 would overwrite them; use a new "
-                            "--workdir, or bind train.start_over = True to replace them")
-        recorded = None
-        if found is not None:
-            step, reader = found
-            recorded = json.loads(reader.get_tensor("record/.ATTRIBUTES/VARIABLE_VALUE").decode())
-            if self.agent.jit_compile is None:
-                self.agent.compile(recorded["training"]["xla"])  # the path it was trained with: same numerics
+        found = self.state.find(self.settings.start_over)
+        if found is not None and self.agent.jit_compile is None:
+            self.agent.compile(found[1]["training"]["xla"])  # the path it was trained with: same numerics
         if self.agent.jit_compile is None:
             self.agent.compile(fastest_path.choose(self.agent, self._fresh_agent, self._timing_buffer(), self.settings))
-        current = self._training_record()
-        if recorded is not None:
-            self._check_same_training(recorded, current, step)  # compares "training" and "other" only
-            self.checkpoint.read(self.checkpoints.prefix(step)).assert_existing_objects_matched()
-            if self.online is not None:
-                self.online.restore()
-            logging.info("Resumed from %s at step %d.", self.checkpoints.prefix(step), int(self.agent.step))
-        self.record.assign(json.dumps(current, sort_keys=True))
-        self.last_saved = int(self.agent.step) if recorded is not None else None
+        self.state.resume(found, self._record())
+        if found is not None and self.online is not None:
+            self.online.restore()
 
     def _timing_buffer(self) -> ReplayBuffer:
         """What the compiled paths are timed on: the replay buffer, or for a stream (which timing must not
@@ -245,27 +168,11 @@ class TrainingRun:
         return ReplayBuffer({"observations": rng.standard_normal((rows, self.observation_dim)),
                              "actions": rng.uniform(-1, 1, (rows, self.action_dim)), "rewards": rng.standard_normal(rows),
                              "next_observations": rng.standard_normal((rows, self.observation_dim)),
-                             "terminals": np.zeros(rows)})
+                             "terminals": np.zeros(rows)}, self.agent_settings.batch_size)
 
     def _fresh_agent(self, jit_compile: bool) -> IQLAgent:
         """Another agent like this run's (for timing the compiled paths without touching this one)."""
         return self._new_agent(dataclasses.replace(self.agent_settings, jit_compile=jit_compile))
-
-    def _check_same_training(self, recorded: Dict[str, Any], current: Dict[str, Any], step: int) -> None:
-        """Refuses a resume whose training settings differ; records changes to the others."""
-        changed = _differences(recorded["training"], current["training"])
-        if changed:
-            hint = ""
-            if "num_online_steps" in {name.split(".")[0] for name, _, _ in changed}:
-                hint = " (a run trained offline only cannot grow an online phase: fine-tune in a new --workdir)"
-            listing = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changed)
-            raise UserError(f"{self.files.path} was trained with other settings than these ({listing}){hint}: "
-                            "resume with the same gin files and bindings, or use a new --workdir")
-        other = _differences(recorded["other"], current["other"])
-        if other:
-            logging.info("resuming at step %d with changed settings: %s", step,
-                         "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in other))
-            self.files.record_resume(step, {name: [old, new] for name, old, new in other})
 
     # --- loop --------------------------------------------------------------------------------------------
 
@@ -276,7 +183,7 @@ class TrainingRun:
         self.results: List[Dict[str, float]] = [{} for _ in self.seeds]
         self.bar = logs.progress_bar(settings.total_steps, step, settings.progress_bar)
         self._window = (time.perf_counter(), step)  # since the last log line: updates per second
-        with _StopRequest(self.files.stop_file, self.stop_files) as stop:
+        with StopRequest(self.files.stop_file, self.stop_files) as stop:
             while step < settings.total_steps and not stop.requested:
                 if step < settings.num_offline_steps:
                     boundary = min(_next_multiple(step, interval) for interval in (
@@ -291,7 +198,7 @@ class TrainingRun:
                 self._after_updates(step, metrics)
             self.bar.close()
             if stop.requested:
-                if self.last_saved != step:
+                if self.state.last_saved != step:
                     self.save(step)
                 for writer in self.writers:
                     writer.flush()
@@ -321,7 +228,7 @@ class TrainingRun:
             bad = np.flatnonzero(~np.isfinite(metrics[name]))
             if bad.size:
                 self.bar.close()
-                where = (f"the last good checkpoint (step {self.last_saved})" if self.last_saved is not None
+                where = (f"the last good checkpoint (step {self.state.last_saved})" if self.state.last_saved is not None
                          else "no checkpoint")
                 raise NonFiniteError(
                     f"non-finite {name} ({metrics[name][bad[0]]}) at step {step} (seed {self.seeds[bad[0]]}): training "
@@ -336,7 +243,7 @@ class TrainingRun:
         if broken:
             raise NonFiniteError(
                 f"non-finite weights in the {', '.join(broken)} network(s) at step {step}: training stopped without "
-                f"saving them; the last good checkpoint (step {self.last_saved}) in {self.checkpoints.folder} is "
+                f"saving them; the last good checkpoint (step {self.state.last_saved}) in {self.checkpoints.folder} is "
                 "left intact; lower the learning rates or check the dataset's rewards"
             )
 
@@ -353,12 +260,11 @@ class TrainingRun:
         self._check_finite_weights(step)
         if self.online is not None:
             self.online.save_transitions()
-        self.checkpoints.save(self.checkpoint, step, self.settings.checkpoints_to_keep)
-        self.last_saved = step
+        self.state.save(step, self.settings.checkpoints_to_keep)
 
     # --- evaluate / export / finish ----------------------------------------------------------------------
 
-    def policy(self, member: int) -> evaluation.Policy:
+    def policy(self, member: int) -> Policy:
         """Member `member`'s deterministic policy on raw flattened observations, in the env's units."""
         return member_policy(self.agent, self.preprocessing, member)
 
@@ -382,24 +288,17 @@ class TrainingRun:
     def export(self, step: int) -> None:
         self._check_finite_weights(step)
         for member, seed in enumerate(self.seeds):
-            export_policy(self.agent.member_weights(member), self.agent.hyperparameters["activation"],
-                          self.preprocessing, self.export_dir(member),
-                          PolicyMetadata(**self.policy_record, seed=seed, step=step,
-                                         evaluation=self.results[member], gin_config=gin.operative_config_str()),
-                          tanh_mean=self.agent.settings.tanh_mean)
+            exported.export_member(self.agent, member, self.preprocessing, self.export_dir(member), self.data_record,
+                                   seed, self.results[member], gin.operative_config_str())
 
     @property
-    def policy_record(self) -> Dict[str, Any]:
-        """What an exported policy's metadata says of the data and the environment (also kept in each
-        checkpoint's record, so that a policy can be exported from a checkpoint alone: `iql_tf.IQL.load`)."""
-        metadata, preprocessing = self.metadata, self.preprocessing
-        return dict(env_id=metadata.env_id, env_kwargs=metadata.env_kwargs, max_episode_steps=metadata.max_episode_steps,
-                    observation_keys=metadata.observation_keys, observation_dim=self.observation_dim,
-                    action_dim=self.action_dim, action_low=preprocessing.action_low.tolist(),
-                    action_high=preprocessing.action_high.tolist(),
-                    observation_normalization=preprocessing.describe()["observation_normalization"],
-                    ref_min_score=metadata.ref_min_score, ref_max_score=metadata.ref_max_score,
-                    dataset=metadata.source, dataset_checksum=metadata.content_checksum)
+    def data_record(self) -> Dict[str, Any]:
+        """What an exported policy's metadata says of the data (`policy.metadata.data_record`)."""
+        return data_record(self.metadata, self.preprocessing)
+
+    def trained(self) -> TrainedRun:
+        """The agent with what serving and exporting it need (what `iql_tf.IQL` holds after `fit`)."""
+        return TrainedRun(self.agent, self.preprocessing, self.data_record, self.seeds, self.results, self.files)
 
     def export_dir(self, member: int) -> str:
         return str(self.files.export_dir(self._seed_dir(member)))
@@ -407,7 +306,7 @@ class TrainingRun:
     def finish(self) -> List[Dict[str, float]]:
         """Saves, evaluates (a finished run that is re-run keeps its recorded final evaluation) and exports."""
         step = int(self.agent.step)
-        if self.last_saved != step:
+        if self.state.last_saved != step:
             self.save(step)
         if self.eval_envs:
             recorded = self.files.results()
@@ -423,7 +322,7 @@ class TrainingRun:
             "swept": {name: value for name, value in self.hparams.items() if name != "train.seed"},
             "hparams": [self.hparams_of(member) for member in range(len(self.seeds))],
             # How it was trained, but for the seeds: the report never pools runs that differ in it.
-            "training": {name: value for name, value in self._training_record()["training"].items()
+            "training": {name: value for name, value in self._record()["training"].items()
                          if name not in ("seed", "num_seeds")}})
         logging.info("Done: %d steps; policy exported to %s.", step, self.export_dir(0))
         return self.results
@@ -470,17 +369,6 @@ def run_training(*args: Any, **kwargs: Any) -> List[Dict[str, float]]:
     return train(*args, **kwargs).results
 
 
-def member_policy(agent: IQLAgent, preprocessing: Preprocessing, member: int) -> evaluation.Policy:
-    """One member's deterministic policy on raw flattened observations, in the data's units (as exported)."""
-
-    def act(observations: np.ndarray) -> np.ndarray:
-        prepared = np.asarray(preprocessing.observations(np.asarray(observations, np.float32)), np.float32)
-        unit = agent.act(np.broadcast_to(prepared, (agent.members, *prepared.shape))).numpy()[member]
-        return preprocessing.actions_from_unit(np.clip(unit, -1.0, 1.0))
-
-    return act
-
-
 def _write_operative_config(run: TrainingRun) -> None:
     """The gin config in use, to DIR/operative_config.gin and TensorBoard (with the data preprocessing)."""
     operative = gin.operative_config_str()
@@ -499,29 +387,6 @@ def _write_operative_config(run: TrainingRun) -> None:
 
 def _next_multiple(step: int, interval: int) -> int:
     return (step // interval + 1) * interval
-
-
-def _rounded(value: Any) -> Any:
-    """Floats rounded to 6 significant digits, so that recomputed statistics compare equal."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, dict):
-        return {key: _rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_rounded(item) for item in value]
-    return value
-
-
-def _differences(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[tuple]:
-    """(name, old, new) for every leaf that differs, names dotted (agent.critic_lr)."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append((f"{prefix}{key}", a, b))
-    return changes
 
 
 def _headline(results: List[Dict[str, float]]) -> str:

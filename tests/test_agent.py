@@ -11,10 +11,11 @@ from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.settings import AgentSettings
 
 OBS, ACT = 3, 2
+BATCH = 32  # make_agent's batch size
 
 
 def make_agent(seeds=(7,), **kwargs) -> IQLAgent:
-    defaults = dict(hidden_dims=(16, 16), expectile=0.8, beta=3.0, batch_size=32, value_lr=0.05,
+    defaults = dict(hidden_dims=(16, 16), expectile=0.8, beta=3.0, batch_size=BATCH, value_lr=0.05,
                     critic_lr=0.05, actor_lr=0.05, actor_cosine_decay=False, jit_compile=False)
     defaults.update(kwargs)
     return IQLAgent(OBS, ACT, AgentSettings(**defaults), actor_decay_steps=100, seeds=seeds)
@@ -94,7 +95,7 @@ def test_target_critics_move_by_polyak_averaging_only():
 
 
 def test_fused_k_steps_equal_k_single_calls():
-    buffer = ReplayBuffer(make_transitions(n=200))
+    buffer = ReplayBuffer(make_transitions(n=200), BATCH)
     fused, single = make_agent(), make_agent()
     fused_metrics = fused.run_updates(buffer, 5)
     for _ in range(5):
@@ -107,7 +108,7 @@ def test_fused_k_steps_equal_k_single_calls():
 
 
 def test_xla_and_tensorflow_kernels_compute_the_same_updates():
-    buffer = ReplayBuffer(make_transitions(n=200))
+    buffer = ReplayBuffer(make_transitions(n=200), BATCH)
     plain, xla = make_agent(jit_compile=False), make_agent(jit_compile=True)
     plain.run_updates(buffer, 20)
     xla.run_updates(buffer, 19)  # XLA, fused then single
@@ -120,7 +121,7 @@ def test_xla_and_tensorflow_kernels_compute_the_same_updates():
 def test_an_ensemble_of_three_trains_each_member_as_its_own_run():
     # Own initialisation, batches, dropout masks and target critics: after 50 updates each member of an
     # ensemble of seeds 3, 4, 5 holds the weights of the single-seed run with that seed.
-    buffer = ReplayBuffer(make_transitions(n=300))
+    buffer = ReplayBuffer(make_transitions(n=300), BATCH)
     settings = dict(actor_dropout_rate=0.1, actor_cosine_decay=True, value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
     ensemble = make_agent(seeds=(3, 4, 5), **settings)
     metrics = ensemble.run_updates(buffer, 50)
@@ -141,7 +142,7 @@ def test_an_ensemble_of_three_trains_each_member_as_its_own_run():
 def test_layer_norm_and_constant_std_options_keep_members_apart_and_the_std_at_one():
     # OGBench's IQL settings: layer normalisation after each hidden activation of V and Q (scale and offset per
     # member), and a policy std fixed at 1.
-    buffer = ReplayBuffer(make_transitions(n=300))
+    buffer = ReplayBuffer(make_transitions(n=300), BATCH)
     settings = dict(critic_layer_norm=True, constant_std=True, value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
     ensemble = make_agent(seeds=(3, 4), **settings)
     hidden = ensemble.critic.q1.trunk(tf.random.normal([2, 5, OBS + ACT])).numpy()
@@ -196,7 +197,7 @@ def test_a_joint_update_sees_only_the_parameters_from_before_it(update_order):
 
 def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
     agent = make_agent(actor_cosine_decay=True, actor_lr=3e-4)
-    buffer = ReplayBuffer(make_transitions())
+    buffer = ReplayBuffer(make_transitions(), BATCH)
     assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(1.5e-4, rel=1e-4)  # half way: half
     assert agent.run_updates(buffer, 50)["actor_lr"][0] == pytest.approx(0.0, abs=1e-9)
     assert float(agent.value_optimizer.learning_rate) == pytest.approx(0.05)
@@ -217,7 +218,7 @@ def test_adam_steps_with_the_references_epsilon():
 def test_training_stops_at_the_first_non_finite_loss():
     rewards = np.full(64, np.nan, np.float32)
     agent = make_agent()
-    metrics = agent.run_updates(ReplayBuffer(make_transitions(rewards=rewards)), 10)
+    metrics = agent.run_updates(ReplayBuffer(make_transitions(rewards=rewards), BATCH), 10)
     assert int(agent.step) == 1
     assert np.isnan(metrics["critic_loss"][0])
 
@@ -236,7 +237,7 @@ def test_actor_dropout_is_active_in_the_actor_loss():
 
 def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
     agent = make_agent(seeds=(7, 8), actor_dropout_rate=0.1)
-    agent.run_updates(ReplayBuffer(make_transitions()), 3)
+    agent.run_updates(ReplayBuffer(make_transitions(), BATCH), 3)
     path = tf.train.Checkpoint(agent=agent).save(str(tmp_path / "ckpt"))
     saved = [name for name, _ in tf.train.list_variables(path) if name.startswith("agent/")]
     models = (agent.value, agent.critic, agent.target_critic, agent.actor)
@@ -255,7 +256,7 @@ def test_checkpoint_holds_every_variable_of_the_training_state(tmp_path):
 
 def test_online_step_appends_then_trains_and_exploration_is_seeded():
     transitions = make_transitions(n=10)
-    buffer = ReplayBuffer(transitions, capacity=12)
+    buffer = ReplayBuffer(transitions, BATCH, capacity=12)
     agent = make_agent()
     new = {"observations": np.full(OBS, 3.0, np.float32), "actions": np.full(ACT, 0.5, np.float32),
            "rewards": np.float32(2.0), "masks": np.float32(0.0), "next_observations": np.ones(OBS, np.float32)}
@@ -267,7 +268,7 @@ def test_online_step_appends_then_trains_and_exploration_is_seeded():
     for key in ("observations", "actions", "next_observations"):  # packed and unpacked in the same order
         np.testing.assert_array_equal(rows[key][0], new[key])
     # The next action comes from the updated policy, drawn as `explore` draws it.
-    twin, twin_buffer = make_agent(), ReplayBuffer(transitions, capacity=12)
+    twin, twin_buffer = make_agent(), ReplayBuffer(transitions, BATCH, capacity=12)
     twin_buffer.add(twin_buffer.pack(new))
     twin.run_updates(twin_buffer, 1)
     np.testing.assert_allclose(action, twin.explore(next_observations, tf.constant(0.1)).numpy(), atol=1e-5)
@@ -294,9 +295,9 @@ def test_out_of_range_hyperparameters_are_user_errors(binding, value, message):
 def test_the_replay_buffer_masks_are_one_minus_terminals():
     transitions = make_transitions(n=4)
     transitions["terminals"] = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
-    buffer = ReplayBuffer(transitions, capacity=6)
+    buffer = ReplayBuffer(transitions, 64, capacity=6)
     assert buffer.columns["masks"].numpy()[:4].tolist() == [0.0, 1.0, 1.0, 0.0]
-    batch = buffer.sample([tf.random.Generator.from_seed(0)], 64)
+    batch = buffer.sample([tf.random.Generator.from_seed(0)])
     terminal_rows = batch["observations"][0].numpy()[:, 0] == transitions["observations"][0, 0]
     assert np.all(batch["masks"][0].numpy()[terminal_rows] == 0.0)  # sampled with their rows
 

@@ -21,7 +21,8 @@ from iql_tf.settings import DataSettings
 from iql_tf.errors import UserError
 from iql_tf import generate as generate_command
 from iql_tf.generation import generators, pointmaze, rollouts
-from iql_tf.policy_metadata import METADATA_PATH, PolicyMetadata
+from iql_tf.policy import loading
+from iql_tf.policy.metadata import METADATA_PATH, PolicyMetadata
 
 TASK = pointmaze.UMAZE
 PLANNER = TASK.planner()
@@ -220,7 +221,7 @@ def test_policy_rollouts_add_noise_and_are_scored_as_evaluation_scores(minari_ro
     dataset = generators.generate_policy("tt/hopper/policy-v0", str(tmp_path / "policy"), noise_std=0.1,
                                        num_steps=200, seed=0, num_reference_episodes=2)
     assert dataset.total_steps == 200
-    policy, _ = rollouts.saved_model_policy(tmp_path / "policy")
+    policy, _ = loading.load_policy(tmp_path / "policy")
     observations = np.concatenate([e.observations[:-1] for e in dataset.iterate_episodes()])
     actions = np.concatenate([e.actions for e in dataset.iterate_episodes()])
     noise = actions - policy(observations)
@@ -249,25 +250,25 @@ def test_the_planner_reads_state_and_goal_from_flattened_observations():
 def small_project_dataset(minari_root, monkeypatch):
     """The project's id generated at 1000 steps instead of 100k, so the generation runs in a test."""
     small = functools.partial(generators.generate_pointmaze, num_steps=1000, num_reference_episodes=1)
-    monkeypatch.setitem(generated._GENERATORS, generators.POINTMAZE_DATASET_ID, small)
-    return minari_root / generators.POINTMAZE_DATASET_ID
+    monkeypatch.setitem(generated._GENERATORS, generators.POINTMAZE_DATASET_IDS["umaze"], small)
+    return minari_root / generators.POINTMAZE_DATASET_IDS["umaze"]
 
 
 def test_make_dataset_generates_the_project_dataset_when_missing(small_project_dataset, tmp_path):
-    dataset = make_dataset(DataSettings(generators.POINTMAZE_DATASET_ID, reward_preprocessing="antmaze", cache_dir=str(tmp_path)))
-    assert dataset.arrays["rewards"].shape == (1000,)
+    dataset = make_dataset(DataSettings(generators.POINTMAZE_DATASET_IDS["umaze"], reward_preprocessing="antmaze", cache_dir=str(tmp_path)))
+    assert dataset.tensors["rewards"].shape == (1000,)
     assert dataset.metadata.env_kwargs["continuing_task"] is False
     assert (small_project_dataset / "data").is_dir()
-    assert minari.load_dataset(generators.POINTMAZE_DATASET_ID).total_steps == 1000
+    assert minari.load_dataset(generators.POINTMAZE_DATASET_IDS["umaze"]).total_steps == 1000
 
 
 def test_the_converter_generates_the_project_dataset_when_missing(small_project_dataset, tmp_path, monkeypatch):
-    source = sources.resolve(generators.POINTMAZE_DATASET_ID, generate=True)
+    source = sources.resolve(generators.POINTMAZE_DATASET_IDS["umaze"], generate=True)
     assert source.kind == sources.MINARI and (small_project_dataset / "data").is_dir()
     assert conversion.convert(source, tmp_path / "converted").num_transitions == 1000
     # Present now: not generated again.
-    monkeypatch.setitem(generated._GENERATORS, generators.POINTMAZE_DATASET_ID, pytest.fail)
-    assert sources.resolve(generators.POINTMAZE_DATASET_ID, generate=True).kind == sources.MINARI
+    monkeypatch.setitem(generated._GENERATORS, generators.POINTMAZE_DATASET_IDS["umaze"], pytest.fail)
+    assert sources.resolve(generators.POINTMAZE_DATASET_IDS["umaze"], generate=True).kind == sources.MINARI
 
 
 SETTINGS = {

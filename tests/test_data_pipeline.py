@@ -58,7 +58,7 @@ def test_reward_preprocessing_matches_numpy(mode, hopper_npz, tmp_path):
         "locomotion": reference_normalize(raw),  # trajectories from the file, not from the code's dones
         "antmaze": original - 1.0,
     }[mode]
-    np.testing.assert_allclose(dataset.arrays["rewards"], expected, rtol=1e-5)
+    np.testing.assert_allclose(dataset.tensors["rewards"], expected, rtol=1e-5)
     assert dataset.preprocessing.reward.mode == mode
 
 
@@ -83,11 +83,11 @@ def test_actions_are_clipped_inside_the_open_interval(write_npz, tmp_path):
     actions[0] = [1.0, -1.0]
     actions[1] = [1.0005, -1.0005]  # within the 1e-3 tolerance of the source check
     dataset = make_dataset(DataSettings(str(write_npz(actions=actions)), cache_dir=str(tmp_path / "cache")))
-    clipped = dataset.arrays["actions"]
+    clipped = dataset.tensors["actions"].numpy()
     np.testing.assert_array_equal(clipped[:2], np.float32([[1 - 1e-5, -(1 - 1e-5)]] * 2))
     np.testing.assert_array_equal(clipped[2:11], actions[2:11])  # the last row is 1.0 again
     assert clipped.max() == np.float32(1 - 1e-5)
-    assert all(array.dtype.name == "float32" for array in dataset.arrays.values())
+    assert all(array.dtype.name == "float32" for array in dataset.tensors.values())
 
 
 def test_conversion_is_cached_and_redone_when_the_source_changes(write_npz, tmp_path, monkeypatch):
@@ -102,11 +102,11 @@ def test_conversion_is_cached_and_redone_when_the_source_changes(write_npz, tmp_
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "convert", no_conversion)
         again = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
-    np.testing.assert_array_equal(again.arrays["rewards"], first.arrays["rewards"])
+    np.testing.assert_array_equal(again.tensors["rewards"], first.tensors["rewards"])
 
     write_npz(rewards=tiny_rows()["rewards"] + 7.0)  # same path, new content
     changed = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
-    np.testing.assert_array_equal(changed.arrays["rewards"], first.arrays["rewards"] + 7.0)
+    np.testing.assert_array_equal(changed.tensors["rewards"], first.tensors["rewards"] + 7.0)
     assert len(list(cache.iterdir())) == 2
 
 
@@ -122,14 +122,14 @@ def test_gin_configures_make_dataset_and_converted_directories_load_directly(wri
         make_dataset.reward_preprocessing = 'antmaze'
     """)
     dataset = make_dataset(DataSettings())
-    np.testing.assert_allclose(dataset.arrays["rewards"], tiny_rows()["rewards"] - 1.0)
+    np.testing.assert_allclose(dataset.tensors["rewards"], tiny_rows()["rewards"] - 1.0)
     assert dataset.metadata.source == str(tmp_path / "data.npz")
 
 
 def test_minari_example_loads_through_the_cache(pointmaze_root, monkeypatch, tmp_path):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
     dataset = make_dataset(DataSettings("pointmaze/umaze-example-v0", cache_dir=str(tmp_path)))
-    assert dataset.arrays["observations"].shape == (400, 8)
+    assert dataset.tensors["observations"].shape == (400, 8)
     assert dataset.metadata.observation_keys == ["achieved_goal", "desired_goal", "observation"]
     assert dataset.metadata.num_episodes == 4 and dataset.metadata.env_id == "PointMaze_UMaze-v3"
     assert [p.name.startswith("pointmaze_umaze-example-v0-") for p in tmp_path.iterdir()] == [True]
@@ -165,7 +165,7 @@ def test_a_damaged_cache_entry_is_converted_again(write_npz, tmp_path):
     shard = next(entry.glob("shard-*.tfrecord"))
     shard.write_bytes(shard.read_bytes()[:-5])  # truncated by a full disk, say
     again = make_dataset(DataSettings(str(path), cache_dir=str(cache)))
-    np.testing.assert_array_equal(again.arrays["rewards"], first.arrays["rewards"])
+    np.testing.assert_array_equal(again.tensors["rewards"], first.tensors["rewards"])
     (entry / "metadata.json").unlink()  # an entry someone half deleted
     make_dataset(DataSettings(str(path), cache_dir=str(cache)))
     assert [p.name for p in cache.iterdir()] == [entry.name] and (entry / "metadata.json").is_file()
@@ -174,8 +174,8 @@ def test_a_damaged_cache_entry_is_converted_again(write_npz, tmp_path):
 def test_actions_are_rescaled_to_the_unit_interval_from_their_bounds(write_npz, tmp_path):
     actions = np.linspace(-2, 2, 24, dtype=np.float32).reshape(12, 2)
     dataset = make_dataset(DataSettings(str(write_npz(actions=actions)), cache_dir=str(tmp_path), action_bounds=(-2.0, 2.0)))
-    np.testing.assert_allclose(dataset.arrays["actions"], np.clip(actions / 2, -1 + 1e-5, 1 - 1e-5))
-    np.testing.assert_allclose(dataset.preprocessing.actions_from_unit(dataset.arrays["actions"][1:-1]),
+    np.testing.assert_allclose(dataset.tensors["actions"], np.clip(actions / 2, -1 + 1e-5, 1 - 1e-5))
+    np.testing.assert_allclose(dataset.preprocessing.actions_from_unit(dataset.tensors["actions"][1:-1]),
                                actions[1:-1], rtol=1e-5)
     assert dataset.metadata.action_low == [-2.0, -2.0]
 
@@ -185,9 +185,9 @@ def test_observation_normalisation_uses_the_dataset_statistics(write_npz, tmp_pa
     plain = make_dataset(DataSettings(str(write_npz()), cache_dir=str(tmp_path)))
     normalised = make_dataset(DataSettings(str(write_npz()), cache_dir=str(tmp_path), normalize_observations=True))
     mean, std = rows["observations"].mean(0), rows["observations"].std(0) + 1e-3
-    np.testing.assert_allclose(normalised.arrays["observations"], (rows["observations"] - mean) / std,
+    np.testing.assert_allclose(normalised.tensors["observations"], (rows["observations"] - mean) / std,
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(normalised.arrays["next_observations"],
+    np.testing.assert_allclose(normalised.tensors["next_observations"],
                                (rows["next_observations"] - mean) / std, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(plain.arrays["observations"], rows["observations"])
+    np.testing.assert_array_equal(plain.tensors["observations"], rows["observations"])
     assert not plain.preprocessing.normalize_observations

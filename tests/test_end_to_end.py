@@ -9,7 +9,7 @@ import tensorflow as tf
 from iql_tf import config, evaluation
 from iql_tf.envs import make_env
 from iql_tf.generation import pointmaze
-from iql_tf.policy_metadata import read_policy_metadata
+from iql_tf.policy.metadata import read_policy_metadata
 from iql_tf.trainer import run_training
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iql_tf import evaluate, export_check, files
+from iql_tf import evaluation, files
 from iql_tf.agent import IQLAgent
 from iql_tf.data import rewards
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
-from iql_tf.export import export_policy
-from iql_tf.generation import rollouts
-from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata, read_policy_metadata
+from iql_tf.policy import checks, loading
+from iql_tf.policy.exported import export_policy
+from iql_tf.policy.metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata, read_policy_metadata
 from iql_tf.settings import AgentSettings
 
 # Run in a fresh interpreter in which the project and every library but TensorFlow fail to import.
@@ -178,9 +178,9 @@ def test_a_fresh_export_runs_only_allowed_ops(tmp_path, raw_observations, activa
     for normalize in (True, False):  # with the tanh mean, and without (OGBench's linear mean)
         export_policy(agent.member_weights(0), activation, preprocessing(raw_observations, normalize),
                       tmp_path / f"policy-{normalize}", metadata(), tanh_mean=normalize)
-    served = export_check.served_ops(tmp_path / "policy-True") | export_check.served_ops(tmp_path / "policy-False")
+    served = checks.served_ops(tmp_path / "policy-True") | checks.served_ops(tmp_path / "policy-False")
     assert {"MatMul", "StatelessRandomNormalV2"} <= served  # the policy and its sampling were reached
-    assert served <= export_check.ALLOWED_OPS, sorted(served - export_check.ALLOWED_OPS)
+    assert served <= checks.ALLOWED_OPS, sorted(served - checks.ALLOWED_OPS)
 
 
 def test_an_export_that_writes_a_file_is_refused_unless_trusted(tmp_path):
@@ -196,8 +196,8 @@ def test_an_export_that_writes_a_file_is_refused_unless_trusted(tmp_path):
     (directory / "assets").mkdir(exist_ok=True)
     (directory / "assets" / "metadata.json").write_text(metadata().to_json())
     with pytest.raises(UserError, match=r"runs ops that iql-tf.s exports never use \(.*WriteFile.*\).*--trust_export"):
-        evaluate.evaluate_export(str(directory), episodes=1)
+        evaluation.evaluate_export(str(directory), episodes=1)
     assert not (tmp_path / "written").exists()
-    policy, _ = rollouts.saved_model_policy(directory, trust=True)  # the user's word
+    policy, _ = loading.load_policy(directory, trust=True)  # the user's word
     policy(np.zeros((1, OBS), np.float32))
     assert (tmp_path / "written").read_text() == "pwned"

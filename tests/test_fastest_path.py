@@ -6,9 +6,8 @@ import shutil
 
 import gin
 import numpy as np
-import tensorflow as tf
 
-from iql_tf import config, fastest_path
+from iql_tf import config, fastest_path, run_state
 from iql_tf.agent import IQLAgent
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.settings import AgentSettings, RunSettings
@@ -24,7 +23,7 @@ def test_both_paths_are_timed_once_and_the_faster_is_cached(tmp_path, monkeypatc
     rng = np.random.default_rng(0)
     buffer = ReplayBuffer({"observations": rng.normal(size=(20, 3)), "actions": rng.uniform(-1, 1, (20, 2)),
                            "rewards": rng.normal(size=20), "next_observations": rng.normal(size=(20, 3)),
-                           "terminals": np.zeros(20)})
+                           "terminals": np.zeros(20)}, 4)
     settings = RunSettings(num_offline_steps=100, steps_per_call=10)
     agent = make_agent()
     monkeypatch.setattr(fastest_path, "_TIMED_SECONDS", 0.2)
@@ -54,6 +53,5 @@ def test_a_resumed_run_keeps_the_path_it_was_trained_with(write_npz, tmp_path, m
         gin.clear_config()
         config.parse_gin(["quickstart"], bindings + [f"train.num_offline_steps = {steps}"])
         run_training(str(tmp_path / "run"))
-        record = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints" / f"ckpt-{steps}")).get_tensor(
-            "record/.ATTRIBUTES/VARIABLE_VALUE")
-        assert json.loads(record)["training"]["xla"] is True  # chosen on the first start, kept on resume
+        record = run_state.checkpoint_record(tmp_path / "run" / "checkpoints" / f"ckpt-{steps}")
+        assert record["training"]["xla"] is True  # chosen on the first start, kept on resume

@@ -162,7 +162,7 @@ def test_online_transitions_terminate_on_the_goal_keep_bootstrapping_on_time_lim
 
     offline = {"observations": np.zeros((4, 2)), "actions": np.zeros((4, 1)), "rewards": np.zeros(4),
                "next_observations": np.zeros((4, 2)), "terminals": np.zeros(4)}
-    buffer = ReplayBuffer(offline, capacity=4 + 5)
+    buffer = ReplayBuffer(offline, 2, capacity=4 + 5)
     agent = IQLAgent(2, 1, AgentSettings(hidden_dims=(4,), batch_size=2, jit_compile=False), actor_decay_steps=10)
     # Normalised observations and an affine reward map, both as the offline data would have fixed them.
     preprocessing = Preprocessing(np.float32([1.0, 5.0]), np.float32([2.0, 4.0]), np.float32([-1.0]),

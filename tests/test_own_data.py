@@ -13,7 +13,7 @@ import pytest
 from absl import flags
 from conftest import REPO_ROOT, tiny_rows
 
-from iql_tf import cli, evaluate, validate
+from iql_tf import cli, evaluation, validate
 from iql_tf.data import inspection
 from iql_tf.errors import UserError
 
@@ -143,9 +143,9 @@ def test_validate_mistakes_are_one_line(write_npz, tmp_path, capsys, validate_fl
 
 def test_evaluate_refuses_what_it_cannot_run(tmp_path):
     with pytest.raises(UserError, match="no SavedModel there"):
-        evaluate.evaluate_export(str(tmp_path), episodes=5)
+        evaluation.evaluate_export(str(tmp_path), episodes=5)
     with pytest.raises(UserError, match="--episodes=0 must be positive"):
-        evaluate.evaluate_export(str(tmp_path), episodes=0)
+        evaluation.evaluate_export(str(tmp_path), episodes=0)
 
 
 def test_validate_knows_the_generated_ids_without_importing_the_generators_first(minari_root, capsys,

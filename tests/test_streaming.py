@@ -43,22 +43,22 @@ def test_a_stream_yields_every_row_once_per_epoch_prepared_as_in_memory(write_np
                             normalize_observations=True, action_bounds=(-2.0, 2.0))
     in_memory = make_dataset(dataclasses_replace(settings, streaming=False))
     streamed = make_dataset(dataclasses_replace(settings, streaming=True))
-    assert streamed.arrays is None and streamed.directory == in_memory.directory  # never read into memory
+    assert streamed.tensors is None and streamed.directory == in_memory.directory  # never read into memory
     batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, members=2,
                               batch_size=3, shuffle_buffer=100, seed=0)
     assert batches.available() == 100  # a group of batches fetched
-    epoch = [batches.sample([], 3) for _ in range(2)]  # 2 batches x 2 members x 3 rows = the 12 rows
+    epoch = [batches.sample([]) for _ in range(2)]  # 2 batches x 2 members x 3 rows = the 12 rows
     assert epoch[0]["observations"].shape == (2, 3, 3)
     rows = {key: np.concatenate([batch[key].numpy().reshape(12 // 2, *batch[key].shape[2:]) for batch in epoch])
             for key in epoch[0]}
     order = np.argsort(rows["observations"][:, 0])
-    expected = in_memory.arrays
+    expected = in_memory.tensors
     np.testing.assert_allclose(rows["observations"][order], expected["observations"], rtol=1e-5)
     np.testing.assert_allclose(rows["actions"][order], expected["actions"], rtol=1e-6)
     np.testing.assert_allclose(rows["rewards"][order], expected["rewards"])
     np.testing.assert_array_equal(rows["masks"][order], 1.0 - expected["terminals"])
     # The next epoch is another order of the same rows.
-    again = np.concatenate([batches.sample([], 3)["rewards"].numpy().ravel() for _ in range(2)])
+    again = np.concatenate([batches.sample([])["rewards"].numpy().ravel() for _ in range(2)])
     assert sorted(again) == sorted(rows["rewards"]) and not np.array_equal(again, rows["rewards"])
 
 
@@ -71,8 +71,8 @@ def dataclasses_replace(settings, **changes):
 def test_the_automatic_choice_streams_what_exceeds_the_memory_budget(write_npz, tmp_path, caplog):
     settings = DataSettings(str(write_npz()), cache_dir=str(tmp_path))
     with caplog.at_level(logging.INFO, logger="absl"):
-        assert make_dataset(dataclasses_replace(settings, memory_budget_gb=1e-9)).arrays is None
-        assert make_dataset(settings).arrays is not None  # a quarter of this machine's memory: held
+        assert make_dataset(dataclasses_replace(settings, memory_budget_gb=1e-9)).tensors is None
+        assert make_dataset(settings).tensors is not None  # a quarter of this machine's memory: held
     assert "streamed through tf.data" in caplog.text and "a quarter of this machine's memory" in caplog.text
 
 
@@ -115,11 +115,11 @@ def test_a_cache_and_a_converted_directory_on_a_gfile_filesystem(write_npz, tmp_
     converted = make_dataset(DataSettings(str(write_npz()), cache_dir=cache))  # converted here, then uploaded
     assert converted.directory.startswith(cache) and len(list((tmp_path / "cache").glob("*/metadata.json"))) == 1
     again = make_dataset(DataSettings(converted.directory))  # the URI itself, read through gfile
-    for key, value in converted.arrays.items():
-        np.testing.assert_array_equal(again.arrays[key], value)
+    for key, value in converted.tensors.items():
+        np.testing.assert_array_equal(again.tensors[key], value)
     streamed = make_dataset(DataSettings(converted.directory, streaming=True))
     batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, members=1, batch_size=4,
                               shuffle_buffer=12, seed=0)
-    assert batches.available() == 100 and batches.sample([], 4)["rewards"].shape == (1, 4)
+    assert batches.available() == 100 and batches.sample([])["rewards"].shape == (1, 4)
     with pytest.raises(UserError, match=r"no metadata.json there; a URI names a converted dataset directory"):
         make_dataset(DataSettings(f"file://{tmp_path / 'nothing'}"))

@@ -19,7 +19,7 @@ from iql_tf import config, run_files
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
-from iql_tf.policy_metadata import read_policy_metadata
+from iql_tf.policy.metadata import read_policy_metadata
 from iql_tf.trainer import NonFiniteError, RunStopped, run_training
 
 
@@ -176,7 +176,7 @@ def test_non_finite_loss_stops_with_step_and_metric_and_keeps_the_last_checkpoin
 
     def poisoned_dataset(settings):
         dataset = make_dataset(settings)
-        return dataset._replace(arrays=dict(dataset.arrays, rewards=np.full_like(dataset.arrays["rewards"], np.inf)))
+        return dataset._replace(tensors=dict(dataset.tensors, rewards=np.full_like(dataset.tensors["rewards"], np.inf)))
 
     with pytest.raises(NonFiniteError, match=r"non-finite critic_loss \(.*\) at step 1 \(seed 0\): .*no checkpoint"):
         run_training(str(tmp_path / "poisoned"), dataset_fn=poisoned_dataset)

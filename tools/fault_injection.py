@@ -70,9 +70,13 @@ def completed_step(workdir: pathlib.Path) -> int:
 def final_weights(workdir: pathlib.Path) -> Dict[str, np.ndarray]:
     import tensorflow as tf
 
-    reader = tf.train.load_checkpoint(str(workdir / "checkpoints" / f"ckpt-{completed_step(workdir)}"))
+    from iql_tf import run_files, run_state
+    from iql_tf.checkpoints import Checkpoints
+
+    prefix = Checkpoints(run_files.RunFiles(workdir).checkpoints).prefix(completed_step(workdir))
+    reader = tf.train.load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if "OBJECT_GRAPH" not in name and not name.startswith("record")}
+            if "OBJECT_GRAPH" not in name and not name.startswith(run_state.RECORD)}
 
 
 def _setting(workdir: pathlib.Path, name: str) -> int:

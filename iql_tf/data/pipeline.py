@@ -1,8 +1,11 @@
-"""The dataset the trainer sees: source -> (cached) TFRecord shards -> prepared in-memory arrays.
+"""The dataset the trainer sees: source -> (cached) TFRecord shards -> prepared tensors held in memory, or a
+stream of them (`streaming.py`).
 
-`make_dataset(DataSettings)` is the one entry point (`make_dataset.*` in gin). A source that is not yet converted is converted
-once into the cache (keyed by the source files' path, size and mtime, so an edited file is re-converted)
-and always read back from the shards, so every run sees data that went through the same path.
+`make_dataset(DataSettings)` is the one entry point (`make_dataset.*` in gin). A source that is not yet converted
+is converted once into the cache (keyed by the source files' path, size and mtime, so an edited file is
+re-converted) and always read back from the shards, so every run sees data that went through the same path.
+What is read from the shards stays in TensorFlow: prepared by TensorFlow ops and handed to the replay buffer's
+variables, never copied through numpy.
 """
 
 import os
@@ -27,13 +30,13 @@ from iql_tf.settings import DataSettings
 
 
 class OfflineDataset(NamedTuple):
-    """A converted dataset ready for training: held in memory (`arrays`: float32 arrays keyed as
+    """A converted dataset ready for training: held in memory (`tensors`: float32 tensors keyed as
     `transitions.TRANSITION_KEYS`, as the networks see them: observations normalised if asked, actions in
-    [-1, 1] and clipped, rewards preprocessed) or to be streamed from `directory` (`arrays` None), with its
-    metadata and preprocessing. The replay buffer copies the arrays into its variables; the trainer keeps
+    [-1, 1] and clipped, rewards preprocessed) or to be streamed from `directory` (`tensors` None), with its
+    metadata and preprocessing. The replay buffer copies the tensors into its variables; the trainer keeps
     only the metadata and the preprocessing, so the data is held once."""
 
-    arrays: Optional[Dict[str, np.ndarray]]
+    tensors: Optional[Dict[str, tf.Tensor]]
     metadata: DatasetMetadata
     preprocessing: Preprocessing
     directory: Optional[str] = None  # a local path or a tf.io.gfile URI
@@ -52,20 +55,17 @@ def default_cache_dir() -> str:
     return storage.normalise(os.environ.get("IQL_TF_DATA_DIR", "~/.iql_tf/datasets"))
 
 
-def converted_directory(source: Any, cache_dir: "str | pathlib.Path", download: bool = False,
-                        env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
-                        action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                        columns: Optional[Mapping[str, Any]] = None, ogbench_dir: Optional[str] = None) -> str:
-    """The converted directory of `source`: a converted directory as is, anything else converted once into
-    `cache_dir` (a damaged cache entry is made again). Both may be local paths or tf.io.gfile URIs (a
-    conversion into a URI cache is made locally, then uploaded with its metadata.json last). The project's
-    own ids are generated first when missing; `ogbench:` names are read from `ogbench_dir`."""
-    resolved = sources.resolve(source, download, generate=True, columns=columns, ogbench_dir=ogbench_dir)
+def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path", env_id: Optional[str] = None,
+                        env_kwargs: Optional[Mapping[str, Any]] = None,
+                        action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> str:
+    """The converted directory of a resolved source: a converted directory as is, anything else converted once
+    into `cache_dir` (a damaged cache entry is made again). Both may be local paths or tf.io.gfile URIs (a
+    conversion into a URI cache is made locally, then uploaded with its metadata.json last)."""
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
         _check_no_overrides(resolved.path, settings)
         return storage.normalise(resolved.path)
-    key = json_records.digest([FORMAT_VERSION, settings, dict(columns or {}), sources.identity(resolved)])
+    key = json_records.digest([FORMAT_VERSION, settings, dict(resolved.columns or {}), sources.identity(resolved)])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
     cache_dir = storage.normalise(cache_dir)
     target = storage.join(cache_dir, f"{name}-{key}")
@@ -123,11 +123,11 @@ def preprocessing_of(metadata: DatasetMetadata, reward_preprocessing: str,
 def make_dataset(settings: DataSettings) -> OfflineDataset:
     """`settings.source`, converted once, held in memory or to be streamed (`settings.streaming`; None: stream
     when the converted shards exceed the memory budget), prepared as `settings` says (see `DataSettings`)."""
-    source = settings.require_source()
+    resolved = sources.resolve(settings.require_source(), settings.download, generate=True, columns=settings.columns,
+                               ogbench_dir=settings.ogbench_dir)
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    directory = converted_directory(source, cache, settings.download, settings.env_id, settings.env_kwargs,
-                                    settings.action_bounds, settings.columns, settings.ogbench_dir)
+    directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds)
     metadata = load_metadata(directory)
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
@@ -136,21 +136,17 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
-        if sources.resolve(source, columns=settings.columns, ogbench_dir=settings.ogbench_dir
-                           ).kind == sources.CONVERTED:
+        if resolved.kind == sources.CONVERTED:
             raise  # the user's own converted directory: never deleted
         # A cache entry damaged after its check above (shards are verified only as they are read): made again.
         logging.warning("cache entry %s is damaged (%s): converting it again", directory, error)
         storage.remove_tree(directory)
-        tensors, metadata = load_converted(converted_directory(
-            source, cache, settings.download, settings.env_id, settings.env_kwargs, settings.action_bounds,
-            settings.columns, settings.ogbench_dir))
+        tensors, metadata = load_converted(converted_directory(resolved, cache, settings.env_id, settings.env_kwargs,
+                                                               settings.action_bounds))
         preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)  # the new one's
-    raw = {key: value.numpy() for key, value in tensors.items()}
+    prepared = dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
     del tensors
-    prepared = dict(raw, **preprocessing.transitions(raw, np.clip))
-    return OfflineDataset({key: np.asarray(value, np.float32) for key, value in prepared.items()}, metadata,
-                          preprocessing, directory)
+    return OfflineDataset(prepared, metadata, preprocessing, directory)
 
 
 def _streams(settings: DataSettings, metadata: DatasetMetadata, directory: str) -> bool:

@@ -64,6 +64,11 @@ class Preprocessing:
         """[-1, 1] -> environment units."""
         return (actions * (self.action_high - self.action_low) + (self.action_low + self.action_high)) / 2.0
 
+    def actions_to_env(self, unit_actions: Any, clip: Callable[[Any, float, float], Any]) -> Any:
+        """The policy's output -> the action the environment is given: clipped to [-1, 1] with `clip` (np.clip,
+        or tf.clip_by_value inside the export), in the environment's units."""
+        return self.actions_from_unit(clip(unit_actions, -1.0, 1.0))
+
     def rewards(self, rewards: Any) -> Any:
         return rewards * self.reward.scale + self.reward.shift
 

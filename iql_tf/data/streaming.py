@@ -34,8 +34,9 @@ class StreamedBatches(tf.Module):
 
     The stream yields groups of GROUP batches. The current group and the position in it are variables, so
     the compiled update loop samples from them like from the replay buffer (inside XLA, where no iterator
-    can run), and `refill` fetches the next group between compiled calls; the checkpoint holds both and the
-    iterator, so the batches never depend on where the calls stop.
+    can run: the two answer the same calls, see `replay_buffer.py`), and `available` fetches the next group
+    between compiled calls; the checkpoint holds both and the iterator, so the batches never depend on where
+    the calls stop.
     """
 
     def __init__(self, directory: pathlib.Path, metadata: DatasetMetadata, preprocessing: Preprocessing,
@@ -82,10 +83,11 @@ class StreamedBatches(tf.Module):
             self.position.assign(0)
         return GROUP - int(self.position)
 
-    def sample(self, generators: Sequence[tf.random.Generator], batch_size: int) -> Dict[str, tf.Tensor]:
-        """The next batch of the current group, [members, batch_size, ...] (the generators are not used: the
-        stream is seeded); the caller makes at most `available()` calls before the next `available()`."""
-        del generators, batch_size
+    def sample(self, generators: Sequence[tf.random.Generator]) -> Dict[str, tf.Tensor]:
+        """The next batch of the current group, [members, batch_size, ...], as `ReplayBuffer.sample`; its order
+        was drawn by tf.data from the run's seed, so the members' generators have nothing to draw here. The
+        caller makes at most `available()` calls before the next `available()`."""
+        del generators
         index = self.position.read_value()
         self.position.assign_add(1)
         return {key: tf.gather(variable, index) for key, variable in self.group.items()}

@@ -21,10 +21,10 @@ from iql_tf import envs
 from iql_tf.data import validation
 from iql_tf.errors import UserError
 from iql_tf.generation import minari_writer, pointmaze, rollouts
+from iql_tf.policy import loading
 
 # The project's generated ids: one stitching dataset per maze of `pointmaze.TASKS`.
 POINTMAZE_DATASET_IDS = {maze: f"iql_tf/pointmaze/{maze}-stitch-v0" for maze in pointmaze.TASKS}
-POINTMAZE_DATASET_ID = POINTMAZE_DATASET_IDS["umaze"]  # the quickstart's
 DEFAULT_NUM_STEPS = 100_000
 DEFAULT_REFERENCE_EPISODES = 10
 _AUTHOR = "iql-tf"
@@ -162,8 +162,8 @@ def generate_policy(
     running ops iql-tf's never use is refused unless `trust_export`)."""
     check_settings(num_steps, num_reference_episodes, noise_std)
     minari_writer.check_new_id(dataset_id, overwrite)
-    policy, metadata = rollouts.saved_model_policy(policy_dir, trust_export)
-    env_id = rollouts.require_environment(policy_dir, metadata)
+    policy, metadata = loading.load_policy(policy_dir, trust_export)
+    env_id = loading.require_environment(policy_dir, metadata)
     make_env = functools.partial(envs.make_env, env_id, metadata.env_kwargs, metadata.max_episode_steps)
     env = _checked_env(make_env)
     keys = metadata.observation_keys

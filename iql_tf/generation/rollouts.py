@@ -1,23 +1,20 @@
 """Policies for the generators, data collection into Minari `EpisodeBuffer`s, and reference scores.
 
-A policy is an `evaluation.Policy`: a float32 batch [B, obs_dim] of flattened observations (`envs.flatten_observation`
-in `observation_keys` order) -> actions [B, act_dim] in the environment's units, like the exported SavedModel. Reference
+A policy is an `iql_tf.policy.Policy`: a float32 batch [B, obs_dim] of flattened observations
+(`envs.flatten_observation` in `observation_keys` order) -> actions [B, act_dim] in the environment's units, like
+the exported SavedModel. Reference
 scores come from `evaluation.evaluate`, the code (and seeding) that scores a trained policy, so a normalised
 score of 100 means "as good as the reference policy under the same evaluation".
 """
 
-import pathlib
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
 from minari.data_collector import EpisodeBuffer
 
-from iql_tf import envs, evaluation, export_check
-from iql_tf.errors import UserError
-from iql_tf.policy_metadata import PolicyMetadata, read_policy_metadata
-
-Policy = evaluation.Policy
+from iql_tf import envs, evaluation
+from iql_tf.policy import Policy
 
 
 def random_policy(space: gym.Space, seed: int) -> Policy:
@@ -37,39 +34,6 @@ def with_noise(policy: Policy, std: float, space: gym.spaces.Box, rng: np.random
         return np.clip(actions + noise, space.low, space.high).astype(np.float32)
 
     return noisy
-
-
-def saved_model_policy(directory: "str | pathlib.Path", trust: bool = False) -> Tuple[Policy, PolicyMetadata]:
-    """The deterministic policy of an exported SavedModel (`serving_default`) and its metadata.
-
-    Anything that is not an export is a UserError saying what to pass instead; an export that would run ops
-    iql-tf's exports never use is refused unless `trust` (`export_check`).
-    """
-    directory = pathlib.Path(directory).expanduser()
-    if not (directory / "saved_model.pb").is_file():
-        raise UserError(f"{directory}: no SavedModel there (saved_model.pb not found); give the exported policy "
-                        "of a training run, RUN_DIR/export/policy")
-    metadata = read_policy_metadata(directory)
-    export_check.check_export(directory, trust)
-    import tensorflow as tf  # only policy rollouts need TensorFlow
-
-    try:
-        serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"{directory}: cannot load the SavedModel's serving_default signature "
-                        f"({str(error).splitlines()[0]}); export the policy again") from error
-    return lambda observations: serve(observations=tf.constant(observations, tf.float32))["actions"].numpy(), metadata
-
-
-def require_environment(directory: "str | pathlib.Path", metadata: PolicyMetadata) -> str:
-    """The env id an export was trained for; one that names none is a UserError saying how to give one."""
-    if metadata.env_id is None:
-        raise UserError(
-            f"{directory}: the policy's dataset named no environment, so its metadata has none to roll it out in; "
-            f"give one: `iql-evaluate {directory} --env_id=ENV` (no retraining needed), or bind "
-            "make_dataset.env_id when training"
-        )
-    return metadata.env_id
 
 
 def collect(env: gym.Env, policy: Policy, observation_keys: Optional[Sequence[str]], num_steps: int, seed: int

@@ -5,7 +5,6 @@ rows compared within a group are timed in interleaved rounds (`race`).
 """
 
 import dataclasses
-import json
 import pathlib
 import tempfile
 import time
@@ -56,7 +55,7 @@ def iql_tf_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_s
     from iql_tf.replay_buffer import ReplayBuffer
     from iql_tf.settings import AgentSettings
 
-    buffer = ReplayBuffer(data)
+    buffer = ReplayBuffer(data, batch_size)
     agent = IQLAgent(data["observations"].shape[1], data["actions"].shape[1],
                      AgentSettings(hidden_dims=tuple(hidden_dims), batch_size=batch_size, jit_compile=jit_compile),
                      actor_decay_steps=10**6, seeds=range(num_seeds))
@@ -96,7 +95,7 @@ def online_call(hidden_dims: Sequence[int], batch_size: int, jit_compile: bool) 
 
     data = synthetic_transitions(8, 2, 100_000)
     steps = 1_000_000
-    buffer = ReplayBuffer(data, capacity=100_000 + steps)
+    buffer = ReplayBuffer(data, batch_size, capacity=100_000 + steps)
     agent = IQLAgent(8, 2, AgentSettings(hidden_dims=tuple(hidden_dims), batch_size=batch_size,
                                          actor_cosine_decay=False, jit_compile=jit_compile),
                      actor_decay_steps=10**6)
@@ -118,7 +117,8 @@ def training_loop(observation_dim: int, action_dim: int, num_transitions: int, n
     import gin
     import tensorflow as tf
 
-    from iql_tf import config
+    from iql_tf import config, run_state
+    from iql_tf.checkpoints import Checkpoints
     from iql_tf.trainer import run_training
 
     with tempfile.TemporaryDirectory() as folder:
@@ -131,15 +131,14 @@ def training_loop(observation_dim: int, action_dim: int, num_transitions: int, n
             "train.eval_episodes = 0", "train.progress_bar = False", "train.checkpoint_interval = 2000"])
         run_training(str(folder / "run"))
         gin.clear_config()
-        record = tf.train.load_checkpoint(str(folder / "run" / "checkpoints" / f"ckpt-{num_updates}")).get_tensor(
-            "record/.ATTRIBUTES/VARIABLE_VALUE")
+        record = run_state.checkpoint_record(Checkpoints(folder / "run" / "checkpoints").prefix(num_updates))
         times = {}
         for event_file in (folder / "run").glob("events.*"):
             for event in tf.compat.v1.train.summary_iterator(str(event_file)):
                 if any(value.tag == "train/critic_loss" for value in event.summary.value):
                     times[event.step] = event.wall_time
     first, last = min(times), max(times)
-    return (last - first) / (times[last] - times[first]), json.loads(record)["training"]["xla"]
+    return (last - first) / (times[last] - times[first]), record["training"]["xla"]
 
 
 def serving(observation_dim: int, action_dim: int, hidden_dims: Sequence[int], calls: int) -> Dict[str, float]:
@@ -151,8 +150,8 @@ def serving(observation_dim: int, action_dim: int, hidden_dims: Sequence[int], c
     from iql_tf.agent import IQLAgent
     from iql_tf.data import rewards
     from iql_tf.data.preprocessing import Preprocessing
-    from iql_tf.export import export_policy
-    from iql_tf.policy_metadata import TFLITE_FILE, PolicyMetadata
+    from iql_tf.policy.exported import export_policy
+    from iql_tf.policy.metadata import TFLITE_FILE, PolicyMetadata
     from iql_tf.settings import AgentSettings
 
     agent = IQLAgent(observation_dim, action_dim, AgentSettings(hidden_dims=tuple(hidden_dims), jit_compile=False),

@@ -95,7 +95,7 @@ def speed_rows(directory: pathlib.Path, rounds: int, seconds: float) -> List[Dic
 
     in_memory = make_dataset(DataSettings(str(directory), streaming=False))
     streamed = make_dataset(DataSettings(str(directory), streaming=True))
-    buffer = ReplayBuffer(in_memory.arrays)
+    buffer = ReplayBuffer(in_memory.tensors, 256)
     del in_memory
     rows = []
     for jit in (True, False):

@@ -6,14 +6,15 @@ TensorFlow alone.
   environment's units) and `sample` (observations, temperature, seed -> sampled actions, clipped to the
   action bounds);
 - `policy.tflite`, `serving_default` for TensorFlow Lite / LiteRT;
-- `assets/metadata.json` (`PolicyMetadata`).
+- `assets/metadata.json` (`PolicyMetadata`);
+- `SHA256SUMS`, the sha256 of every other file, checked before loading (`checks.py`).
 The weights, the observation normalisation and the action bounds are constants of the graph, not variables:
 that keeps the model self-contained and lets TFLite convert it (variables come out as NaN with XNNPACK).
 The directory is replaced atomically, so it holds a complete export at every instant.
 """
 
 import pathlib
-from typing import Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +22,11 @@ import tensorflow as tf
 from iql_tf import files
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.networks import LOG_STD_MAX, LOG_STD_MIN, activation_function
-from iql_tf.policy_metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata
+from iql_tf.policy.checks import write_checksums
+from iql_tf.policy.metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata
+
+if TYPE_CHECKING:
+    from iql_tf.agent import IQLAgent
 
 
 class ExportedPolicy(tf.Module):
@@ -53,7 +58,7 @@ class ExportedPolicy(tf.Module):
         return self._squash(x)
 
     def _to_env(self, unit_actions: tf.Tensor) -> tf.Tensor:
-        return tf.cast(self._preprocessing.actions_from_unit(tf.clip_by_value(unit_actions, -1.0, 1.0)), tf.float32)
+        return tf.cast(self._preprocessing.actions_to_env(unit_actions, tf.clip_by_value), tf.float32)
 
     def _act(self, observations: tf.Tensor) -> Dict[str, tf.Tensor]:
         return {"actions": self._to_env(self._mean(observations))}
@@ -67,7 +72,8 @@ class ExportedPolicy(tf.Module):
 
 def export_policy(weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
                   directory: "str | pathlib.Path", metadata: PolicyMetadata, tanh_mean: bool = True) -> None:
-    """Writes the SavedModel, the TFLite model and the metadata to `directory`, replacing an earlier export."""
+    """Writes the SavedModel, the TFLite model, the metadata and SHA256SUMS to `directory`, replacing an earlier
+    export."""
     module = ExportedPolicy(weights, activation, preprocessing, tanh_mean)
     with files.atomic_directory(directory, replace=True) as staging:
         tf.saved_model.save(module, str(staging), signatures={"serving_default": module.act, "sample": module.sample})
@@ -75,3 +81,14 @@ def export_policy(weights: Dict[str, np.ndarray], activation: str, preprocessing
         (staging / TFLITE_FILE).write_bytes(converter.convert())
         (staging / METADATA_PATH).parent.mkdir(exist_ok=True)
         (staging / METADATA_PATH).write_text(metadata.to_json())
+        write_checksums(staging)
+
+
+def export_member(agent: "IQLAgent", member: int, preprocessing: Preprocessing, directory: "str | pathlib.Path",
+                  data_record: Dict[str, Any], seed: int, evaluation: Dict[str, float], gin_config: str) -> None:
+    """Exports member `member` of `agent` at its current step: the trainer's export and the API's alike.
+    `data_record` is `metadata.data_record` of the training data (or a checkpoint's copy of it)."""
+    metadata = PolicyMetadata(**data_record, seed=seed, step=int(agent.step), evaluation=evaluation,
+                              gin_config=gin_config)
+    export_policy(agent.member_weights(member), agent.settings.activation, preprocessing, directory, metadata,
+                  tanh_mean=agent.settings.tanh_mean)

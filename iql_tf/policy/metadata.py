@@ -1,12 +1,18 @@
 """`assets/metadata.json` of an exported policy: one schema for the exporter and every reader (evaluation,
-policy rollouts, deployment code). TensorFlow-free, so readers that only need the metadata stay fast."""
+policy rollouts, deployment code), and what it says of the data (`data_record`). TensorFlow-free, so readers
+that only need the metadata stay fast."""
 
 import dataclasses
+import math
 import pathlib
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from iql_tf import json_records
 from iql_tf.errors import UserError
+
+if TYPE_CHECKING:
+    from iql_tf.data.metadata import DatasetMetadata
+    from iql_tf.data.preprocessing import Preprocessing
 
 FORMAT_VERSION = 1
 METADATA_PATH = pathlib.Path("assets") / "metadata.json"
@@ -51,3 +57,16 @@ def read_policy_metadata(export_dir: "str | pathlib.Path") -> PolicyMetadata:
         raise UserError(f"{path}: not found; give an exported policy, RUN_DIR/export/policy "
                         "(RUN_DIR/export/seed_K/policy for a run of several seeds)")
     return json_records.from_json(PolicyMetadata, path.read_text(), str(path), _FIX, FORMAT_VERSION)
+
+
+def data_record(dataset: "DatasetMetadata", preprocessing: "Preprocessing") -> Dict[str, Any]:
+    """The fields of `PolicyMetadata` that the data and its preprocessing decide (the environment, the
+    observation layout, the action bounds, the normalisation, the reference scores, the dataset). A run keeps
+    them in each checkpoint's record too, so that a policy can be exported from a checkpoint alone."""
+    return dict(env_id=dataset.env_id, env_kwargs=dataset.env_kwargs, max_episode_steps=dataset.max_episode_steps,
+                observation_keys=dataset.observation_keys, observation_dim=math.prod(dataset.observation_shape),
+                action_dim=math.prod(dataset.action_shape), action_low=preprocessing.action_low.tolist(),
+                action_high=preprocessing.action_high.tolist(),
+                observation_normalization=preprocessing.describe()["observation_normalization"],
+                ref_min_score=dataset.ref_min_score, ref_max_score=dataset.ref_max_score,
+                dataset=dataset.source, dataset_checksum=dataset.content_checksum)

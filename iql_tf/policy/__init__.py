@@ -1,0 +1,35 @@
+"""The trained policy, in one place: what it is in this process, its export, the checks of an export, and
+loading one.
+
+    policy.member_policy   one ensemble member's deterministic policy, raw observations in, actions out
+    policy/metadata.py     assets/metadata.json of an export (TensorFlow-free), and what it says of the data
+    policy/exported.py     the SavedModel + TFLite export of a member, with its SHA256SUMS
+    policy/checks.py       before an export is loaded: its files are intact, and it runs only the ops of ours
+    policy/loading.py      an export loaded as a policy, after those checks
+
+A policy (`Policy`) takes a float32 batch [B, obs_dim] of raw flattened observations (`envs.flatten_observation`
+in the metadata's `observation_keys` order) and returns actions [B, act_dim] in the environment's units: the
+trainer's evaluation, the API's `predict`, the exported SavedModel and the generators all answer alike.
+"""
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:  # the agent imports TensorFlow; the metadata's readers need not
+    from iql_tf.agent import IQLAgent
+    from iql_tf.data.preprocessing import Preprocessing
+
+Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in the env's units
+
+
+def member_policy(agent: "IQLAgent", preprocessing: "Preprocessing", member: int) -> Policy:
+    """Member `member`'s deterministic policy (the mean) on raw observations, in the data's units: what its
+    export answers."""
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        prepared = np.asarray(preprocessing.observations(np.asarray(observations, np.float32)), np.float32)
+        unit = agent.act(np.broadcast_to(prepared, (agent.members, *prepared.shape))).numpy()[member]
+        return preprocessing.actions_to_env(unit, np.clip)
+
+    return act
