@@ -5,6 +5,7 @@
   an episode was cut (the end of the collection).
 - `write_pointmaze_minari`: a Minari dataset of PointMaze episodes in the layout minari writes (dict
   observations, T + 1 observations for T actions, an evaluation env spec with a fixed goal cell).
+- `read_source`: a source resolved and read as conversion reads it, its first problem raised.
 """
 
 import copy
@@ -16,7 +17,18 @@ import numpy as np
 from minari.data_collector import EpisodeBuffer
 
 from iql_tf import envs
+from iql_tf.data import sources, validation
 from iql_tf.generation import pointmaze
+
+
+def read_source(source, download=False, env_id=None, env_kwargs=None, action_bounds=None,
+                columns=None) -> sources.SourceData:
+    """The transitions and facts conversion would read from `source`; its first problem is a UserError."""
+    report = validation.Report()
+    resolved = sources.resolve(source, download, columns=columns)
+    data = sources.read(resolved, report, env_id, env_kwargs, action_bounds)
+    report.raise_first(resolved.name)
+    return data
 
 
 def hopper_random_rows(num_steps: int = 2000, seed: int = 0) -> Dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, tiny_rows
 
+import datasets
 from iql_tf.data import conversion, shards, sources, transitions, validation
 from iql_tf.data.pipeline import load_converted
 from iql_tf.errors import UserError
@@ -90,7 +91,7 @@ def test_round_trip_through_many_shards_and_blocks(write_npz, tmp_path, monkeypa
     assert metadata.action_low == [-1.0, -1.0] and metadata.observation_high == [np.inf] * 3
     tensors, loaded = load_converted(tmp_path / "out")
     assert loaded == metadata
-    expected = sources.read_source(str(path)).transitions
+    expected = datasets.read_source(str(path)).transitions
     for key in transitions.TRANSITION_KEYS:
         np.testing.assert_array_equal(tensors[key].numpy(), expected[key])
     # metadata.json is strict JSON (no Infinity literals).

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT
 
+import datasets
 from iql_tf import envs, evaluation
 from iql_tf.data import conversion, generated, sources
 from iql_tf.data.pipeline import make_dataset
@@ -115,7 +116,7 @@ def test_random_generation_records_the_random_return(minari_root):
                                    evaluation.make_envs(lambda: envs.make_env("Hopper-v5"), 3), None, 3, 0)
     assert dataset.storage.metadata["ref_min_score"] == pytest.approx(expected["return_mean"])
     assert json.loads(dataset.storage.metadata["env_spec"])["id"] == "Hopper-v5"
-    data = sources.read_source("tt/hopper/random-v0")
+    data = datasets.read_source("tt/hopper/random-v0")
     assert data.env_id == "Hopper-v5" and data.transitions["terminals"].sum() == len(episodes) - 1
 
 

@@ -29,14 +29,16 @@ def reference_normalize(raw: dict) -> np.ndarray:
 def test_trajectory_returns_and_transforms_on_hand_numbers():
     rewards_ = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     dones = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
-    np.testing.assert_array_equal(rewards.trajectory_returns(rewards_, dones), [3.0, 12.0, 6.0])
-    assert rewards.reward_transform("locomotion", rewards_, dones) == rewards.RewardTransform(
+    returns = rewards.trajectory_returns(rewards_, dones)
+    np.testing.assert_array_equal(returns, [3.0, 12.0, 6.0])
+    spread = (returns.min(), returns.max(), returns.size)
+    assert rewards.transform_from_returns("locomotion", *spread) == rewards.RewardTransform(
         "locomotion", scale=1000.0 / 9.0
     )
-    assert rewards.reward_transform("antmaze", rewards_, dones) == rewards.RewardTransform("antmaze", shift=-1.0)
-    assert rewards.reward_transform("none", rewards_, dones) == rewards.RewardTransform("none")
+    assert rewards.transform_from_returns("antmaze", *spread) == rewards.RewardTransform("antmaze", shift=-1.0)
+    assert rewards.transform_from_returns("none", *spread) == rewards.RewardTransform("none")
     with pytest.raises(UserError, match="spread of trajectory returns, which is 0"):
-        rewards.reward_transform("locomotion", np.ones(4), np.array([0.0, 1.0, 0.0, 1.0]))
+        rewards.transform_from_returns("locomotion", 2.0, 2.0, 2)
 
 
 def test_unknown_preprocessing_lists_the_valid_modes(write_npz, tmp_path):

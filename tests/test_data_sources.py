@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_rows
 from minari.data_collector import EpisodeBuffer
 
+import datasets
 from iql_tf import envs, generation
 from iql_tf.data import sources, transitions, validation
 from iql_tf.errors import UserError
@@ -63,7 +64,7 @@ def test_episode_uses_consecutive_observations_and_terminations_only():
 
 
 def test_hopper_rows_example(hopper_npz, hopper_rows):
-    data = sources.read_source(str(hopper_npz))
+    data = datasets.read_source(str(hopper_npz))
     t = data.transitions
     assert t["observations"].shape == hopper_rows["observations"].shape
     np.testing.assert_array_equal(t["terminals"], hopper_rows["terminals"].astype(np.float32))
@@ -78,33 +79,33 @@ def test_hopper_rows_example(hopper_npz, hopper_rows):
 
 
 def test_env_override_records_spaces_and_d4rl_locomotion_scores(hopper_npz):
-    data = sources.read_source(str(hopper_npz), env_id="Hopper-v5")
+    data = datasets.read_source(str(hopper_npz), env_id="Hopper-v5")
     assert (data.env_id, data.max_episode_steps) == ("Hopper-v5", 1000)
     assert (data.ref_min_score, data.ref_max_score) == sources.D4RL_LOCOMOTION_SCORES["hopper"]
     # The same check as training's (envs.check_env_fits), naming the dataset.
     with pytest.raises(UserError, match=r"^dataset .*hopper-random.npz has observations of size 11 and "
                                         r"actions of size 3, but environment Walker2d-v5 has 17 and 6"):
-        sources.read_source(str(hopper_npz), env_id="Walker2d-v5")
+        datasets.read_source(str(hopper_npz), env_id="Walker2d-v5")
 
 
 def test_actions_keep_the_units_of_their_action_space(write_npz):
     # Pendulum's shapes: 3 observation columns, 1 action in [-2, 2].
     actions = np.linspace(-2, 2, 12, dtype=np.float32)[:, None]
     path = write_npz(actions=actions)
-    data = sources.read_source(str(path), env_id="Pendulum-v1")
+    data = datasets.read_source(str(path), env_id="Pendulum-v1")
     assert (data.action_low.tolist(), data.action_high.tolist()) == ([-2.0], [2.0])
     np.testing.assert_array_equal(data.transitions["actions"], actions)  # stored as given
     # Without an environment the bounds are [-1, 1] unless given.
     with pytest.raises(UserError, match=rf"^{path}: field 'actions' row 0 has value -2 outside \[-1, 1\] .*no "
                                         r"environment gives this dataset's action bounds.*action_bounds"
                                         r".* \(6 rows in all: 0, 1, 2, 9, 10, ...\)"):
-        sources.read_source(str(path))
-    given = sources.read_source(str(path), action_bounds=(-2.0, 2.0))
+        datasets.read_source(str(path))
+    given = datasets.read_source(str(path), action_bounds=(-2.0, 2.0))
     assert given.action_high.tolist() == [2.0]
     # Actions beyond the environment's bounds are in other units.
     with pytest.raises(UserError, match=r"field 'actions' row 0 has value -4 outside the action space \[-2, 2\] "
                                         r"of Pendulum-v1"):
-        sources.read_source(str(write_npz(actions=2 * actions)), env_id="Pendulum-v1")
+        datasets.read_source(str(write_npz(actions=2 * actions)), env_id="Pendulum-v1")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # minari asks for author, description, ...
@@ -119,12 +120,12 @@ def test_minari_dataset_needs_a_bounded_box_action_space(minari_root, action_spa
                                        action_space=action_space)
     with pytest.raises(UserError, match=rf"^Minari dataset tt/wide-v0 \({minari_root / 'tt/wide-v0/data'}\): "
                                         rf"{message}"):
-        sources.read_source("tt/wide-v0")
+        datasets.read_source("tt/wide-v0")
 
 
 def test_minari_example_flattens_dict_observations_in_sorted_key_order(pointmaze_root, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
-    data = sources.read_source("pointmaze/umaze-example-v0")
+    data = datasets.read_source("pointmaze/umaze-example-v0")
     t = data.transitions
     assert t["observations"].shape == (400, 8) and data.num_episodes == 4
     assert data.observation_keys == ["achieved_goal", "desired_goal", "observation"]
@@ -159,7 +160,7 @@ def test_nested_dict_observations_flatten_in_sorted_path_order(minari_root):
         terminations=np.array([False] * 3 + [True]), truncations=np.zeros(steps, bool),
     )
     minari.create_dataset_from_buffers("tt/nested-v0", [episode], observation_space=space, action_space=box(2, 1.0))
-    data = sources.read_source("tt/nested-v0")
+    data = datasets.read_source("tt/nested-v0")
     assert data.observation_keys == envs.observation_keys(space) == [
         "desired_goal/burner", "desired_goal/kettle", "observation"]
     np.testing.assert_array_equal(data.transitions["observations"][1], [101, 11, 11, 11, 1, -1])
@@ -173,8 +174,8 @@ def test_hdf5_source_reads_like_npz(tmp_path, write_npz):
         for key, value in tiny_rows().items():
             file[key] = value
         file["infos/qpos"] = np.zeros((12, 2))  # extra D4RL groups are ignored
-    from_hdf5 = sources.read_source(str(path)).transitions
-    from_npz = sources.read_source(str(write_npz())).transitions
+    from_hdf5 = datasets.read_source(str(path)).transitions
+    from_npz = datasets.read_source(str(write_npz())).transitions
     for key in transitions.TRANSITION_KEYS:
         np.testing.assert_array_equal(from_hdf5[key], from_npz[key])
 
@@ -185,7 +186,7 @@ def test_missing_minari_id_is_one_error_without_network(minari_root, monkeypatch
 
     monkeypatch.setattr(minari.storage.hosting, "download_dataset", no_network)
     with pytest.raises(UserError) as error:
-        sources.read_source("D4RL/antmaze/umaze-v1")
+        datasets.read_source("D4RL/antmaze/umaze-v1")
     message = str(error.value)
     assert "D4RL/antmaze/umaze-v1" in message and str(minari_root) in message
     assert "minari download D4RL/antmaze/umaze-v1" in message
@@ -231,12 +232,12 @@ def test_a_file_that_is_no_npz_is_named_so(tmp_path):
     text.write_text("observations,actions\n1,2\n")
     with pytest.raises(UserError, match=rf"^{text}: not an npz file \(no zip archive\); write the fields with "
                                         r"np.savez\('text.npz', observations=\.\.\."):
-        sources.read_source(str(text))
+        datasets.read_source(str(text))
     array = tmp_path / "array.npz"
     with open(array, "wb") as file:
         np.save(file, np.zeros(3))
     with pytest.raises(UserError, match=r"array.npz: not an npz file \(an .npy file \(one array\)\)"):
-        sources.read_source(str(array))
+        datasets.read_source(str(array))
 
 
 def test_misnamed_npz_fields_are_shown_with_their_likely_names(write_npz):
@@ -257,7 +258,7 @@ def test_misnamed_npz_fields_are_shown_with_their_likely_names(write_npz):
     # With every field there, a next_obs would be left out silently: it is named instead.
     with pytest.raises(UserError, match=r"data.npz: holds 'next_obs', which is not read: the field's name is "
                                         r"'next_observations'; store it as 'next_observations' to use it, or drop"):
-        sources.read_source(str(write_npz(next_observations=None, next_obs=rows["next_observations"])))
+        datasets.read_source(str(write_npz(next_observations=None, next_obs=rows["next_observations"])))
 
 
 @pytest.mark.parametrize("field", ["actions", "observations"])
@@ -265,7 +266,7 @@ def test_zero_width_actions_or_observations_are_refused(field, write_npz):
     path = write_npz(**{field: np.zeros((12, 0), np.float32), "next_observations": None})
     with pytest.raises(UserError, match=rf"^{path}: field '{field}' has shape \[12, 0\]: no values in a row; store at "
                                         r"least one value per row"):
-        sources.read_source(str(path))
+        datasets.read_source(str(path))
 
 
 def test_the_read_path_never_imports_the_generators(minari_root):
@@ -296,4 +297,4 @@ def test_a_truncated_minari_file_is_one_error_saying_what_to_do(pointmaze_root, 
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
     with pytest.raises(UserError, match=r"(cannot be read|not a usable Minari dataset) \(.*\); .*truncated.*corrupt.*"
                                         r"download, copy or generate it again"):
-        sources.read_source("pointmaze/umaze-example-v0")
+        datasets.read_source("pointmaze/umaze-example-v0")

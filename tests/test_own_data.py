@@ -13,6 +13,7 @@ import pytest
 from absl import flags
 from conftest import REPO_ROOT, tiny_rows
 
+import datasets
 from iql_tf import cli, evaluation, validate
 from iql_tf.data import inspection
 from iql_tf.errors import UserError
@@ -68,9 +69,7 @@ def test_validate_lists_every_problem_with_counts_and_first_rows(write_npz):
     assert "field 'actions' row 4 has value 3 outside [-1, 1]" in result["problems"][2]
     # The converter and training stop at the first and say there are more.
     with pytest.raises(UserError, match=r"row 2 holds nan.*\(and 2 more problem\(s\): `iql-validate .*data.npz` lists"):
-        from iql_tf.data import sources
-
-        sources.read_source(str(path))
+        datasets.read_source(str(path))
 
 
 @pytest.fixture

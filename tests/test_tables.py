@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_rows
 
+import datasets
 from iql_tf.data import inspection
 from iql_tf.data import conversion, from_arrays, from_pandas, from_tf_dataset, sources, transitions
 from iql_tf.data.pipeline import load_converted
@@ -46,8 +47,8 @@ def test_tables_with_default_columns_read_like_the_npz(suffix, tmp_path, write_n
     path = tmp_path / f"log{suffix}"
     frame = rows_frame(("observations_{}", "actions.{}", "next_observations/{}"), notes=["x"] * 12)
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
-    expected = sources.read_source(str(write_npz()))
-    assert_same_transitions(sources.read_source(str(path)), expected)
+    expected = datasets.read_source(str(write_npz()))
+    assert_same_transitions(datasets.read_source(str(path)), expected)
     resolved = sources.resolve(str(path))
     assert resolved.kind == sources.FILE and sources.identity(resolved)[0][0] == str(path)
 
@@ -56,7 +57,7 @@ def test_a_parquet_list_column_holds_a_whole_field(tmp_path, write_npz):
     path = tmp_path / "log.parquet"
     frame = rows_frame(observations=list(ROWS["observations"]))
     frame.drop(columns=[f"observations_{dim}" for dim in range(3)]).to_parquet(path)
-    assert_same_transitions(sources.read_source(str(path)), sources.read_source(str(write_npz())))
+    assert_same_transitions(datasets.read_source(str(path)), datasets.read_source(str(write_npz())))
 
 
 def test_mapped_columns_in_the_order_given(tmp_path, write_npz):
@@ -66,30 +67,30 @@ def test_mapped_columns_in_the_order_given(tmp_path, write_npz):
                "timeouts": "cut"}
     path = tmp_path / "log.csv"
     frame.to_csv(path, index=False)
-    data = sources.read_source(str(path), columns=columns)
+    data = datasets.read_source(str(path), columns=columns)
     np.testing.assert_array_equal(data.transitions["observations"][:3], [[0, 0], [1, -1], [2, -2]])
     assert data.transitions["actions"].shape[1] == 1
-    assert_same_transitions(sources.read_source(from_pandas(frame, columns=columns)), data)
+    assert_same_transitions(datasets.read_source(from_pandas(frame, columns=columns)), data)
     with pytest.raises(UserError, match=r"columns .* given, but it is no .csv / .parquet table"):
         sources.resolve(str(write_npz()), columns=columns)
 
 
 def test_episode_ids_give_the_timeouts(write_npz):
-    expected = sources.read_source(str(write_npz()))
+    expected = datasets.read_source(str(write_npz()))
     frame = rows_frame(timeouts=None, episode_id=EPISODES)
-    assert_same_transitions(sources.read_source(from_pandas(frame)), expected)
+    assert_same_transitions(datasets.read_source(from_pandas(frame)), expected)
     without_next = {key: value for key, value in ROWS.items() if key not in ("timeouts", "next_observations")}
-    by_ids = sources.read_source(from_arrays(**without_next, episode_ids=[0] * 4 + [7] * 5 + [2] * 3))
-    assert_same_transitions(by_ids, sources.read_source(str(write_npz(next_observations=None))))
+    by_ids = datasets.read_source(from_arrays(**without_next, episode_ids=[0] * 4 + [7] * 5 + [2] * 3))
+    assert_same_transitions(by_ids, datasets.read_source(str(write_npz(next_observations=None))))
     # Neither timeouts nor ids: one continuous log, whose only end besides the terminal is its last row.
-    log = sources.read_source(from_arrays(**{key: ROWS[key] for key in without_next}))
+    log = datasets.read_source(from_arrays(**{key: ROWS[key] for key in without_next}))
     np.testing.assert_array_equal(np.flatnonzero(log.transitions["dones"]), [3, 10])
     assert log.num_episodes == 2
 
 
 def test_an_episode_id_that_comes_back_is_one_line():
     frame = rows_frame(timeouts=None, episode_id=[0] * 4 + [1] * 5 + [0] * 3)
-    text = message(lambda: sources.read_source(from_pandas(frame, name="runs")))
+    text = message(lambda: datasets.read_source(from_pandas(frame, name="runs")))
     assert text.startswith("runs: field 'episode_id' row 9 starts episode 0 again after other episodes; the rows "
                            "of an episode must be together: sort them by episode")
 
@@ -100,14 +101,14 @@ def test_a_missing_column_names_the_columns_and_the_mapping(tmp_path):
                   "act_0": ROWS["actions"][:, 0], "reward": ROWS["rewards"], "done": ROWS["terminals"],
                   "timeouts": ROWS["timeouts"]}).to_csv(path, index=False)
     mapped = {"observations": ["obs_0", "obs_1"], "actions": "act_0", "terminals": "done"}
-    assert message(lambda: sources.read_source(str(path), columns=mapped)) == (
+    assert message(lambda: datasets.read_source(str(path), columns=mapped)) == (
         f"{path}: no column 'rewards' (columns: obs_0, obs_1, act_0, reward, done, timeouts); did you mean "
         "'reward'? map it with make_dataset.columns = {'rewards': 'reward'} (from_pandas(..., columns=...))")
-    everything = message(lambda: sources.read_source(str(path)))
+    everything = message(lambda: datasets.read_source(str(path)))
     assert "no column 'observations', 'actions', 'rewards', 'terminals' (columns: " in everything
     assert ("map them with make_dataset.columns = {'observations': ['obs_0', 'obs_1'], 'actions': 'act_0', "
             "'rewards': 'reward', 'terminals': 'done'}") in everything
-    assert message(lambda: sources.read_source(str(path), columns={**mapped, "timeouts": "timeout"})) == (
+    assert message(lambda: datasets.read_source(str(path), columns={**mapped, "timeouts": "timeout"})) == (
         f"{path}: columns['timeouts'] names column 'timeout', which the table lacks (columns: obs_0, obs_1, act_0, "
         "reward, done, timeouts); did you mean 'timeouts'?")
 
@@ -124,7 +125,7 @@ def test_a_non_numeric_column_is_named(tmp_path):
     rewards = ROWS["rewards"].astype(object)
     rewards[3] = "oops"
     rows_frame(rewards=rewards).to_csv(path, index=False)
-    assert message(lambda: sources.read_source(str(path))).startswith(
+    assert message(lambda: datasets.read_source(str(path))).startswith(
         f"{path}: column 'rewards' (rewards) has dtype object, not numbers: row 3 holds 'oops'; store numbers")
 
 
@@ -143,7 +144,7 @@ def test_a_missing_table_package_is_one_line_with_the_pip_command(tmp_path, monk
     path = tmp_path / "log.parquet"
     rows_frame().to_parquet(path)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
-    assert message(lambda: sources.read_source(str(path))) == (
+    assert message(lambda: datasets.read_source(str(path))) == (
         'reading .parquet tables needs pyarrow, which is not installed: pip install "iql-tf[tables]"')
 
 
@@ -193,12 +194,12 @@ def test_in_memory_problems_read_as_iql_validate_reports_them(write_npz):
 
 def test_in_memory_settings_count_as_given():
     source = from_arrays(**dict(ROWS, actions=ROWS["actions"] * 2), action_bounds=(-2, 2))
-    assert sources.read_source(source).action_high.tolist() == [2.0, 2.0]
-    assert sources.read_source(source, action_bounds=(-2.0, 2.0)).action_low.tolist() == [-2.0, -2.0]
+    assert datasets.read_source(source).action_high.tolist() == [2.0, 2.0]
+    assert datasets.read_source(source, action_bounds=(-2.0, 2.0)).action_low.tolist() == [-2.0, -2.0]
     assert "action_bounds=[-3, 3] given, but the in-memory source has action_bounds=[-2, 2]" in message(
-        lambda: sources.read_source(source, action_bounds=(-3, 3)))
+        lambda: datasets.read_source(source, action_bounds=(-3, 3)))
     unbounded = from_arrays(**dict(ROWS, actions=ROWS["actions"] * 2))
-    assert "field 'actions' row 0 has value -2 outside [-1, 1]" in message(lambda: sources.read_source(unbounded))
+    assert "field 'actions' row 0 has value -2 outside [-1, 1]" in message(lambda: datasets.read_source(unbounded))
 
 
 def test_a_tf_dataset_reads_like_its_arrays():

@@ -1,4 +1,5 @@
-"""Conversion: a resolved Minari dataset, D4RL-style HDF5 or npz -> `DIR/shard-*.tfrecord` +
+"""Conversion: a resolved source of any kind that `sources.read` reads (a D4RL-style .npz / .hdf5 file, a .csv /
+.parquet table, an in-memory source, a Minari dataset, an OGBench task) -> `DIR/shard-*.tfrecord` +
 `DIR/metadata.json` (the command line is `iql_tf.convert`).
 
 The output is written to a hidden staging folder beside it and renamed into place when complete, so a failed
@@ -28,11 +29,12 @@ def convert(
     env_kwargs: Optional[Mapping[str, Any]] = None,
     action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
 ) -> DatasetMetadata:
-    """Validates a resolved FILE or MINARI source and writes it as a converted dataset at `output` (which
-    must not exist yet, or be empty).
+    """Validates a resolved source (any kind but a converted directory) and writes it as a converted dataset at
+    `output` (which must not exist yet, or be empty).
 
-    `env_id`/`env_kwargs` record the evaluation environment (npz/HDF5 files carry none, Minari datasets their
-    own, overridden when given); `action_bounds` the action space of data that names no environment.
+    `env_id`/`env_kwargs` record the evaluation environment (files, tables and arrays carry none, Minari
+    datasets and OGBench tasks their own, overridden when given); `action_bounds` the action space of data that
+    names no environment.
     """
     output = pathlib.Path(output).expanduser()
     if source.kind == sources.CONVERTED:

@@ -29,12 +29,6 @@ def trajectory_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
     return np.add.reduceat(rewards.astype(np.float64), starts)
 
 
-def reward_transform(mode: str, rewards: np.ndarray, dones: np.ndarray) -> RewardTransform:
-    """The transform `mode` means for this dataset; an unknown mode is a UserError listing the valid ones."""
-    returns = trajectory_returns(rewards, dones)
-    return transform_from_returns(mode, float(returns.min()), float(returns.max()), returns.size)
-
-
 def transform_from_returns(mode: str, return_min: float, return_max: float, trajectories: int) -> RewardTransform:
     """The transform `mode` means for a dataset whose trajectory returns span [return_min, return_max] (what
     a converted dataset's metadata records, so a streamed dataset is never read twice to start)."""

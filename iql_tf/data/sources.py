@@ -245,18 +245,6 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
     return _with_reference_fallback(data)
 
 
-def read_source(source: Any, download: bool = False, env_id: Optional[str] = None,
-                env_kwargs: Optional[Mapping[str, Any]] = None,
-                action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                columns: Optional[Mapping[str, Any]] = None) -> SourceData:
-    """Resolves and reads a FILE, ARRAYS or MINARI source; its first problem is a UserError."""
-    report = validation.Report()
-    resolved = resolve(source, download, columns=columns)
-    data = read(resolved, report, env_id, env_kwargs, action_bounds)
-    report.raise_first(resolved.name)
-    return data
-
-
 def _in_memory_settings(source: Source, env_id: Optional[str], env_kwargs: Optional[Mapping[str, Any]],
                         action_bounds: Any) -> Tuple[Optional[str], Optional[Mapping[str, Any]], Any]:
     """An in-memory source's env_id, env_kwargs and action_bounds where none are given; one given that differs
