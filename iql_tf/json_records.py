@@ -5,7 +5,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Callable, Dict, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar
 
 from iql_tf.errors import UserError
 
@@ -40,14 +40,17 @@ def to_json(record: Any, encode: Optional[Callable[[Dict[str, Any]], Dict[str, A
 
 
 def from_json(cls: Type[Record], text: str, where: str, fix: str, format_version: int,
-              decode: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> Record:
-    """Parses a record of `cls`, checking that every field is there and the format version is this one's."""
+              decode: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+              older: Mapping[int, Mapping[str, Any]] = {}) -> Record:
+    """Parses a record of `cls`, checking that every field is there and the format version is this one's, or one
+    of the `older` versions still read: {version: the values of the fields it lacks}."""
     fields = parse_json_object(text, where, fix)
+    fields = {**older.get(fields.get("format_version"), {}), **fields}
     expected = [field.name for field in dataclasses.fields(cls)]
     missing = [name for name in expected if name not in fields]
     if missing:
         raise UserError(f"{where}: missing field {missing[0]!r}; {fix}")
-    if fields["format_version"] != format_version:
+    if fields["format_version"] != format_version and fields["format_version"] not in older:
         raise UserError(f"{where}: field 'format_version' is {fields['format_version']!r}, this iql-tf reads "
                         f"{format_version}; {fix}")
     try:

@@ -113,6 +113,13 @@ class RunState:
 
     def _check_same_training(self, recorded: Dict[str, Any], current: Dict[str, Any], step: int) -> None:
         """Refuses a resume whose training settings differ; records changes to the others."""
+        identities = recorded["training"].get("dataset_content"), current["training"].get("dataset_content")
+        # iql-tf 0.4 identified the data by its shards' bytes (16 hex digits), which another conversion of the same
+        # data could change; now by the data's own sha256 (64). That change of definition is no change of data:
+        # resumes.json records it as a setting a resume may change.
+        legacy = [len(identity) if isinstance(identity, str) else None for identity in identities] == [16, 64]
+        if legacy:
+            recorded = {**recorded, "training": {**recorded["training"], "dataset_content": identities[1]}}
         changed = _differences(recorded["training"], current["training"])
         if changed:
             hint = ""
@@ -121,7 +128,7 @@ class RunState:
             listing = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changed)
             raise UserError(f"{self.files.path} was trained with other settings than these ({listing}){hint}: "
                             "resume with the same gin files and bindings, or use a new --workdir")
-        other = _differences(recorded["other"], current["other"])
+        other = _differences(recorded["other"], current["other"]) + ([("dataset_content", *identities)] if legacy else [])
         if other:
             logging.info("resuming at step %d with changed settings: %s", step,
                          "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in other))

@@ -172,6 +172,14 @@ def test_metadata_that_disagrees_with_the_shards(converted, edit, message):
         load_converted(converted)
 
 
+def test_a_dataset_converted_by_iql_tf_0_4_is_read_and_identified_by_its_shards(converted):
+    tensors, metadata = load_converted(converted)
+    _edit_metadata(converted, lambda f: [f.update(format_version=3), f.pop("content_sha256")])
+    old_tensors, old = load_converted(converted)
+    assert old.format_version == 3 and old.content_sha256 is None and len(old.content_checksum) == 16
+    assert len(metadata.content_checksum) == 64 and all(np.array_equal(old_tensors[key], tensors[key]) for key in tensors)
+
+
 def test_missing_shard_and_missing_metadata(converted):
     (converted / "shard-00000-of-00002.tfrecord").unlink()
     with pytest.raises(UserError, match=r"shard-00000-of-00002.tfrecord: shard listed in metadata.json is missing"):
@@ -198,7 +206,16 @@ def test_the_summary_names_counts_shards_and_environment(hopper_npz, hopper_rows
     assert f"2000 transitions in {episodes} trajectories, 4 shard(s)" in caplog.text and "Hopper-v5" in caplog.text
 
 
-def test_cli_reports_errors_in_one_line(write_npz, tmp_path):
+def test_the_cli_writes_the_libraries_shards_byte_for_byte_and_reports_errors_in_one_line(write_npz, tmp_path):
+    # Another process orders a protobuf map otherwise, unless serialised deterministically: the same source must
+    # give the same shards there too (a run records its data's identity, and a resume compares it).
+    source = write_npz()
+    convert(str(source), tmp_path / "here")
+    converted = _cli(f"--source={source}", f"--output={tmp_path / 'there'}")
+    assert converted.returncode == 0, converted.stderr[-2000:]
+    here, there = (sorted(path.name for path in (tmp_path / name).iterdir()) for name in ("here", "there"))
+    assert here == there and all((tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
+                                 for name in here)
     bad = write_npz(actions=_with("actions", 17 % 12, [0.0, -7.0]))
     failed = _cli(f"--source={bad}", f"--output={tmp_path / 'bad'}")
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
@@ -206,6 +223,14 @@ def test_cli_reports_errors_in_one_line(write_npz, tmp_path):
     assert len(error_lines) == 1 and error_lines[0].startswith(
         f"error: {bad}: field 'actions' row 5 has value -7 outside [-1, 1] (by more than 0.001); ")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_datas_identity_is_its_arrays_not_the_bytes_of_its_shards(write_npz, tmp_path):
+    source = write_npz()
+    one, three = (convert(str(source), tmp_path / f"shards-of-{size}", shard_size=size) for size in (12, 4))
+    assert [len(one.shards), len(three.shards)] == [1, 3] and one.content_checksum == three.content_checksum
+    other = convert(str(write_npz("other", rewards=ROWS["rewards"] + 1.0)), tmp_path / "other")
+    assert other.content_checksum != one.content_checksum
 
 
 def test_a_converted_directory_is_not_a_source(converted, tmp_path):

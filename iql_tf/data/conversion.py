@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import files
-from iql_tf.data import rewards, shards, sources, validation
+from iql_tf.data import rewards, shards, sources, transitions, validation
 from iql_tf.data.transitions import Transitions
 from iql_tf.data.metadata import DatasetMetadata, write_metadata
 from iql_tf.errors import UserError
@@ -72,6 +72,7 @@ def convert(
                 ref_max_score=data.ref_max_score,
                 shards=shards.write_shards(data.transitions, staging, shard_size),
                 statistics=statistics(data.transitions),
+                content_sha256=transitions.content_sha256(data.transitions),
             )
             metadata = dataclasses.replace(metadata, statistics=dict(
                 metadata.statistics, shards_bytes=sum((staging / shard.file).stat().st_size for shard in metadata.shards)))

@@ -13,7 +13,9 @@ from iql_tf import json_records
 from iql_tf.data import storage
 from iql_tf.errors import UserError
 
-FORMAT_VERSION = 3  # 3: statistics
+FORMAT_VERSION = 4  # 3: statistics; 4: content_sha256
+# Versions still read, with what their files lack: a version 3 dataset is identified by its shards' bytes.
+_OLDER_VERSIONS = {3: {"content_sha256": None}}
 METADATA_FILE = "metadata.json"
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
 
@@ -51,6 +53,9 @@ class DatasetMetadata:
     # What preprocessing needs from the whole dataset, computed once at conversion: observation_mean and
     # observation_std (per dimension), trajectory_return_min / _max, and the converted bytes (shards_bytes).
     statistics: Dict[str, Any]
+    # sha256 of the converted arrays themselves (`transitions.content_sha256`): what identifies the data, whatever
+    # the bytes of its shards (None for a version 3 dataset).
+    content_sha256: Optional[str] = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -59,7 +64,7 @@ class DatasetMetadata:
     @classmethod
     def from_json(cls, text: str, where: str, fix: str = "re-run the conversion") -> "DatasetMetadata":
         """Parses and checks the JSON; any problem is a UserError naming `where` (and the field)."""
-        metadata = json_records.from_json(cls, text, where, fix, FORMAT_VERSION, _decode)
+        metadata = json_records.from_json(cls, text, where, fix, FORMAT_VERSION, _decode, _OLDER_VERSIONS)
         metadata.check(where, fix)
         return metadata
 
@@ -82,8 +87,11 @@ class DatasetMetadata:
 
     @property
     def content_checksum(self) -> str:
-        """Identifies the converted arrays: the shards' digests (the source's alone would miss a re-conversion
-        with other settings)."""
+        """Identifies the converted data (what a run records of it): the sha256 of its arrays, the same for every
+        conversion of the same source with the same settings. A version 3 dataset has only its shards' digests
+        (the source's alone would miss a re-conversion with other settings)."""
+        if self.content_sha256 is not None:
+            return self.content_sha256
         return json_records.digest([self.source_checksum] + [shard.sha256 for shard in self.shards])
 
 

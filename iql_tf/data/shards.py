@@ -59,7 +59,8 @@ def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) ->
     }
     feature["block"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[block]))
     feature["shard"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[shard]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # Deterministic: the features are a protobuf map, whose order otherwise differs from process to process.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def _parse(record: tf.Tensor):

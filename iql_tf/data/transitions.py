@@ -7,6 +7,7 @@ A dataset is a plain dict of float32 numpy arrays with the keys of `TRANSITION_K
 No transition crosses an episode boundary.
 """
 
+import hashlib
 from typing import Dict, Optional
 
 import numpy as np
@@ -37,6 +38,16 @@ def from_episode(
         "terminals": _float32(terminations),
         "dones": dones,
     }
+
+
+def content_sha256(data: Transitions) -> str:
+    """The sha256 of the transitions themselves: each key's name, shape and little-endian float32 values."""
+    digest = hashlib.sha256()
+    for key in TRANSITION_KEYS:
+        values = np.ascontiguousarray(data[key], "<f4")
+        digest.update(f"{key} {list(values.shape)}\n".encode())
+        digest.update(values.data)
+    return digest.hexdigest()
 
 
 def concatenate(parts: "list[Transitions]") -> Transitions:
