@@ -2,6 +2,7 @@
 environment's units (normalisation and bounds inside); TFLite computes the same; replacement is atomic."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from iql_tf.agent import IQLAgent
 from iql_tf.data import rewards
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
+from iql_tf.generation import generators
 from iql_tf.policy import checks, loading
 from iql_tf.policy.exported import export_policy
 from iql_tf.policy.metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata, read_policy_metadata
@@ -201,3 +203,60 @@ def test_an_export_that_writes_a_file_is_refused_unless_trusted(tmp_path):
     policy, _ = loading.load_policy(directory, trust=True)  # the user's word
     policy(np.zeros((1, OBS), np.float32))
     assert (tmp_path / "written").read_text() == "pwned"
+
+
+@pytest.fixture(scope="module")
+def intact_export(tmp_path_factory, hopper_rows):
+    """An export whose first kernel value is known (to find its bytes in saved_model.pb)."""
+    directory = tmp_path_factory.mktemp("intact") / "policy"
+    weights = make_agent().member_weights(0)
+    export_policy(weights, "relu", preprocessing(hopper_rows["observations"][:64], False), directory, metadata())
+    return directory, weights["kernel_0"]
+
+
+def flip_a_kernel_bit(directory, kernel):
+    """The lowest bit of the first weight of `kernel` inside saved_model.pb: still a valid model, other actions."""
+    graph = bytearray((directory / "saved_model.pb").read_bytes())
+    at = bytes(graph).index(np.ascontiguousarray(kernel[0, :4], "<f4").tobytes())
+    graph[at] ^= 1
+    (directory / "saved_model.pb").write_bytes(bytes(graph))
+
+
+def damage(directory, name, how):
+    path = directory / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else
+                     data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:])
+
+
+@pytest.mark.parametrize("name, how", [("saved_model.pb", "kernel bit"), ("variables/variables.data-00000-of-00001",
+                                                                          "truncate"),
+                                       ("variables/variables.data-00000-of-00001", "flip"),
+                                       ("variables/variables.index", "truncate"), ("policy.tflite", "flip")])
+def test_a_damaged_export_is_refused_in_one_line_naming_the_file(intact_export, tmp_path, name, how):
+    intact, kernel = intact_export
+    directory = tmp_path / "policy"
+    shutil.copytree(intact, directory)
+    if how == "kernel bit":
+        flip_a_kernel_bit(directory, kernel)
+        assert checks.served_ops(directory) <= checks.ALLOWED_OPS  # the op check alone would pass it
+    else:
+        damage(directory, name, how)
+    message = rf"^{directory / name}: damaged \(its sha256 is not the one SHA256SUMS records\); export the policy again"
+    with pytest.raises(UserError, match=message):
+        loading.load_policy(directory)
+    with pytest.raises(UserError, match=message):  # iql-evaluate
+        evaluation.evaluate_export(str(directory), episodes=1)
+    with pytest.raises(UserError, match=message):  # iql-generate --kind=policy
+        generators.generate_policy("tests/damaged-v0", str(directory), noise_std=0.1, num_steps=10)
+
+
+def test_an_intact_export_loads_and_one_without_checksums_loads_with_a_warning(intact_export, tmp_path, caplog):
+    intact, _ = intact_export
+    assert "saved_model.pb" in (intact / checks.CHECKSUMS_FILE).read_text()
+    loading.load_policy(intact)
+    shutil.copytree(intact, tmp_path / "old")
+    (tmp_path / "old" / checks.CHECKSUMS_FILE).unlink()  # as iql-tf 0.4 exported
+    policy, _ = loading.load_policy(tmp_path / "old")
+    assert policy(np.zeros((2, OBS), np.float32)).shape == (2, ACT)
+    assert "has no SHA256SUMS (exported by iql-tf 0.4 or earlier)" in caplog.text

@@ -26,7 +26,7 @@ def load_policy(directory: "str | pathlib.Path", trust: bool = False) -> Tuple[P
 
     try:
         serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
+    except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as error:  # IndexError: a truncated file
         message = getattr(error, "message", None) or str(error)
         raise UserError(f"{directory}: cannot load the SavedModel's serving_default signature "
                         f"({message.splitlines()[0][:200]}); export the policy again") from error
