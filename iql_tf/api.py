@@ -36,7 +36,21 @@ def _binding(name: str, value: Any) -> str:
         raise UserError(f"unknown setting {name!r}{hint}")
     if name in _SET_BY_FIT:
         raise UserError(f"{name!r} is given to {_SET_BY_FIT[name]}, not as a setting")
-    return f"{owners[0]}.{name} = {value!r}"
+    return f"{owners[0]}.{name} = {_plain(value)!r}"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as the Python values that gin reads back (np.float32(0.8) -> 0.8, the shortest
+    number that is that float32; an array -> a tuple); anything else as it is."""
+    if isinstance(value, np.ndarray):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, np.floating):
+        return float(str(value))
+    if isinstance(value, np.generic):  # integers and bools
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
 
 
 class IQL:
@@ -58,7 +72,8 @@ class IQL:
         AgentSettings, RunSettings or DataSettings: hidden_dims, expectile, beta, eval_episodes, ...)."""
         bindings = list(gin_bindings) + [_binding(name, value) for name, value in settings.items()]
         agent = cls([config_name], bindings)
-        agent._parse([])  # mistakes show now, not at fit
+        agent._parse([])
+        AgentSettings(), RunSettings(), DataSettings()  # every value checked now, not at fit
         return agent
 
     def _parse(self, extra: Sequence[str]) -> None:
@@ -145,11 +160,20 @@ class IQL:
 
 
 def _batch(values: Any, width: int, what: str) -> "tuple[np.ndarray, bool]":
-    """[N, width] float32 from [N, width] or [width] (then single); another shape is a UserError."""
-    array = np.asarray(values, np.float32)
+    """[N, width] float32 from [N, width] or [width] (then single); another shape, or a value that is not a
+    finite number, is a UserError (the networks would answer NaN: the export does, for a NaN observation)."""
+    try:
+        array = np.asarray(values, np.float32)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{what}: not an array of numbers ({error})") from error
     single = array.ndim == 1
     array = array[None] if single else array
     if array.ndim != 2 or array.shape[1] != width:
         raise UserError(f"{what} of shape {list(np.shape(values))}: expected [N, {width}] or [{width}] (flattened "
                         "as the training data)")
+    rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if rows.size:
+        value = array[rows[0]][~np.isfinite(array[rows[0]])][0]
+        raise UserError(f"{what} row {rows[0]} holds {value} ({rows.size} row(s) in all): the policy's answer would be "
+                        "NaN; repair or drop those rows")
     return array, single

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf import files
-from iql_tf.errors import UserError
+from iql_tf.errors import UserError, first_line
 
 _CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
 _ONLINE_CHUNK = re.compile(r"^online-(\d+)-(\d+)\.npz$")
@@ -84,9 +84,9 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             prefix = checkpoint.write(self.prefix(step))
-        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, OSError) as error:
-            message = getattr(error, "message", None) or str(error)
-            raise UserError(f"{self.prefix(step)}: the checkpoint could not be written ({message.splitlines()[0][:160]}); "
+        except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.UnknownError,
+                OSError) as error:
+            raise UserError(f"{self.prefix(step)}: the checkpoint could not be written ({first_line(error, 160)}); "
                             f"free space under {self.folder} (or make it writable) and re-run the same command to "
                             "resume; older checkpoints are kept") from error
         files.sync([*self.folder.glob(f"ckpt-{step}.*")])  # on disk before older checkpoints are pruned
@@ -146,10 +146,9 @@ def _read_whole(prefix: str) -> Tuple[str, Optional[Any]]:
             else:
                 reader.get_tensor(name)
     except _NOT_DAMAGE as error:
-        raise UserError(f"{prefix}: cannot read the checkpoint ({error.message.splitlines()[0][:160]}), which says "
+        raise UserError(f"{prefix}: cannot read the checkpoint ({first_line(error, 160)}), which says "
                         "nothing of its files: fix the cause (permissions, space, the filesystem) and re-run; "
                         "no checkpoint was deleted") from error
     except _DAMAGE as error:
-        message = getattr(error, "message", None) or str(error)
-        return message.splitlines()[0][:200], None
+        return first_line(error), None
     return "", reader

@@ -35,6 +35,7 @@ from absl import flags, logging
 
 from iql_tf import cli, config, run_files
 from iql_tf.errors import UserError
+from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
 FLAGS = flags.FLAGS
 _COMMAND_STARTED = time.time()  # the sweep's summary reports the command's whole wall time, Ray's start included
@@ -126,10 +127,16 @@ def plan(gin_files: Sequence[str], bindings: Sequence[str], grid: List[Tuple[str
                            + (f"train.seed = {seed}",),
                            tuple((name, _hparam(value)) for name, value in zip(names, values)) + (("train.seed", seed),))
             specs.append(spec)
-    for spec in specs[:: len(seeds)]:  # every combination parses (unknown names, values gin cannot read)
+    try:
+        for spec in specs:  # every run parses (unknown names, values gin cannot read) and holds valid settings
+            gin.clear_config()
+            try:
+                config.parse_gin(spec.gin_files, spec.bindings)
+                DataSettings(), AgentSettings(), RunSettings()
+            except UserError as error:
+                raise UserError(f"{spec.name}: {str(error).splitlines()[0]}") from error
+    finally:
         gin.clear_config()
-        config.parse_gin(spec.gin_files, spec.bindings)
-    gin.clear_config()
     folders = [spec.name for spec in specs]
     if len(set(folders)) != len(folders):
         raise UserError("two grid combinations give the same run directory name; use values that differ in their "

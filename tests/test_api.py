@@ -43,9 +43,19 @@ def test_the_readme_block_trains_predicts_exports_and_loads(tmp_path, monkeypatc
 def test_mistakes_are_one_line_and_progress_shows_as_in_the_cli(write_npz, tmp_path, capfd):
     with pytest.raises(UserError, match=r"unknown setting 'expectle'; did you mean 'expectile'\?"):
         iql_tf.IQL.from_config("locomotion", expectle=0.7)
+    # Every value is checked at once, as the command line's bindings are, not when fit starts.
     with pytest.raises(UserError, match=r"IQLAgent.expectile = 1.5 must be a number in \(0, 1\)"):
-        iql_tf.IQL.from_config("locomotion", expectile=1.5).fit(str(write_npz()), steps=10,
-                                                               workdir=str(tmp_path / "run"))
+        iql_tf.IQL.from_config("locomotion", expectile=1.5)
+    with pytest.raises(UserError, match=r"IQLAgent.hidden_dims = '64' must be a tuple of positive sizes"):
+        iql_tf.IQL.from_config("locomotion", hidden_dims="64")
+    with pytest.raises(UserError, match=r"IQLAgent.value_lr = -0.001 must be a positive number"):
+        iql_tf.IQL.from_config("locomotion", value_lr=-1e-3)
+    with pytest.raises(UserError, match=r"train.eval_episodes = -1 must be a non-negative integer"):
+        iql_tf.IQL.from_config("locomotion", eval_episodes=-1)
+    # numpy's numbers are numbers.
+    assert "IQLAgent.expectile = 0.8" in iql_tf.IQL.from_config("locomotion", expectile=np.float32(0.8)).bindings
+    assert "IQLAgent.hidden_dims = (64, 32)" in iql_tf.IQL.from_config(
+        "locomotion", hidden_dims=np.array([64, 32])).bindings
     with pytest.raises(UserError, match=r"'source' is given to fit\(data\)"):
         iql_tf.IQL.from_config("locomotion", source="x.npz")
     with pytest.raises(UserError, match=r"has not been trained: call fit"):
@@ -60,3 +70,10 @@ def test_mistakes_are_one_line_and_progress_shows_as_in_the_cli(write_npz, tmp_p
     assert agent.predict(np.zeros(3)).shape == (2,)  # one observation in, one action out
     with pytest.raises(UserError, match=r"observations of shape \[2, 5\]: expected \[N, 3\] or \[3\]"):
         agent.predict(np.zeros((2, 5)))
+    observations = np.zeros((4, 3))
+    observations[2, 1] = np.nan
+    with pytest.raises(UserError, match=r"^observations row 2 holds nan \(1 row\(s\) in all\): the policy's answer "
+                                        r"would be NaN"):
+        agent.predict(observations)
+    with pytest.raises(UserError, match=r"^actions row 0 holds inf"):
+        agent.predict_value(np.zeros((1, 3)), np.full((1, 2), np.inf))

@@ -157,6 +157,14 @@ def test_a_full_disk_and_a_read_error_are_one_line_and_delete_nothing(tiny, tmp_
     with pytest.raises(UserError, match=r"ckpt-30: the checkpoint could not be written \(.*No space left.*\); free "
                                         r"space under .*older checkpoints are kept"):
         tiny(30)
+
+    def read_only(self, prefix, *args, **kwargs):  # a checkpoints/ folder made read-only (root ignores chmod)
+        raise tf.errors.PermissionDeniedError(None, None, f"{prefix}_temp; Permission denied")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", read_only)
+    with pytest.raises(UserError, match=r"ckpt-30: the checkpoint could not be written \(.*Permission denied\); "
+                                        r"free space under .* \(or make it writable\) .*older checkpoints are kept"):
+        tiny(30)
     monkeypatch.setattr(tf.train.Checkpoint, "write", write)
     assert steps_present(tmp_path) == [20, 10]
     # A read error that says nothing of the files (permissions, a filesystem's hiccup) is not damage: it stops
@@ -202,3 +210,12 @@ def test_atomic_writes_are_synced_before_the_rename(tmp_path, monkeypatch):
     with files.atomic_directory(tmp_path / "export") as staging:
         (staging / "saved_model.pb").write_bytes(b"x")
     assert any(path.endswith("saved_model.pb") for path in synced) and str(tmp_path) in synced
+
+
+@pytest.mark.parametrize("record", ["eval_results.json", "resumes.json"])
+def test_a_garbled_record_stops_a_resume_before_any_update(tiny, tmp_path, record):
+    tiny(10)
+    (tmp_path / "run" / record).write_text('[{"step": 10, "seed"')  # cut short
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'run' / record} is damaged: not valid JSON"):
+        tiny(20)
+    assert steps_present(tmp_path) == [10]  # nothing trained, nothing lost

@@ -1,6 +1,7 @@
 """Data streamed through tf.data: every row once per epoch, the preprocessing of the in-memory path, the
 automatic choice by memory budget, exact resume through the checkpointed iterator, damage and refusals."""
 
+import json
 import logging
 import pathlib
 
@@ -10,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 from iql_tf import config
+from iql_tf.data import shards
+from iql_tf.data.metadata import load_metadata
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.errors import UserError
@@ -107,6 +110,36 @@ def test_a_damaged_shard_and_fine_tuning_a_stream_are_refused_in_one_line(stream
           "make_dataset.env_id = 'Hopper-v5'", "train.eval_episodes = 1")
     with pytest.raises(UserError, match=r"make_dataset.streaming with train.num_online_steps"):
         run_training(tmp_path / "online")
+
+
+def test_shards_that_disagree_with_metadata_or_break_while_read_are_one_line(write_npz, tmp_path, monkeypatch):
+    converted = make_dataset(DataSettings(str(write_npz()), cache_dir=str(tmp_path), streaming=True))
+    directory = pathlib.Path(converted.directory)
+
+    def stream():
+        return StreamedBatches(directory, load_metadata(directory), converted.preprocessing, members=1, batch_size=4,
+                               shuffle_buffer=12, seed=0)
+
+    # metadata.json counts other transitions than its (intact) shard holds: refused as the in-memory path does.
+    fields = json.loads((directory / "metadata.json").read_text())
+    fields["num_transitions"] = fields["shards"][0]["num_transitions"] = 11
+    fields["num_episodes"] = 3
+    (directory / "metadata.json").write_text(json.dumps(fields))
+    with pytest.raises(UserError, match=r"shard-00000-of-00001.tfrecord: holds 12 transitions but metadata.json says "
+                                        r"11; re-run the conversion"):
+        stream()
+    fields["num_transitions"] = fields["shards"][0]["num_transitions"] = 12
+    (directory / "metadata.json").write_text(json.dumps(fields))
+    # A shard damaged after the start's checks (here: the checks see it intact) stops the run in one line.
+    (shard,) = directory.glob("shard-*.tfrecord")
+    content = bytearray(shard.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    shard.write_bytes(bytes(content))
+    monkeypatch.setattr(shards, "verified_paths", lambda directory, metadata, fix: [str(shard)])
+    monkeypatch.setattr(shards, "check_counts", lambda *args: None)
+    with pytest.raises(UserError, match=rf"^{directory}: a shard could not be read while training \(.+\); it changed "
+                                        "after the run started: .* re-run the same command to resume"):
+        stream().available()
 
 
 def test_a_cache_and_a_converted_directory_on_a_gfile_filesystem(write_npz, tmp_path):

@@ -100,6 +100,9 @@ def test_a_sweep_survives_ctrl_c_resumes_and_reports(sweep_flags, tmp_path):
 def test_bad_input_is_refused_before_anything_starts(sweep_flags, tmp_path):
     with pytest.raises(UserError, match="no_such_parameter"):
         sweep.plan(["locomotion"], [], sweep.parse_grid(["IQLAgent.no_such_parameter=[1, 2]"]), [0])
+    # A value the settings refuse, in any combination: refused before Ray starts or any run trains.
+    with pytest.raises(UserError, match=r"^expectile=1.5/seed0: IQLAgent.expectile = 1.5 must be a number in \(0, 1\)"):
+        sweep.plan(["locomotion"], [], sweep.parse_grid(["IQLAgent.expectile=[0.7, 1.5]"]), [0, 1])
     with pytest.raises(UserError, match="give a non-empty list of values"):
         sweep.parse_grid(["IQLAgent.expectile=[]"])
     with pytest.raises(UserError, match=r"expected BINDING=\[VALUE, ...\]"):

@@ -230,3 +230,11 @@ def test_a_tf_dataset_lacking_a_key_or_changing_shape_is_refused():
     ragged = tf.data.Dataset.from_generator(steps, output_signature=signature)
     assert message(lambda: from_tf_dataset(ragged, name="steps")).startswith(
         "steps: element 2 has 'observations' of shape [4], element 0 of [3]; every element is one transition")
+
+    def lacking():  # element 10 lacks a key the signature promises
+        for row in range(12):
+            yield {key: value[row % 12] for key, value in ROWS.items() if row != 10 or key != "rewards"}
+
+    fixed = {key: tf.TensorSpec(np.shape(value)[1:], tf.as_dtype(np.asarray(value).dtype)) for key, value in ROWS.items()}
+    broken = tf.data.Dataset.from_generator(lacking, output_signature=fixed)
+    assert message(lambda: from_tf_dataset(broken, name="log")).startswith("log: element 10 cannot be read (")

@@ -9,13 +9,12 @@ pandas are imported only by the constructor that needs them, so `import iql_tf.d
 import dataclasses
 import hashlib
 import json
-import re
 import types
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
-from iql_tf.errors import UserError
+from iql_tf.errors import UserError, first_line
 
 ROW_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations", "episode_id")
 _REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminals")
@@ -98,16 +97,13 @@ def from_tf_dataset(dataset: Any, action_bounds: ActionBounds = None, env_id: Op
                         "its .repeat()")
     dataset = dataset.map(lambda element: {key: element[key] for key in specs})
     parts: Dict[str, list] = {key: [] for key in specs}
-    read = 0
     try:
         for block in _blocks(where, dataset, specs):
             for key, values in block.items():
                 parts[key].append(values)
-            read += len(block["rewards"])
     except tf.errors.OpError as error:  # e.g. a generator that yields an element of another structure
-        reason = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message).strip().splitlines()[0]
-        raise UserError(f"{where}: reading failed after {read} element(s) ({reason}); every element needs the "
-                        "keys and shapes of the first") from error
+        raise UserError(f"{where}: element {_first_unreadable(dataset)} cannot be read ({first_line(error)}); every "
+                        "element needs the keys and shapes of the first") from error
     arrays = {key: np.concatenate(values) if values else np.zeros((0, *(size or 0 for size in specs[key].shape)),
                                                                    specs[key].dtype.as_numpy_dtype)
               for key, values in parts.items()}
@@ -137,6 +133,19 @@ def _element_specs(where: str, dataset: Any) -> Dict[str, Any]:
         if not isinstance(field_spec, tf.TensorSpec):
             raise UserError(f"{where}: element 0 holds {key!r} as {field_spec}; give it as a dense tensor")
     return specs
+
+
+def _first_unreadable(dataset: Any) -> int:
+    """The index of the first element that fails to read (after a failed read in blocks, which cannot say)."""
+    import tensorflow as tf
+
+    index = 0
+    try:
+        for _ in dataset:
+            index += 1
+    except tf.errors.OpError:
+        pass
+    return index
 
 
 def _blocks(where: str, dataset: Any, specs: Dict[str, Any]) -> Iterator[Dict[str, np.ndarray]]:

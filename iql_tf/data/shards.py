@@ -7,7 +7,7 @@ large sequential reads; `block` restores the order after a parallel read, which 
 """
 
 import pathlib
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -15,7 +15,7 @@ import tensorflow as tf
 from iql_tf.data import checksums, storage
 from iql_tf.data.metadata import DatasetMetadata, ShardInfo
 from iql_tf.data.transitions import TRANSITION_KEYS, Transitions
-from iql_tf.errors import UserError
+from iql_tf.errors import UserError, first_line
 
 BLOCK_SIZE = 65536  # transitions per record: 7 MB for hopper, a few dozen records per million transitions
 DEFAULT_SHARD_SIZE = 262144  # transitions per file: a 1M dataset reads as 4 files in parallel
@@ -63,6 +63,10 @@ def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) ->
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
+# What counting a record's rows reads: the protobuf parser skips the other features without copying them.
+_COUNT_FEATURES = {key: _FEATURES[key] for key in ("rewards", "block", "shard")}
+
+
 def _parse(record: tf.Tensor):
     example = tf.io.parse_single_example(record, _FEATURES)
     arrays = {key: tf.io.parse_tensor(example[key], tf.float32) for key in TRANSITION_KEYS}
@@ -91,6 +95,25 @@ def verified_paths(directory: "str | pathlib.Path", metadata: DatasetMetadata, f
     return paths
 
 
+def check_counts(directory: "str | pathlib.Path", paths: List[str], metadata: DatasetMetadata,
+                 fix: str = "re-run the conversion") -> None:
+    """The blocks of the shards at `paths` (verified by `verified_paths`) are numbered in order and hold as many
+    transitions as metadata.json says, per shard (for a stream, which never holds the data: `read_shards` checks
+    the same of what it reads)."""
+
+    def counted(record: tf.Tensor):
+        example = tf.io.parse_single_example(record, _COUNT_FEATURES)
+        return example["block"], example["shard"], tf.shape(tf.io.parse_tensor(example["rewards"], tf.float32))[0]
+
+    dataset = tf.data.TFRecordDataset(paths, num_parallel_reads=len(paths)).map(counted, tf.data.AUTOTUNE)
+    try:
+        blocks = sorted((int(block), int(shard), int(rows)) for block, shard, rows in dataset)
+    except tf.errors.OpError as error:
+        raise UserError(f"{_unreadable_shard(paths, storage.normalise(directory))}: cannot be read as TFRecord "
+                        f"({first_line(error)}); the shard is corrupt or truncated; {fix}") from error
+    _check_block_counts(storage.normalise(directory), metadata, blocks, fix)
+
+
 def read_shards(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix: str = "re-run the conversion"
                 ) -> Dict[str, tf.Tensor]:
     """All transitions of a converted directory as whole float32 tensors, verified against the metadata.
@@ -106,7 +129,7 @@ def read_shards(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix:
         blocks = sorted(((int(block), int(shard), arrays) for block, shard, arrays in dataset), key=lambda b: b[0])
     except tf.errors.OpError as error:
         raise UserError(
-            f"{_unreadable_shard(paths, directory)}: cannot be read as TFRecord ({error.message.splitlines()[0]}); "
+            f"{_unreadable_shard(paths, directory)}: cannot be read as TFRecord ({first_line(error)}); "
             f"the shard is corrupt or truncated; {fix}"
         ) from error
     _check_blocks(directory, metadata, blocks, fix)
@@ -137,10 +160,6 @@ def _unreadable_shard(paths: List[str], directory: str) -> str:
 
 def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: str) -> None:
     """Block order, per-shard counts and array shapes agree with metadata.json."""
-    where = storage.join(directory, "metadata.json")
-    if [block for block, _, _ in blocks] != list(range(len(blocks))):
-        raise UserError(f"{where}: the shards' blocks are not numbered 0..{len(blocks) - 1}; {fix}")
-    counts = np.zeros(len(metadata.shards), np.int64)
     expected = {
         "observations": metadata.observation_shape,
         "next_observations": metadata.observation_shape,
@@ -155,6 +174,18 @@ def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: 
                     f"{storage.join(directory, metadata.shards[shard].file)}: field {key!r} has shape "
                     f"{arrays[key].shape.as_list()} but metadata.json implies {shape}; {fix}"
                 )
+    _check_block_counts(directory, metadata, [(block, shard, int(arrays["rewards"].shape[0]))
+                                              for block, shard, arrays in blocks], fix)
+
+
+def _check_block_counts(directory: str, metadata: DatasetMetadata, blocks: List[Tuple[int, int, int]],
+                        fix: str) -> None:
+    """Blocks (block, shard, rows), sorted by block: numbered 0..n-1, and each shard's rows as metadata.json says."""
+    if [block for block, _, _ in blocks] != list(range(len(blocks))):
+        raise UserError(f"{storage.join(directory, 'metadata.json')}: the shards' blocks are not numbered "
+                        f"0..{len(blocks) - 1}; {fix}")
+    counts = np.zeros(len(metadata.shards), np.int64)
+    for _, shard, rows in blocks:
         counts[shard] += rows
     for shard, count in zip(metadata.shards, counts):
         if count != shard.num_transitions:

@@ -12,8 +12,9 @@ shards read side by side, two or three blocks at the default (so neighbouring ro
 likely to share a batch when the chunk is much smaller than the data; raise `shuffle_buffer` to mix more);
 the in-memory buffer draws uniformly with replacement.
 The iterator is part of the run's checkpoint (its position and its buffers), so a resumed run reads exactly
-the batches an uninterrupted one would. Shard checksums are verified once, at start, reading each file
-through without holding it.
+the batches an uninterrupted one would. Shard checksums and the transitions each shard holds are verified
+once, at start, reading each file through without holding it; a shard damaged later stops the run in one
+line, its last checkpoint kept.
 """
 
 import pathlib
@@ -24,6 +25,7 @@ import tensorflow as tf
 from iql_tf.data import shards
 from iql_tf.data.metadata import DatasetMetadata
 from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.errors import UserError, first_line
 
 _PARALLEL_SHARDS = 4
 GROUP = 100  # batches fetched from the stream at once: the compiled (XLA) update loop runs over a group
@@ -43,6 +45,8 @@ class StreamedBatches(tf.Module):
                  members: int, batch_size: int, shuffle_buffer: int, seed: int, fix: str = "re-run the conversion"):
         super().__init__(name="streamed_batches")
         paths = shards.verified_paths(directory, metadata, fix)
+        shards.check_counts(directory, paths, metadata, fix)  # what the in-memory path checks as it reads
+        self.directory = directory
         self.members, self.batch_size = members, batch_size
         self._preprocessing = preprocessing
         files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
@@ -78,7 +82,14 @@ class StreamedBatches(tf.Module):
     def available(self) -> int:
         """Batches left in the current group, after fetching the next group when it is used up (eager)."""
         if int(self.position) >= GROUP:
-            for key, value in next(self.iterator).items():
+            try:
+                group = next(self.iterator)
+            except tf.errors.OpError as error:  # checked whole at the start: changed since (DataLossError, ...)
+                raise UserError(f"{self.directory}: a shard could not be read while training ({first_line(error)}); it "
+                                "changed after the run started: check the disk and the files (convert the source "
+                                "again if they are damaged), then re-run the same command to resume from the last "
+                                "checkpoint") from error
+            for key, value in group.items():
                 self.group[key].assign(value)
             self.position.assign(0)
         return GROUP - int(self.position)

@@ -4,7 +4,7 @@ read, its files and ops checked (`checks.py`), then its `serving_default` signat
 import pathlib
 from typing import Tuple
 
-from iql_tf.errors import UserError
+from iql_tf.errors import UserError, first_line
 from iql_tf.policy import Policy
 from iql_tf.policy.checks import check_export
 from iql_tf.policy.metadata import PolicyMetadata, read_policy_metadata
@@ -27,9 +27,8 @@ def load_policy(directory: "str | pathlib.Path", trust: bool = False) -> Tuple[P
     try:
         serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
     except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as error:  # IndexError: a truncated file
-        message = getattr(error, "message", None) or str(error)
         raise UserError(f"{directory}: cannot load the SavedModel's serving_default signature "
-                        f"({message.splitlines()[0][:200]}); export the policy again") from error
+                        f"({first_line(error)}); export the policy again") from error
     return lambda observations: serve(observations=tf.constant(observations, tf.float32))["actions"].numpy(), metadata
 
 
