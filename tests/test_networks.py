@@ -6,8 +6,13 @@ import tensorflow as tf
 from iql_tf.networks import EnsembleDense, GaussianActor, TwinCritic, ValueNetwork, activation_function
 
 
+def normal(shape, seed):
+    """Standard normal float32 inputs, drawn from `seed` (the same on every run)."""
+    return tf.random.stateless_normal(shape, seed=[seed, 0])
+
+
 def test_value_and_twin_critic_shapes_and_independence():
-    observations, actions = tf.random.normal([1, 5, 3]), tf.random.normal([1, 5, 2])
+    observations, actions = normal([1, 5, 3], 1), normal([1, 5, 2], 2)
     assert ValueNetwork(3, (16, 16), "relu", seeds=[0])(observations).shape == (1, 5)
     critic = TwinCritic(3, 2, (16, 16), "relu", seeds=[0])
     q1, q2 = critic(observations, actions)
@@ -43,14 +48,14 @@ def test_glorot_uniform_kernels_with_a_near_zero_policy_mean_layer():
             assert abs(kernel.var() / (bound ** 2 / 3.0) - 1.0) < 0.3  # the variance of U(-bound, bound)
             np.testing.assert_array_equal(bias, 0.0)
     # So the first policy acts near 0 where the orthogonal one does not: its mean layer's std is about 0.1x.
-    observations = tf.random.normal([2, 50, 4])
+    observations = normal([2, 50, 4], 3)
     orthogonal = GaussianActor(4, 3, (64, 64), "relu", seeds=[1, 2], tanh_mean=False)
     assert np.abs(actor(observations).numpy()).mean() < 0.2 * np.abs(orthogonal(observations).numpy()).mean()
 
 
 def test_an_ensemble_member_is_the_network_its_seed_makes_alone():
     together = GaussianActor(4, 2, (16, 16), "relu", seeds=[5, 6, 7])
-    observations = tf.random.normal([3, 8, 4])
+    observations = normal([3, 8, 4], 4)
     outputs = together(observations).numpy()
     layers = lambda actor: actor.trunk.layers + [actor.mean_head]  # noqa: E731
     for member, seed in enumerate([5, 6, 7]):
@@ -64,7 +69,7 @@ def test_an_ensemble_member_is_the_network_its_seed_makes_alone():
 
 def test_ensemble_dense_of_several_members_is_a_batched_matmul():
     layer = EnsembleDense(3, seeds=[0, 1], activation="relu")
-    inputs = tf.random.normal([2, 4, 5])
+    inputs = normal([2, 4, 5], 5)
     outputs = layer(inputs).numpy()
     for member in range(2):
         expected = np.maximum(inputs.numpy()[member] @ layer.kernel.numpy()[member] + layer.bias.numpy()[member], 0)
@@ -73,7 +78,7 @@ def test_ensemble_dense_of_several_members_is_a_batched_matmul():
 
 def test_policy_is_gaussian_over_raw_actions_with_tanh_mean_and_clipped_log_std():
     actor = GaussianActor(4, 2, (8, 8), "relu", seeds=[2])
-    observations = tf.random.normal([1, 6, 4]) * 10.0
+    observations = normal([1, 6, 4], 6) * 10.0
     mean = actor(observations).numpy()
     assert np.all(np.abs(mean) <= 1.0)
     actor.log_std.assign([[[-10.0, 5.0]]])  # outside [-5, 2]: clipped
@@ -89,7 +94,7 @@ def test_policy_is_gaussian_over_raw_actions_with_tanh_mean_and_clipped_log_std(
 
 def test_temperature_scales_the_std_and_zero_collapses_onto_the_mean():
     actor = GaussianActor(4, 2, (8, 8), "relu", seeds=[3])
-    observations = tf.random.normal([1, 3, 4])
+    observations = normal([1, 3, 4], 7)
     np.testing.assert_allclose(actor.distribution(observations, temperature=0.5).stddev().numpy(), 0.5)
     sample = actor.distribution(observations, temperature=0.0).sample(seed=[1, 2])
     np.testing.assert_allclose(sample.numpy(), actor(observations).numpy())
@@ -97,7 +102,7 @@ def test_temperature_scales_the_std_and_zero_collapses_onto_the_mean():
 
 def test_dropout_only_with_seeds_and_each_member_draws_its_own_masks():
     actor = GaussianActor(4, 2, (64, 64), "relu", seeds=[4, 4], dropout_rate=0.5)  # two identical members
-    observations = tf.tile(tf.random.normal([1, 8, 4]), [2, 1, 1])
+    observations = tf.tile(normal([1, 8, 4], 8), [2, 1, 1])
     deterministic = actor(observations).numpy()
     np.testing.assert_array_equal(actor(observations).numpy(), deterministic)
     seeds = tf.constant([[3, 4], [5, 6]])

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import gin
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from iql_tf import config, run_files
+from iql_tf.agent import IQLAgent
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
@@ -61,7 +60,8 @@ def latest_step(workdir):
     return int(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).rsplit("-", 1)[1])
 
 
-def test_a_run_stopped_by_sigterm_saves_and_resumes_to_the_same_weights(hopper_bindings, tmp_path, caplog):
+def test_a_run_stopped_by_sigterm_saves_and_resumes_to_the_same_weights(hopper_bindings, tmp_path, caplog,
+                                                                        monkeypatch):
     # (kill -9 at random moments: tests/test_faults.py.)
     bindings = hopper_bindings + ["train.num_offline_steps = 600", "train.checkpoint_interval = 200",
                                   "train.steps_per_call = 50", "IQLAgent.actor_dropout_rate = 0.1"]
@@ -69,20 +69,20 @@ def test_a_run_stopped_by_sigterm_saves_and_resumes_to_the_same_weights(hopper_b
     run_training(str(tmp_path / "uninterrupted"))
 
     workdir = tmp_path / "interrupted"
-    index = workdir / "checkpoints" / "checkpoint"
+    run_updates = IQLAgent.run_updates
 
-    def terminate_after_the_first_checkpoint():
-        while not index.exists():
-            time.sleep(0.001)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def terminated_at_250(agent, batches, num_updates):  # SIGTERM mid-run, at a step no timing decides
+        metrics = run_updates(agent, batches, num_updates)
+        if int(agent.step) == 250:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
 
-    sender = threading.Thread(target=terminate_after_the_first_checkpoint)
-    sender.start()
+    monkeypatch.setattr(IQLAgent, "run_updates", terminated_at_250)
     with pytest.raises(RunStopped) as stopped, caplog.at_level(logging.INFO, logger="absl"):
         run_training(str(workdir))
-    sender.join()
-    assert stopped.value.signal_number == signal.SIGTERM and 200 <= stopped.value.step < 600
-    assert latest_step(workdir) == stopped.value.step  # saved on the way out, off the checkpoint interval
+    monkeypatch.setattr(IQLAgent, "run_updates", run_updates)
+    assert stopped.value.signal_number == signal.SIGTERM and stopped.value.step == 250
+    assert latest_step(workdir) == 250  # saved on the way out, off the checkpoint interval
     assert "Re-run the same command to resume" in caplog.text
     run_training(str(workdir))
 
