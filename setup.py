@@ -44,9 +44,10 @@ setup(
         "tables": TABLES,
         # ogbench:NAME sources, their evaluation environments, and iql-generate --kind=ogbench.
         "ogbench": OGBENCH,
-        # The test suite (it runs a small sweep; setuptools builds the wheel it checks without isolation; one
-        # update is checked against the JAX reference).
-        "test": ["pytest==9.2.0", "setuptools==84.2.1", *dict.fromkeys(SWEEP + TABLES + OGBENCH + JAX_REFERENCE)],
+        # The test suite (two processes, pytest-xdist; it runs a small sweep; setuptools builds the wheel it
+        # checks without isolation; one update is checked against the JAX reference).
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "setuptools==84.2.1",
+                 *dict.fromkeys(SWEEP + TABLES + OGBENCH + JAX_REFERENCE)],
         # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
         "bench": [*JAX_REFERENCE, "torch==2.14.1"],
     },

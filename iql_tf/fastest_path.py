@@ -14,8 +14,9 @@ import pathlib
 import platform
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -53,9 +54,11 @@ def _processor() -> str:
     return platform.processor() or platform.machine()
 
 
-def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: ReplayBuffer, settings: RunSettings) -> bool:
+def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Optional[ReplayBuffer],
+           settings: RunSettings) -> bool:
     """True for XLA, False for TensorFlow's kernels: whichever runs the updates of `agent`'s configuration
-    faster; the timing runs on agents from `make_agent(jit_compile)`, never on `agent`."""
+    faster; the timing runs on agents from `make_agent(jit_compile)`, never on `agent`, drawing from `buffer`
+    (None: random transitions of the agent's shapes, which is all the speed depends on)."""
     calls = _calls(settings)
     key = json_records.digest([machine(), agent.hyperparameters, agent.observation_dim, agent.action_dim,
                                agent.members, calls])
@@ -66,6 +69,7 @@ def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Repl
     logging.info("timing XLA against TensorFlow's kernels for this network on this machine (mostly compiling, 10-30 s "
                  "on a CPU; once: the choice is cached; bind IQLAgent.jit_compile = True or False to skip it)")
     agents = {jit: make_agent(jit) for jit in (False, True)}
+    buffer = _random_buffer(agent) if buffer is None else buffer
     rates = race({jit: (lambda agent=agent: agent.run_updates(buffer, calls), calls) for jit, agent in agents.items()},
                  _ROUNDS, _TIMED_SECONDS / _ROUNDS)
     xla = rates[True] > rates[False]
@@ -78,6 +82,15 @@ def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Repl
     except OSError as error:  # a read-only home only costs the timing next time
         logging.warning("could not cache the choice in %s: %s", path, error)
     return xla
+
+
+def _random_buffer(agent: IQLAgent) -> ReplayBuffer:
+    rng = np.random.default_rng(0)
+    rows, batch_size = 4 * agent.settings.batch_size, agent.settings.batch_size
+    return ReplayBuffer({"observations": rng.standard_normal((rows, agent.observation_dim)),
+                         "actions": rng.uniform(-1, 1, (rows, agent.action_dim)), "rewards": rng.standard_normal(rows),
+                         "next_observations": rng.standard_normal((rows, agent.observation_dim)),
+                         "terminals": np.zeros(rows)}, batch_size)
 
 
 def _calls(settings: RunSettings) -> int:

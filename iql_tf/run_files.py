@@ -90,11 +90,13 @@ class RunFiles:
                     self.path.rmdir()
                 raise
 
-    def export_dir(self, member_dirs: Sequence[str] = ()) -> pathlib.Path:
-        return self.path.joinpath(EXPORT, *member_dirs, "policy")
+    def export_dir(self, seeds: Sequence[int] = (0,), member: int = 0) -> pathlib.Path:
+        """Where member `member` of a run of `seeds` is exported."""
+        return self.path.joinpath(EXPORT, *_member_folder(seeds, member), "policy")
 
-    def tensorboard_dir(self, member_dirs: Sequence[str] = ()) -> pathlib.Path:
-        return self.path.joinpath(*member_dirs)
+    def tensorboard_dir(self, seeds: Sequence[int] = (0,), member: int = 0) -> pathlib.Path:
+        """Where member `member` of a run of `seeds` writes its events."""
+        return self.path.joinpath(*_member_folder(seeds, member))
 
     # --- evaluations -------------------------------------------------------------------------------------
 
@@ -165,6 +167,11 @@ class RunFiles:
         for name in (FINISHED, RESULTS, RESUMES):
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / EXPORT, ignore_errors=True)
+
+
+def _member_folder(seeds: Sequence[int], member: int) -> List[str]:
+    """A run of several seeds keeps each seed's events and export in a folder of its own (seed_K)."""
+    return [f"seed_{seeds[member]}"] if len(seeds) > 1 else []
 
 
 def _read_json(path: pathlib.Path, kind: type, fix: str) -> Any:

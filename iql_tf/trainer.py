@@ -18,9 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import gin
 import gymnasium as gym
 import numpy as np
-import tensorflow as tf
 from absl import logging
-from tensorboard.plugins.hparams import api as hp
 
 from iql_tf import evaluation, fastest_path, generation, logs, run_files
 from iql_tf.agent import LOSS_NAMES, IQLAgent
@@ -36,6 +34,7 @@ from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.run_state import RunState, TrainedRun, training_record
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 from iql_tf.stopping import RunStopped, StopRequest
+from iql_tf.summaries import Summaries
 
 
 class NonFiniteError(UserError):
@@ -107,7 +106,7 @@ class TrainingRun:
                            metadata.source)
             self.online = OnlinePhase(exploration_env, metadata.observation_keys, self.preprocessing, self.agent,
                                       self.batches, settings.seed, settings.exploration_noise, self.checkpoints)
-            self.online.on_episode = lambda step, episode: self._write_scalars(
+            self.online.on_episode = lambda step, episode: self.summaries.scalars(
                 "online", {f"episode_{name}": value for name, value in episode.items()}, step)
         trackables = dict(agent=self.agent)
         if self.streaming:
@@ -116,9 +115,7 @@ class TrainingRun:
         if self.online is not None:
             trackables.update(self.online.trackables())
         self.state = RunState(self.files, self.checkpoints, trackables)
-        # Events in DIR (or DIR/seed_K): TensorBoard's run list then names the run by its directory.
-        self.writers = [tf.summary.create_file_writer(str(self.files.tensorboard_dir(self._seed_dir(k))))
-                        for k in range(len(self.seeds))]
+        self.summaries = Summaries(self.files, self.seeds)
 
     def _new_agent(self, settings: AgentSettings) -> IQLAgent:
         return IQLAgent(self.observation_dim, self.action_dim, settings,
@@ -131,9 +128,6 @@ class TrainingRun:
         online = {"train.num_online_steps": self.settings.num_online_steps} if self.settings.num_online_steps else {}
         return {"make_dataset.source": self.metadata.source, "IQLAgent.expectile": agent["expectile"],
                 "IQLAgent.beta": agent["beta"], **online, **self.hparams, "train.seed": self.seeds[member]}
-
-    def _seed_dir(self, member: int) -> List[str]:
-        return [f"seed_{self.seeds[member]}"] if len(self.seeds) > 1 else []
 
     def _record(self) -> Dict[str, Any]:
         """The record its checkpoints keep (`run_state.training_record`)."""
@@ -153,22 +147,12 @@ class TrainingRun:
         if found is not None and self.agent.jit_compile is None:
             self.agent.compile(found[1]["training"]["xla"])  # the path it was trained with: same numerics
         if self.agent.jit_compile is None:
-            self.agent.compile(fastest_path.choose(self.agent, self._fresh_agent, self._timing_buffer(), self.settings))
+            # A stream is not timed on: timing must not advance it.
+            timed_on = None if self.streaming else self.batches
+            self.agent.compile(fastest_path.choose(self.agent, self._fresh_agent, timed_on, self.settings))
         self.state.resume(found, self._record())
         if found is not None and self.online is not None:
             self.online.restore()
-
-    def _timing_buffer(self) -> ReplayBuffer:
-        """What the compiled paths are timed on: the replay buffer, or for a stream (which timing must not
-        advance) random transitions of the dataset's shapes (the speed depends on the shapes only)."""
-        if not self.streaming:
-            return self.batches
-        rng = np.random.default_rng(0)
-        rows = 4 * self.agent_settings.batch_size
-        return ReplayBuffer({"observations": rng.standard_normal((rows, self.observation_dim)),
-                             "actions": rng.uniform(-1, 1, (rows, self.action_dim)), "rewards": rng.standard_normal(rows),
-                             "next_observations": rng.standard_normal((rows, self.observation_dim)),
-                             "terminals": np.zeros(rows)}, self.agent_settings.batch_size)
 
     def _fresh_agent(self, jit_compile: bool) -> IQLAgent:
         """Another agent like this run's (for timing the compiled paths without touching this one)."""
@@ -200,8 +184,7 @@ class TrainingRun:
             if stop.requested:
                 if self.state.last_saved != step:
                     self.save(step)
-                for writer in self.writers:
-                    writer.flush()
+                self.summaries.flush()
                 logging.info("Stopped by %s at step %d; checkpoint saved in %s. Re-run the same command to resume.",
                              stop.reason, step, self.checkpoints.folder)
                 raise RunStopped(stop.reason, stop.signal_number, step)
@@ -213,9 +196,9 @@ class TrainingRun:
             now = time.perf_counter()
             metrics["steps_per_second"] = (step - self._window[1]) / (now - self._window[0])
             self._window = (now, step)
-            self._write_scalars("train", metrics, step)
+            self.summaries.scalars("train", metrics, step)
             if online:
-                self._write_scalars("online", self.online.summary(), step)
+                self.summaries.scalars("online", self.online.summary(), step)
         if self.eval_envs and step % settings.eval_interval == 0 and step < settings.total_steps:
             self.evaluate(step)
             if settings.export_on_eval:
@@ -247,15 +230,6 @@ class TrainingRun:
                 "left intact; lower the learning rates or check the dataset's rewards"
             )
 
-    def _write_scalars(self, prefix: str, values: Dict[str, Any], step: int) -> None:
-        """Each value is one number for every seed or one per seed; each seed's go to its own writer."""
-        members = len(self.seeds)
-        for member, writer in enumerate(self.writers):
-            with writer.as_default(step=step):
-                for name, value in values.items():
-                    per_member = np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (members,))
-                    tf.summary.scalar(f"{prefix}/{name}", per_member[member])
-
     def save(self, step: int) -> None:
         self._check_finite_weights(step)
         if self.online is not None:
@@ -277,9 +251,7 @@ class TrainingRun:
                                           self.settings.eval_episodes, seed, metadata.ref_min_score,
                                           metadata.ref_max_score)
             self.results[member] = results
-            with self.writers[member].as_default(step=step):
-                for name, value in results.items():
-                    tf.summary.scalar(f"eval/{name}", value)
+            self.summaries.evaluation(member, results, step)
             self.files.append_result(step, seed, results)
             logging.info("step %d, seed %d: %s", step, seed,
                       ", ".join(f"{name} {value:.3f}" for name, value in results.items()))
@@ -301,7 +273,7 @@ class TrainingRun:
         return TrainedRun(self.agent, self.preprocessing, self.data_record, self.seeds, self.results, self.files)
 
     def export_dir(self, member: int) -> str:
-        return str(self.files.export_dir(self._seed_dir(member)))
+        return str(self.files.export_dir(self.seeds, member))
 
     def finish(self) -> List[Dict[str, float]]:
         """Saves, evaluates (a finished run that is re-run keeps its recorded final evaluation) and exports."""
@@ -332,8 +304,8 @@ class TrainingRun:
         run stops early or fails, even half built)."""
         if getattr(self, "bar", None) is not None:
             self.bar.close()
-        for writer in getattr(self, "writers", []):
-            writer.flush()
+        if getattr(self, "summaries", None) is not None:
+            self.summaries.flush()
         for env in getattr(self, "eval_envs", []):
             env.close()
         if getattr(self, "online", None) is not None:
@@ -378,11 +350,8 @@ def _write_operative_config(run: TrainingRun) -> None:
         "observation normalisation": run.preprocessing.normalize_observations,
         "compiled with XLA": run.agent.jit_compile,
     }.items())
-    for member, writer in enumerate(run.writers):
-        with writer.as_default(step=int(run.agent.step)):
-            tf.summary.text("config/gin", f"```\n{operative}\n```")
-            tf.summary.text("config/data", details)
-            hp.hparams(run.hparams_of(member), trial_id=str(run.files.tensorboard_dir(run._seed_dir(member))))
+    run.summaries.configuration(operative, details, [run.hparams_of(member) for member in range(len(run.seeds))],
+                                int(run.agent.step))
 
 
 def _next_multiple(step: int, interval: int) -> int:
