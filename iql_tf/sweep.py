@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import gin
 from absl import flags, logging
 
-from iql_tf import cli, config, run_files
+from iql_tf import cli, config, run_files, stopping
 from iql_tf.errors import UserError
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
@@ -197,7 +197,7 @@ def train_one(spec_json: Dict[str, Any], name: str, root: str, threads: int) -> 
             files.write_sweep_run(spec_json)
         results = trainer.run_training(files.path, hparams=spec_json["hparams"], stop_files=[str(stop_file)])
         return {"name": name, "status": "finished", "results": results}
-    except trainer.RunStopped as stopped:
+    except stopping.RunStopped as stopped:
         return {"name": name, "status": "stopped", "step": stopped.step}
     except UserError as error:
         return {"name": name, "status": "failed", "error": str(error).splitlines()[0]}

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from absl import flags, logging
 
-from iql_tf import cli, config, run_files
+from iql_tf import cli, config, run_files, stopping
 from iql_tf.errors import UserError
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
@@ -39,7 +39,7 @@ def main(argv: Sequence[str]) -> None:
     logging.info("run directory: %s", workdir)
     try:
         trainer.run_training(workdir, data, agent, run)
-    except trainer.RunStopped as stopped:
+    except stopping.RunStopped as stopped:
         sys.exit(128 + (stopped.signal_number or signal.SIGTERM))
 
 

@@ -19,7 +19,8 @@ from iql_tf.data.pipeline import make_dataset
 from iql_tf.envs import make_env
 from iql_tf.errors import UserError
 from iql_tf.policy.metadata import read_policy_metadata
-from iql_tf.trainer import NonFiniteError, RunStopped, run_training
+from iql_tf.stopping import RunStopped
+from iql_tf.trainer import NonFiniteError, run_training
 
 
 @pytest.fixture
