@@ -28,7 +28,7 @@ COMMANDS = {
 
 setup(
     name="iql-tf",
-    version="0.4.0",
+    version="0.5.0",
     description="Implicit Q-Learning (IQL) for offline RL in TensorFlow 2 / Keras",
     # The gin files live at the top of the repository (gin/) and install as the data package iql_tf.configs;
     # tools/ (benchmarks, toy maze, fault injection) runs from a checkout and is not installed.

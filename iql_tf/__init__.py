@@ -6,7 +6,7 @@ import os
 # every start); its warnings and errors still show. An explicit setting by the user wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def __getattr__(name: str):
