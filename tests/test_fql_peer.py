@@ -77,8 +77,8 @@ def test_iql_tf_records_give_the_same_fields(tmp_path):
         results.iql_tf_result(tmp_path, 1, list(seconds.items()))
 
 
-def result_record(implementation, seed, success, rate, budget=BUDGET):
-    return {"implementation": implementation, "task": TASK, "seed": seed, "steps": budget.steps,
+def result_record(implementation, seed, success, rate, budget=BUDGET, task=TASK):
+    return {"implementation": implementation, "task": task, "seed": seed, "steps": budget.steps,
             "final_success": success, "evaluations": [[budget.steps, success]], "updates_per_second": rate,
             "wall_seconds": 10.0, "command": "x", "budget": budget.record()}
 
@@ -99,6 +99,21 @@ def test_table_shows_each_seed_a_mean_inside_its_interval_and_the_speed_ratio(tm
     assert "| 20.0 [20.0, 20.0] |" in rows[peer.IMPLEMENTATION]  # no spread, no interval
     mean, low, high = intervals.mean_interval([0.4, 0.6, 0.8])
     assert f"| {100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}] |" in rows[compare.IQL_TF]
+
+
+def test_a_family_of_tasks_gets_the_mean_over_its_tasks_for_the_seeds_every_task_has(tmp_path):
+    other = TASK.replace("task2", "task3")
+    successes = {(TASK, 0): 0.2, (TASK, 1): 0.4, (TASK, 2): 0.9, (other, 0): 0.6, (other, 1): 1.0}  # no seed 2 there
+    for (task, seed), success in successes.items():
+        folder = compare.run_dir(tmp_path, compare.IQL_TF, task, seed)
+        folder.mkdir(parents=True)
+        (folder / results.RESULT).write_text(json.dumps(result_record(compare.IQL_TF, seed, success, 200.0,
+                                                                      task=task)))
+    rows = {line.split(" | ")[1]: line for line in compare.write_table(tmp_path).splitlines()
+            if line.startswith("| all 2 tasks")}
+    # Seeds 0 and 1: (0.2 + 0.6) / 2 and (0.4 + 1.0) / 2, so 0.55 overall, within the seeds' means.
+    assert "| 2 | 55.0 [40.0, 70.0] | s0 40.0, s1 70.0 | - |" in rows[compare.IQL_TF]
+    assert rows[peer.IMPLEMENTATION].endswith("| 0 | - | - | - |")
 
 
 def test_results_of_other_settings_are_refused_not_mixed(tmp_path):

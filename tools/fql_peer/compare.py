@@ -161,10 +161,32 @@ def table(found: Sequence[Dict[str, Any]]) -> str:
             per_seed = ", ".join(f"s{run['seed']} {_percent(run['final_success'])}" for run in runs)
             lines.append(f"| {task} | {implementation} | {len(runs)} | {_percent(mean)} [{_percent(low)}, "
                          f"{_percent(high)}] | {per_seed} | {speed} |")
+    if len(grouped) > 1:
+        for implementation in IMPLEMENTATIONS:
+            lines.append(_all_tasks_row(grouped, implementation))
     lines += ["", "Final success: the last evaluation's success rate. CI: bootstrap over seeds. updates/s: 1 / the "
               "median seconds per update over each run's logged windows, without the first (compilation) and those "
               "holding an evaluation or a checkpoint; the median over seeds, and iql-tf's ratio to the peer's."]
+    if len(grouped) > 1:
+        lines += ["", "All tasks: the mean over the tasks of each seed's final success, as OGBench reports a family; "
+                  "its CI resamples the seeds within each task (rliable's stratified bootstrap), over the seeds that "
+                  "every task has."]
     return "\n".join(lines) + "\n"
+
+
+def _all_tasks_row(grouped: Dict[str, Dict[str, List[Dict[str, Any]]]], implementation: str) -> str:
+    """The mean over the tasks, with its interval, of the seeds every task has for `implementation`."""
+    by_task = {task: {run["seed"]: run["final_success"] for run in grouped[task].get(implementation, [])}
+               for task in sorted(grouped)}
+    seeds = sorted(set.intersection(*(set(results) for results in by_task.values())))
+    label = f"all {len(by_task)} tasks"
+    if not seeds:
+        return f"| {label} | {implementation} | 0 | - | - | - |"
+    scores = np.array([[by_task[task][seed] for task in by_task] for seed in seeds])  # [runs, tasks]
+    mean, low, high = intervals.interval({"all": scores}, lambda x: np.array([np.mean(x)]), 2000, 0)["all"]
+    per_seed = ", ".join(f"s{seed} {_percent(value)}" for seed, value in zip(seeds, scores.mean(axis=1)))
+    return (f"| {label} | {implementation} | {len(seeds)} | {_percent(mean)} [{_percent(low)}, {_percent(high)}] | "
+            f"{per_seed} | - |")
 
 
 def write_table(out: pathlib.Path) -> str:
