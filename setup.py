@@ -15,6 +15,7 @@ JAX_REFERENCE = ["jax==0.10.2", "flax==0.12.8", "optax==0.2.8"]
 TABLES = ["pandas==2.3.3", "pyarrow==21.0.0"]
 # OGBench's environments, loader and scripted oracles; dm_control 1.0.43 is the newest that keeps mujoco 3.10.
 OGBENCH = ["ogbench==1.2.2", "dm_control==1.0.43"]
+ONNX = ["onnxruntime==1.32.0"]
 
 COMMANDS = {
     "iql-train": "iql_tf.train:run",
@@ -44,12 +45,14 @@ setup(
         "tables": TABLES,
         # ogbench:NAME sources, their evaluation environments, and iql-generate --kind=ogbench.
         "ogbench": OGBENCH,
+        # Running an export's policy.onnx (iql-evaluate RUN_DIR/export/policy/policy.onnx; deployment code).
+        "onnx": ONNX,
         # The test suite (two processes, pytest-xdist; it runs a small sweep; setuptools builds the wheel it
-        # checks without isolation; one update is checked against the JAX reference).
+        # checks without isolation; one update is checked against the JAX reference; onnxruntime runs the exports).
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "setuptools==84.2.1",
-                 *dict.fromkeys(SWEEP + TABLES + OGBENCH + JAX_REFERENCE)],
+                 *dict.fromkeys(SWEEP + TABLES + OGBENCH + ONNX + JAX_REFERENCE)],
         # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
-        "bench": [*JAX_REFERENCE, "torch==2.14.1"],
+        "bench": [*JAX_REFERENCE, *ONNX, "torch==2.14.1"],
     },
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in COMMANDS.items()]},
 )

@@ -144,7 +144,7 @@ class IQL:
         return q[0] if single else q
 
     def export(self, path: str) -> str:
-        """Writes the policy (SavedModel + TFLite, raw observations in, actions in the data's units) to `path`."""
+        """Writes the policy (SavedModel + TFLite + ONNX, raw observations in, actions in the data's units) to `path`."""
         self._trained().export(path)
         return path
 

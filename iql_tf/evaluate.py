@@ -7,8 +7,11 @@ and prints the mean return, the normalised score (when the dataset had reference
 (when the environment reports success). Episodes are seeded like the trainer's evaluation (episode i of
 `--seed` s resets with s * 100003 + i), so the same seed reproduces the training's final evaluation.
 `--record=PATH.png` also draws the first episodes' trajectories on the maze (PointMaze, AntMaze).
+Given the export's `policy.onnx` instead of its folder, it runs that model with onnxruntime (`pip install
+'iql-tf[onnx]'`): the model a robot runs, scored in the same episodes.
 
     python -m iql_tf.evaluate runs/quickstart/export/policy --episodes=100 --record=runs/quickstart/paths.png
+    python -m iql_tf.evaluate runs/quickstart/export/policy/policy.onnx --episodes=100
     python -m iql_tf.evaluate runs/pendulum/export/policy --env_id=Pendulum-v1 --episodes=10
 """
 
@@ -38,7 +41,8 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
-        raise UserError("give one exported policy: python -m iql_tf.evaluate RUN_DIR/export/policy [--episodes=N]")
+        raise UserError("give one exported policy: python -m iql_tf.evaluate RUN_DIR/export/policy (or its "
+                        "policy.onnx) [--episodes=N]")
     from iql_tf import envs, evaluation, quiet
 
     quiet.quiet_tensorflow()

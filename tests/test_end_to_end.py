@@ -40,3 +40,7 @@ def test_quickstart_iql_stitches_trajectories_its_data_never_completes(minari_ro
     )
     assert exported["success_rate"] == pytest.approx(iql["success_rate"])
     assert np.isclose(exported["return_mean"], iql["return_mean"])
+    # So does its ONNX model, run by onnxruntime (`iql-evaluate RUN_DIR/export/policy/policy.onnx`): its actions
+    # are the SavedModel's within float32 rounding, which a closed-loop rollout may amplify, so not to the bit.
+    onnx = evaluation.evaluate_export(str(export_dir / "policy.onnx"), episodes=100)
+    assert onnx["success_rate"] >= 0.9 and abs(onnx["success_rate"] - iql["success_rate"]) <= 0.03

@@ -1,5 +1,6 @@
 """The exported policy: TensorFlow alone loads it; it takes raw observations and returns actions in the
-environment's units (normalisation and bounds inside); TFLite computes the same; replacement is atomic."""
+environment's units (normalisation and bounds inside); TFLite computes the same, and so does the ONNX model in
+onnxruntime alone; replacement is atomic."""
 
 import json
 import shutil
@@ -19,7 +20,7 @@ from iql_tf.errors import UserError
 from iql_tf.generation import generators
 from iql_tf.policy import checks, loading
 from iql_tf.policy.exported import export_policy
-from iql_tf.policy.metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata, read_policy_metadata
+from iql_tf.policy.metadata import METADATA_PATH, ONNX_FILE, TFLITE_FILE, PolicyMetadata, read_policy_metadata
 from iql_tf.settings import AgentSettings
 
 # Run in a fresh interpreter in which the project and every library but TensorFlow fail to import.
@@ -44,6 +45,24 @@ DEPLOYMENT_SCRIPT = textwrap.dedent("""
     lite = runner(observations=observations.numpy())["actions"]
     loaded = sorted(name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in BLOCKED)
     np.savez(out_file, actions=actions, sampled=sampled, cold=cold, lite=lite)
+    print(json.dumps(loaded))
+""")
+
+# The ONNX model in a fresh interpreter in which TensorFlow and the project fail to import: onnxruntime alone.
+ONNX_SCRIPT = textwrap.dedent("""
+    import json, sys
+    BLOCKED = {"iql_tf", "tensorflow", "keras", "tf2onnx", "gin"}
+    for name in BLOCKED:
+        sys.modules[name] = None
+
+    import numpy as np
+    import onnxruntime
+
+    model_file, observations_file, out_file = sys.argv[1:]
+    session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
+    actions = session.run(["actions"], {"observations": np.load(observations_file)})[0]
+    loaded = sorted(name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in BLOCKED)
+    np.save(out_file, actions)
     print(json.dumps(loaded))
 """)
 
@@ -110,6 +129,15 @@ def test_export_loads_with_tensorflow_alone_and_matches_the_agent_on_raw_observa
     assert not np.allclose(out["sampled"], out["actions"])
     assert read_policy_metadata(export_dir) == metadata(seed=1)
 
+    (tmp_path / "deploy_onnx.py").write_text(ONNX_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "deploy_onnx.py"), str(export_dir / ONNX_FILE), str(tmp_path / "observations.npy"),
+         str(tmp_path / "onnx.npy")], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []  # neither TensorFlow nor iql_tf was imported
+    np.testing.assert_allclose(np.load(tmp_path / "onnx.npy"), out["actions"], rtol=1e-5, atol=1e-5)
+
 
 def test_a_linear_mean_is_exported_and_clipped_to_the_bounds_as_evaluation_clips_it(tmp_path, raw_observations):
     agent = make_agent(tanh_mean=False)  # OGBench's IQL: the mean Dense(h), clipped where actions are taken
@@ -175,11 +203,24 @@ def test_export_replaces_an_earlier_one_in_one_step_and_leaves_no_staging_folder
 
 @pytest.mark.parametrize("activation", ["relu", "elu", "tanh", "gelu", "gelu_tanh", "selu", "swish",
                                         "leaky_relu", "softsign"])
-def test_a_fresh_export_runs_only_allowed_ops(tmp_path, raw_observations, activation):
+def test_a_fresh_export_runs_only_allowed_ops_and_its_onnx_model_computes_what_it_serves(tmp_path, raw_observations,
+                                                                                        activation):
+    import onnxruntime
+
     agent = IQLAgent(OBS, ACT, AgentSettings(hidden_dims=(4,), activation=activation, jit_compile=False), 10)
+    # Raw observations around the data's, scaled up so that every activation sees its negative and positive range.
+    observations = (raw_observations[:1] + 3 * raw_observations.std(0)
+                    * np.random.default_rng(0).standard_normal((256, OBS))).astype(np.float32)
     for normalize in (True, False):  # with the tanh mean, and without (OGBench's linear mean)
-        export_policy(agent.member_weights(0), activation, preprocessing(raw_observations, normalize),
-                      tmp_path / f"policy-{normalize}", metadata(), tanh_mean=normalize)
+        directory = tmp_path / f"policy-{normalize}"
+        export_policy(agent.member_weights(0), activation, preprocessing(raw_observations, normalize), directory,
+                      metadata(), tanh_mean=normalize)
+        served = tf.saved_model.load(str(directory)).signatures["serving_default"]
+        expected = served(observations=tf.constant(observations))["actions"].numpy()
+        session = onnxruntime.InferenceSession(str(directory / ONNX_FILE), providers=["CPUExecutionProvider"])
+        # float32 MLPs of 4 units evaluated by two runtimes: a few ulps apart, actions up to 10 in size.
+        np.testing.assert_allclose(session.run(["actions"], {"observations": observations})[0], expected,
+                                   rtol=1e-5, atol=1e-5)
     served = checks.served_ops(tmp_path / "policy-True") | checks.served_ops(tmp_path / "policy-False")
     assert {"MatMul", "StatelessRandomNormalV2"} <= served  # the policy and its sampling were reached
     assert served <= checks.ALLOWED_OPS, sorted(served - checks.ALLOWED_OPS)
@@ -232,7 +273,8 @@ def damage(directory, name, how):
 @pytest.mark.parametrize("name, how", [("saved_model.pb", "kernel bit"), ("variables/variables.data-00000-of-00001",
                                                                           "truncate"),
                                        ("variables/variables.data-00000-of-00001", "flip"),
-                                       ("variables/variables.index", "truncate"), ("policy.tflite", "flip")])
+                                       ("variables/variables.index", "truncate"), ("policy.tflite", "flip"),
+                                       ("policy.onnx", "flip")])
 def test_a_damaged_export_is_refused_in_one_line_naming_the_file(intact_export, tmp_path, name, how):
     intact, kernel = intact_export
     directory = tmp_path / "policy"
@@ -260,3 +302,37 @@ def test_an_intact_export_loads_and_one_without_checksums_loads_with_a_warning(i
     policy, _ = loading.load_policy(tmp_path / "old")
     assert policy(np.zeros((2, OBS), np.float32)).shape == (2, ACT)
     assert "has no SHA256SUMS (exported by iql-tf 0.4 or earlier)" in caplog.text
+
+
+def test_the_onnx_model_of_an_export_loads_as_its_policy_and_a_file_that_is_none_is_refused(intact_export, tmp_path):
+    intact, _ = intact_export
+    served, _ = loading.load_policy(intact)
+    onnx_policy, onnx_metadata = loading.load_policy(intact / ONNX_FILE)  # iql-evaluate RUN_DIR/export/policy/policy.onnx
+    observations = np.random.default_rng(0).standard_normal((8, OBS)).astype(np.float32)
+    np.testing.assert_allclose(onnx_policy(observations), served(observations), rtol=1e-5, atol=1e-5)
+    assert onnx_metadata == read_policy_metadata(intact)
+
+    directory = tmp_path / "policy"
+    shutil.copytree(intact, directory)
+    damage(directory, ONNX_FILE, "flip")
+    with pytest.raises(UserError, match=rf"^{directory / ONNX_FILE}: damaged \(its sha256"):
+        loading.load_policy(directory / ONNX_FILE)
+    stray = tmp_path / "stray" / "model.onnx"
+    stray.parent.mkdir()
+    stray.write_text("not a model")
+    with pytest.raises(UserError, match=rf"^{stray}: not an ONNX model onnxruntime can run \(.*\); give the "
+                                        "policy.onnx of an export"):
+        evaluation.evaluate_export(str(stray), episodes=1)
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'missing.onnx'}: not found; give the ONNX model of an export"):
+        loading.load_policy(tmp_path / "missing.onnx")
+
+
+def test_metadata_of_exports_before_onnx_reads_as_having_no_onnx_model(tmp_path):
+    fields = json.loads(metadata().to_json())
+    del fields["onnx"]
+    (tmp_path / METADATA_PATH).parent.mkdir(parents=True)
+    (tmp_path / METADATA_PATH).write_text(json.dumps({**fields, "format_version": 1}))
+    assert read_policy_metadata(tmp_path) == metadata(onnx=None, format_version=1)
+    (tmp_path / METADATA_PATH).write_text(json.dumps({**fields, "format_version": 2}))
+    with pytest.raises(UserError, match="missing field 'onnx'"):
+        read_policy_metadata(tmp_path)

@@ -3,9 +3,9 @@ loading one.
 
     policy.member_policy   one ensemble member's deterministic policy, raw observations in, actions out
     policy/metadata.py     assets/metadata.json of an export (TensorFlow-free), and what it says of the data
-    policy/exported.py     the SavedModel + TFLite export of a member, with its SHA256SUMS
+    policy/exported.py     the SavedModel + TFLite + ONNX export of a member, with its SHA256SUMS
     policy/checks.py       before an export is loaded: its files are intact, and it runs only the ops of ours
-    policy/loading.py      an export loaded as a policy, after those checks
+    policy/loading.py      an export (or its ONNX model) loaded as a policy, after those checks
 
 A policy (`Policy`) takes a float32 batch [B, obs_dim] of raw flattened observations (`envs.flatten_observation`
 in the metadata's `observation_keys` order) and returns actions [B, act_dim] in the environment's units: the

@@ -27,7 +27,7 @@ CHECKSUMS_FILE = "SHA256SUMS"
 
 # From the project's exports (the policy MLP, its preprocessing, sampling, and the loader's restore).
 ALLOWED_OPS = frozenset({
-    "AddV2", "Const", "Elu", "Erfc", "Exp", "Identity", "IdentityN", "LeakyRelu", "MatMul", "Maximum", "Minimum",
+    "AddV2", "Const", "Elu", "Erf", "Erfc", "Exp", "Identity", "IdentityN", "LeakyRelu", "MatMul", "Maximum", "Minimum",
     "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "Pow", "RealDiv", "Relu", "Relu6", "RestoreV2", "Select",
     "Selu", "Shape", "Sigmoid", "Softplus", "Softsign", "Square", "StatefulPartitionedCall", "StatelessRandomGetKeyCounter",
     "StatelessRandomNormalV2", "Sub", "Sum", "Tanh",

@@ -6,10 +6,12 @@ TensorFlow alone.
   environment's units) and `sample` (observations, temperature, seed -> sampled actions, clipped to the
   action bounds);
 - `policy.tflite`, `serving_default` for TensorFlow Lite / LiteRT;
+- `policy.onnx`, `serving_default` as an ONNX model (opset `ONNX_OPSET`, converted by tf2onnx) for onnxruntime
+  and the deployment stacks that take ONNX: the same input `observations` and output `actions`;
 - `assets/metadata.json` (`PolicyMetadata`);
 - `SHA256SUMS`, the sha256 of every other file, checked before loading (`checks.py`).
 The weights, the observation normalisation and the action bounds are constants of the graph, not variables:
-that keeps the model self-contained and lets TFLite convert it (variables come out as NaN with XNNPACK).
+that keeps the model self-contained and lets TFLite and tf2onnx convert it (variables come out as NaN with XNNPACK).
 The directory is replaced atomically, so it holds a complete export at every instant.
 """
 
@@ -20,13 +22,21 @@ import numpy as np
 import tensorflow as tf
 
 from iql_tf import files
+from iql_tf.errors import first_line
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.networks import LOG_STD_MAX, LOG_STD_MIN, activation_function
 from iql_tf.policy.checks import write_checksums
-from iql_tf.policy.metadata import METADATA_PATH, TFLITE_FILE, PolicyMetadata
+from iql_tf.policy.metadata import METADATA_PATH, ONNX_FILE, TFLITE_FILE, PolicyMetadata
 
 if TYPE_CHECKING:
     from iql_tf.agent import IQLAgent
+
+# ONNX Runtime runs opset 17 since 1.13 (2022), and so do most deployment runtimes that take ONNX.
+ONNX_OPSET = 17
+
+# Activations written otherwise in the export. Keras' (and TensorFlow's) exact GELU is x/2 erfc(-x/sqrt 2), and
+# tf2onnx converts no Erfc: x/2 (1 + erf(x/sqrt 2)) is the same function within float32 rounding (1e-7 absolute).
+_EXPORTED_ACTIVATIONS = {"gelu": lambda x: 0.5 * x * (1.0 + tf.math.erf(x * np.float32(1 / np.sqrt(2))))}
 
 
 class ExportedPolicy(tf.Module):
@@ -38,7 +48,7 @@ class ExportedPolicy(tf.Module):
         self._squash = tf.tanh if tanh_mean else tf.identity
         # numpy, not tensors: each is turned into a constant while tracing, so none becomes a captured variable.
         self._weights = weights
-        self._activation = activation_function(activation)
+        self._activation = _EXPORTED_ACTIVATIONS.get(activation) or activation_function(activation)
         self._preprocessing = preprocessing
         observation_dim = weights["kernel_0"].shape[0]
         observations = tf.TensorSpec([None, observation_dim], tf.float32, name="observations")
@@ -72,16 +82,31 @@ class ExportedPolicy(tf.Module):
 
 def export_policy(weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
                   directory: "str | pathlib.Path", metadata: PolicyMetadata, tanh_mean: bool = True) -> None:
-    """Writes the SavedModel, the TFLite model, the metadata and SHA256SUMS to `directory`, replacing an earlier
-    export."""
+    """Writes the SavedModel, the TFLite and ONNX models, the metadata and SHA256SUMS to `directory`, replacing an
+    earlier export."""
     module = ExportedPolicy(weights, activation, preprocessing, tanh_mean)
     with files.atomic_directory(directory, replace=True) as staging:
         tf.saved_model.save(module, str(staging), signatures={"serving_default": module.act, "sample": module.sample})
         converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=["serving_default"])
         (staging / TFLITE_FILE).write_bytes(converter.convert())
+        _write_onnx(module, staging / ONNX_FILE)
         (staging / METADATA_PATH).parent.mkdir(exist_ok=True)
         (staging / METADATA_PATH).write_text(metadata.to_json())
         write_checksums(staging)
+
+
+def _write_onnx(module: ExportedPolicy, path: pathlib.Path) -> None:
+    """`module.act` as an ONNX model at `path`. tf2onnx only logs the ops it cannot convert and writes a model that
+    no runtime loads: ONNX's checker refuses it here, before the export is complete."""
+    import onnx
+    import tf2onnx  # tf2onnx's graph rewriter is loaded only where an export is written
+
+    model, _ = tf2onnx.convert.from_function(module.act, input_signature=module.act.input_signature, opset=ONNX_OPSET)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise RuntimeError(f"tf2onnx converted the policy into an invalid ONNX model: {first_line(error)}") from error
+    path.write_bytes(model.SerializeToString())
 
 
 def export_member(agent: "IQLAgent", member: int, preprocessing: Preprocessing, directory: "str | pathlib.Path",

@@ -1,35 +1,74 @@
 """An exported policy loaded as a `Policy`, for `iql-evaluate` and `iql-generate --kind=policy`: its metadata
-read, its files and ops checked (`checks.py`), then its `serving_default` signature loaded with TensorFlow."""
+read, its files and ops checked (`checks.py`), then its `serving_default` signature loaded with TensorFlow, or
+its `policy.onnx` with onnxruntime when the path names that file (to evaluate the model a robot will run).
+
+An ONNX model is a graph of ONNX's standard operators, which onnxruntime runs without code from the file (custom
+operators run only when the caller registers their library, which this never does), so it needs no op check."""
 
 import pathlib
 from typing import Tuple
 
+import numpy as np
+
 from iql_tf.errors import UserError, first_line
 from iql_tf.policy import Policy
-from iql_tf.policy.checks import check_export
-from iql_tf.policy.metadata import PolicyMetadata, read_policy_metadata
+from iql_tf.policy.checks import CHECKSUMS_FILE, check_export, verify_checksums
+from iql_tf.policy.metadata import ONNX_FILE, PolicyMetadata, read_policy_metadata
+
+ONNX_RUNTIME = "onnxruntime==1.32.0"
 
 
-def load_policy(directory: "str | pathlib.Path", trust: bool = False) -> Tuple[Policy, PolicyMetadata]:
-    """The deterministic policy of an exported SavedModel (`serving_default`) and its metadata.
+def load_policy(path: "str | pathlib.Path", trust: bool = False) -> Tuple[Policy, PolicyMetadata]:
+    """The deterministic policy of an export (`serving_default` of the SavedModel in folder `path`, or the ONNX
+    model when `path` is a `.onnx` file of an export) and its metadata.
 
     Anything that is not an export is a UserError saying what to pass instead; a damaged export, or one that
     would run ops iql-tf's exports never use (unless `trust`), is one line naming the file or the ops.
     """
-    directory = pathlib.Path(directory).expanduser()
-    if not (directory / "saved_model.pb").is_file():
-        raise UserError(f"{directory}: no SavedModel there (saved_model.pb not found); give the exported policy "
-                        "of a training run, RUN_DIR/export/policy")
-    metadata = read_policy_metadata(directory)
-    check_export(directory, trust)
+    path = pathlib.Path(path).expanduser()
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
+    if not (path / "saved_model.pb").is_file():
+        raise UserError(f"{path}: no SavedModel there (saved_model.pb not found); give the exported policy "
+                        f"of a training run, RUN_DIR/export/policy (or its {ONNX_FILE})")
+    metadata = read_policy_metadata(path)
+    check_export(path, trust)
     import tensorflow as tf  # only loading needs TensorFlow
 
     try:
-        serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as error:  # IndexError: a truncated file
-        raise UserError(f"{directory}: cannot load the SavedModel's serving_default signature "
+        raise UserError(f"{path}: cannot load the SavedModel's serving_default signature "
                         f"({first_line(error)}); export the policy again") from error
     return lambda observations: serve(observations=tf.constant(observations, tf.float32))["actions"].numpy(), metadata
+
+
+def _load_onnx(path: pathlib.Path) -> Tuple[Policy, PolicyMetadata]:
+    """The ONNX model of an export run by onnxruntime (its metadata is the export folder's, around it)."""
+    if not path.is_file():
+        raise UserError(f"{path}: not found; give the ONNX model of an export, RUN_DIR/export/policy/{ONNX_FILE}")
+    if (path.parent / CHECKSUMS_FILE).is_file():  # a damaged file is named as such before anything parses it
+        verify_checksums(path.parent)
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise UserError(f"{path}: running an ONNX model needs onnxruntime: pip install '{ONNX_RUNTIME}'") from error
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, InvalidGraph, ...)
+        raise UserError(f"{path}: not an ONNX model onnxruntime can run ({first_line(error)}); give the "
+                        f"{ONNX_FILE} of an export, or export the policy again") from error
+    inputs = [node.name for node in session.get_inputs()]
+    outputs = [node.name for node in session.get_outputs()]
+    if inputs != ["observations"] or outputs != ["actions"]:
+        raise UserError(f"{path}: not a policy exported by iql-tf (inputs {inputs}, outputs {outputs}; an export "
+                        "takes 'observations' and returns 'actions')")
+    metadata = read_policy_metadata(path.parent)
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        return session.run(["actions"], {"observations": np.asarray(observations, np.float32)})[0]
+
+    return act, metadata
 
 
 def require_environment(directory: "str | pathlib.Path", metadata: PolicyMetadata) -> str:

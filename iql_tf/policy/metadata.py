@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from iql_tf.data.metadata import DatasetMetadata
     from iql_tf.data.preprocessing import Preprocessing
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What an older format lacks: format 1 (iql-tf 0.5 and earlier) had no ONNX model.
+_OLDER = {1: {"onnx": None}}
 METADATA_PATH = pathlib.Path("assets") / "metadata.json"
 TFLITE_FILE = "policy.tflite"
+ONNX_FILE = "policy.onnx"
 _FIX = "export the policy again (re-run the training command: a finished run only exports)"
 
 
@@ -43,6 +46,7 @@ class PolicyMetadata:
     evaluation: Dict[str, float]  # the last evaluation ({} when the run had none)
     gin_config: str
     tflite: Optional[str] = TFLITE_FILE  # the TensorFlow Lite model beside the SavedModel
+    onnx: Optional[str] = ONNX_FILE  # the ONNX model beside it (None in exports of iql-tf 0.5 and earlier)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -56,7 +60,8 @@ def read_policy_metadata(export_dir: "str | pathlib.Path") -> PolicyMetadata:
     if not path.is_file():
         raise UserError(f"{path}: not found; give an exported policy, RUN_DIR/export/policy "
                         "(RUN_DIR/export/seed_K/policy for a run of several seeds)")
-    return json_records.from_json(PolicyMetadata, path.read_text(), str(path), _FIX, FORMAT_VERSION)
+    return json_records.from_json(PolicyMetadata, path.read_text(), str(path), _FIX, FORMAT_VERSION,
+                                  older=_OLDER)
 
 
 def data_record(dataset: "DatasetMetadata", preprocessing: "Preprocessing") -> Dict[str, Any]:

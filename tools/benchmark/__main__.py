@@ -128,8 +128,11 @@ def run_benchmark(shapes: Sequence[str], hidden: Sequence[int], batch_size: int,
         add(group, "SavedModel serving_default, batch 1, p99", result["saved_model_p99_ms"], "ms")
         add(group, "TFLite, batch 1, median", result["tflite_median_ms"], "ms")
         add(group, "TFLite, batch 1, p99", result["tflite_p99_ms"], "ms")
+        add(group, "ONNX model in onnxruntime, batch 1, median", result["onnx_median_ms"], "ms")
+        add(group, "ONNX model in onnxruntime, batch 1, p99", result["onnx_p99_ms"], "ms")
         add(group, "SavedModel serving_default, batch 256", result["actions_per_second_batch_256"], "actions/s")
         add(group, "TFLite model size", result["tflite_bytes"] / 1024, "KiB")
+        add(group, "ONNX model size", result["onnx_bytes"] / 1024, "KiB")
     for row in rows:
         base = next((r for r in rows if r.group == row.group and r.baseline), None)
         if base is not None and row.unit == base.unit:

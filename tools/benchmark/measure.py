@@ -143,7 +143,9 @@ def training_loop(observation_dim: int, action_dim: int, num_transitions: int, n
 
 def serving(observation_dim: int, action_dim: int, hidden_dims: Sequence[int], calls: int) -> Dict[str, float]:
     """The exported policy, loaded with TensorFlow alone: batch-1 latency (median, p99, in ms) of the
-    SavedModel's serving_default and of the TFLite model, and actions per second at batch 256."""
+    SavedModel's serving_default, of the TFLite model and of the ONNX model in onnxruntime (on one
+    thread: one observation gains nothing from more), and actions per second at batch 256."""
+    import onnxruntime
     import tensorflow as tf
 
     from iql_tf import fastest_path
@@ -151,7 +153,7 @@ def serving(observation_dim: int, action_dim: int, hidden_dims: Sequence[int], c
     from iql_tf.data import rewards
     from iql_tf.data.preprocessing import Preprocessing
     from iql_tf.policy.exported import export_policy
-    from iql_tf.policy.metadata import TFLITE_FILE, PolicyMetadata
+    from iql_tf.policy.metadata import ONNX_FILE, TFLITE_FILE, PolicyMetadata
     from iql_tf.settings import AgentSettings
 
     agent = IQLAgent(observation_dim, action_dim, AgentSettings(hidden_dims=tuple(hidden_dims), jit_compile=False),
@@ -169,16 +171,22 @@ def serving(observation_dim: int, action_dim: int, hidden_dims: Sequence[int], c
         serve = tf.saved_model.load(f"{folder}/policy").signatures["serving_default"]
         interpreter = tf.lite.Interpreter(model_path=f"{folder}/policy/{TFLITE_FILE}")
         lite = interpreter.get_signature_runner("serving_default")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(f"{folder}/policy/{ONNX_FILE}", options,
+                                               providers=["CPUExecutionProvider"])
         one = tf.constant(observations[:1])
         saved_model = _latencies(lambda: serve(observations=one)["actions"].numpy(), calls)
         tflite = _latencies(lambda: lite(observations=observations[:1])["actions"], calls)
+        onnx = _latencies(lambda: session.run(["actions"], {"observations": observations[:1]}), calls)
         batch = tf.constant(observations)
         throughput = fastest_path.race({"batch": (lambda: serve(observations=batch)["actions"].numpy(), 256)}, 1,
                                        1.0)["batch"]
-        size = (pathlib.Path(folder) / "policy" / TFLITE_FILE).stat().st_size
+        sizes = {name: float((pathlib.Path(folder) / "policy" / name).stat().st_size) for name in (TFLITE_FILE, ONNX_FILE)}
     return {"saved_model_median_ms": saved_model[0], "saved_model_p99_ms": saved_model[1],
-            "tflite_median_ms": tflite[0], "tflite_p99_ms": tflite[1], "actions_per_second_batch_256": throughput,
-            "tflite_bytes": float(size)}
+            "tflite_median_ms": tflite[0], "tflite_p99_ms": tflite[1], "onnx_median_ms": onnx[0],
+            "onnx_p99_ms": onnx[1], "actions_per_second_batch_256": throughput, "tflite_bytes": sizes[TFLITE_FILE],
+            "onnx_bytes": sizes[ONNX_FILE]}
 
 
 def _latencies(call: Callable[[], object], calls: int) -> List[float]:
