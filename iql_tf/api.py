@@ -1,5 +1,5 @@
-"""iql-tf as a library: `IQL.from_config(...)`, `.fit(data, ...)`, `.predict(...)`, `.export(...)`,
-`IQL.load(workdir)`.
+"""iql-tf as a library: `IQL.from_config(...)`, `.fit(data, ...)`, `.predict(...)`, `.estimate(data)`,
+`.export(...)`, `IQL.load(workdir)`.
 
 One implementation with the command line: a config and keyword overrides become the same gin bindings that
 `iql-train` parses (so they are checked the same way, an unknown keyword is one line with the closest name,
@@ -142,6 +142,26 @@ class IQL:
         unit = np.clip(np.asarray(preprocessing.actions_to_unit(acts), np.float32), -1.0, 1.0)[None]
         q = tf.minimum(*run.agent.critic(tf.constant(obs), tf.constant(unit))).numpy()[0]
         return q[0] if single else q
+
+    def estimate(self, data: Any, workdir: Optional[str] = None, **settings: Any) -> Dict[str, Any]:
+        """Fitted Q evaluation of the deterministic policy (the first seed's) on `data`, any source `fit` takes,
+        without a simulator: its discounted value from the data's initial states with a 95 % interval, in the
+        data's reward units (`iql_tf/ope/estimation.py`). `settings`: `fqe.*` fields (num_steps, discount, ...);
+        `workdir`: where its checkpoints and TensorBoard scalars go, to resume from."""
+        from iql_tf.ope import estimation
+        from iql_tf.policy.metadata import PolicyMetadata
+        from iql_tf.settings import FQESettings
+
+        run = self._trained()
+        try:
+            fqe = FQESettings(**settings)
+        except TypeError as error:
+            names = ", ".join(field.name for field in dataclasses.fields(FQESettings))
+            raise UserError(f"estimate(): {error}; its settings are {names}") from error
+        metadata = PolicyMetadata(**run.data_record, seed=run.seeds[0], step=int(run.agent.step), evaluation={},
+                                  gin_config="")
+        identity = f"{self.workdir} seed {run.seeds[0]} step {metadata.step}"
+        return estimation.estimate_value(run.policy(0), metadata, data, fqe, workdir, policy_identity=identity)
 
     def export(self, path: str) -> str:
         """Writes the policy (SavedModel + TFLite + ONNX, raw observations in, actions in the data's units) to `path`."""

@@ -34,3 +34,8 @@ def awr_weights(advantages: tf.Tensor, beta: float) -> tf.Tensor:
 def awr_actor_loss(log_probs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """Advantage-weighted regression: -mean(weight * log pi(a|s))."""
     return -tf.reduce_mean(weights * log_probs, axis=-1)
+
+
+def squared_td_error(q: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Mean squared TD error of one Q network against its target (fitted Q evaluation's loss)."""
+    return tf.reduce_mean(tf.square(q - target), axis=-1)

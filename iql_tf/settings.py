@@ -1,5 +1,6 @@
 """What a training run is configured with, as three frozen dataclasses, each one gin configurable:
-`DataSettings` (`make_dataset.*`), `AgentSettings` (`IQLAgent.*`) and `RunSettings` (`train.*`).
+`DataSettings` (`make_dataset.*`), `AgentSettings` (`IQLAgent.*`) and `RunSettings` (`train.*`); and what an
+off-policy estimate is, `FQESettings` (`fqe.*`).
 
 The command line parses gin into these objects and the Python API builds them from keyword arguments; both
 go through the same checks (`__post_init__`), so a mistake reads the same either way: one line naming the
@@ -272,3 +273,68 @@ def _number(value: Any) -> float:
     """The value if it is a number, else NaN (which fails every range check)."""
     return float(value) if is_number(value) else float("nan")
 
+
+
+@gin.configurable("fqe")
+@dataclasses.dataclass(frozen=True)
+class FQESettings:
+    """The `fqe.*` gin parameters of fitted Q evaluation (`iql_tf/ope`), the estimate of a fixed policy's value
+    from a dataset without a simulator.
+
+    Attributes:
+      num_steps: gradient updates of the Q network.
+      hidden_dims, activation: its MLP over concat(normalised s, a in [-1, 1]).
+      learning_rate: Adam's (epsilon 1e-8), 1e-4 as d3rlpy's FQE.
+      batch_size: transitions per update.
+      discount: gamma of the estimated value.
+      target_update_rate: Polyak rate of the target Q network, as IQL's critics.
+      steps_per_call: updates fused in one compiled call (K).
+      log_interval: in updates: TensorBoard scalars and the progress line.
+      checkpoint_interval: in updates, when the estimate is given a working directory to resume from.
+      bootstrap_samples: resamples of the initial states behind the estimate's 95 % interval.
+      seed: seeds the Q network, its batches and the bootstrap.
+      jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False).
+    """
+
+    num_steps: int = 20_000
+    hidden_dims: Tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    learning_rate: float = 1e-4
+    batch_size: int = 256
+    discount: float = 0.99
+    target_update_rate: float = 0.005
+    steps_per_call: int = 1000
+    log_interval: int = 1000
+    checkpoint_interval: int = 5000
+    bootstrap_samples: int = 2000
+    seed: int = 0
+    jit_compile: bool = True
+
+    # What a resumed estimate may not change: these decide the Q network it ends with.
+    TRAINING = ("num_steps", "hidden_dims", "activation", "learning_rate", "batch_size", "discount",
+                "target_update_rate", "seed")
+
+    def __post_init__(self):
+        if not (isinstance(self.hidden_dims, (tuple, list)) and self.hidden_dims
+                and all(is_integer(units) and units > 0 for units in self.hidden_dims)):
+            _fail("fqe.hidden_dims", self.hidden_dims, "a tuple of positive sizes, e.g. (256, 256)")
+        object.__setattr__(self, "hidden_dims", tuple(int(units) for units in self.hidden_dims))
+        for name, minimum in (("num_steps", 1), ("batch_size", 1), ("steps_per_call", 1), ("log_interval", 1),
+                              ("checkpoint_interval", 1), ("bootstrap_samples", 1), ("seed", 0)):
+            if not is_integer(getattr(self, name)) or getattr(self, name) < minimum:
+                _fail(f"fqe.{name}", getattr(self, name), f"an integer >= {minimum} (write 20000, not 2e4)")
+        numbers = [("learning_rate", _number(self.learning_rate) > 0, "a positive number"),
+                   ("discount", 0.0 <= _number(self.discount) < 1.0, "a number in [0, 1)"),
+                   ("target_update_rate", 0.0 < _number(self.target_update_rate) <= 1.0, "a number in (0, 1]")]
+        for name, ok, expected in numbers:
+            if not ok:
+                _fail(f"fqe.{name}", getattr(self, name), expected)
+        if not isinstance(self.jit_compile, bool):
+            _fail("fqe.jit_compile", self.jit_compile, "True (XLA) or False")
+        if not isinstance(self.activation, str):
+            _fail("fqe.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
+
+    def record(self) -> Dict[str, Any]:
+        """What decides the estimate, as JSON."""
+        return {name: list(getattr(self, name)) if name == "hidden_dims" else getattr(self, name)
+                for name in self.TRAINING}

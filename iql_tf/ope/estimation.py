@@ -1,0 +1,168 @@
+"""A fixed policy's value estimated from a dataset by fitted Q evaluation (`fqe.py`), in the data's return units.
+
+1. The data: any source `make_dataset` takes, converted once and held in memory, with raw rewards.
+2. The table: observations normalised with the dataset's statistics, actions in [-1, 1] by the dataset's
+   bounds (the policy's own, checked equal), and the policy's action at every next observation, computed once
+   (the policy is fixed). Rewards are scaled by c = 1 / max |r| so that the targets stay near 1 / (1 - discount)
+   whatever the reward's units; the estimate is divided by c again, which undoes the scale exactly.
+3. The training: `fqe.num_steps` updates in compiled calls of K; with a working directory, TensorBoard scalars
+   (`fqe/td_loss`, `fqe/q_mean`, `fqe/target_mean`) and checkpoints there, and a later call with the same
+   directory resumes, refusing one whose policy, data or settings differ.
+4. The estimate: the mean of Q(s0, pi(s0)) over the dataset's initial states (the first state of every
+   trajectory), the discounted value, with a 95 % percentile bootstrap interval over those states; where the
+   episode length H is known, also as an undiscounted-equivalent return, the value times H (1 - discount) /
+   (1 - discount^H): the undiscounted return of a policy that earns the same reward at every step.
+"""
+
+import pathlib
+from typing import Any, Dict, Optional
+
+import numpy as np
+from absl import logging
+
+from iql_tf import files, json_records
+from iql_tf.errors import UserError
+from iql_tf.policy import Policy
+from iql_tf.policy.metadata import PolicyMetadata
+from iql_tf.settings import FQESettings
+
+RECORD_FILE = "fqe.json"
+ESTIMATE_FILE = "estimate.json"
+_POLICY_BATCH = 4096  # observations per call of the policy while the table is built
+
+
+def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any, settings: FQESettings,
+                   workdir: "str | pathlib.Path | None" = None, cache_dir: Optional[str] = None,
+                   policy_identity: str = "") -> Dict[str, Any]:
+    """FQE's estimate of `policy`'s value on `source` (see the module's docstring): a dict with `value` (the
+    discounted value from the initial states), `value_low` / `value_high` (its 95 % interval), `initial_states`,
+    `discount`, `fqe_steps`, and `return_equivalent` (with its interval) where the episode length is known.
+    `policy_identity` names the policy in the working directory's record (an export's checksums)."""
+    from iql_tf.data import pipeline
+    from iql_tf.ope.fqe import FittedQ
+    from iql_tf.settings import DataSettings
+
+    dataset = pipeline.make_dataset(DataSettings(source=source, cache_dir=cache_dir, streaming=False))
+    metadata = dataset.metadata
+    check_policy_fits(policy_metadata, metadata)
+    tensors = {key: value.numpy() for key, value in dataset.tensors.items()}
+    preprocessing = pipeline.preprocessing_of(metadata, "none", normalize_observations=True)
+    starts = initial_states(tensors["dones"], metadata.source)
+    reward_scale = 1.0 / max(float(np.max(np.abs(tensors["rewards"]))), 1e-8)
+
+    def inputs(observations: np.ndarray, unit_actions: np.ndarray) -> np.ndarray:
+        return np.concatenate([preprocessing.observations(observations), unit_actions], axis=-1).astype(np.float32)
+
+    def policy_actions(observations: np.ndarray) -> np.ndarray:
+        actions = np.concatenate([policy(observations[i:i + _POLICY_BATCH])
+                                  for i in range(0, len(observations), _POLICY_BATCH)])
+        return np.clip(preprocessing.actions_to_unit(actions), -1.0, 1.0)
+
+    logging.info("FQE: the policy's actions at %d next observations", len(tensors["rewards"]))
+    table = {"inputs": inputs(tensors["observations"], tensors["actions"]),
+             "next_inputs": inputs(tensors["next_observations"], policy_actions(tensors["next_observations"])),
+             "rewards": tensors["rewards"] * reward_scale, "masks": 1.0 - tensors["terminals"]}
+    start_observations = tensors["observations"][starts]
+    start_inputs = inputs(start_observations, policy_actions(start_observations))
+    del tensors
+    fitted = FittedQ(table, settings)
+    del table
+    record = {"settings": settings.record(), "dataset": metadata.content_checksum, "policy": policy_identity}
+    _train(fitted, settings, record, workdir)
+
+    start_values = fitted.values(start_inputs).astype(np.float64) / reward_scale
+    value, low, high = bootstrap_mean(start_values, settings.bootstrap_samples, settings.seed)
+    estimate = {"value": value, "value_low": low, "value_high": high, "initial_states": int(len(starts)),
+                "discount": float(settings.discount), "fqe_steps": int(fitted.step.numpy()),
+                "dataset": metadata.source}
+    horizon = metadata.max_episode_steps
+    if horizon:
+        factor = horizon * (1.0 - settings.discount) / (1.0 - settings.discount ** horizon)
+        estimate.update(return_equivalent=value * factor, return_equivalent_low=low * factor,
+                        return_equivalent_high=high * factor, horizon=int(horizon))
+    if workdir is not None:
+        files.write_json(pathlib.Path(workdir) / ESTIMATE_FILE, estimate)
+    return estimate
+
+
+def check_policy_fits(policy: PolicyMetadata, data: Any) -> None:
+    """The policy reads the dataset's observations (same flattening and size) and acts in its action units
+    (same size and bounds); otherwise a UserError saying which differs."""
+    where = f"the policy (trained on {policy.dataset}) against the dataset {data.source}"
+    observation_dim, action_dim = int(np.prod(data.observation_shape)), int(np.prod(data.action_shape))
+    if policy.observation_keys != data.observation_keys:
+        raise UserError(f"{where}: the observations are flattened from other keys ({policy.observation_keys} against "
+                        f"{data.observation_keys}); give a dataset of the policy's task")
+    if (policy.observation_dim, policy.action_dim) != (observation_dim, action_dim):
+        raise UserError(f"{where}: observations and actions of sizes {policy.observation_dim} and {policy.action_dim} "
+                        f"against {observation_dim} and {action_dim}; give a dataset of the policy's task")
+    if not (np.allclose(policy.action_low, data.action_low) and np.allclose(policy.action_high, data.action_high)):
+        raise UserError(f"{where}: actions bounded by [{policy.action_low}, {policy.action_high}] against "
+                        f"[{list(data.action_low)}, {list(data.action_high)}]: their units differ; convert the dataset "
+                        "with the policy's bounds (make_dataset.action_bounds)")
+
+
+def initial_states(dones: np.ndarray, where: str) -> np.ndarray:
+    """Indices of the first transition of every trajectory; a dataset of one trajectory has one, which is no
+    estimate: a UserError."""
+    starts = np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))
+    if len(starts) < 2:
+        raise UserError(f"{where}: one trajectory, so one initial state: FQE estimates a policy's value from the "
+                        "initial states of many; give episode boundaries (timeouts, terminals or episode ids)")
+    return starts
+
+
+def bootstrap_mean(values: np.ndarray, samples: int, seed: int) -> "tuple[float, float, float]":
+    """The mean of `values` and the 2.5 and 97.5 percentiles of the means of `samples` resamples (with
+    replacement, from a generator seeded by `seed`)."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def _train(fitted: Any, settings: FQESettings, record: Dict[str, Any], workdir: "str | pathlib.Path | None") -> None:
+    """`settings.num_steps` updates, logged; with `workdir`, resumed from and checkpointed to it."""
+    import tensorflow as tf
+
+    manager = writer = None
+    if workdir is not None:
+        workdir = pathlib.Path(workdir).expanduser()
+        workdir.mkdir(parents=True, exist_ok=True)
+        _check_record(workdir / RECORD_FILE, record)
+        manager = tf.train.CheckpointManager(fitted.checkpoint(), str(workdir / "checkpoints"), max_to_keep=1)
+        if manager.latest_checkpoint:
+            fitted.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            logging.info("FQE: resumed from %s at update %d", manager.latest_checkpoint, int(fitted.step))
+        writer = tf.summary.create_file_writer(str(workdir))
+    step = int(fitted.step)
+    while step < settings.num_steps:
+        boundary = min(settings.num_steps, (step // settings.log_interval + 1) * settings.log_interval)
+        metrics = fitted.run_updates(min(settings.steps_per_call, boundary - step))
+        step = int(fitted.step)
+        if not np.isfinite(metrics["td_loss"]):
+            raise UserError(f"FQE: non-finite td_loss ({metrics['td_loss']}) at update {step}: the estimate stopped "
+                            "without saving; lower fqe.learning_rate, or check the dataset's rewards")
+        if step % settings.log_interval == 0 or step == settings.num_steps:
+            logging.info("FQE update %d/%d: td_loss %.4g, q_mean %.4g", step, settings.num_steps, metrics["td_loss"],
+                         metrics["q_mean"])
+            if writer is not None:
+                with writer.as_default(step=step):
+                    for name, value in metrics.items():
+                        tf.summary.scalar(f"fqe/{name}", value)
+        if manager is not None and (step % settings.checkpoint_interval == 0 or step == settings.num_steps):
+            manager.save(checkpoint_number=step)
+    if writer is not None:
+        writer.flush()
+
+
+def _check_record(path: pathlib.Path, record: Dict[str, Any]) -> None:
+    """A working directory serves one estimate: the first call writes what it estimates; a later one must match."""
+    if not path.is_file():
+        files.write_json(path, record)
+        return
+    earlier = json_records.parse_json_object(path.read_text(), str(path), "give a new working directory")
+    for key in ("policy", "dataset", "settings"):
+        if earlier.get(key) != record[key]:
+            raise UserError(f"{path.parent}: holds an FQE estimate of another {key} ({earlier.get(key)!r}, now "
+                            f"{record[key]!r}); give a new working directory, or the {key} it was made with")

@@ -1,0 +1,144 @@
+"""Fitted Q evaluation: the value of fixed policies estimated from data alone, on a problem whose values are known
+in closed form; in the data's reward units; resumed exactly; refusing what it cannot estimate."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iql_tf import data
+from iql_tf.errors import UserError
+from iql_tf.ope import estimation
+from iql_tf.ope.fqe import FittedQ
+from iql_tf.policy.metadata import PolicyMetadata
+from iql_tf.settings import FQESettings
+
+N, H, DISCOUNT = 8_000, 20, 0.8
+SETTINGS = FQESettings(num_steps=2000, discount=DISCOUNT, hidden_dims=(32, 32), learning_rate=1e-3,
+                       target_update_rate=0.05, steps_per_call=500, log_interval=500, checkpoint_interval=500)
+
+
+def logged_rows(reward_unit=1.0, timeouts=True):
+    """Episodes of H steps with uniformly random actions in [-1, 1]; the reward -|a - 0.5| depends on the action
+    only, so a policy that always acts c earns -|c - 0.5| at every step: its discounted value is
+    -|c - 0.5| / (1 - discount) from any state (a timeout keeps the bootstrap)."""
+    rng = np.random.default_rng(0)
+    observations = rng.uniform(-1, 1, (N, 2)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (N, 1)).astype(np.float32)
+    return dict(observations=observations, actions=actions, rewards=-np.abs(actions[:, 0] - 0.5) * reward_unit,
+                terminals=np.zeros(N, bool), timeouts=(np.arange(N) % H == H - 1) if timeouts else None,
+                next_observations=np.roll(observations, -1, axis=0))
+
+
+def constant_policy(c):
+    return lambda observations: np.full((len(observations), 1), c, np.float32)
+
+
+def policy_metadata(**fields):
+    defaults = dict(env_id=None, env_kwargs={}, max_episode_steps=None, observation_keys=None, observation_dim=2,
+                    action_dim=1, action_low=[-1.0], action_high=[1.0], observation_normalization=None,
+                    ref_min_score=None, ref_max_score=None, dataset="logged", dataset_checksum="", seed=0, step=0,
+                    evaluation={}, gin_config="")
+    return PolicyMetadata(**{**defaults, **fields})
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def estimate(c, cache, rows=None, settings=SETTINGS, **options):
+    source = data.from_arrays(**(rows or logged_rows()), name="logged")
+    return estimation.estimate_value(constant_policy(c), policy_metadata(), source, settings, cache_dir=cache, **options)
+
+
+def test_fqe_recovers_the_values_of_fixed_policies_and_ranks_them(cache):
+    estimates = {c: estimate(c, cache) for c in (0.5, 0.0, -0.8)}
+    for c in (0.0, -0.8):
+        # Away from the reward's kink at 0.5, a 2 x 32 ReLU network fits the reward to within 1 % here.
+        assert estimates[c]["value"] == pytest.approx(-abs(c - 0.5) / (1 - DISCOUNT), rel=0.02)
+        assert estimates[c]["value_low"] <= estimates[c]["value"] <= estimates[c]["value_high"]
+    # At the kink the network rounds |a - 0.5| off (-0.17 where the truth is 0), but the order holds.
+    values = [estimates[c]["value"] for c in (0.5, 0.0, -0.8)]
+    assert values == sorted(values, reverse=True) and values[0] > -0.5
+    assert estimates[0.0]["initial_states"] == N // H
+
+
+def test_the_estimate_is_in_the_data_s_reward_units(cache):
+    unit = estimate(0.0, cache)
+    thousand = estimate(0.0, cache, rows=logged_rows(reward_unit=1000.0))
+    # Rewards are scaled by 1 / max |r| for training, so both fit the same table to float32 rounding, which 2000
+    # Adam updates amplify to a relative 2e-4 (measured); a scale left in would be off by a factor of 1000.
+    assert thousand["value"] == pytest.approx(1000.0 * unit["value"], rel=2e-3)
+
+
+def test_an_interrupted_estimate_resumes_to_the_same_network(cache, tmp_path, monkeypatch):
+    whole = estimate(-0.8, cache, workdir=tmp_path / "whole")
+    run_updates = FittedQ.run_updates
+
+    def dies_after_the_first_checkpoint(self, num_updates):
+        if int(self.step) >= 1000:
+            raise KeyboardInterrupt
+        return run_updates(self, num_updates)
+
+    monkeypatch.setattr(FittedQ, "run_updates", dies_after_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        estimate(-0.8, cache, workdir=tmp_path / "killed")
+    monkeypatch.setattr(FittedQ, "run_updates", run_updates)
+    resumed = estimate(-0.8, cache, workdir=tmp_path / "killed")
+    assert resumed == whole  # the same Q network, optimiser state and batch stream from update 1000 on
+    events = tf.compat.v1.train.summary_iterator(str(next((tmp_path / "whole").glob("events.out.tfevents.*"))))
+    tags = {value.tag for event in events for value in event.summary.value}
+    assert {"fqe/td_loss", "fqe/q_mean", "fqe/target_mean"} <= tags
+    with pytest.raises(UserError, match=r"holds an FQE estimate of another settings"):
+        estimate(-0.8, cache, workdir=tmp_path / "whole", settings=FQESettings(num_steps=10))
+
+
+def test_what_fqe_cannot_estimate_is_one_line(cache):
+    with pytest.raises(UserError, match=r"one trajectory, so one initial state: FQE estimates"):
+        estimate(0.0, cache, rows=logged_rows(timeouts=False))
+    source = data.from_arrays(**logged_rows(), name="logged")
+    with pytest.raises(UserError, match=r"observations and actions of sizes 3 and 1 against 2 and 1"):
+        estimation.estimate_value(constant_policy(0.0), policy_metadata(observation_dim=3), source, SETTINGS,
+                                  cache_dir=cache)
+    with pytest.raises(UserError, match=r"their units differ"):
+        estimation.estimate_value(constant_policy(0.0), policy_metadata(action_low=[-2.0], action_high=[2.0]), source,
+                                  SETTINGS, cache_dir=cache)
+    with pytest.raises(UserError, match=r"fqe.discount = 1.0 must be a number in \[0, 1\)"):
+        FQESettings(discount=1.0)
+
+
+def test_iql_evaluate_estimates_an_export_from_a_dataset_without_an_environment(cache, tmp_path):
+    from iql_tf.agent import IQLAgent
+    from iql_tf.data import rewards
+    from iql_tf.data.preprocessing import Preprocessing
+    from iql_tf.policy import loading
+    from iql_tf.policy.exported import export_policy
+    from iql_tf.settings import AgentSettings
+
+    rows = logged_rows()
+    np.savez(tmp_path / "logged.npz", **{key: value for key, value in rows.items()})
+    agent = IQLAgent(2, 1, AgentSettings(hidden_dims=(8,), jit_compile=False), 10)
+    preprocessing = Preprocessing.fit(rows["observations"], np.float32([-1]), np.float32([1]),
+                                      rewards.RewardTransform("none"), False)
+    export_policy(agent.member_weights(0), "relu", preprocessing, tmp_path / "policy", policy_metadata())
+    command = [sys.executable, "-m", "iql_tf.evaluate", str(tmp_path / "policy" / "policy.onnx"),
+               f"--dataset={tmp_path / 'logged.npz'}", "--fqe_steps=300", "--discount=0.8", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "IQL_TF_DATA_DIR": cache})
+    assert result.returncode == 0, result.stderr
+    estimate = json.loads(result.stdout.strip().splitlines()[-1])
+    policy, metadata = loading.load_policy(tmp_path / "policy")
+    expected = estimation.estimate_value(policy, metadata, str(tmp_path / "logged.npz"),
+                                         FQESettings(num_steps=300, discount=0.8), cache_dir=cache)
+    # The same table (the ONNX model's actions equal the SavedModel's to 1e-6) and the same seeded training.
+    assert estimate["value"] == pytest.approx(expected["value"], rel=1e-3)
+    assert estimate["initial_states"] == N // H and estimate["fqe_steps"] == 300
+    result = subprocess.run([*command[:4], "--dataset=missing.npz", "--env_id=Pendulum-v1"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --env_id rolls the policy out in an environment")
