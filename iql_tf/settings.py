@@ -10,7 +10,7 @@ imports it.
 
 import dataclasses
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import gin
 
@@ -21,6 +21,22 @@ FIX = "fix it in the gin file or --gin_bindings"
 
 def _fail(name: str, value: Any, expected: str) -> None:
     raise UserError(f"{name} = {value!r} must be {expected}; {FIX}")
+
+
+def _hidden_dims(name: str, value: Any) -> Tuple[int, ...]:
+    """`value` as a tuple of layer sizes, or a UserError naming the setting `name`."""
+    if not (isinstance(value, (tuple, list)) and value and all(is_integer(units) and units > 0 for units in value)):
+        _fail(name, value, "a tuple of positive sizes, e.g. (256, 256)")
+    return tuple(int(units) for units in value)
+
+
+def _check_integers(settings: Any, prefix: str, minimums: Sequence[Tuple[str, int]]) -> None:
+    """Each named field of `settings` an integer at least its minimum, or a UserError naming `prefix.field`."""
+    for name, minimum in minimums:
+        value = getattr(settings, name)
+        if not is_integer(value) or value < minimum:
+            kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+            _fail(f"{prefix}.{name}", value, f"a {kind} integer (write 1000000, not 1e6)")
 
 
 @gin.configurable("make_dataset")
@@ -157,10 +173,7 @@ class AgentSettings:
     jit_compile: Optional[bool] = None
 
     def __post_init__(self):
-        if not (isinstance(self.hidden_dims, (tuple, list)) and self.hidden_dims
-                and all(is_integer(units) and units > 0 for units in self.hidden_dims)):
-            _fail("IQLAgent.hidden_dims", self.hidden_dims, "a tuple of positive sizes, e.g. (256, 256)")
-        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        object.__setattr__(self, "hidden_dims", _hidden_dims("IQLAgent.hidden_dims", self.hidden_dims))
         numbers = [
             ("expectile", 0.0 < _number(self.expectile) < 1.0, "a number in (0, 1)"),
             ("beta", _number(self.beta) >= 0.0, "a number >= 0 (0 is behaviour cloning)"),
@@ -244,14 +257,9 @@ class RunSettings:
     TRAINING = ("num_offline_steps", "num_online_steps", "seed", "num_seeds", "exploration_noise")
 
     def __post_init__(self):
-        integers = [("num_offline_steps", 0), ("num_online_steps", 0), ("seed", 0), ("num_seeds", 1),
-                    ("steps_per_call", 1), ("log_interval", 1), ("eval_interval", 1), ("eval_episodes", 0),
-                    ("checkpoint_interval", 1), ("checkpoints_to_keep", 1)]
-        for name, minimum in integers:
-            value = getattr(self, name)
-            if not is_integer(value) or value < minimum:
-                kind = "positive" if minimum else "non-negative"
-                _fail(f"train.{name}", value, f"a {kind} integer (write 1000000, not 1e6)")
+        _check_integers(self, "train", [("num_offline_steps", 0), ("num_online_steps", 0), ("seed", 0), ("num_seeds", 1),
+                                        ("steps_per_call", 1), ("log_interval", 1), ("eval_interval", 1),
+                                        ("eval_episodes", 0), ("checkpoint_interval", 1), ("checkpoints_to_keep", 1)])
         if self.num_offline_steps + self.num_online_steps == 0:
             raise UserError("train.num_offline_steps and train.num_online_steps are both 0: nothing to train")
         if not is_number(self.exploration_noise) or not self.exploration_noise >= 0:
@@ -315,14 +323,9 @@ class FQESettings:
                 "target_update_rate", "seed")
 
     def __post_init__(self):
-        if not (isinstance(self.hidden_dims, (tuple, list)) and self.hidden_dims
-                and all(is_integer(units) and units > 0 for units in self.hidden_dims)):
-            _fail("fqe.hidden_dims", self.hidden_dims, "a tuple of positive sizes, e.g. (256, 256)")
-        object.__setattr__(self, "hidden_dims", tuple(int(units) for units in self.hidden_dims))
-        for name, minimum in (("num_steps", 1), ("batch_size", 1), ("steps_per_call", 1), ("log_interval", 1),
-                              ("checkpoint_interval", 1), ("bootstrap_samples", 1), ("seed", 0)):
-            if not is_integer(getattr(self, name)) or getattr(self, name) < minimum:
-                _fail(f"fqe.{name}", getattr(self, name), f"an integer >= {minimum} (write 20000, not 2e4)")
+        object.__setattr__(self, "hidden_dims", _hidden_dims("fqe.hidden_dims", self.hidden_dims))
+        _check_integers(self, "fqe", [("num_steps", 1), ("batch_size", 1), ("steps_per_call", 1), ("log_interval", 1),
+                                      ("checkpoint_interval", 1), ("bootstrap_samples", 1), ("seed", 0)])
         numbers = [("learning_rate", _number(self.learning_rate) > 0, "a positive number"),
                    ("discount", 0.0 <= _number(self.discount) < 1.0, "a number in [0, 1)"),
                    ("target_update_rate", 0.0 < _number(self.target_update_rate) <= 1.0, "a number in (0, 1]")]
