@@ -1,6 +1,7 @@
 """Fitted Q evaluation: the value of fixed policies estimated from data alone, on a problem whose values are known
 in closed form; in the data's reward units; resumed exactly; refusing what it cannot estimate."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -69,28 +70,30 @@ def test_fqe_recovers_the_values_of_fixed_policies_and_ranks_them(cache):
 
 
 def test_the_estimate_is_in_the_data_s_reward_units(cache):
-    unit = estimate(0.0, cache)
-    thousand = estimate(0.0, cache, rows=logged_rows(reward_unit=1000.0))
-    # Rewards are scaled by 1 / max |r| for training, so both fit the same table to float32 rounding, which 2000
-    # Adam updates amplify to a relative 2e-4 (measured); a scale left in would be off by a factor of 1000.
+    short = dataclasses.replace(SETTINGS, num_steps=500)
+    unit = estimate(0.0, cache, settings=short)
+    thousand = estimate(0.0, cache, rows=logged_rows(reward_unit=1000.0), settings=short)
+    # Rewards are scaled by 1 / max |r| for training, so both fit the same table to float32 rounding, which Adam
+    # updates amplify (a relative 2e-4 after 2000, measured); a scale left in would be off by a factor of 1000.
     assert thousand["value"] == pytest.approx(1000.0 * unit["value"], rel=2e-3)
 
 
 def test_an_interrupted_estimate_resumes_to_the_same_network(cache, tmp_path, monkeypatch):
-    whole = estimate(-0.8, cache, workdir=tmp_path / "whole")
+    short = dataclasses.replace(SETTINGS, num_steps=1000)
+    whole = estimate(-0.8, cache, workdir=tmp_path / "whole", settings=short)
     run_updates = FittedQ.run_updates
 
     def dies_after_the_first_checkpoint(self, num_updates):
-        if int(self.step) >= 1000:
+        if int(self.step) >= 500:
             raise KeyboardInterrupt
         return run_updates(self, num_updates)
 
     monkeypatch.setattr(FittedQ, "run_updates", dies_after_the_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        estimate(-0.8, cache, workdir=tmp_path / "killed")
+        estimate(-0.8, cache, workdir=tmp_path / "killed", settings=short)
     monkeypatch.setattr(FittedQ, "run_updates", run_updates)
-    resumed = estimate(-0.8, cache, workdir=tmp_path / "killed")
-    assert resumed == whole  # the same Q network, optimiser state and batch stream from update 1000 on
+    resumed = estimate(-0.8, cache, workdir=tmp_path / "killed", settings=short)
+    assert resumed == whole  # the same Q network, optimiser state and batch stream from update 500 on
     events = tf.compat.v1.train.summary_iterator(str(next((tmp_path / "whole").glob("events.out.tfevents.*"))))
     tags = {value.tag for event in events for value in event.summary.value}
     assert {"fqe/td_loss", "fqe/q_mean", "fqe/target_mean"} <= tags
