@@ -23,10 +23,14 @@ class RewardTransform:
     shift: float = 0.0
 
 
+def trajectory_starts(dones: np.ndarray) -> np.ndarray:
+    """Index of the first transition of each trajectory; `dones` marks the last of each (and the last row)."""
+    return np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))
+
+
 def trajectory_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
     """Undiscounted return of each trajectory; `dones` marks the last transition of each (and the last row)."""
-    starts = np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))
-    return np.add.reduceat(rewards.astype(np.float64), starts)
+    return np.add.reduceat(rewards.astype(np.float64), trajectory_starts(dones))
 
 
 def transform_from_returns(mode: str, return_min: float, return_max: float, trajectories: int) -> RewardTransform:

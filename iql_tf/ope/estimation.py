@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import files, json_records
+from iql_tf.data.rewards import trajectory_starts
 from iql_tf.errors import UserError
 from iql_tf.policy import Policy
 from iql_tf.policy.metadata import PolicyMetadata
@@ -105,7 +106,7 @@ def check_policy_fits(policy: PolicyMetadata, data: Any) -> None:
 def initial_states(dones: np.ndarray, where: str) -> np.ndarray:
     """Indices of the first transition of every trajectory; a dataset of one trajectory has one, which is no
     estimate: a UserError."""
-    starts = np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))
+    starts = trajectory_starts(dones)
     if len(starts) < 2:
         raise UserError(f"{where}: one trajectory, so one initial state: FQE estimates a policy's value from the "
                         "initial states of many; give episode boundaries (timeouts, terminals or episode ids)")
@@ -132,7 +133,7 @@ def _train(fitted: Any, settings: FQESettings, record: Dict[str, Any], workdir: 
         _check_record(workdir / RECORD_FILE, record)
         manager = tf.train.CheckpointManager(fitted.checkpoint(), str(workdir / "checkpoints"), max_to_keep=1)
         if manager.latest_checkpoint:
-            fitted.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             logging.info("FQE: resumed from %s at update %d", manager.latest_checkpoint, int(fitted.step))
         writer = tf.summary.create_file_writer(str(workdir))
     step = int(fitted.step)
