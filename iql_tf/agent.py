@@ -209,6 +209,31 @@ class IQLAgent(tf.Module):
             actor_lr=tf.fill([self.members], tf.cast(self.actor_optimizer.learning_rate, tf.float32)),
         )
 
+    def held_out_metrics(self, transitions: Dict[str, tf.Tensor], chunk: int = 65536) -> Dict[str, np.ndarray]:
+        """The losses and value statistics of every member on held-out transitions ([N, ...] each, prepared as
+        the training batches, with `terminals`), without updating anything: each a [members] mean over N."""
+        names = ("critic_loss", "value_loss", "q_mean", "v_mean", "target_mean", "advantage_mean")
+        totals = {name: np.zeros(self.members) for name in names}
+        size = int(transitions["rewards"].shape[0])
+        for start in range(0, size, chunk):
+            part = {key: transitions[key][start:start + chunk] for key in
+                    ("observations", "actions", "rewards", "next_observations", "terminals")}
+            batch = {key: tf.broadcast_to(value, [self.members, *value.shape]) for key, value in part.items()}
+            batch["masks"] = 1.0 - batch.pop("terminals")
+            q1, q2 = self.critic(batch["observations"], batch["actions"])
+            target_q = tf.minimum(*self.target_critic(batch["observations"], batch["actions"]))
+            v = self.value(batch["observations"])
+            target = self._td_target(batch)
+            per_member = {"critic_loss": losses.critic_loss(q1, q2, target),
+                          "value_loss": losses.expectile_loss(target_q - v, self.settings.expectile),
+                          "q_mean": tf.reduce_mean(tf.minimum(q1, q2), axis=-1), "v_mean": tf.reduce_mean(v, axis=-1),
+                          "target_mean": tf.reduce_mean(target, axis=-1),
+                          "advantage_mean": tf.reduce_mean(target_q - v, axis=-1)}
+            rows = int(part["rewards"].shape[0])
+            for name in names:
+                totals[name] += per_member[name].numpy() * rows
+        return {name: total / size for name, total in totals.items()}
+
     def _td_target(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
         """r + discount * mask * V(s'), with the value network as it is now."""
         return losses.td_target(batch["rewards"], batch["masks"], self.value(batch["next_observations"]),

@@ -67,6 +67,9 @@ class DataSettings:
       memory_budget_gb: the largest converted dataset held in memory when `streaming` is None; None: a quarter
         of this machine's physical memory.
       shuffle_buffer: rows in the streaming shuffle buffer (the larger, the closer to uniform sampling).
+      validation_fraction: hold out this fraction of the trajectories (whole ones, drawn with a fixed seed; an
+        OGBench source's own -val split instead) as validation data, on which the trainer logs TD errors and
+        value statistics at each evaluation (TensorBoard `validation/*`); 0: train on everything.
     """
 
     source: Any = None
@@ -82,6 +85,7 @@ class DataSettings:
     streaming: Optional[bool] = None
     memory_budget_gb: Optional[float] = None
     shuffle_buffer: int = 100_000
+    validation_fraction: float = 0.0
 
     def __post_init__(self):
         if self.source is not None and not isinstance(self.source, (str, os.PathLike)) \
@@ -92,6 +96,9 @@ class DataSettings:
             _fail("make_dataset.streaming", self.streaming, "None (automatic), True or False")
         if not (self.memory_budget_gb is None or _number(self.memory_budget_gb) > 0):
             _fail("make_dataset.memory_budget_gb", self.memory_budget_gb, "None or a positive number of GB")
+        if not 0.0 <= _number(self.validation_fraction) < 1.0:
+            _fail("make_dataset.validation_fraction", self.validation_fraction, "a number in [0, 1) (0: no held-out "
+                  "split)")
         if not (is_integer(self.shuffle_buffer) and self.shuffle_buffer > 0):
             _fail("make_dataset.shuffle_buffer", self.shuffle_buffer, "a positive integer")
         if self.columns is not None and not isinstance(self.columns, Mapping):

@@ -64,6 +64,7 @@ class TrainingRun:
         dataset = self.dataset_fn(self.data_settings)
         # The tensors go into the replay buffer below and are not kept: the data is held once, in its variables.
         self.metadata, self.preprocessing = dataset.metadata, dataset.preprocessing
+        self.validation = dataset.validation
         metadata = self.metadata
         self.observation_dim = int(np.prod(metadata.observation_shape))
         self.action_dim = int(np.prod(metadata.action_shape))
@@ -199,12 +200,24 @@ class TrainingRun:
             self.summaries.scalars("train", metrics, step)
             if online:
                 self.summaries.scalars("online", self.online.summary(), step)
+        if step % settings.eval_interval == 0 or step == settings.total_steps:
+            self._validate(step)
         if self.eval_envs and step % settings.eval_interval == 0 and step < settings.total_steps:
             self.evaluate(step)
             if settings.export_on_eval:
                 self.export(step)
         if step % settings.checkpoint_interval == 0:
             self.save(step)
+
+    def _validate(self, step: int) -> None:
+        """The held-out split's TD errors and value statistics, per seed, to TensorBoard (`validation/*`)."""
+        if self.validation is None:
+            return
+        metrics = self.agent.held_out_metrics(self.validation)
+        self.summaries.scalars("validation", metrics, step)
+        logging.info("step %d, held-out data: critic_loss %s, value_loss %s", step,
+                     " ".join(f"{value:.4g}" for value in metrics["critic_loss"]),
+                     " ".join(f"{value:.4g}" for value in metrics["value_loss"]))
 
     def _check_finite_losses(self, metrics: Dict[str, np.ndarray], step: int) -> None:
         for name in LOSS_NAMES:

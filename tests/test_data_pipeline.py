@@ -193,3 +193,29 @@ def test_observation_normalisation_uses_the_dataset_statistics(write_npz, tmp_pa
                                (rows["next_observations"] - mean) / std, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(plain.tensors["observations"], rows["observations"])
     assert not plain.preprocessing.normalize_observations
+
+
+def test_a_held_out_split_takes_whole_trajectories_that_training_never_sees(hopper_npz, tmp_path):
+    whole = make_dataset(DataSettings(str(hopper_npz), cache_dir=str(tmp_path)))
+    split = make_dataset(DataSettings(str(hopper_npz), cache_dir=str(tmp_path), validation_fraction=0.25))
+    trajectories = int(whole.metadata.num_episodes)
+    held_out = split.validation["dones"].numpy().sum()
+    assert held_out == round(0.25 * trajectories) and split.metadata.num_episodes == trajectories - held_out
+
+    def rows(tensors):
+        return {tuple(row) for row in np.concatenate([tensors["observations"].numpy(), tensors["actions"].numpy()], 1)}
+
+    training, validation = rows(split.tensors), rows(split.validation)
+    assert not training & validation and training | validation == rows(whole.tensors)
+    # Statistics of the training part alone; the held-out part prepared with them.
+    raw = split.tensors["observations"].numpy()
+    np.testing.assert_allclose(split.metadata.statistics["observation_mean"], raw.mean(0), atol=1e-5)
+    with pytest.raises(UserError, match=r"validation_fraction = 1.0 must be a number in \[0, 1\)"):
+        DataSettings(str(hopper_npz), validation_fraction=1.0)
+    with pytest.raises(UserError, match=r"validation_fraction 0.001 of its \d+ trajectories holds out 0"):
+        make_dataset(DataSettings(str(hopper_npz), cache_dir=str(tmp_path), validation_fraction=0.001))
+    converted = tmp_path / "converted"
+    conversion.convert(sources.resolve(str(hopper_npz)), converted)
+    with pytest.raises(UserError, match=r"holds no held-out split; convert its source again with "
+                                        r"--validation_fraction=0.25"):
+        make_dataset(DataSettings(str(converted), validation_fraction=0.25))

@@ -7,10 +7,13 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import iql_tf
 from iql_tf import envs, generate
 from iql_tf.data import ogbench_source, sources, validation
+from iql_tf.data.pipeline import make_dataset
+from iql_tf.settings import DataSettings
 from iql_tf.errors import UserError
 from iql_tf.generation import ogbench_play
 
@@ -86,9 +89,17 @@ def test_rewards_and_masks_are_ogbenchs_own(ogbench_dir, tmp_path):
 
 def test_trains_and_evaluates_in_the_tasks_environment_through_the_api(ogbench_dir, tmp_path):
     agent = iql_tf.IQL.from_config("ogbench", hidden_dims=(16, 16), batch_size=32, jit_compile=False,
-                                   eval_episodes=2, progress_bar=False, ogbench_dir=str(ogbench_dir))
+                                   eval_episodes=2, progress_bar=False, ogbench_dir=str(ogbench_dir),
+                                   validation_fraction=0.1)
     agent.fit(NAME, steps=20, workdir=str(tmp_path / "run"))
     (results,) = agent.results
+    # OGBench's own -val file is the held-out split (its one episode), with its TD errors in TensorBoard.
+    events = tf.compat.v1.train.summary_iterator(str(next((tmp_path / "run").glob("events.out.tfevents.*"))))
+    logged = {(value.tag, event.step) for event in events for value in event.summary.value}
+    assert ("validation/critic_loss", 20) in logged and ("validation/v_mean", 20) in logged
+    held_out = make_dataset(DataSettings(NAME, ogbench_dir=str(ogbench_dir), validation_fraction=0.1,
+                                         cache_dir=str(tmp_path / "cache"))).validation
+    assert held_out["rewards"].shape[0] == STEPS - 1
     assert 0.0 <= results["success_rate"] <= 1.0  # reported by the task's environment
     metadata = json.loads((tmp_path / "run" / "export" / "policy" / "assets" / "metadata.json").read_text())
     assert metadata["env_id"] == "cube-single-singletask-task2-v0"

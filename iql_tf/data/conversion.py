@@ -20,6 +20,8 @@ from iql_tf.data.transitions import Transitions
 from iql_tf.data.metadata import DatasetMetadata, write_metadata
 from iql_tf.errors import UserError
 
+VALIDATION = "validation"  # the held-out split's folder inside a converted directory
+
 
 def convert(
     source: sources.Source,
@@ -28,13 +30,17 @@ def convert(
     env_id: Optional[str] = None,
     env_kwargs: Optional[Mapping[str, Any]] = None,
     action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+    validation_fraction: float = 0.0,
 ) -> DatasetMetadata:
     """Validates a resolved source (any kind but a converted directory) and writes it as a converted dataset at
     `output` (which must not exist yet, or be empty).
 
     `env_id`/`env_kwargs` record the evaluation environment (files, tables and arrays carry none, Minari
     datasets and OGBench tasks their own, overridden when given); `action_bounds` the action space of data that
-    names no environment.
+    names no environment. With `validation_fraction` > 0 a held-out split goes to `output/validation`, itself
+    a converted dataset: the source's own (OGBench's -val file) where it has one, else that fraction of the
+    trajectories, drawn with a fixed seed (`transitions.hold_out_trajectories`); the statistics at `output` are
+    then those of the training part alone.
     """
     output = pathlib.Path(output).expanduser()
     if source.kind == sources.CONVERTED:
@@ -46,6 +52,15 @@ def convert(
     report = validation.Report()
     data = sources.read(source, report, env_id, env_kwargs, action_bounds)
     report.raise_first(source.name)
+    held_out = None
+    if validation_fraction > 0:
+        if data.validation is not None:
+            held_out = data.validation
+            logging.info("%s: its own validation split (%d transitions) is the held-out data", source.name,
+                         len(held_out["rewards"]))
+        else:
+            kept, held_out = transitions.hold_out_trajectories(data.transitions, validation_fraction, source.name)
+            data = dataclasses.replace(data, transitions=kept, num_episodes=int(kept["dones"].sum()))
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -53,35 +68,46 @@ def convert(
     files.sweep_stale_staging(output.parent)  # what a killed conversion left beside the output
     try:
         with files.atomic_directory(output) as staging:
-            metadata = DatasetMetadata(
-                source=source.name,
-                source_checksum=sources.checksum(source),
-                env_id=data.env_id,
-                env_kwargs=data.env_kwargs,
-                max_episode_steps=data.max_episode_steps,
-                observation_keys=data.observation_keys,
-                observation_shape=list(data.transitions["observations"].shape[1:]),
-                action_shape=list(data.transitions["actions"].shape[1:]),
-                observation_low=data.observation_low.tolist(),
-                observation_high=data.observation_high.tolist(),
-                action_low=data.action_low.tolist(),
-                action_high=data.action_high.tolist(),
-                num_transitions=len(data.transitions["rewards"]),
-                num_episodes=data.num_episodes,
-                ref_min_score=data.ref_min_score,
-                ref_max_score=data.ref_max_score,
-                shards=shards.write_shards(data.transitions, staging, shard_size),
-                statistics=statistics(data.transitions),
-                content_sha256=transitions.content_sha256(data.transitions),
-            )
-            metadata = dataclasses.replace(metadata, statistics=dict(
-                metadata.statistics, shards_bytes=sum((staging / shard.file).stat().st_size for shard in metadata.shards)))
-            write_metadata(staging, metadata)
+            checksum = sources.checksum(source)
+            metadata = _write(data, data.transitions, source.name, checksum, staging, shard_size)
+            if held_out is not None:
+                (staging / VALIDATION).mkdir()
+                _write(data, held_out, f"{source.name} (held out)", checksum, staging / VALIDATION, shard_size)
     except FileExistsError as error:
         raise UserError(f"{output}: was filled by another process during the conversion ({error})") from error
     except OSError as error:
         raise _unwritable(output, error) from error
     logging.info("%s", summary(metadata, output))
+    return metadata
+
+
+def _write(data: sources.SourceData, rows: Transitions, name: str, checksum: str, folder: pathlib.Path,
+           shard_size: int) -> DatasetMetadata:
+    """`rows` (the source's `data`, or a part of it) as shards and metadata.json in `folder`."""
+    metadata = DatasetMetadata(
+        source=name,
+        source_checksum=checksum,
+        env_id=data.env_id,
+        env_kwargs=data.env_kwargs,
+        max_episode_steps=data.max_episode_steps,
+        observation_keys=data.observation_keys,
+        observation_shape=list(rows["observations"].shape[1:]),
+        action_shape=list(rows["actions"].shape[1:]),
+        observation_low=data.observation_low.tolist(),
+        observation_high=data.observation_high.tolist(),
+        action_low=data.action_low.tolist(),
+        action_high=data.action_high.tolist(),
+        num_transitions=len(rows["rewards"]),
+        num_episodes=int(rows["dones"].sum()),
+        ref_min_score=data.ref_min_score,
+        ref_max_score=data.ref_max_score,
+        shards=shards.write_shards(rows, folder, shard_size),
+        statistics=statistics(rows),
+        content_sha256=transitions.content_sha256(rows),
+    )
+    metadata = dataclasses.replace(metadata, statistics=dict(
+        metadata.statistics, shards_bytes=sum((folder / shard.file).stat().st_size for shard in metadata.shards)))
+    write_metadata(folder, metadata)
     return metadata
 
 

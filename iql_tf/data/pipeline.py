@@ -21,7 +21,7 @@ from absl import logging
 from iql_tf import files, json_records
 from iql_tf.data import shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
-from iql_tf.data.conversion import convert
+from iql_tf.data.conversion import VALIDATION, convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
@@ -40,6 +40,7 @@ class OfflineDataset(NamedTuple):
     metadata: DatasetMetadata
     preprocessing: Preprocessing
     directory: Optional[str] = None  # a local path or a tf.io.gfile URI
+    validation: Optional[Dict[str, tf.Tensor]] = None  # the held-out split, prepared alike, always in memory
 
 
 def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conversion"
@@ -57,14 +58,22 @@ def default_cache_dir() -> str:
 
 def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path", env_id: Optional[str] = None,
                         env_kwargs: Optional[Mapping[str, Any]] = None,
-                        action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> str:
+                        action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                        validation_fraction: float = 0.0) -> str:
     """The converted directory of a resolved source: a converted directory as is, anything else converted once
     into `cache_dir` (a damaged cache entry is made again). Both may be local paths or tf.io.gfile URIs (a
     conversion into a URI cache is made locally, then uploaded with its metadata.json last)."""
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
         _check_no_overrides(resolved.path, settings)
+        if validation_fraction and not storage.is_file(
+                storage.join(storage.join(storage.normalise(resolved.path), VALIDATION), METADATA_FILE)):
+            raise UserError(f"{resolved.path}: make_dataset.validation_fraction = {validation_fraction}, but this "
+                            "converted dataset holds no held-out split; convert its source again with "
+                            f"--validation_fraction={validation_fraction}, or pass the source itself")
         return storage.normalise(resolved.path)
+    if validation_fraction:  # the key of a conversion without a held-out split stays what it was
+        settings["validation_fraction"] = validation_fraction
     key = json_records.digest([FORMAT_VERSION, settings, dict(resolved.columns or {}), sources.identity(resolved)])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
     cache_dir = storage.normalise(cache_dir)
@@ -127,12 +136,14 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
                                ogbench_dir=settings.ogbench_dir)
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds)
+    directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
+                                    settings.validation_fraction)
     metadata = load_metadata(directory)
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
+    validation = _held_out(directory, preprocessing) if settings.validation_fraction else None
     if _streams(settings, metadata, directory):
-        return OfflineDataset(None, metadata, preprocessing, directory)
+        return OfflineDataset(None, metadata, preprocessing, directory, validation)
     try:
         tensors, metadata = load_converted(directory)
     except UserError as error:
@@ -146,7 +157,15 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
         preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)  # the new one's
     prepared = dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
     del tensors
-    return OfflineDataset(prepared, metadata, preprocessing, directory)
+    return OfflineDataset(prepared, metadata, preprocessing, directory, validation)
+
+
+def _held_out(directory: str, preprocessing: Preprocessing) -> Dict[str, tf.Tensor]:
+    """The held-out split of a converted directory, prepared with the training part's preprocessing."""
+    tensors, metadata = load_converted(storage.join(directory, VALIDATION), "convert the source again")
+    logging.info("held-out split %s: %d transitions in %d trajectories", metadata.source, metadata.num_transitions,
+                 metadata.num_episodes)
+    return dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
 
 
 def _streams(settings: DataSettings, metadata: DatasetMetadata, directory: str) -> bool:

@@ -78,6 +78,7 @@ class SourceData:
     action_high: np.ndarray
     ref_min_score: Optional[float]
     ref_max_score: Optional[float]
+    validation: Optional[transitions_lib.Transitions] = None  # the source's own held-out split (OGBench's -val)
 
 
 def minari_dataset_exists(dataset_id: str) -> bool:
@@ -373,11 +374,13 @@ def _npz_field(path: pathlib.Path, file: Any, key: str) -> np.ndarray:
 
 
 def _read_ogbench(source: Source, report: validation.Report) -> Optional[SourceData]:
-    """The training split of an OGBench single-task dataset, relabelled by ogbench; its validation split is
-    checked alike (a broken one is reported with its file)."""
+    """The training split of an OGBench single-task dataset, relabelled by ogbench, with its validation split
+    read and checked alike (a broken one is reported with its file)."""
     data = _read_rows(ogbench_source.load_split(source.ogbench, source.path), str(source.path), report)
     for val in source.files[1:]:
-        _read_rows(ogbench_source.load_split(source.ogbench, val), str(val), report)
+        held_out = _read_rows(ogbench_source.load_split(source.ogbench, val), str(val), report)
+        if data is not None and held_out is not None:
+            data = dataclasses.replace(data, validation=held_out.transitions)
     return data
 
 

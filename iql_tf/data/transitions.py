@@ -50,6 +50,25 @@ def content_sha256(data: Transitions) -> str:
     return digest.hexdigest()
 
 
+def hold_out_trajectories(data: Transitions, fraction: float, where: str, seed: int = 0
+                          ) -> "tuple[Transitions, Transitions]":
+    """(kept, held out): round(fraction x trajectories) whole trajectories, drawn by a generator seeded by `seed`,
+    held out in their order; a fraction that holds out none, or all, is a UserError."""
+    from iql_tf.errors import UserError
+
+    ends = np.flatnonzero(data["dones"])
+    count = len(ends)
+    held = int(round(fraction * count))
+    if not 1 <= held < count:
+        raise UserError(f"{where}: validation_fraction {fraction} of its {count} trajectories holds out {held}; give "
+                        "a fraction that holds out at least one trajectory and keeps one")
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    chosen = np.zeros(count, bool)
+    chosen[np.random.default_rng(seed).choice(count, held, replace=False)] = True
+    rows = np.repeat(chosen, lengths)
+    return ({key: value[~rows] for key, value in data.items()}, {key: value[rows] for key, value in data.items()})
+
+
 def concatenate(parts: "list[Transitions]") -> Transitions:
     return {key: np.concatenate([part[key] for part in parts]) for key in TRANSITION_KEYS}
 
