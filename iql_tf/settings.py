@@ -309,6 +309,9 @@ class FQESettings:
       bootstrap_samples: resamples of the initial states behind the estimate's 95 % interval.
       seed: seeds the Q network, its batches and the bootstrap.
       jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False).
+      success_return: a trajectory whose return reaches it counts as a success, for the soft off-policy
+        classification estimate; None: for rewards of 0 and 1 only, a trajectory that earned a 1, else no
+        soft OPC.
     """
 
     num_steps: int = 20_000
@@ -324,6 +327,7 @@ class FQESettings:
     bootstrap_samples: int = 2000
     seed: int = 0
     jit_compile: bool = True
+    success_return: Optional[float] = None
 
     # What a resumed estimate may not change: these decide the Q network it ends with.
     TRAINING = ("num_steps", "hidden_dims", "activation", "learning_rate", "batch_size", "discount",
@@ -339,6 +343,8 @@ class FQESettings:
         for name, ok, expected in numbers:
             if not ok:
                 _fail(f"fqe.{name}", getattr(self, name), expected)
+        if self.success_return is not None and not is_number(self.success_return):
+            _fail("fqe.success_return", self.success_return, "a number, or None")
         if not isinstance(self.jit_compile, bool):
             _fail("fqe.jit_compile", self.jit_compile, "True (XLA) or False")
         if not isinstance(self.activation, str):

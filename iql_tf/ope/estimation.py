@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data.rewards import trajectory_starts
+from iql_tf.data.rewards import trajectory_returns, trajectory_starts
 from iql_tf.errors import UserError
 from iql_tf.policy import Policy
 from iql_tf.policy.metadata import PolicyMetadata
@@ -30,6 +30,7 @@ from iql_tf.settings import FQESettings
 RECORD_FILE = "fqe.json"
 ESTIMATE_FILE = "estimate.json"
 _POLICY_BATCH = 4096  # observations per call of the policy while the table is built
+_UNITS_APART = 10.0  # see _check_observation_units
 
 
 def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any, settings: FQESettings,
@@ -65,6 +66,7 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
              "rewards": tensors["rewards"] * reward_scale, "masks": 1.0 - tensors["terminals"]}
     start_observations = tensors["observations"][starts]
     start_inputs = inputs(start_observations, policy_actions(start_observations))
+    rewards, dones = tensors["rewards"], tensors["dones"]
     del tensors
     fitted = FittedQ(table, settings)
     del table
@@ -76,6 +78,13 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     estimate = {"value": value, "value_low": low, "value_high": high, "initial_states": int(len(starts)),
                 "discount": float(settings.discount), "fqe_steps": int(fitted.step.numpy()),
                 "dataset": metadata.source}
+    successes = successful_transitions(rewards, dones, settings.success_return)
+    if successes is not None and 0 < successes.sum() < len(successes):
+        # Soft off-policy classification (Irpan et al., 2019), as d3rlpy's soft_opc_scorer computes it: the mean Q
+        # of the successful trajectories' transitions minus the mean Q of all, here with the policy's FQE Q.
+        values = fitted.table_values().astype(np.float64) / reward_scale
+        estimate.update(soft_opc=float(values[successes].mean() - values.mean()),
+                        successful_trajectories=int(np.count_nonzero(successes[starts])))
     horizon = metadata.max_episode_steps
     if horizon:
         factor = horizon * (1.0 - settings.discount) / (1.0 - settings.discount ** horizon)
@@ -97,10 +106,45 @@ def check_policy_fits(policy: PolicyMetadata, data: Any) -> None:
     if (policy.observation_dim, policy.action_dim) != (observation_dim, action_dim):
         raise UserError(f"{where}: observations and actions of sizes {policy.observation_dim} and {policy.action_dim} "
                         f"against {observation_dim} and {action_dim}; give a dataset of the policy's task")
+    _check_observation_units(policy, data, where)
     if not (np.allclose(policy.action_low, data.action_low) and np.allclose(policy.action_high, data.action_high)):
         raise UserError(f"{where}: actions bounded by [{policy.action_low}, {policy.action_high}] against "
                         f"[{list(data.action_low)}, {list(data.action_high)}]: their units differ; convert the dataset "
                         "with the policy's bounds (make_dataset.action_bounds)")
+
+
+def _check_observation_units(policy: PolicyMetadata, data: Any, where: str) -> None:
+    """A policy trained on normalised observations carries its data's mean and std: a dataset whose observations
+    sit, in the median dimension, more than _UNITS_APART of those std from that mean, or spread 10 times more or
+    less, holds observations in other units or preprocessed otherwise (scaled, already normalised), which the
+    policy would misread. Two datasets of one task lie well inside (their states overlap)."""
+    if policy.observation_normalization is None or policy.dataset_checksum == data.content_checksum:
+        return
+    mean = np.asarray(policy.observation_normalization["mean"])
+    std = np.asarray(policy.observation_normalization["std"]) + 1e-3  # as the preprocessing divides
+    data_mean = np.asarray(data.statistics["observation_mean"])
+    data_std = np.asarray(data.statistics["observation_std"]) + 1e-3
+    shift = float(np.median(np.abs(data_mean - mean) / std))
+    spread = float(np.exp(np.median(np.abs(np.log(data_std / std)))))
+    if shift > _UNITS_APART or spread > _UNITS_APART:
+        raise UserError(f"{where}: the dataset's observations are not in the units the policy was trained on (in the "
+                        f"median dimension their mean lies {shift:.3g} of the policy's std from its data's, their "
+                        f"spread differs {spread:.3g}-fold): give the data with the observation preprocessing of "
+                        "the policy's own (raw observations, as the environment gives them)")
+
+
+def successful_transitions(rewards: np.ndarray, dones: np.ndarray, success_return: Optional[float]
+                           ) -> Optional[np.ndarray]:
+    """Which transitions belong to a successful trajectory, one whose return is at least `success_return`; None
+    for the threshold: a sparse success reward's (rewards 0 and 1 only: a trajectory that reached a reward of
+    1), and no labels (None) for other rewards."""
+    if success_return is None:
+        if not np.isin(rewards, (0.0, 1.0)).all():
+            return None
+        success_return = 1.0
+    starts = trajectory_starts(dones)
+    lengths = np.diff(np.append(starts, len(rewards)))
+    return np.repeat(trajectory_returns(rewards, dones) >= success_return, lengths)
 
 
 def initial_states(dones: np.ndarray, where: str) -> np.ndarray:

@@ -80,6 +80,11 @@ class FittedQ(tf.Module):
         """`num_updates` updates in one compiled call; their mean metrics (the call ends at a non-finite loss)."""
         return {name: float(value) for name, value in self._updates(tf.constant(num_updates, tf.int32)).items()}
 
-    def values(self, inputs: np.ndarray) -> np.ndarray:
-        """Q of each row of `inputs` (concat(s, a) as in the table), [N]."""
-        return self.q(tf.constant(inputs, tf.float32)[tf.newaxis])[0].numpy()  # once per estimate: eagerly
+    def values(self, inputs: "np.ndarray | tf.Tensor", batch: int = 65536) -> np.ndarray:
+        """Q of each row of `inputs` (concat(s, a) as in the table), [N], in batches (once per estimate: eagerly)."""
+        return np.concatenate([self.q(tf.convert_to_tensor(inputs[i:i + batch], tf.float32)[tf.newaxis])[0].numpy()
+                               for i in range(0, int(inputs.shape[0]), batch)])
+
+    def table_values(self) -> np.ndarray:
+        """Q(s, a) of every transition of the table, at the data's actions, [N]."""
+        return self.values(self._table[0])
