@@ -78,6 +78,17 @@ class Checkpoints:
                             "step 0 in this directory")
         return None
 
+    def intact(self, step: int) -> Tuple[int, Any]:
+        """(step, reader) of the checkpoint of `step`, read whole; a missing or damaged one is a UserError."""
+        if step not in self.steps():
+            kept = ", ".join(map(str, sorted(self.steps()))) or "none"
+            raise UserError(f"{self.folder}: no checkpoint of step {step} (kept: {kept}); give a kept step, or train "
+                            "with a larger train.checkpoints_to_keep")
+        problem, reader = _read_whole(self.prefix(step))
+        if reader is None:
+            raise UserError(f"{self.prefix(step)}: damaged ({problem}); give another kept step")
+        return step, reader
+
     def save(self, checkpoint: tf.train.Checkpoint, step: int, keep: int) -> str:
         """Writes `ckpt-STEP`, reads it back whole, then points the index at it and deletes all but the newest
         `keep` checkpoints."""

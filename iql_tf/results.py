@@ -42,7 +42,7 @@ class RunResult:
         return float(np.mean(self.scores[-last:]))
 
 
-def _score(results: Dict[str, float]) -> Tuple[Optional[str], Optional[float]]:
+def score_of(results: Dict[str, float]) -> Tuple[Optional[str], Optional[float]]:
     for kind in SCORE_KINDS:
         if kind in results:
             return kind, results[kind] * (100.0 if kind == "success_rate" else 1.0)
@@ -64,18 +64,22 @@ def collect(root: pathlib.Path) -> List[RunResult]:
         online_from = offline_steps if summary["step"] > offline_steps else None
         for seed, hparams in zip(summary["seeds"], summary["hparams"]):
             entries = [entry for entry in history if entry["seed"] == seed]
-            scored = [(entry["step"], *_score(entry)) for entry in entries]
+            scored = [(entry["step"], *score_of(entry)) for entry in entries]
             scored = [(step, kind, value) for step, kind, value in scored if kind is not None]
             if not scored:
                 continue
-            # A sweep's runs differ in what it swept; other runs by their own settings.
-            settings = summary["swept"] or hparams
-            configuration = ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
-                                      if name not in ("train.seed", "make_dataset.source"))
-            runs.append(RunResult(finished.parent, summary["dataset"], configuration or "default", seed,
+            runs.append(RunResult(finished.parent, summary["dataset"], configuration_label(summary, hparams), seed,
                                   [step for step, _, _ in scored], [value for _, _, value in scored], scored[-1][1],
                                   online_from, _setup_digest(summary.get("training"))))
     return _apart_by_setup(runs)
+
+
+def configuration_label(summary: Dict[str, Any], hparams: Dict[str, Any]) -> str:
+    """A seed's configuration as text: a sweep's runs differ in what it swept, other runs by their own settings
+    (`summary`: the run's finished.json; `hparams`: the seed's)."""
+    settings = summary["swept"] or hparams
+    return ", ".join(f"{name}={value}" for name, value in sorted(settings.items())
+                     if name not in ("train.seed", "make_dataset.source")) or "default"
 
 
 def _setup_digest(training: Optional[Dict[str, Any]]) -> str:

@@ -170,13 +170,18 @@ class TrainedRun:
                                self.seeds[member], self.results[member], gin_config)
 
 
-def restore_run(workdir: "str | pathlib.Path") -> TrainedRun:
-    """The run in `workdir` at its newest intact checkpoint: its agent rebuilt from the record and restored, its
-    preprocessing, its evaluations at that step. A directory without checkpoints is a UserError."""
+def restore_run(workdir: "str | pathlib.Path", step: Optional[int] = None) -> TrainedRun:
+    """The run in `workdir` at its newest intact checkpoint (or at the kept checkpoint of `step`): its agent
+    rebuilt from the record and restored, its preprocessing, its evaluations at that step. A directory without
+    checkpoints, or without one of `step`, is a UserError."""
     files = run_files.RunFiles(workdir)
-    found = Checkpoints(files.checkpoints).newest_intact()
-    if found is None:
-        raise UserError(f"{workdir}: no checkpoint there; give the run directory of a training run")
+    checkpoints = Checkpoints(files.checkpoints)
+    if step is None:
+        found = checkpoints.newest_intact()
+        if found is None:
+            raise UserError(f"{workdir}: no checkpoint there; give the run directory of a training run")
+    else:
+        found = checkpoints.intact(step)
     step, reader = found
     record = read_record(reader)
     if "policy" not in record:
@@ -189,7 +194,7 @@ def restore_run(workdir: "str | pathlib.Path") -> TrainedRun:
                              jit_compile=training["xla"])
     seeds = list(range(training["seed"], training["seed"] + training["num_seeds"]))
     agent = IQLAgent(data["observation_dim"], data["action_dim"], settings, decay_steps, seeds)
-    tf.train.Checkpoint(agent=agent).read(Checkpoints(files.checkpoints).prefix(step)).expect_partial()
+    tf.train.Checkpoint(agent=agent).read(checkpoints.prefix(step)).expect_partial()
     # Exact statistics and bounds from the policy record (the training record's are rounded for comparing).
     normalization = data["observation_normalization"]
     preprocessing = Preprocessing(

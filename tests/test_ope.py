@@ -111,8 +111,33 @@ def test_what_fqe_cannot_estimate_is_one_line(cache):
     with pytest.raises(UserError, match=r"their units differ"):
         estimation.estimate_value(constant_policy(0.0), policy_metadata(action_low=[-2.0], action_high=[2.0]), source,
                                   SETTINGS, cache_dir=cache)
+    # A policy trained on normalised observations whose statistics put this data 100 std away: other units.
+    scaled = policy_metadata(observation_normalization={"mean": [100.0, 100.0], "std": [1.0, 1.0]})
+    with pytest.raises(UserError, match=r"not in the units the policy was trained on \(in the median dimension"):
+        estimation.estimate_value(constant_policy(0.0), scaled, source, SETTINGS, cache_dir=cache)
     with pytest.raises(UserError, match=r"fqe.discount = 1.0 must be a number in \[0, 1\)"):
         FQESettings(discount=1.0)
+
+
+def test_soft_opc_separates_the_successful_trajectories(cache):
+    # A sparse success reward, 1 where a > 0.9 (a 5 % chance per step), so about a third of the trajectories
+    # never succeed. For a constant policy Q(s, a) = r(a) + discount * V with V the same everywhere, so the
+    # soft OPC estimate (mean Q of the successful trajectories' transitions minus the mean of all) is the same
+    # difference of mean rewards, which the data gives.
+    rows = logged_rows()
+    rows["rewards"] = (rows["actions"][:, 0] > 0.9).astype(np.float32)
+    short = dataclasses.replace(SETTINGS, num_steps=1000)
+    result = estimate(0.0, cache, rows=rows, settings=short)
+    successes = estimation.successful_transitions(rows["rewards"], (np.arange(N) % H == H - 1).astype(np.float32),
+                                                  None)
+    expected = rows["rewards"][successes].mean() - rows["rewards"].mean()
+    assert 0.25 < 1 - successes.mean() < 0.5 and expected > 0.02
+    # The fitted Q's error at the data's actions is a few 1e-3 here (a step reward fitted by a 2 x 32 network).
+    assert result["soft_opc"] == pytest.approx(expected, abs=0.01)
+    assert result["successful_trajectories"] == int(successes.reshape(-1, H)[:, 0].sum())
+    assert "soft_opc" not in estimate(0.0, cache, settings=short)  # rewards without success labels
+    labelled = estimate(0.0, cache, settings=dataclasses.replace(short, success_return=-12.0))
+    assert "soft_opc" in labelled
 
 
 def test_iql_evaluate_estimates_an_export_from_a_dataset_without_an_environment(cache, tmp_path):
@@ -145,3 +170,36 @@ def test_iql_evaluate_estimates_an_export_from_a_dataset_without_an_environment(
                             text=True, timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: --env_id rolls the policy out in an environment")
+
+
+def test_every_kept_checkpoint_of_a_sweep_is_ranked_and_exported(cache, tmp_path):
+    from iql_tf import run_files, trainer
+    from iql_tf.ope import ranking
+    from iql_tf.policy import loading
+    from iql_tf.settings import AgentSettings, DataSettings, RunSettings
+
+    source = data.from_arrays(**logged_rows(), name="logged", action_bounds=(-1.0, 1.0))
+    run = RunSettings(num_offline_steps=200, steps_per_call=100, log_interval=100, checkpoint_interval=100,
+                      progress_bar=False)
+    trainer.train(tmp_path / "root" / "expectile=0.9", DataSettings(source=source, cache_dir=cache),
+                  AgentSettings(hidden_dims=(8,), expectile=0.9, jit_compile=False), run)
+    short = dataclasses.replace(SETTINGS, num_steps=300)
+    # Without an environment: estimates only, best first.
+    report = ranking.rank_checkpoints(tmp_path / "root", source, short, tmp_path / "report")
+    candidates = report["candidates"]
+    assert sorted((c["run"], c["step"]) for c in candidates) == [("expectile=0.9", 100), ("expectile=0.9", 200)]
+    assert candidates[0]["value"] > candidates[1]["value"]
+    assert "spearman" not in report and all(c["true_score"] is None for c in candidates)
+    # Each candidate's export is the policy that was estimated: estimated again from the export, the same value.
+    chosen = candidates[-1]
+    policy, metadata = loading.load_policy(chosen["policy"])
+    again = estimation.estimate_value(policy, metadata, source, short, cache_dir=cache)
+    assert again["value"] == pytest.approx(chosen["value"], rel=1e-4) and metadata.step == chosen["step"]
+    # With true scores recorded at those steps (as an evaluation writes them), ranked against them: here the
+    # reverse of FQE's order, so the rank correlation is -1 and the pick costs the whole spread.
+    for truth, candidate in enumerate(candidates):
+        run_files.RunFiles(tmp_path / "root" / candidate["run"]).append_result(candidate["step"], 0,
+                                                                               {"return_mean": float(truth)})
+    report = ranking.rank_checkpoints(tmp_path / "root", source, short, tmp_path / "report")
+    assert report["spearman"] == pytest.approx(-1.0) and report["regret"] == 1.0
+    assert "| 1 | expectile=" in ranking.write(report, tmp_path / "report")
