@@ -8,7 +8,8 @@ Runs, in this one process and one after another (needs the `bench` extra: jax, f
 - the whole `iql_tf.trainer` loop with its defaults (it times and picks the compiled path itself) on a
   1M-transition synthetic locomotion dataset, logging and checkpointing on, evaluation off;
 - several seeds in one compiled step (`train.num_seeds`), as seed-updates per second against one seed;
-- the exported policy: batch-1 latency of the SavedModel and of the TFLite model, throughput at batch 256.
+- the exported policy: batch-1 latency of the SavedModel, the TFLite and the ONNX model, throughput at batch 256;
+- fitted Q evaluation's update (one Q network and its target) against the IQL update (four networks), fused alike.
 - one online fine-tuning step (exploration, a PointMaze step, the transition appended, one update) against the
   bare single update.
 The rows of a group are timed in interleaved rounds, and every rate carries its ratio to the first row of its
@@ -44,13 +45,14 @@ def define_flags() -> None:
     flags.DEFINE_list("ensembles", ["64x64:8", "256x256:4"],
                       "Networks and seed counts of the many-seeds rows: SIZExSIZE:SEEDS, comma-separated.")
     flags.DEFINE_bool("online", True, "Time the online fine-tuning step against the bare single update.")
+    flags.DEFINE_bool("fqe", True, "Time fitted Q evaluation's update against the IQL update.")
     flags.DEFINE_integer("serving_calls", 2000, "Timed batch-1 calls of the exported policy (0: skip).")
     flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.md and benchmark.json go.")
 
 
 def run_benchmark(shapes: Sequence[str], hidden: Sequence[int], batch_size: int, fused: int, rounds: int,
                   seconds: float, frameworks: Sequence[str], loop_updates: int, loop_transitions: int,
-                  ensembles: Sequence[str], online: bool, serving_calls: int) -> list:
+                  ensembles: Sequence[str], online: bool, serving_calls: int, fqe: bool = True) -> list:
     from iql_tf import fastest_path
     from tools.benchmark import measure
 
@@ -113,6 +115,15 @@ def run_benchmark(shapes: Sequence[str], hidden: Sequence[int], batch_size: int,
                     scale[name] = count
             add_race(f"{shapes[0]} {'x'.join(map(str, dims))}, seeds in one compiled step", calls,
                      "seed-updates/s", scale)
+    if fqe and "iql_tf" in frameworks:
+        data = measure.synthetic_transitions(*measure.SHAPES[shapes[0]], 100_000)
+        calls = {}
+        for jit, path in ((True, "XLA"), (False, "TF kernels")):
+            calls[f"{path}: IQL update, {fused} fused per call"] = measure.iql_tf_call(data, hidden, batch_size, jit,
+                                                                                      fused)
+            calls[f"{path}: FQE update, {fused} fused per call"] = measure.fqe_call(data, hidden, batch_size, jit,
+                                                                                   fused)
+        add_race(f"{shapes[0]} {size}, fitted Q evaluation against the IQL update", calls)
     if online and "iql_tf" in frameworks:
         calls = {}
         for jit, path in ((True, "XLA"), (False, "TF kernels")):
@@ -178,7 +189,7 @@ def main(argv: Sequence[str]) -> None:
     start = time.perf_counter()
     rows = run_benchmark(FLAGS.shapes, hidden, FLAGS.batch_size, FLAGS.fused_updates, FLAGS.rounds, FLAGS.seconds,
                          FLAGS.frameworks, FLAGS.loop_updates, FLAGS.loop_transitions, FLAGS.ensembles, FLAGS.online,
-                         FLAGS.serving_calls)
+                         FLAGS.serving_calls, FLAGS.fqe)
     machine = fastest_path.machine()
     header = (f"Benchmark of {time.strftime('%Y-%m-%d %H:%M')}: {machine['processor']}, {machine['cores']} cores, "
               f"TensorFlow {machine['tensorflow']}, Python {platform.python_version()}; batch {FLAGS.batch_size}; "

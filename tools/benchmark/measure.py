@@ -62,6 +62,23 @@ def iql_tf_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_s
     return (lambda: agent.run_updates(buffer, updates_per_call)), updates_per_call
 
 
+def fqe_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_size: int, jit_compile: bool,
+             updates_per_call: int) -> Tuple[Callable[[], None], int]:
+    """Fitted Q evaluation's update (`iql_tf/ope/fqe.py`) on the same transitions, a fixed policy's actions
+    at s' drawn once: one Q network and its target, where the IQL update trains four networks."""
+    from iql_tf.ope.fqe import FittedQ
+    from iql_tf.settings import FQESettings
+
+    rng = np.random.default_rng(0)
+    next_actions = rng.uniform(-1, 1, data["actions"].shape).astype(np.float32)
+    table = {"inputs": np.concatenate([data["observations"], data["actions"]], 1),
+             "next_inputs": np.concatenate([data["next_observations"], next_actions], 1),
+             "rewards": data["rewards"], "masks": 1.0 - data["terminals"]}
+    fitted = FittedQ(table, FQESettings(hidden_dims=tuple(hidden_dims), batch_size=batch_size,
+                                        jit_compile=jit_compile))
+    return (lambda: fitted.run_updates(updates_per_call)), updates_per_call
+
+
 def jax_call(data: Dict[str, np.ndarray], hidden_dims: Sequence[int], batch_size: int,
              fused: int) -> Tuple[Callable[[], None], int]:
     """`fused` > 1: lax.scan over that many updates per call; 1: one jitted update per call."""
