@@ -16,6 +16,9 @@ TABLES = ["pandas==2.3.3", "pyarrow==21.0.0"]
 # OGBench's environments, loader and scripted oracles; dm_control 1.0.43 is the newest that keeps mujoco 3.10.
 OGBENCH = ["ogbench==1.2.2", "dm_control==1.0.43"]
 ONNX = ["onnxruntime==1.32.0"]
+# rlds:DIR and tfds:NAME sources, iql-generate --rlds_dir (TFDS's reader and writer; the rlds and envlogger
+# packages do not import beside TensorFlow 2.21, docs/stack.md).
+RLDS = ["tensorflow-datasets==4.9.10"]
 
 COMMANDS = {
     "iql-train": "iql_tf.train:run",
@@ -47,10 +50,11 @@ setup(
         "ogbench": OGBENCH,
         # Running an export's policy.onnx (iql-evaluate RUN_DIR/export/policy/policy.onnx; deployment code).
         "onnx": ONNX,
+        "rlds": RLDS,
         # The test suite (two processes, pytest-xdist; it runs a small sweep; setuptools builds the wheel it
         # checks without isolation; one update is checked against the JAX reference; onnxruntime runs the exports).
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "setuptools==84.2.1",
-                 *dict.fromkeys(SWEEP + TABLES + OGBENCH + ONNX + JAX_REFERENCE)],
+                 *dict.fromkeys(SWEEP + TABLES + OGBENCH + ONNX + RLDS + JAX_REFERENCE)],
         # Reference implementations for python -m tools.benchmark, run from a checkout (not needed to train).
         "bench": [*JAX_REFERENCE, *ONNX, "torch==2.14.1"],
     },

@@ -8,8 +8,10 @@
     python -m iql_tf.convert --source=logs/robot.npz --output=data/robot --validation_fraction=0.1
 
 --source is a Minari id (the local Minari root; --download to fetch it), a D4RL-style .hdf5 / .h5 / .npz
-file, a .csv / .parquet table (--columns maps its columns; docs/data.md), or an OGBench single-task name
-(`ogbench:NAME`, read from --ogbench_dir). The output is written beside --output and renamed into place when complete, so a failed or
+file, a .csv / .parquet table (--columns maps its columns; docs/data.md), an OGBench single-task name
+(`ogbench:NAME`, read from --ogbench_dir), an RLDS dataset folder (`rlds:DIR`) or a TFDS dataset
+(`tfds:NAME/CONFIG:VERSION`, read from --tfds_data_dir; --observation_keys, --action_keys and --rlds_final_step
+say how its steps are read). The output is written beside --output and renamed into place when complete, so a failed or
 interrupted conversion leaves nothing there. Training converts sources itself (into a cache); convert by
 hand to keep the shards somewhere of your choosing.
 """
@@ -49,7 +51,8 @@ def main(argv: Sequence[str]) -> None:
     generation.register_generated_datasets()  # the project's own ids convert too (generated when missing)
     settings = data_flags.source_settings()
     source = sources.resolve(FLAGS.source, settings["download"], generate=True, columns=settings["columns"],
-                             ogbench_dir=settings["ogbench_dir"])
+                             ogbench_dir=settings["ogbench_dir"], tfds_data_dir=settings["tfds_data_dir"],
+                             rlds_options=settings["rlds_options"])
     conversion.convert(source, FLAGS.output,
                        **({"shard_size": FLAGS.shard_size} if FLAGS.shard_size is not None else {}),
                        env_id=settings["env_id"], env_kwargs=settings["env_kwargs"],

@@ -6,6 +6,7 @@ No download, no jax; seeded and deterministic.
     python -m iql_tf.generate --kind=policy --policy=runs/x/export/policy --noise_std=0.1 \\
         --dataset_id=me/hopper/iql-noisy-v0
     python -m iql_tf.generate --kind=ogbench --dataset_id=cube-single-play-v0 --num_episodes=1000
+    python -m iql_tf.generate --rlds_dir=data/umaze-rlds     # also written as RLDS (tfds.builder_from_directory)
 
 `--kind=ogbench` writes one of OGBench's manipulation play datasets with its scripted oracles, in OGBench's
 own files (`NAME.npz`, `NAME-val.npz`) in `--ogbench_dir`, where the `ogbench:` source reads them
@@ -16,6 +17,8 @@ reference scores (a random policy for ref_min_score; the noiseless planner or so
 ref_max_score), measured like a trained policy, so that normalised scores work (`iql_tf/generation/`).
 """
 
+import pathlib
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -64,12 +67,36 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
     if FLAGS.kind == "ogbench":
+        if FLAGS.rlds_dir is not None:
+            raise UserError("--rlds_dir with --kind=ogbench: OGBench's files are written in OGBench's own format; "
+                            "convert them to RLDS another way, or drop --rlds_dir")
         generate_ogbench_from_flags(FLAGS.dataset_id, FLAGS.ogbench_dir, FLAGS.num_episodes, FLAGS.episode_steps,
                                     FLAGS.seed, FLAGS.processes, FLAGS.overwrite)
         return
-    generate_from_flags(FLAGS.kind, FLAGS.dataset_id, FLAGS.num_steps, FLAGS.seed, FLAGS.overwrite, FLAGS.env_id,
-                        FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std, FLAGS.reference_episodes, FLAGS.maze,
-                        FLAGS.trust_export)
+    if FLAGS.rlds_dir is not None:
+        from iql_tf.data import rlds_source
+
+        rlds_source.tfds_module()  # the extra checked before anything is generated
+        if pathlib.Path(FLAGS.rlds_dir).expanduser().exists():
+            raise UserError(f"--rlds_dir={FLAGS.rlds_dir}: already exists; choose a new folder or delete it first")
+    dataset = generate_from_flags(FLAGS.kind, FLAGS.dataset_id, FLAGS.num_steps, FLAGS.seed, FLAGS.overwrite,
+                                  FLAGS.env_id, FLAGS.env_kwargs, FLAGS.policy, FLAGS.noise_std,
+                                  FLAGS.reference_episodes, FLAGS.maze, FLAGS.trust_export)
+    if FLAGS.rlds_dir is not None:
+        write_rlds(dataset.spec.dataset_id, FLAGS.rlds_dir)
+
+
+def write_rlds(dataset_id: str, directory: str) -> None:
+    """The generated Minari dataset, as the transitions training reads from it, also written as RLDS."""
+    from iql_tf.data import rlds_writer, sources, validation
+
+    report = validation.Report()
+    data = sources.read(sources.resolve(dataset_id), report)
+    report.raise_first(dataset_id)
+    name = re.sub(r"[^a-z0-9_]+", "_", dataset_id.lower()).strip("_")
+    folder, episodes = rlds_writer.write_transitions(data.transitions, directory, name)
+    print(f"wrote {dataset_id} as RLDS to {folder}: {episodes} episodes (open it with "
+          f"tfds.builder_from_directory('{folder}'), or train on rlds:{folder})")
 
 
 def define_flags() -> None:
@@ -93,6 +120,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("episode_steps", ogbench_play.EPISODE_STEPS, "ogbench: steps per episode (OGBench's "
                          f"{ogbench_play.EPISODE_STEPS}: {ogbench_play.EPISODE_STEPS - 1} transitions).")
     flags.DEFINE_integer("processes", None, "ogbench: worker processes (default: one per core).")
+    flags.DEFINE_string("rlds_dir", None, "Also write the generated dataset as RLDS (TFDS's format) into this new "
+                        "folder (not with --kind=ogbench; needs the rlds extra).")
     flags.DEFINE_integer("reference_episodes", generators.DEFAULT_REFERENCE_EPISODES,
                          "Evaluation episodes averaged for each reference score.")
 

@@ -1,6 +1,7 @@
 """The settings whose value is one name of a fixed list, listed once, below both the settings that check them
 (`settings.py`) and the code that carries them out: reward preprocessing (`data/rewards.py`), kernel
-initialisation (`networks.py`) and the update order (`agent.py`)."""
+initialisation (`networks.py`), the update order (`agent.py`) and how an RLDS episode ends
+(`data/rlds_source.py`)."""
 
 from iql_tf.errors import UserError
 
@@ -12,6 +13,9 @@ KERNEL_INITS = ("orthogonal", "glorot_uniform")
 
 # IQLAgent.update_order: how an update orders its steps (agent.IQLAgent.update).
 UPDATE_ORDERS = ("sequential", "joint")
+
+# make_dataset.rlds_final_step: what an RLDS episode's last step is (data/rlds_source.episode_transitions).
+RLDS_FINAL_STEPS = ("observation", "transition")
 
 
 def check_reward_preprocessing(mode: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import gin
 
 from iql_tf.errors import UserError, is_integer, is_number
-from iql_tf.options import KERNEL_INITS, UPDATE_ORDERS, check_reward_preprocessing
+from iql_tf.options import KERNEL_INITS, RLDS_FINAL_STEPS, UPDATE_ORDERS, check_reward_preprocessing
 
 FIX = "fix it in the gin file or --gin_bindings"
 
@@ -67,6 +67,12 @@ class DataSettings:
       memory_budget_gb: the largest converted dataset held in memory when `streaming` is None; None: a quarter
         of this machine's physical memory.
       shuffle_buffer: rows in the streaming shuffle buffer (the larger, the closer to uniform sampling).
+      tfds_data_dir: for `tfds:NAME` sources, TFDS's data folder (default TFDS's own, ~/tensorflow_datasets).
+      observation_keys, action_keys: for RLDS / TFDS sources whose observations or actions are dicts, the
+        parts read, in order ('a/b' for nested ones); None: every numeric part, sorted.
+      rlds_final_step: 'observation' (RLDS's convention: an episode's last step holds only the final
+        observation) or 'transition' (its action and reward are a transition too, terminal where `is_terminal`:
+        robot datasets with the reward on the last step).
       validation_fraction: hold out this fraction of the trajectories (whole ones, drawn with a fixed seed; an
         OGBench source's own -val split instead) as validation data, on which the trainer logs TD errors and
         value statistics at each evaluation (TensorBoard `validation/*`); 0: train on everything.
@@ -86,6 +92,10 @@ class DataSettings:
     memory_budget_gb: Optional[float] = None
     shuffle_buffer: int = 100_000
     validation_fraction: float = 0.0
+    tfds_data_dir: Optional[str] = None
+    observation_keys: Optional[Sequence[str]] = None
+    action_keys: Optional[Sequence[str]] = None
+    rlds_final_step: str = "observation"
 
     def __post_init__(self):
         if self.source is not None and not isinstance(self.source, (str, os.PathLike)) \
@@ -96,6 +106,13 @@ class DataSettings:
             _fail("make_dataset.streaming", self.streaming, "None (automatic), True or False")
         if not (self.memory_budget_gb is None or _number(self.memory_budget_gb) > 0):
             _fail("make_dataset.memory_budget_gb", self.memory_budget_gb, "None or a positive number of GB")
+        if self.rlds_final_step not in RLDS_FINAL_STEPS:
+            _fail("make_dataset.rlds_final_step", self.rlds_final_step, f"one of {', '.join(RLDS_FINAL_STEPS)}")
+        for name in ("observation_keys", "action_keys"):
+            keys = getattr(self, name)
+            if keys is not None and not (isinstance(keys, (list, tuple)) and keys
+                                         and all(isinstance(key, str) for key in keys)):
+                _fail(f"make_dataset.{name}", keys, "None or a list of part names, e.g. ['state', 'gripper']")
         if not 0.0 <= _number(self.validation_fraction) < 1.0:
             _fail("make_dataset.validation_fraction", self.validation_fraction, "a number in [0, 1) (0: no held-out "
                   "split)")

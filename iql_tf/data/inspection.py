@@ -19,12 +19,14 @@ _STD_SPREAD = 100.0
 
 def validate(source: Any, env_id: Optional[str] = None, env_kwargs: Optional[Dict[str, Any]] = None,
              action_bounds=None, download: bool = False, columns: Optional[Dict[str, Any]] = None,
-             ogbench_dir: Optional[str] = None) -> Dict[str, Any]:
+             ogbench_dir: Optional[str] = None, tfds_data_dir: Optional[str] = None,
+             rlds_options: Any = None) -> Dict[str, Any]:
     """{"problems": [one line each], "summary": {...} or None, "notes": [one line each]}; `source` as
     make_dataset takes it (in-memory sources too)."""
     from iql_tf.data import sources, validation  # gymnasium, minari, h5py: only for a check
 
-    resolved = sources.resolve(source, download, columns=columns, ogbench_dir=ogbench_dir)
+    resolved = sources.resolve(source, download, columns=columns, ogbench_dir=ogbench_dir,
+                               tfds_data_dir=tfds_data_dir, rlds_options=rlds_options)
     if resolved.kind == sources.GENERATED:
         raise UserError(f"{source}: one of the project's generated datasets, not generated yet: training or "
                         f"converting it generates it (python -m iql_tf.generate --dataset_id={source})")

@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data import shards, sources, storage, streaming
+from iql_tf.data import rlds_source, shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
 from iql_tf.data.conversion import VALIDATION, convert
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
@@ -133,7 +133,9 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     """`settings.source`, converted once, held in memory or to be streamed (`settings.streaming`; None: stream
     when the converted shards exceed the memory budget), prepared as `settings` says (see `DataSettings`)."""
     resolved = sources.resolve(settings.require_source(), settings.download, generate=True, columns=settings.columns,
-                               ogbench_dir=settings.ogbench_dir)
+                               ogbench_dir=settings.ogbench_dir, tfds_data_dir=settings.tfds_data_dir,
+                               rlds_options=rlds_source.RLDSOptions(settings.observation_keys, settings.action_keys,
+                                                                    settings.rlds_final_step))
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,

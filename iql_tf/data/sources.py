@@ -25,7 +25,7 @@ from absl import logging
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
-from iql_tf.data import checksums, generated, ogbench_source, storage, tables, validation
+from iql_tf.data import checksums, generated, ogbench_source, rlds_source, storage, tables, validation
 from iql_tf.data import transitions as transitions_lib
 from iql_tf.data.in_memory import InMemorySource, plain
 from iql_tf.data.metadata import METADATA_FILE
@@ -37,7 +37,8 @@ REQUIRED_FIELDS = validation.REQUIRED_ROW_FIELDS
 OPTIONAL_FIELDS = ("next_observations", "episode_id")  # episode ids stand in for missing timeouts
 _NPZ_MAGIC, _NPY_MAGIC = b"PK", b"\x93NUMPY"  # an npz is a zip archive of .npy files
 
-CONVERTED, FILE, MINARI, GENERATED, ARRAYS, OGBENCH = "converted", "file", "minari", "generated", "arrays", "ogbench"
+CONVERTED, FILE, MINARI, GENERATED, ARRAYS, OGBENCH, RLDS = ("converted", "file", "minari", "generated", "arrays",
+                                                             "ogbench", "rlds")
 
 # Minari's locomotion datasets carry no reference scores (Minari issue 323): D4RL's, from D4RL's
 # infos.py (REF_MIN_SCORE / REF_MAX_SCORE), by environment name.
@@ -60,6 +61,8 @@ class Source:
     columns: Optional[Mapping[str, Any]] = None  # FILE tables: which columns hold each field
     in_memory: Optional[InMemorySource] = None  # ARRAYS
     ogbench: Optional[ogbench_source.OGBenchName] = None  # OGBENCH
+    builder: Any = None  # RLDS: the TFDS builder
+    rlds_options: Optional[rlds_source.RLDSOptions] = None  # RLDS: how its steps are read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,8 @@ def identity(source: Source) -> Any:
     paths, sizes and modification times (an edited file is converted again)."""
     if source.kind == ARRAYS:
         return source.in_memory.digest
+    if source.kind == RLDS:
+        return rlds_source.identity(source.builder, source.rlds_options)
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in source.files]
 
 
@@ -101,15 +106,25 @@ def checksum(source: Source) -> str:
     """The sha256 that metadata records of a FILE, MINARI or ARRAYS source (of its files, or its digest)."""
     if source.kind == ARRAYS:
         return source.in_memory.digest
+    if source.kind == RLDS:
+        return rlds_source.checksum(source.builder, source.rlds_options)
     return checksums.combined_sha256(source.files)
 
 
 def resolve(source: Any, download: bool = False, generate: bool = False,
-            columns: Optional[Mapping[str, Any]] = None, ogbench_dir: Optional[str] = None) -> Source:
+            columns: Optional[Mapping[str, Any]] = None, ogbench_dir: Optional[str] = None,
+            tfds_data_dir: Optional[str] = None, rlds_options: Optional[rlds_source.RLDSOptions] = None) -> Source:
     """Finds out what `source` (a path, an id or an `InMemorySource`) is; anything that is no dataset is one
     UserError saying what to pass. With `generate`, a missing generated id is generated and resolved as the
     Minari dataset it then is. `columns`: for .csv / .parquet tables, which columns hold each field.
-    `ogbench_dir`: the folder of OGBench's files (default OGBench's own)."""
+    `ogbench_dir`: the folder of OGBench's files (default OGBench's own). `tfds_data_dir` and `rlds_options`:
+    for `rlds:` / `tfds:` sources, TFDS's data folder and how their steps are read."""
+    if rlds_source.is_rlds(source):
+        builder = rlds_source.open_builder(source, tfds_data_dir, download)
+        return Source(source, RLDS, builder=builder, rlds_options=rlds_options or rlds_source.RLDSOptions())
+    if tfds_data_dir is not None or (rlds_options is not None and rlds_options != rlds_source.RLDSOptions()):
+        raise UserError(f"{source}: TFDS / RLDS settings given (make_dataset.tfds_data_dir, observation_keys, "
+                        "action_keys, rlds_final_step), but the source is no rlds:DIR or tfds:NAME; drop them")
     if ogbench_source.is_ogbench(source):
         resolved = _resolve_ogbench(source, download, ogbench_dir)
     elif ogbench_dir is not None:
@@ -216,6 +231,8 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
         data = _read_rows(dict(source.in_memory.arrays), source.name, report)
     elif source.kind == MINARI:
         data = _read_minari(source.dataset, report)
+    elif source.kind == RLDS:
+        data = _read_rlds(source, report)
     elif source.kind == OGBENCH:
         data = _read_ogbench(source, report)
         if data is not None and env_id is None:
@@ -382,6 +399,22 @@ def _read_ogbench(source: Source, report: validation.Report) -> Optional[SourceD
         if data is not None and held_out is not None:
             data = dataclasses.replace(data, validation=held_out.transitions)
     return data
+
+
+def _read_rlds(source: Source, report: validation.Report) -> Optional[SourceData]:
+    """An RLDS / TFDS dataset's episodes as transitions (`rlds_source.py`), checked like rows."""
+    data, facts = rlds_source.read(source.name, source.builder, source.rlds_options)
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        report.check_array(source.name, key, data[key], (None,) * data[key].ndim)
+    name = source.builder.name  # D4RL's locomotion scores for TFDS's d4rl_mujoco_* builders, as for Minari's
+    reference = D4RL_LOCOMOTION_SCORES.get(name[len("d4rl_mujoco_"):], (None, None)) if name.startswith(
+        "d4rl_mujoco_") else (None, None)
+    columns, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    return SourceData(transitions=data, num_episodes=facts["episodes"], env_id=None, env_kwargs={},
+                      max_episode_steps=None, observation_keys=facts["observation_keys"],
+                      observation_low=np.full(columns, -np.inf), observation_high=np.full(columns, np.inf),
+                      action_low=np.full(action_dim, -1.0), action_high=np.full(action_dim, 1.0),
+                      ref_min_score=reference[0], ref_max_score=reference[1])
 
 
 def _read_minari(dataset: minari.MinariDataset, report: validation.Report) -> Optional[SourceData]:

@@ -35,6 +35,15 @@ def is_file(path: PathLike) -> bool:
     return os.path.isfile(path)
 
 
+def size_and_mtime(path: PathLike) -> "tuple[int, int]":
+    """A file's size in bytes and its modification time in ns (what a conversion cache key holds)."""
+    if is_uri(path):
+        stat = _gfile().stat(str(path))
+        return int(stat.length), int(stat.mtime_nsec)
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
 def read_text(path: PathLike) -> str:
     if is_uri(path):
         with _gfile().GFile(str(path), "r") as file:

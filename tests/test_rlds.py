@@ -1,0 +1,183 @@
+"""RLDS / TFDS episode datasets as sources: TFDS's own D4RL layout reads as the same rows in a .npz, to the bit,
+and trains to the same weights; a robot-style layout (dict observations, a language instruction, the reward on
+the last step) trains; data written as RLDS opens with TFDS alone; the mistakes are one line each. Every dataset
+is written here with TFDS's own writer."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import iql_tf
+from iql_tf import generate
+from iql_tf.data import rlds_writer, transitions
+from iql_tf.data.pipeline import make_dataset
+from iql_tf.errors import UserError
+from iql_tf.settings import AgentSettings, DataSettings, RunSettings
+from iql_tf.trainer import train
+
+from datasets import read_source
+
+STATE, ACTION = 8, 7
+
+
+def d4rl_rows(hopper_rows):
+    """Hopper rows with every third episode ending in a time limit instead of a fall (both kinds of end)."""
+    rows = {key: np.array(value) for key, value in hopper_rows.items()}
+    ends = np.flatnonzero(rows["terminals"])
+    rows["terminals"][ends[::3]], rows["timeouts"][ends[::3]] = False, True
+    return rows
+
+
+def write_tfds_d4rl(rows, folder, tmp_path, next_observations):
+    """The rows as TFDS's d4rl_mujoco_hopper builder makes them: its own generate_examples on a D4RL-layout
+    hdf5 file (with the infos D4RL stores), written with the builder's features."""
+    from tensorflow_datasets.d4rl import dataset_utils
+
+    path = tmp_path / f"hopper-{next_observations}.hdf5"
+    with h5py.File(path, "w") as file:
+        for key in ("observations", "actions", "rewards", "terminals", "timeouts") + (
+                ("next_observations",) if next_observations else ()):
+            file[key] = rows[key]
+        file["infos/qpos"] = np.zeros((len(rows["rewards"]), 6))
+        file["infos/qvel"] = np.ones((len(rows["rewards"]), 6))
+        file["infos/action_log_probs"] = np.zeros(len(rows["rewards"]))
+    features = tfds.builder("d4rl_mujoco_hopper/v2-random").info.features
+    episodes = (episode for _, episode in dataset_utils.generate_examples(str(path)))
+    return rlds_writer.write_episodes(folder, "d4rl_mujoco_hopper", features, episodes)
+
+
+def test_tfds_d4rl_layout_reads_and_trains_as_the_same_rows_in_an_npz(hopper_rows, tmp_path):
+    rows = d4rl_rows(hopper_rows)
+    npz = tmp_path / "hopper.npz"
+    np.savez(npz, **{key: value for key, value in rows.items() if key != "next_observations"})
+    expected = read_source(str(npz))
+    for with_next in (False, True):
+        folder = write_tfds_d4rl(rows, tmp_path / f"rlds-{with_next}", tmp_path, with_next)
+        data = read_source(f"rlds:{folder}")
+        # With next observations in the file TFDS appends a final step to every episode, holding the file's last
+        # next observation: its transition is dropped for a time limit, as a row without s' is.
+        for key in transitions.TRANSITION_KEYS:
+            np.testing.assert_array_equal(data.transitions[key], expected.transitions[key], err_msg=key)
+        assert data.num_episodes == expected.num_episodes
+        assert (data.ref_min_score, data.ref_max_score) == (-20.272305, 3234.3)  # D4RL's hopper scores
+    assert expected.transitions["terminals"].sum() > 10 and (1 - expected.transitions["terminals"])[
+        expected.transitions["dones"] == 1].sum() > 10  # falls and time limits both
+    # The same training run, bit for bit.
+    weights = []
+    for source in (str(npz), f"rlds:{folder}"):
+        run = train(tmp_path / "runs" / str(len(weights)), DataSettings(source, cache_dir=str(tmp_path / "cache")),
+                    AgentSettings(hidden_dims=(16,), batch_size=32, jit_compile=False),
+                    RunSettings(num_offline_steps=50, steps_per_call=25, progress_bar=False, eval_episodes=0))
+        weights.append([w.numpy() for w in run.trained().agent.actor.weights])
+    for first, second in zip(*weights):
+        np.testing.assert_array_equal(first, second)
+
+
+def robot_features():
+    return tfds.features.FeaturesDict({
+        "steps": tfds.features.Dataset({
+            "observation": tfds.features.FeaturesDict({
+                "state": tfds.features.Tensor(shape=(STATE,), dtype=np.float32),
+                "gripper": tfds.features.Tensor(shape=(1,), dtype=np.float32)}),
+            "action": tfds.features.Tensor(shape=(ACTION,), dtype=np.float32),
+            "reward": np.float32, "discount": np.float32,
+            "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_,
+            "language_instruction": tfds.features.Text()}),
+        "episode_metadata": tfds.features.FeaturesDict({"file_path": tfds.features.Text()})})
+
+
+def robot_episodes(count=30, seed=0):
+    """Reach a target: the state's first 7 entries move by the action; the episode's last step (a real action,
+    is_terminal) earns 1 when the state ends near 0, as robot datasets label success."""
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        steps = int(rng.integers(8, 15))
+        state = np.zeros((steps, STATE), np.float32)
+        state[0, :ACTION] = rng.uniform(-1, 1, ACTION)
+        good = index % 2 == 0
+        actions = np.zeros((steps, ACTION), np.float32)
+        for t in range(steps):
+            actions[t] = np.clip((-0.5 if good else 0.1) * state[t, :ACTION] + rng.normal(0, 0.05, ACTION), -1, 1)
+            if t + 1 < steps:
+                state[t + 1, :ACTION] = state[t, :ACTION] + actions[t]
+        reward = np.zeros(steps, np.float32)
+        reward[-1] = float(good)
+        flags = np.zeros(steps, bool)
+        yield {"steps": {"observation": {"state": state, "gripper": np.zeros((steps, 1), np.float32)},
+                         "action": actions, "reward": reward, "discount": np.ones(steps, np.float32),
+                         "is_first": np.concatenate([[True], flags[1:]]), "is_last": np.concatenate([flags[:-1], [True]]),
+                         "is_terminal": np.concatenate([flags[:-1], [True]]),
+                         "language_instruction": ["reach the target"] * steps},
+               "episode_metadata": {"file_path": f"episode_{index}.npz"}}
+
+
+@pytest.fixture(scope="module")
+def robot_rlds(tmp_path_factory):
+    return rlds_writer.write_episodes(tmp_path_factory.mktemp("robot") / "robot", "robot_reach", robot_features(),
+                                      robot_episodes())
+
+
+def test_a_robot_layout_keeps_the_reward_of_the_last_step_and_trains(robot_rlds, tmp_path):
+    source = f"rlds:{robot_rlds}"
+    # RLDS's convention drops the last step's action and reward; robot data keeps them with 'transition'.
+    dropped = make_dataset(DataSettings(source, cache_dir=str(tmp_path)))
+    assert float(dropped.tensors["rewards"].numpy().sum()) == 0.0
+    kept = make_dataset(DataSettings(source, cache_dir=str(tmp_path), rlds_final_step="transition",
+                                     observation_keys=["state", "gripper"]))
+    assert kept.metadata.observation_keys == ["state", "gripper"] and kept.metadata.observation_shape == [STATE + 1]
+    assert float(kept.tensors["rewards"].numpy().sum()) == 15.0  # the 15 successes
+    assert kept.tensors["terminals"].numpy().sum() == 30 and kept.metadata.num_episodes == 30
+    agent = iql_tf.IQL.from_config("locomotion", hidden_dims=(16, 16), batch_size=32, progress_bar=False,
+                                   rlds_final_step="transition", cache_dir=str(tmp_path))
+    agent.fit(source, steps=30, workdir=str(tmp_path / "run"))
+    assert agent.predict(np.zeros(STATE + 1, np.float32)).shape == (ACTION,)
+    with pytest.raises(UserError, match=r"its observation has no part 'stat'; did you mean 'state'\? its numeric "
+                                        r"parts are gripper, state"):
+        make_dataset(DataSettings(source, cache_dir=str(tmp_path), observation_keys=["stat"]))
+
+
+def test_generated_data_is_written_as_rlds_that_tfds_alone_reads(pointmaze_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
+    generate.write_rlds("pointmaze/umaze-example-v0", str(tmp_path / "written"))  # iql-generate --rlds_dir
+    data = read_source("pointmaze/umaze-example-v0").transitions
+    episodes = int(data["dones"].sum())
+    probe = ("import sys, tensorflow_datasets as tfds\n"
+             "assert 'iql_tf' not in sys.modules\n"
+             f"builder = tfds.builder_from_directory({str(tmp_path / 'written')!r})\n"
+             "steps = sum(int(e['steps'].cardinality()) for e in builder.as_dataset(split='train'))\n"
+             "print(builder.info.splits['train'].num_examples, steps)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": ""}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [str(episodes), str(len(data["rewards"]) + episodes)]  # a final step each
+    back = read_source(f"rlds:{tmp_path / 'written'}")
+    for key in transitions.TRANSITION_KEYS:
+        np.testing.assert_array_equal(back.transitions[key], data[key], err_msg=key)
+    with pytest.raises(UserError, match=r"already exists; choose a new folder"):
+        generate.write_rlds("pointmaze/umaze-example-v0", str(tmp_path / "written"))
+
+
+def test_what_is_no_rlds_dataset_is_one_line(robot_rlds, tmp_path):
+    with pytest.raises(UserError, match=r"no dataset_info.json in .*, so not a TFDS dataset folder"):
+        read_source(f"rlds:{tmp_path}")
+    with pytest.raises(UserError, match=r"names look like tfds:d4rl_mujoco_hopper/v2-medium:1.2.0"):
+        read_source("tfds:no_such_dataset/v1")
+    with pytest.raises(UserError, match=r"not prepared in .*; allow the download"):
+        make_dataset(DataSettings("tfds:d4rl_mujoco_hopper/v2-random", tfds_data_dir=str(tmp_path)))
+    with pytest.raises(UserError, match=r"make_dataset.rlds_final_step = 'last' must be one of observation, "
+                                        r"transition"):
+        DataSettings("x", rlds_final_step="last")
+    # A damaged shard: named, nothing converted.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in robot_rlds.iterdir():
+        content = path.read_bytes()
+        (damaged / path.name).write_bytes(content[:len(content) // 2] if ".tfrecord" in path.name else content)
+    with pytest.raises(UserError, match=r"a shard could not be read .*robot_reach-train.tfrecord-00000"):
+        make_dataset(DataSettings(f"rlds:{damaged}", cache_dir=str(tmp_path / "cache")))
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
