@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -99,6 +100,16 @@ def test_an_interrupted_estimate_resumes_to_the_same_network(cache, tmp_path, mo
     assert {"fqe/td_loss", "fqe/q_mean", "fqe/target_mean"} <= tags
     with pytest.raises(UserError, match=r"holds an FQE estimate of another settings"):
         estimate(-0.8, cache, workdir=tmp_path / "whole", settings=FQESettings(num_steps=10))
+
+
+def test_the_estimate_reads_the_data_raw_whatever_a_training_config_binds(cache):
+    # A process that trained with the quickstart's config holds make_dataset bindings in gin (r - 1 rewards,
+    # normalised observations); FQE estimates the data's own rewards all the same.
+    short = dataclasses.replace(SETTINGS, num_steps=200)
+    gin.parse_config("make_dataset.reward_preprocessing = 'antmaze'\nmake_dataset.normalize_observations = True")
+    bound = estimate(0.0, cache, settings=short)
+    gin.clear_config()
+    assert bound == estimate(0.0, cache, settings=short)
 
 
 def test_what_fqe_cannot_estimate_is_one_line(cache):

@@ -44,7 +44,11 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     from iql_tf.ope.fqe import FittedQ
     from iql_tf.settings import DataSettings
 
-    dataset = pipeline.make_dataset(DataSettings(source=source, cache_dir=cache_dir, streaming=False))
+    # The data as its source gives it, whatever a training config in this process binds for make_dataset (gin
+    # fills the fields not given): raw rewards, raw observations, every trajectory.
+    dataset = pipeline.make_dataset(DataSettings(source=source, cache_dir=cache_dir, streaming=False,
+                                                 reward_preprocessing="none", normalize_observations=False,
+                                                 validation_fraction=0.0))
     metadata = dataset.metadata
     check_policy_fits(policy_metadata, metadata)
     tensors = {key: value.numpy() for key, value in dataset.tensors.items()}
