@@ -11,6 +11,7 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_rows
 
 from iql_tf import config
 from iql_tf.errors import UserError
@@ -20,10 +21,10 @@ from tools import fault_injection
 from iql_tf.trainer import run_training
 
 
-@pytest.fixture
-def tiny(write_npz, tmp_path):
-    """Trains (or resumes) a run to `steps` updates with a checkpoint every 10 in tmp_path/run."""
-    bindings = [f"make_dataset.source = '{write_npz()}'", f"make_dataset.cache_dir = '{tmp_path / 'cache'}'",
+def tiny_trainer(folder):
+    """Trains (or resumes) a run to `steps` updates with a checkpoint every 10 in folder/run."""
+    np.savez(folder / "data.npz", **tiny_rows())
+    bindings = [f"make_dataset.source = '{folder / 'data.npz'}'", f"make_dataset.cache_dir = '{folder / 'cache'}'",
                 "IQLAgent.hidden_dims = (8,)", "IQLAgent.batch_size = 4", "IQLAgent.jit_compile = False",
                 "IQLAgent.actor_cosine_decay = False",  # so that a run may be resumed to train for longer
                 "train.checkpoint_interval = 10", "train.checkpoints_to_keep = 3", "train.progress_bar = False"]
@@ -31,9 +32,23 @@ def tiny(write_npz, tmp_path):
     def train(steps=40, *extra):
         gin.clear_config()
         config.parse_gin(["quickstart"], bindings + [f"train.num_offline_steps = {steps}", *extra])
-        return run_training(str(tmp_path / "run"))
+        return run_training(str(folder / "run"))
 
     return train
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tiny_trainer(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A run of 20 updates, finished once for the tests that only read its records (copy it before writing)."""
+    folder = tmp_path_factory.mktemp("finished")
+    tiny_trainer(folder)(20)
+    gin.clear_config()
+    return folder / "run"
 
 
 def steps_present(tmp_path):
@@ -121,8 +136,8 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     ("eval_results.json", "[{"), ("eval_results.json", '[{"seed": 0}]'),
     ("finished.json", "nul"), ("finished.json", '{"step": 40}'), ("sweep_run.json", "[1, 2]"),
 ])
-def test_a_garbled_run_record_is_one_line_naming_the_file(tiny, tmp_path, name, content):
-    tiny(20)
+def test_a_garbled_run_record_is_one_line_naming_the_file(finished_run, tmp_path, name, content):
+    shutil.copytree(finished_run, tmp_path / "run")
     (tmp_path / "run" / name).write_text(content)
     files = RunFiles(tmp_path / "run")
     reader = {"resumes.json": lambda: files.record_resume(1, {}), "eval_results.json": files.results,

@@ -133,7 +133,7 @@ def test_a_robot_layout_keeps_the_reward_of_the_last_step_and_trains(robot_rlds,
     assert float(kept.tensors["rewards"].numpy().sum()) == 15.0  # the 15 successes
     assert kept.tensors["terminals"].numpy().sum() == 30 and kept.metadata.num_episodes == 30
     agent = iql_tf.IQL.from_config("locomotion", hidden_dims=(16, 16), batch_size=32, progress_bar=False,
-                                   rlds_final_step="transition", cache_dir=str(tmp_path))
+                                   jit_compile=False, rlds_final_step="transition", cache_dir=str(tmp_path))
     agent.fit(source, steps=30, workdir=str(tmp_path / "run"))
     assert agent.predict(np.zeros(STATE + 1, np.float32)).shape == (ACTION,)
     with pytest.raises(UserError, match=r"its observation has no part 'stat'; did you mean 'state'\? its numeric "
