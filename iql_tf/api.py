@@ -143,11 +143,14 @@ class IQL:
         q = tf.minimum(*run.agent.critic(tf.constant(obs), tf.constant(unit))).numpy()[0]
         return q[0] if single else q
 
-    def estimate(self, data: Any, workdir: Optional[str] = None, **settings: Any) -> Dict[str, Any]:
+    def estimate(self, data: Any, workdir: Optional[str] = None, initial_states: Any = None,
+                 **settings: Any) -> Dict[str, Any]:
         """Fitted Q evaluation of the deterministic policy (the first seed's) on `data`, any source `fit` takes,
         without a simulator: its discounted value from the data's initial states with a 95 % interval, in the
         data's reward units (`iql_tf/ope/estimation.py`). `settings`: `fqe.*` fields (num_steps, discount, ...);
-        `workdir`: where its checkpoints and TensorBoard scalars go, to resume from."""
+        `workdir`: where its checkpoints and TensorBoard scalars go, to resume from; `initial_states`: raw
+        observations [K, size] deployments start from, where the value is read out (default: the data's
+        trajectory starts)."""
         from iql_tf.ope import estimation
         from iql_tf.policy.metadata import PolicyMetadata
         from iql_tf.settings import FQESettings
@@ -161,7 +164,8 @@ class IQL:
         metadata = PolicyMetadata(**run.data_record, seed=run.seeds[0], step=int(run.agent.step), evaluation={},
                                   gin_config="")
         identity = f"{self.workdir} seed {run.seeds[0]} step {metadata.step}"
-        return estimation.estimate_value(run.policy(0), metadata, data, fqe, workdir, policy_identity=identity)
+        return estimation.estimate_value(run.policy(0), metadata, data, fqe, workdir, policy_identity=identity,
+                                         initial_observations=initial_states)
 
     def export(self, path: str) -> str:
         """Writes the policy (SavedModel + TFLite + ONNX, raw observations in, actions in the data's units) to `path`."""

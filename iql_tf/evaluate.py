@@ -45,6 +45,8 @@ def define_flags() -> None:
                         "without an environment.")
     flags.DEFINE_integer("fqe_steps", None, "FQE's gradient updates (default: fqe.num_steps, 20000).")
     flags.DEFINE_float("discount", None, "Discount of the FQE estimate (default: fqe.discount, 0.99).")
+    flags.DEFINE_string("initial_states", None, "An .npy file of raw observations [K, size] the policy starts from "
+                        "where deployed: FQE's value is read out there instead of at the data's trajectory starts.")
     flags.DEFINE_string("fqe_workdir", None, "Where FQE's checkpoints and TensorBoard scalars go (resumed from).")
     flags.DEFINE_bool("trust_export", False, "Load an export that runs ops iql-tf's exports never use (it may do "
                       "anything: only for exports you trust).")
@@ -97,13 +99,15 @@ def _estimate(export: str) -> None:
     folder = folder.parent if folder.suffix == ".onnx" else folder
     checksums = folder / CHECKSUMS_FILE
     identity = json_records.digest(checksums.read_text() if checksums.is_file() else metadata.to_json())
+    starts = None if FLAGS.initial_states is None else estimation.load_initial_states(FLAGS.initial_states)
     result = estimation.estimate_value(policy, metadata, FLAGS.dataset, settings, FLAGS.fqe_workdir,
-                                       policy_identity=identity)
+                                       policy_identity=identity, initial_observations=starts)
     if FLAGS.json:
         print(json.dumps(result))
         return
     print(f"{export} on {FLAGS.dataset}: fitted Q evaluation, {result['fqe_steps']} updates")
-    print(f"  discounted value (discount {result['discount']:g}) from {result['initial_states']} initial states: "
+    print(f"  discounted value (discount {result['discount']:g}) from {result['initial_states']} initial states "
+          f"({result['initial_states_from']}): "
           f"{result['value']:.4g} [{result['value_low']:.4g}, {result['value_high']:.4g}]")
     if "return_equivalent" in result:
         print(f"  as an undiscounted return over {result['horizon']} steps: {result['return_equivalent']:.4g} "

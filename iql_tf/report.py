@@ -45,6 +45,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap.")
     flags.DEFINE_string("ope_dataset", None, "Also rank every kept checkpoint by fitted Q evaluation on this dataset "
                         "(ope.md, ope.json).")
+    flags.DEFINE_string("ope_initial_states", None, "With --ope_dataset: an .npy file of the observations deployments "
+                        "start from, where FQE's values are read out (default: the data's trajectory starts).")
     flags.DEFINE_integer("fqe_steps", None, "FQE's gradient updates per checkpoint (default: fqe.num_steps, 20000).")
     flags.DEFINE_integer("last_evaluations", 1, "A run's score: the mean of its last K evaluations (OGBench's "
                          "protocol: 3).")
@@ -88,7 +90,10 @@ def _rank(root: pathlib.Path, output: pathlib.Path, fqe: FQESettings) -> None:
     from iql_tf.ope import ranking
 
     quiet.quiet_tensorflow()
-    report = ranking.rank_checkpoints(root, FLAGS.ope_dataset, fqe, output)
+    from iql_tf.ope import estimation
+
+    starts = None if FLAGS.ope_initial_states is None else estimation.load_initial_states(FLAGS.ope_initial_states)
+    report = ranking.rank_checkpoints(root, FLAGS.ope_dataset, fqe, output, starts)
     output.mkdir(parents=True, exist_ok=True)
     print(ranking.write(report, output))
 

@@ -68,6 +68,10 @@ def test_fqe_recovers_the_values_of_fixed_policies_and_ranks_them(cache):
     values = [estimates[c]["value"] for c in (0.5, 0.0, -0.8)]
     assert values == sorted(values, reverse=True) and values[0] > -0.5
     assert estimates[0.0]["initial_states"] == N // H
+    # Read out at given states instead (where deployments start): the same Q network, here at the data's starts.
+    given = estimate(0.0, cache, initial_observations=logged_rows()["observations"][::H])
+    assert given["value"] == pytest.approx(estimates[0.0]["value"], rel=1e-6)
+    assert given["initial_states_from"] == "given" and estimates[0.0]["initial_states_from"] != "given"
 
 
 def test_the_estimate_is_in_the_data_s_reward_units(cache):
@@ -122,6 +126,10 @@ def test_what_fqe_cannot_estimate_is_one_line(cache):
     with pytest.raises(UserError, match=r"their units differ"):
         estimation.estimate_value(constant_policy(0.0), policy_metadata(action_low=[-2.0], action_high=[2.0]), source,
                                   SETTINGS, cache_dir=cache)
+    with pytest.raises(UserError, match=r"initial states of shape \[4, 3\]: give finite raw observations of shape "
+                                        r"\[K, 2\]"):
+        estimate(0.0, cache, settings=dataclasses.replace(SETTINGS, num_steps=10),
+                 initial_observations=np.zeros((4, 3)))
     # A policy trained on normalised observations whose statistics put this data 100 std away: other units.
     scaled = policy_metadata(observation_normalization={"mean": [100.0, 100.0], "std": [1.0, 1.0]})
     with pytest.raises(UserError, match=r"not in the units the policy was trained on \(in the median dimension"):

@@ -35,11 +35,13 @@ _UNITS_APART = 10.0  # see _check_observation_units
 
 def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any, settings: FQESettings,
                    workdir: "str | pathlib.Path | None" = None, cache_dir: Optional[str] = None,
-                   policy_identity: str = "") -> Dict[str, Any]:
+                   policy_identity: str = "", initial_observations: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """FQE's estimate of `policy`'s value on `source` (see the module's docstring): a dict with `value` (the
     discounted value from the initial states), `value_low` / `value_high` (its 95 % interval), `initial_states`,
     `discount`, `fqe_steps`, and `return_equivalent` (with its interval) where the episode length is known.
-    `policy_identity` names the policy in the working directory's record (an export's checksums)."""
+    `policy_identity` names the policy in the working directory's record (an export's checksums).
+    `initial_observations` [K, observation size]: the states the policy will start from where deployed (raw, as
+    the policy takes them), read out instead of the data's trajectory starts; the Q network is the same."""
     from iql_tf.data import pipeline
     from iql_tf.ope.fqe import FittedQ
     from iql_tf.settings import DataSettings
@@ -53,7 +55,8 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     check_policy_fits(policy_metadata, metadata)
     tensors = {key: value.numpy() for key, value in dataset.tensors.items()}
     preprocessing = pipeline.preprocessing_of(metadata, "none", normalize_observations=True)
-    starts = initial_states(tensors["dones"], metadata.source)
+    starts = initial_states(tensors["dones"], metadata.source) if initial_observations is None else \
+        trajectory_starts(tensors["dones"])
     reward_scale = 1.0 / max(float(np.max(np.abs(tensors["rewards"]))), 1e-8)
 
     def inputs(observations: np.ndarray, unit_actions: np.ndarray) -> np.ndarray:
@@ -68,7 +71,8 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     table = {"inputs": inputs(tensors["observations"], tensors["actions"]),
              "next_inputs": inputs(tensors["next_observations"], policy_actions(tensors["next_observations"])),
              "rewards": tensors["rewards"] * reward_scale, "masks": 1.0 - tensors["terminals"]}
-    start_observations = tensors["observations"][starts]
+    start_observations = tensors["observations"][starts] if initial_observations is None else \
+        check_initial_observations(initial_observations, tensors["observations"].shape[1])
     start_inputs = inputs(start_observations, policy_actions(start_observations))
     rewards, dones = tensors["rewards"], tensors["dones"]
     del tensors
@@ -79,7 +83,8 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
 
     start_values = fitted.values(start_inputs).astype(np.float64) / reward_scale
     value, low, high = bootstrap_mean(start_values, settings.bootstrap_samples, settings.seed)
-    estimate = {"value": value, "value_low": low, "value_high": high, "initial_states": int(len(starts)),
+    estimate = {"value": value, "value_low": low, "value_high": high, "initial_states": int(len(start_inputs)),
+                "initial_states_from": "the data's trajectory starts" if initial_observations is None else "given",
                 "discount": float(settings.discount), "fqe_steps": int(fitted.step.numpy()),
                 "dataset": metadata.source}
     successes = successful_transitions(rewards, dones, settings.success_return)
@@ -149,6 +154,26 @@ def successful_transitions(rewards: np.ndarray, dones: np.ndarray, success_retur
     starts = trajectory_starts(dones)
     lengths = np.diff(np.append(starts, len(rewards)))
     return np.repeat(trajectory_returns(rewards, dones) >= success_return, lengths)
+
+
+def load_initial_states(path: "str | pathlib.Path") -> np.ndarray:
+    """An .npy file of initial states [K, observation size] (no pickles: a file from outside is never run)."""
+    try:
+        return np.load(pathlib.Path(path).expanduser(), allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable .npy array of initial states ({str(error).splitlines()[0]}); save "
+                        "them with numpy.save(PATH, observations)") from error
+
+
+def check_initial_observations(observations: Any, width: int) -> np.ndarray:
+    """Given initial states as float32 [K, width], or a UserError saying what they must be."""
+    array = np.asarray(observations, np.float32)
+    if array.ndim == 1 and array.size == width:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != width or not len(array) or not np.isfinite(array).all():
+        raise UserError(f"initial states of shape {list(np.shape(observations))}: give finite raw observations of "
+                        f"shape [K, {width}], the states the policy starts from where deployed")
+    return array
 
 
 def initial_states(dones: np.ndarray, where: str) -> np.ndarray:

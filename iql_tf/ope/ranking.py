@@ -10,7 +10,7 @@ candidate): how far the ranking would have misled someone without the simulator.
 """
 
 import pathlib
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from absl import logging
@@ -23,9 +23,10 @@ from iql_tf.settings import FQESettings
 OPE_FOLDER = "ope"
 
 
-def rank_checkpoints(root: pathlib.Path, source: Any, settings: FQESettings, output: pathlib.Path
-                     ) -> Dict[str, Any]:
-    """FQE's estimate of every kept checkpoint of every finished run under `root` (see the module docstring)."""
+def rank_checkpoints(root: pathlib.Path, source: Any, settings: FQESettings, output: pathlib.Path,
+                     initial_observations: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """FQE's estimate of every kept checkpoint of every finished run under `root` (see the module docstring),
+    read out at `initial_observations` where given (`estimation.estimate_value`)."""
     from iql_tf.ope import estimation
     from iql_tf.policy.metadata import PolicyMetadata
     from iql_tf.run_state import restore_run
@@ -45,7 +46,8 @@ def rank_checkpoints(root: pathlib.Path, source: Any, settings: FQESettings, out
                 logging.info("FQE of %s, seed %d, step %d", directory.path, seed, step)
                 metadata = PolicyMetadata(**run.data_record, seed=seed, step=step, evaluation={}, gin_config="")
                 estimate = estimation.estimate_value(run.policy(member), metadata, source, settings, workdir,
-                                                     policy_identity=f"{relative} seed {seed} step {step}")
+                                                     policy_identity=f"{relative} seed {seed} step {step}",
+                                                     initial_observations=initial_observations)
                 if not (workdir / "policy").is_dir():
                     run.export(workdir / "policy", member)
                 kind, score = results.score_of(recorded.get((step, seed), {}))
@@ -53,7 +55,9 @@ def rank_checkpoints(root: pathlib.Path, source: Any, settings: FQESettings, out
                                    "seed": seed, "step": step, "true_score": score, "score_kind": kind,
                                    "policy": str(workdir / "policy"), **estimate})
     candidates.sort(key=lambda candidate: -candidate["value"])
-    report: Dict[str, Any] = {"dataset": str(source), "fqe": settings.record(), "candidates": candidates}
+    report: Dict[str, Any] = {"dataset": str(source), "fqe": settings.record(), "candidates": candidates,
+                              "initial_states_from": "the given initial states" if initial_observations is not None
+                              else "the data's trajectory starts"}
     scored = [candidate for candidate in candidates if candidate["true_score"] is not None]
     if len(scored) == len(candidates) and len(candidates) >= 2:
         report.update(ranking_quality([c["value"] for c in candidates], [c["true_score"] for c in candidates]))
@@ -73,8 +77,8 @@ def ranking_quality(estimates: List[float], truths: List[float]) -> Dict[str, fl
 def markdown(report: Dict[str, Any]) -> str:
     lines = [f"# Checkpoints ranked by fitted Q evaluation on {report['dataset']}", "",
              f"FQE: {report['fqe']['num_steps']} updates, discount {report['fqe']['discount']}; the value is the "
-             "discounted value from the data's initial states, in its reward units, with its 95 % bootstrap "
-             "interval.", ""]
+             f"discounted value from {report['initial_states_from']}, in the data's reward units, with its 95 % "
+             "bootstrap interval.", ""]
     if "spearman" in report:
         lines += [f"Against the true scores: Spearman rank correlation {report['spearman']:.3f}, regret of FQE's "
                   f"pick {report['regret']:.3g}.", ""]
