@@ -94,7 +94,6 @@ def _rank(root: pathlib.Path, output: pathlib.Path, fqe: FQESettings) -> None:
 
     starts = None if FLAGS.ope_initial_states is None else estimation.load_initial_states(FLAGS.ope_initial_states)
     report = ranking.rank_checkpoints(root, FLAGS.ope_dataset, fqe, output, starts)
-    output.mkdir(parents=True, exist_ok=True)
     print(ranking.write(report, output))
 
 

@@ -96,6 +96,7 @@ def markdown(report: Dict[str, Any]) -> str:
 def write(report: Dict[str, Any], output: pathlib.Path) -> str:
     """ope.md and ope.json in `output`; the markdown."""
     text = markdown(report)
+    output.mkdir(parents=True, exist_ok=True)
     files.write_text(output / "ope.md", text)
     files.write_json(output / "ope.json", report)
     return text
