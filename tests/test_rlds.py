@@ -7,18 +7,20 @@ import os
 import subprocess
 import sys
 
+import gin
 import h5py
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 import iql_tf
-from iql_tf import generate
+from iql_tf import config, generate
 from iql_tf.data import rlds_writer, transitions
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.errors import UserError
+from iql_tf.policy.metadata import read_policy_metadata
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
-from iql_tf.trainer import train
+from iql_tf.trainer import run_training, train
 
 from datasets import read_source
 
@@ -136,6 +138,16 @@ def test_a_robot_layout_keeps_the_reward_of_the_last_step_and_trains(robot_rlds,
                                    jit_compile=False, rlds_final_step="transition", cache_dir=str(tmp_path))
     agent.fit(source, steps=30, workdir=str(tmp_path / "run"))
     assert agent.predict(np.zeros(STATE + 1, np.float32)).shape == (ACTION,)
+    # The command line's way: the README's gin bindings, parsed as iql-train parses them.
+    gin.clear_config()
+    config.parse_gin(["locomotion"], [f"make_dataset.source = '{source}'", "make_dataset.observation_keys = ['state']",
+                                      "make_dataset.rlds_final_step = 'transition'",
+                                      f"make_dataset.cache_dir = '{tmp_path}'", "IQLAgent.hidden_dims = (8,)",
+                                      "IQLAgent.jit_compile = False", "train.num_offline_steps = 20",
+                                      "train.progress_bar = False"])
+    run_training(str(tmp_path / "cli"))
+    metadata = read_policy_metadata(tmp_path / "cli" / "export" / "policy")
+    assert (metadata.observation_keys, metadata.observation_dim, metadata.action_dim) == (["state"], STATE, ACTION)
     with pytest.raises(UserError, match=r"its observation has no part 'stat'; did you mean 'state'\? its numeric "
                                         r"parts are gripper, state"):
         make_dataset(DataSettings(source, cache_dir=str(tmp_path), observation_keys=["stat"]))
