@@ -11,7 +11,7 @@ from iql_tf.data import storage
 _CHUNK = 16 * 2**20
 
 
-def file_sha256(path: pathlib.Path) -> str:
+def file_sha256(path: "storage.PathLike") -> str:
     digest = hashlib.sha256()
     with storage.open_binary(path) as file:
         while chunk := file.read(_CHUNK):
@@ -19,19 +19,19 @@ def file_sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def files_sha256(paths: Sequence[pathlib.Path]) -> List[str]:
-    """One digest per file, computed in parallel."""
+def files_sha256(paths: Sequence["storage.PathLike"]) -> List[str]:
+    """One digest per file (a local path or a tf.io.gfile URI), computed in parallel."""
     workers = max(1, min(len(paths), os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(file_sha256, paths))
 
 
-def combined_sha256(paths: Sequence[pathlib.Path]) -> str:
-    """The sha256 of one file; for several (a Minari dataset), the sha256 of their names and digests."""
+def combined_sha256(paths: Sequence["storage.PathLike"]) -> str:
+    """The sha256 of one file; for several (a Minari or RLDS dataset), the sha256 of their names and digests."""
     digests = files_sha256(paths)
     if len(digests) == 1:
         return digests[0]
     digest = hashlib.sha256()
     for path, file_digest in zip(paths, digests):
-        digest.update(f"{path.name}:{file_digest}\n".encode())
+        digest.update(f"{pathlib.PurePath(path).name}:{file_digest}\n".encode())
     return digest.hexdigest()

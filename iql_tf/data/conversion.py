@@ -60,7 +60,7 @@ def convert(
                          len(held_out["rewards"]))
         else:
             kept, held_out = transitions.hold_out_trajectories(data.transitions, validation_fraction, source.name)
-            data = dataclasses.replace(data, transitions=kept, num_episodes=int(kept["dones"].sum()))
+            data = dataclasses.replace(data, transitions=kept)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -28,6 +28,11 @@ def trajectory_starts(dones: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate([[1.0], dones[:-1]]))
 
 
+def trajectory_lengths(dones: np.ndarray) -> np.ndarray:
+    """Number of transitions of each trajectory; `dones` marks the last of each (and the last row)."""
+    return np.diff(np.append(trajectory_starts(dones), len(dones)))
+
+
 def trajectory_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
     """Undiscounted return of each trajectory; `dones` marks the last transition of each (and the last row)."""
     return np.add.reduceat(rewards.astype(np.float64), trajectory_starts(dones))

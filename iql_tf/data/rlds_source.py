@@ -31,14 +31,13 @@ strings (language instructions) and other step or episode metadata never reach t
 
 import dataclasses
 import difflib
-import hashlib
 import pathlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
 
-from iql_tf.data import storage, transitions as transitions_lib
+from iql_tf.data import checksums, storage, transitions as transitions_lib
 from iql_tf.errors import UserError, first_line
 
 PREFIXES = ("rlds:", "tfds:")
@@ -117,9 +116,10 @@ def dataset_files(builder: Any, split: str) -> List[str]:
                                                                 builder.info.splits[split].filepaths]
 
 
-def read(source: str, builder: Any, options: RLDSOptions) -> "tuple[transitions_lib.Transitions, Dict[str, Any]]":
-    """Every episode of the split as transitions, and what the data says of itself: `observation_keys` (the
-    flattening order of dict observations, None for one array) and `episodes`."""
+def read(source: str, builder: Any, options: RLDSOptions
+         ) -> "tuple[transitions_lib.Transitions, Optional[List[str]]]":
+    """Every episode of the split as transitions, and the flattening order of dict observations (None for one
+    array)."""
     tfds = tfds_module()
     steps_feature = _steps_feature(source, builder.info.features)
     missing = [name for name in _REQUIRED if name not in steps_feature]
@@ -161,7 +161,7 @@ def read(source: str, builder: Any, options: RLDSOptions) -> "tuple[transitions_
     if len(widths) > 1:
         raise UserError(f"{source}: actions of varying length across episodes ({sorted(widths)}); map one action "
                         "layout with make_dataset.action_keys")
-    return transitions_lib.concatenate(parts), {"observation_keys": observation_keys, "episodes": len(parts)}
+    return transitions_lib.concatenate(parts), observation_keys
 
 
 def episode_transitions(where: str, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
@@ -266,11 +266,4 @@ def identity(builder: Any, options: RLDSOptions) -> List[Any]:
 
 def checksum(builder: Any, options: RLDSOptions) -> str:
     """The sha256 of the dataset's files (their names and digests), read through tf.io.gfile where remote."""
-    digest = hashlib.sha256()
-    for name in dataset_files(builder, options.split):
-        file_digest = hashlib.sha256()
-        with storage.open_binary(name) as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                file_digest.update(block)
-        digest.update(f"{pathlib.PurePath(name).name}:{file_digest.hexdigest()}\n".encode())
-    return digest.hexdigest()
+    return checksums.combined_sha256(dataset_files(builder, options.split))

@@ -59,9 +59,8 @@ def step_features(observation_dim: int, action_dim: int) -> Any:
 
 def transitions_episodes(data: Transitions) -> Iterable[Dict[str, Any]]:
     """Each trajectory of `data` as an RLDS episode (see the module docstring)."""
-    starts = rewards_lib.trajectory_starts(data["dones"])
-    for start, end in zip(starts, np.append(starts[1:], len(data["dones"]))):
-        length = end - start
+    for start, length in zip(rewards_lib.trajectory_starts(data["dones"]), rewards_lib.trajectory_lengths(data["dones"])):
+        end = start + length
         terminal = bool(data["terminals"][end - 1])
         observations = np.concatenate([data["observations"][start:end], data["next_observations"][end - 1:end]])
         actions = np.concatenate([data["actions"][start:end], np.zeros_like(data["actions"][:1])])

@@ -310,20 +310,19 @@ def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.
         return None
     data = transitions_lib.from_rows(observations, actions, rewards, terminals, timeouts, next_observations)
     report.check_not_empty(where, len(data["rewards"]))
-    return SourceData(
-        transitions=data,
-        num_episodes=int(data["dones"].sum()),
-        env_id=None,
-        env_kwargs={},
-        max_episode_steps=None,
-        observation_keys=None,
-        observation_low=np.full(columns, -np.inf),
-        observation_high=np.full(columns, np.inf),
-        action_low=np.full(actions.shape[1], -1.0),
-        action_high=np.full(actions.shape[1], 1.0),
-        ref_min_score=None,
-        ref_max_score=None,
-    )
+    return _without_environment(data)
+
+
+def _without_environment(data: transitions_lib.Transitions, observation_keys: Optional[List[str]] = None,
+                         reference: Tuple[Optional[float], Optional[float]] = (None, None)) -> SourceData:
+    """Transitions of a source that names no environment: unbounded observations, actions in [-1, 1] unless
+    `read` is given bounds, no episode length."""
+    columns, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    return SourceData(transitions=data, num_episodes=int(data["dones"].sum()), env_id=None, env_kwargs={},
+                      max_episode_steps=None, observation_keys=observation_keys,
+                      observation_low=np.full(columns, -np.inf), observation_high=np.full(columns, np.inf),
+                      action_low=np.full(action_dim, -1.0), action_high=np.full(action_dim, 1.0),
+                      ref_min_score=reference[0], ref_max_score=reference[1])
 
 
 def _check_flags(arrays: Mapping[str, np.ndarray], where: str, field: str, rows: int, report: validation.Report
@@ -403,18 +402,13 @@ def _read_ogbench(source: Source, report: validation.Report) -> Optional[SourceD
 
 def _read_rlds(source: Source, report: validation.Report) -> Optional[SourceData]:
     """An RLDS / TFDS dataset's episodes as transitions (`rlds_source.py`), checked like rows."""
-    data, facts = rlds_source.read(source.name, source.builder, source.rlds_options)
+    data, observation_keys = rlds_source.read(source.name, source.builder, source.rlds_options)
     for key in ("observations", "actions", "rewards", "next_observations"):
         report.check_array(source.name, key, data[key], (None,) * data[key].ndim)
     name = source.builder.name  # D4RL's locomotion scores for TFDS's d4rl_mujoco_* builders, as for Minari's
     reference = D4RL_LOCOMOTION_SCORES.get(name[len("d4rl_mujoco_"):], (None, None)) if name.startswith(
         "d4rl_mujoco_") else (None, None)
-    columns, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    return SourceData(transitions=data, num_episodes=facts["episodes"], env_id=None, env_kwargs={},
-                      max_episode_steps=None, observation_keys=facts["observation_keys"],
-                      observation_low=np.full(columns, -np.inf), observation_high=np.full(columns, np.inf),
-                      action_low=np.full(action_dim, -1.0), action_high=np.full(action_dim, 1.0),
-                      ref_min_score=reference[0], ref_max_score=reference[1])
+    return _without_environment(data, observation_keys, reference)
 
 
 def _read_minari(dataset: minari.MinariDataset, report: validation.Report) -> Optional[SourceData]:

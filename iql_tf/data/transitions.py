@@ -12,6 +12,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from iql_tf.data.rewards import trajectory_lengths
+from iql_tf.errors import UserError
+
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "dones")
 
 Transitions = Dict[str, np.ndarray]
@@ -54,15 +57,12 @@ def hold_out_trajectories(data: Transitions, fraction: float, where: str, seed: 
                           ) -> "tuple[Transitions, Transitions]":
     """(kept, held out): round(fraction x trajectories) whole trajectories, drawn by a generator seeded by `seed`,
     held out in their order; a fraction that holds out none, or all, is a UserError."""
-    from iql_tf.errors import UserError
-
-    ends = np.flatnonzero(data["dones"])
-    count = len(ends)
+    lengths = trajectory_lengths(data["dones"])
+    count = len(lengths)
     held = int(round(fraction * count))
     if not 1 <= held < count:
         raise UserError(f"{where}: validation_fraction {fraction} of its {count} trajectories holds out {held}; give "
                         "a fraction that holds out at least one trajectory and keeps one")
-    lengths = np.diff(np.concatenate([[-1], ends]))
     chosen = np.zeros(count, bool)
     chosen[np.random.default_rng(seed).choice(count, held, replace=False)] = True
     rows = np.repeat(chosen, lengths)

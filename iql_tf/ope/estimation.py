@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data.rewards import trajectory_returns, trajectory_starts
+from iql_tf.data.rewards import trajectory_lengths, trajectory_returns, trajectory_starts
 from iql_tf.errors import UserError
 from iql_tf.policy import Policy
 from iql_tf.policy.metadata import PolicyMetadata
@@ -151,9 +151,7 @@ def successful_transitions(rewards: np.ndarray, dones: np.ndarray, success_retur
         if not np.isin(rewards, (0.0, 1.0)).all():
             return None
         success_return = 1.0
-    starts = trajectory_starts(dones)
-    lengths = np.diff(np.append(starts, len(rewards)))
-    return np.repeat(trajectory_returns(rewards, dones) >= success_return, lengths)
+    return np.repeat(trajectory_returns(rewards, dones) >= success_return, trajectory_lengths(dones))
 
 
 def load_initial_states(path: "str | pathlib.Path") -> np.ndarray:
