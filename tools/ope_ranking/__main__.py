@@ -22,7 +22,7 @@ import json
 import pathlib
 import subprocess
 import sys
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import flags
@@ -106,13 +106,14 @@ def train_candidates(task: str, source: Any, root: pathlib.Path) -> None:
         agent.fit(source, steps=steps, workdir=str(root / name), eval_env=env_id)
 
 
-def d3rlpy_rows(source: Any, path: pathlib.Path) -> None:
+def d3rlpy_rows(source: Any, path: pathlib.Path, env_id: Optional[str]) -> None:
     """The converted dataset (what iql-tf's FQE reads) as the D4RL-style rows a d3rlpy user loads: raw
     observations, actions and rewards; terminals, and timeouts at every other trajectory end."""
     from iql_tf.data.pipeline import load_converted, make_dataset
     from iql_tf.settings import DataSettings
 
-    tensors, _ = load_converted(make_dataset(DataSettings(source=source, streaming=False)).directory)
+    # streaming=True: only the converted directory, which load_converted then reads once
+    tensors, _ = load_converted(make_dataset(DataSettings(source=source, streaming=True, env_id=env_id)).directory)
     rows = {key: value.numpy() for key, value in tensors.items()}
     np.savez(path, observations=rows["observations"], actions=rows["actions"], rewards=rows["rewards"],
              terminals=rows["terminals"], timeouts=rows["dones"] * (1.0 - rows["terminals"]))
@@ -166,7 +167,7 @@ def run_peer(source: Any, policies: List[str], discount: float, out: pathlib.Pat
     """d3rlpy's FQE of `policies` in --peer_processes processes at once (each policy is seeded alike, so the
     split changes no estimate), keeping what earlier, interrupted runs estimated (OUT/d3rlpy.part-K.json)."""
     if not (out / "rows.npz").is_file():
-        d3rlpy_rows(source, out / "rows.npz")
+        d3rlpy_rows(source, out / "rows.npz", TASKS[FLAGS.task][3])
     done = {entry["policy"]: entry for part in sorted(out.glob("d3rlpy.part-*.json"))
             for entry in json.loads(part.read_text() or "[]")}
     remaining = [policy for policy in policies if policy not in done]
