@@ -14,7 +14,7 @@ KERNEL_INITS = ("orthogonal", "glorot_uniform")
 # IQLAgent.update_order: how an update orders its steps (agent.IQLAgent.update).
 UPDATE_ORDERS = ("sequential", "joint")
 
-# make_dataset.rlds_final_step: what an RLDS episode's last step is (data/rlds_source.episode_transitions).
+# make_dataset.rlds_final_step: what an RLDS episode's last step is (data/rlds_source.Layout.rows).
 RLDS_FINAL_STEPS = ("observation", "transition")
 
 

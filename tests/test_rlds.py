@@ -4,6 +4,8 @@ the last step) trains; data written as RLDS opens with TFDS alone; the mistakes 
 is written here with TFDS's own writer."""
 
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -151,6 +153,72 @@ def test_a_robot_layout_keeps_the_reward_of_the_last_step_and_trains(robot_rlds,
     with pytest.raises(UserError, match=r"its observation has no part 'stat'; did you mean 'state'\? its numeric "
                                         r"parts are gripper, state"):
         make_dataset(DataSettings(source, cache_dir=str(tmp_path), observation_keys=["stat"]))
+
+
+def test_a_dataset_streamed_as_it_is_gives_its_conversion_s_rows_and_resumes(robot_rlds, tmp_path):
+    import tensorflow as tf
+
+    from iql_tf.data import rlds_source
+    from iql_tf.data.pipeline import load_converted
+    from iql_tf.data.streaming import GROUP, StreamedBatches
+
+    source, options = f"rlds:{robot_rlds}", dict(cache_dir=str(tmp_path), rlds_final_step="transition")
+    held = make_dataset(DataSettings(source, streaming=False, **options))
+    streamed = make_dataset(DataSettings(source, streaming=True, **options))
+    # Described by one pass, never copied: no shards, the conversion's counts and statistics.
+    assert streamed.tensors is None and streamed.metadata.stream_of and not streamed.metadata.shards
+    assert sorted(path.name for path in pathlib.Path(streamed.directory).iterdir()) == ["metadata.json"]
+    assert (streamed.metadata.num_transitions, streamed.metadata.num_episodes) == (
+        held.metadata.num_transitions, held.metadata.num_episodes)
+    for name, value in held.metadata.statistics.items():
+        if name != "shards_bytes":  # merged per episode against numpy's whole-array sums: float64 rounding
+            np.testing.assert_allclose(streamed.metadata.statistics[name], value, rtol=1e-12, atol=1e-15,
+                                       err_msg=name)
+    # One epoch of the stream is the converted rows, bit for bit, in another order.
+    blocks = list(rlds_source.stream_rows(streamed.metadata.stream_of, seed=0).as_numpy_iterator())
+    converted, _ = load_converted(held.directory)
+
+    def table(rows):
+        columns = np.concatenate([np.asarray(rows[key]).reshape(len(rows["rewards"]), -1)
+                                  for key in transitions.TRANSITION_KEYS], axis=1)
+        return columns[np.lexsort(columns.T[::-1])]
+
+    np.testing.assert_array_equal(table({key: np.concatenate([block[key] for block in blocks])
+                                         for key in transitions.TRANSITION_KEYS}), table(converted))
+
+    # The iterator is checkpointed: a stream restored where it was saved reads the same groups on.
+    def next_groups(batches, count):
+        groups = []
+        for _ in range(count):
+            batches.position.assign(GROUP)
+            batches.available()
+            groups.append(batches.group["observations"].numpy())
+        return groups
+
+    make = lambda: StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, 1, 8, 64,  # noqa
+                                   seed=3)
+    first = make()
+    next_groups(first, 1)
+    saved = tf.train.Checkpoint(iterator=first.iterator).save(str(tmp_path / "stream" / "ckpt"))
+    expected = next_groups(first, 2)
+    second = make()
+    tf.train.Checkpoint(iterator=second.iterator).restore(saved)
+    for got, want in zip(next_groups(second, 2), expected):
+        np.testing.assert_array_equal(got, want)
+    # And it trains, streamed.
+    run = train(tmp_path / "run", DataSettings(source, streaming=True, **options),
+                AgentSettings(hidden_dims=(8,), batch_size=16, jit_compile=False),
+                RunSettings(num_offline_steps=20, steps_per_call=10, progress_bar=False, eval_episodes=0))
+    assert int(run.trained().agent.step) == 20
+    with pytest.raises(UserError, match=r"validation_fraction with the dataset streamed as it is; convert it once"):
+        make_dataset(DataSettings(source, streaming=True, validation_fraction=0.2, **options))
+    # A dataset moved after its scan is one line when the stream opens it.
+    moved = tmp_path / "moved"
+    shutil.copytree(robot_rlds, moved)
+    described = make_dataset(DataSettings(f"rlds:{moved}", streaming=True, **options))
+    shutil.rmtree(moved)
+    with pytest.raises(UserError, match=r"the RLDS dataset to stream cannot be opened any more .* give its source"):
+        StreamedBatches(described.directory, described.metadata, described.preprocessing, 1, 8, 64, seed=3)
 
 
 def test_generated_data_is_written_as_rlds_that_tfds_alone_reads(pointmaze_root, monkeypatch, tmp_path):

@@ -8,14 +8,14 @@ or interrupted conversion leaves nothing at the output.
 
 import dataclasses
 import pathlib
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from absl import logging
 
-from iql_tf import files
-from iql_tf.data import rewards, shards, sources, transitions, validation
+from iql_tf import files, json_records
+from iql_tf.data import rlds_source, shards, sources, statistics, transitions, validation
 from iql_tf.data.transitions import Transitions
 from iql_tf.data.metadata import DatasetMetadata, write_metadata
 from iql_tf.errors import UserError
@@ -81,10 +81,48 @@ def convert(
     return metadata
 
 
+def describe_stream(source: sources.Source, output: "str | pathlib.Path", env_id: Optional[str] = None,
+                    env_kwargs: Optional[Mapping[str, Any]] = None,
+                    action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> DatasetMetadata:
+    """An RLDS source to be streamed as it is (never copied into shards): read once, checked as `convert`
+    checks it, and described at `output/metadata.json` with its statistics and where to stream it from
+    (`metadata.stream_of`), written as `convert` writes (nothing at `output` unless complete)."""
+    output = pathlib.Path(output).expanduser()
+    report = validation.Report()
+    data, gathered = sources.read_streamed(source, report, env_id, env_kwargs, action_bounds)
+    report.raise_first(source.name)
+    checksum = sources.checksum(source)
+    layout = rlds_source.Layout.of(source.name, source.builder, source.rlds_options)
+    stream_of = dict(dataclasses.asdict(layout), builder_dir=str(source.builder.data_dir),
+                     split=source.rlds_options.split)
+    metadata = _described(data, source.name, checksum, [], dict(
+        gathered.statistics(), shards_bytes=int(source.builder.info.splits[source.rlds_options.split].num_bytes)),
+        gathered.num_transitions, gathered.num_episodes, json_records.digest([checksum, stream_of]), stream_of)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    files.sweep_stale_staging(output.parent)
+    with files.atomic_directory(output) as staging:
+        write_metadata(staging, metadata)
+    logging.info("%s", summary(metadata, output))
+    return metadata
+
+
 def _write(data: sources.SourceData, rows: Transitions, name: str, checksum: str, folder: pathlib.Path,
            shard_size: int) -> DatasetMetadata:
     """`rows` (the source's `data`, or a part of it) as shards and metadata.json in `folder`."""
-    metadata = DatasetMetadata(
+    written = shards.write_shards(rows, folder, shard_size)
+    metadata = _described(data, name, checksum, written, dict(
+        statistics.of(rows), shards_bytes=sum((folder / shard.file).stat().st_size for shard in written)),
+        len(rows["rewards"]), int(rows["dones"].sum()), transitions.content_sha256(rows))
+    write_metadata(folder, metadata)
+    return metadata
+
+
+def _described(data: sources.SourceData, name: str, checksum: str, written: Sequence[Any],
+               figures: Mapping[str, Any], num_transitions: int, num_episodes: int, content_sha256: str,
+               stream_of: Optional[Mapping[str, Any]] = None) -> DatasetMetadata:
+    """The metadata of `data`'s transitions (held, or streamed: `stream_of`), from the figures gathered."""
+    rows = data.transitions
+    return DatasetMetadata(
         source=name,
         source_checksum=checksum,
         env_id=data.env_id,
@@ -97,30 +135,15 @@ def _write(data: sources.SourceData, rows: Transitions, name: str, checksum: str
         observation_high=data.observation_high.tolist(),
         action_low=data.action_low.tolist(),
         action_high=data.action_high.tolist(),
-        num_transitions=len(rows["rewards"]),
-        num_episodes=int(rows["dones"].sum()),
+        num_transitions=num_transitions,
+        num_episodes=num_episodes,
         ref_min_score=data.ref_min_score,
         ref_max_score=data.ref_max_score,
-        shards=shards.write_shards(rows, folder, shard_size),
-        statistics=statistics(rows),
-        content_sha256=transitions.content_sha256(rows),
+        shards=list(written),
+        statistics=dict(figures),
+        content_sha256=content_sha256,
+        stream_of=dict(stream_of) if stream_of is not None else None,
     )
-    metadata = dataclasses.replace(metadata, statistics=dict(
-        metadata.statistics, shards_bytes=sum((folder / shard.file).stat().st_size for shard in metadata.shards)))
-    write_metadata(folder, metadata)
-    return metadata
-
-
-def statistics(transitions: Transitions) -> Dict[str, Any]:
-    """What preprocessing needs from the whole dataset (so that a streamed dataset is read once, in training)."""
-    observations = transitions["observations"]
-    returns = rewards.trajectory_returns(transitions["rewards"], transitions["dones"])
-    return {
-        "observation_mean": observations.mean(axis=0, dtype=np.float64).tolist(),
-        "observation_std": observations.std(axis=0, dtype=np.float64).tolist(),
-        "trajectory_return_min": float(returns.min()),
-        "trajectory_return_max": float(returns.max()),
-    }
 
 
 def _unwritable(output: pathlib.Path, error: OSError) -> UserError:

@@ -13,9 +13,9 @@ from iql_tf import json_records
 from iql_tf.data import storage
 from iql_tf.errors import UserError
 
-FORMAT_VERSION = 4  # 3: statistics; 4: content_sha256
+FORMAT_VERSION = 5  # 3: statistics; 4: content_sha256; 5: stream_of
 # Versions still read, with what their files lack: a version 3 dataset is identified by its shards' bytes.
-_OLDER_VERSIONS = {3: {"content_sha256": None}}
+_OLDER_VERSIONS = {3: {"content_sha256": None, "stream_of": None}, 4: {"stream_of": None}}
 METADATA_FILE = "metadata.json"
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
 
@@ -56,6 +56,9 @@ class DatasetMetadata:
     # sha256 of the converted arrays themselves (`transitions.content_sha256`): what identifies the data, whatever
     # the bytes of its shards (None for a version 3 dataset).
     content_sha256: Optional[str] = None
+    # An RLDS dataset streamed as it is, without shards of its own: where it is and how its steps are read
+    # (`rlds_source.stream_rows`); None for shards.
+    stream_of: Optional[Dict[str, Any]] = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -77,7 +80,8 @@ class DatasetMetadata:
             ("action_high", len(self.action_high) != _size(self.action_shape)),
             ("action_high", not all(math.isfinite(low) and math.isfinite(high) and low < high
                                     for low, high in zip(self.action_low, self.action_high))),
-            ("num_transitions", self.num_transitions != sum(s.num_transitions for s in self.shards)),
+            ("num_transitions", self.stream_of is None and self.num_transitions != sum(
+                s.num_transitions for s in self.shards)),
             ("num_transitions", self.num_transitions <= 0),
             ("num_episodes", not 0 < self.num_episodes <= self.num_transitions),
         ]

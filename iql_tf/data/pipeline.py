@@ -21,7 +21,7 @@ from absl import logging
 from iql_tf import files, json_records
 from iql_tf.data import rlds_source, shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
-from iql_tf.data.conversion import VALIDATION, convert
+from iql_tf.data.conversion import VALIDATION, convert, describe_stream
 from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
@@ -59,10 +59,11 @@ def default_cache_dir() -> str:
 def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path", env_id: Optional[str] = None,
                         env_kwargs: Optional[Mapping[str, Any]] = None,
                         action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
-                        validation_fraction: float = 0.0) -> str:
+                        validation_fraction: float = 0.0, stream: bool = False) -> str:
     """The converted directory of a resolved source: a converted directory as is, anything else converted once
     into `cache_dir` (a damaged cache entry is made again). Both may be local paths or tf.io.gfile URIs (a
-    conversion into a URI cache is made locally, then uploaded with its metadata.json last)."""
+    conversion into a URI cache is made locally, then uploaded with its metadata.json last). With `stream`
+    (an RLDS source), the entry describes the source to be streamed as it is (`conversion.describe_stream`)."""
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
         _check_no_overrides(resolved.path, settings)
@@ -74,7 +75,12 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
         return storage.normalise(resolved.path)
     if validation_fraction:  # the key of a conversion without a held-out split stays what it was
         settings["validation_fraction"] = validation_fraction
-    key = json_records.digest([FORMAT_VERSION, settings, dict(resolved.columns or {}), sources.identity(resolved)])
+    make = convert
+    if stream:
+        make = describe_stream
+        key_settings = dict(settings, stream=True)
+    key = json_records.digest([FORMAT_VERSION, key_settings if stream else settings, dict(resolved.columns or {}),
+                               sources.identity(resolved)])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
     cache_dir = storage.normalise(cache_dir)
     target = storage.join(cache_dir, f"{name}-{key}")
@@ -92,10 +98,10 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
     try:
         if storage.is_uri(cache_dir):
             with tempfile.TemporaryDirectory() as local:
-                convert(resolved, pathlib.Path(local) / "converted", **settings)
+                make(resolved, pathlib.Path(local) / "converted", **settings)
                 storage.upload(pathlib.Path(local) / "converted", target, last=METADATA_FILE)
         else:
-            convert(resolved, target, **settings)
+            make(resolved, target, **settings)
     except UserError:
         if not storage.is_file(storage.join(target, METADATA_FILE)):  # else another process converted it meanwhile
             raise
@@ -138,13 +144,26 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
                                                                     settings.rlds_final_step))
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    if resolved.kind == sources.RLDS and _streams(settings, rlds_source.split_bytes(resolved.builder,
+                                                                                   resolved.rlds_options), resolved.name):
+        # Streamed as it is, from its own shards: a dataset larger than memory is not copied a second time.
+        if settings.validation_fraction:
+            raise UserError(f"{resolved.name}: make_dataset.validation_fraction with the dataset streamed as it is; "
+                            "convert it once with a held-out split (iql-convert --source=... --validation_fraction="
+                            f"{settings.validation_fraction} --output=DIR) and train on DIR")
+        directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
+                                        stream=True)
+        metadata = load_metadata(directory)
+        preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
+        _log_dataset(metadata, preprocessing)
+        return OfflineDataset(None, metadata, preprocessing, directory)
     directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
                                     settings.validation_fraction)
     metadata = load_metadata(directory)
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
     validation = _held_out(directory, preprocessing) if settings.validation_fraction else None
-    if _streams(settings, metadata, directory):
+    if _streams(settings, streaming.converted_bytes(metadata), directory):
         return OfflineDataset(None, metadata, preprocessing, directory, validation)
     try:
         tensors, metadata = load_converted(directory)
@@ -170,16 +189,17 @@ def _held_out(directory: str, preprocessing: Preprocessing) -> Dict[str, tf.Tens
     return dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
 
 
-def _streams(settings: DataSettings, metadata: DatasetMetadata, directory: str) -> bool:
-    """Whether to stream: as asked, or (None) when the converted shards exceed the memory budget."""
-    size, budget = streaming.converted_bytes(metadata), settings.memory_budget_bytes()
+def _streams(settings: DataSettings, size: int, directory: str) -> bool:
+    """Whether to stream: as asked, or (None) when the data's `size` in bytes (its converted shards, or an
+    RLDS dataset's own) exceeds the memory budget."""
+    budget = settings.memory_budget_bytes()
     if settings.streaming is None:
         stream = size > budget
-        logging.info("dataset %s: %.2f GB converted, memory budget %.2f GB (make_dataset.memory_budget_gb; default: "
+        logging.info("dataset %s: %.2f GB of records, memory budget %.2f GB (make_dataset.memory_budget_gb; default: "
                      "a quarter of this machine's memory): %s", directory, size / 1e9, budget / 1e9,
                      "streamed through tf.data" if stream else "held in memory")
         return stream
-    logging.info("dataset %s: %.2f GB converted, %s (make_dataset.streaming = %s)", directory, size / 1e9,
+    logging.info("dataset %s: %.2f GB of records, %s (make_dataset.streaming = %s)", directory, size / 1e9,
                  "streamed through tf.data" if settings.streaming else "held in memory", settings.streaming)
     return settings.streaming
 

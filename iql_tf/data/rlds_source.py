@@ -32,7 +32,7 @@ strings (language instructions) and other step or episode metadata never reach t
 import dataclasses
 import difflib
 import pathlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
@@ -43,7 +43,7 @@ from iql_tf.errors import UserError, first_line
 PREFIXES = ("rlds:", "tfds:")
 _REQUIRED = ("observation", "action", "reward", "is_last", "is_terminal")
 _INSTALL = "pip install 'iql-tf[rlds]' (tensorflow-datasets)"
-_MAX_STEPS = 1 << 24  # steps of one episode read at once (all of it)
+_PARALLEL_SHARDS = 4  # shard files read side by side
 
 
 def is_rlds(source: object) -> bool:
@@ -120,84 +120,126 @@ def read(source: str, builder: Any, options: RLDSOptions
          ) -> "tuple[transitions_lib.Transitions, Optional[List[str]]]":
     """Every episode of the split as transitions, and the flattening order of dict observations (None for one
     array)."""
-    tfds = tfds_module()
-    steps_feature = _steps_feature(source, builder.info.features)
-    missing = [name for name in _REQUIRED if name not in steps_feature]
-    if missing:
-        raise UserError(f"{source}: its steps have no {', '.join(missing)} (they have {', '.join(steps_feature)}); "
-                        "iql-tf reads RLDS steps with observation, action, reward, is_last and is_terminal")
-    observation_keys = _select(source, "observation", steps_feature["observation"], options.observation_keys)
-    action_keys = _select(source, "action", steps_feature["action"], options.action_keys)
-    ignored = sorted(set(steps_feature) - {"observation", "action", "reward", "discount", "is_first", "is_last",
-                                           "is_terminal"})
-    if ignored:
-        logging.info("%s: step fields %s are kept out of the networks", source, ", ".join(ignored))
-    d4rl = builder.name.startswith("d4rl_")
-    parts: List[transitions_lib.Transitions] = []
+    parts, observation_keys = [], None
+    for part, observation_keys in checked_episodes(source, builder, options):
+        parts.append(part)
+    if not any(len(part["rewards"]) for part in parts):
+        raise UserError(f"{source}: no transitions (every episode has a single step); give episodes of two steps "
+                        "or more")
+    return transitions_lib.concatenate([part for part in parts if len(part["rewards"])]), observation_keys
+
+
+def checked_episodes(source: str, builder: Any, options: RLDSOptions
+                     ) -> Iterator["tuple[transitions_lib.Transitions, Optional[List[str]]]"]:
+    """Each episode's transitions (as `episode_rows` makes them in tf.data), its flags checked, one at a time,
+    with the observations' flattening order."""
     import tensorflow as tf
 
-    # Each episode's steps (a nested dataset) as whole arrays [T, ...], decoded inside tf.data.
-    episodes = builder.as_dataset(split=options.split, shuffle_files=False).map(
-        lambda episode: episode["steps"].batch(_MAX_STEPS).get_single_element())
+    layout = Layout.of(source, builder, options)
+    width = None
     try:
-        for index, steps in enumerate(tfds.as_numpy(episodes)):
-            where = f"{source}, episode {index}"
-            observations = _flatten(where, "observation", steps["observation"], observation_keys)
-            actions = _flatten(where, "action", steps["action"], action_keys)
-            part = episode_transitions(where, observations, actions, np.asarray(steps["reward"], np.float32),
-                                       np.asarray(steps.get("discount", np.ones(len(actions))), np.float32),
-                                       np.asarray(steps["is_last"], bool), np.asarray(steps["is_terminal"], bool),
-                                       options.final_step, d4rl)
-            if part is not None:
-                parts.append(part)
+        for index, (rows, is_last, is_terminal) in enumerate(tfds_module().as_numpy(
+                episodes(builder, options.split).map(layout.rows_and_flags))):
+            _check_flags(f"{source}, episode {index}", is_last, is_terminal)
+            if width is not None and rows["actions"].shape[1] != width:
+                raise UserError(f"{source}: actions of varying length across episodes ({width} and "
+                                f"{rows['actions'].shape[1]}); map one action layout with make_dataset.action_keys")
+            width = rows["actions"].shape[1]
+            yield rows, layout.observation_keys
     except tf.errors.OpError as error:  # DataLossError of a damaged shard, and the like
         shards = ", ".join(pathlib.PurePath(path).name for path in builder.info.splits[options.split].filepaths)
         raise UserError(f"{source}: a shard could not be read ({first_line(error)}; shards {shards}); copy or "
                         "prepare the dataset again") from error
-    if not parts:
-        raise UserError(f"{source}: no transitions (every episode has a single step); give episodes of two steps "
-                        "or more")
-    widths = {part["actions"].shape[1] for part in parts}
-    if len(widths) > 1:
-        raise UserError(f"{source}: actions of varying length across episodes ({sorted(widths)}); map one action "
-                        "layout with make_dataset.action_keys")
-    return transitions_lib.concatenate(parts), observation_keys
 
 
-def episode_transitions(where: str, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                        discounts: np.ndarray, is_last: np.ndarray, is_terminal: np.ndarray, final_step: str,
-                        d4rl: bool) -> Optional[transitions_lib.Transitions]:
-    """One episode's steps [T, ...] -> its transitions (see the module docstring); None for a single step."""
-    steps = len(actions)
+def episodes(builder: Any, split: str, shuffle_seed: Optional[int] = None) -> Any:
+    """The split's episodes as a tf.data.Dataset of their steps, each field whole ([T, ...] tensors): decoded in
+    one batch per episode rather than as TFDS's nested dataset of steps, whose reading op tf.data cannot
+    checkpoint. With `shuffle_seed`, the shard files in a seeded order, reshuffled every epoch."""
+    tfds = tfds_module()
+
+    class WholeSteps(tfds.decode.Decoder):
+        def decode_example(self, serialized):
+            return self.feature.feature.decode_batch_example(serialized)
+
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True,
+                                  interleave_cycle_length=_PARALLEL_SHARDS)
+    dataset = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
+                                 decoders={"steps": WholeSteps()})
+    return dataset.map(lambda episode: episode["steps"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Which parts of a dataset's steps make observations and actions, and how its episodes end: what turns one
+    episode's steps into transitions (`rows`)."""
+
+    observation_keys: Optional[List[str]]
+    action_keys: Optional[List[str]]
+    final_step: str
+    d4rl: bool  # TFDS's D4RL builders' appended final steps (the module docstring)
+
+    @classmethod
+    def of(cls, source: str, builder: Any, options: RLDSOptions) -> "Layout":
+        steps_feature = _steps_feature(source, builder.info.features)
+        missing = [name for name in _REQUIRED if name not in steps_feature]
+        if missing:
+            raise UserError(f"{source}: its steps have no {', '.join(missing)} (they have "
+                            f"{', '.join(steps_feature)}); iql-tf reads RLDS steps with observation, action, reward, "
+                            "is_last and is_terminal")
+        ignored = sorted(set(steps_feature) - {"observation", "action", "reward", "discount", "is_first", "is_last",
+                                               "is_terminal"})
+        if ignored:
+            logging.info("%s: step fields %s are kept out of the networks", source, ", ".join(ignored))
+        return cls(_select(source, "observation", steps_feature["observation"], options.observation_keys),
+                   _select(source, "action", steps_feature["action"], options.action_keys), options.final_step,
+                   builder.name.startswith("d4rl_"))
+
+    def rows(self, steps: Dict[str, Any]) -> Dict[str, Any]:
+        """One episode's steps [T, ...] -> its transitions [count, ...] (TensorFlow ops, for tf.data), read as
+        the module docstring says; none for an episode of a single step. Assumes the flags `_check_flags`
+        checks, which a conversion checks while reading and a stream's scan before it starts."""
+        import tensorflow as tf
+
+        observations = _flattened(steps["observation"], self.observation_keys)
+        actions = _flattened(steps["action"], self.action_keys)
+        steps_count = tf.shape(actions)[0]
+        rewards = tf.cast(steps["reward"], tf.float32)
+        discounts = tf.cast(steps["discount"], tf.float32) if "discount" in steps else tf.ones_like(rewards)
+        terminal = steps["is_terminal"][-1]
+        count = steps_count - 1  # transitions into the next step's observation
+        if self.d4rl:  # an appended final step with the file's last next observation
+            count -= tf.cast(tf.logical_and(tf.logical_not(terminal), tf.equal(discounts[-1], 0.0)), tf.int32)
+        ends_terminal = tf.logical_and(terminal, tf.logical_and(tf.equal(count, steps_count - 1), count > 0))
+        next_observations = observations[1:count + 1]
+        if self.d4rl:  # zeros or another episode's observation: never read, stored as s, as .npz rows without s'
+            last = tf.equal(tf.range(count), count - 1)[:, tf.newaxis]
+            next_observations = tf.where(tf.logical_and(ends_terminal, last), observations[:count], next_observations)
+        if self.final_step == "transition":  # a terminal last step is a transition of its own
+            keep_last = tf.cast(terminal, tf.int32)
+            count = count * (1 - keep_last) + steps_count * keep_last
+            ends_terminal = tf.logical_or(ends_terminal, terminal)
+            # (a terminal episode keeps all its steps - 1 transitions above: its s' is its own observation)
+            next_observations = tf.cond(terminal, lambda: tf.concat([next_observations, observations[-1:]], 0),
+                                        lambda: next_observations)
+        count = tf.maximum(count, 0)
+        last = tf.cast(tf.equal(tf.range(count), count - 1), tf.float32)
+        return {"observations": observations[:count], "actions": actions[:count], "rewards": rewards[:count],
+                "next_observations": next_observations[:count],
+                "terminals": last * tf.cast(ends_terminal, tf.float32), "dones": last}
+
+    def rows_and_flags(self, steps: Dict[str, Any]) -> "tuple[Dict[str, Any], Any, Any]":
+        return self.rows(steps), steps["is_last"], steps["is_terminal"]
+
+
+def _check_flags(where: str, is_last: np.ndarray, is_terminal: np.ndarray) -> None:
+    """RLDS's flags: is_last on the last step alone, is_terminal on none before it."""
     if not is_last[-1] or is_last[:-1].any():
-        raise UserError(f"{where}: is_last is set on steps {np.flatnonzero(is_last).tolist()} of {steps}; RLDS sets it "
-                        "on an episode's last step only")
+        raise UserError(f"{where}: is_last is set on steps {np.flatnonzero(is_last).tolist()} of {len(is_last)}; RLDS "
+                        "sets it on an episode's last step only")
     if is_terminal[:-1].any():
         raise UserError(f"{where}: is_terminal is set before the last step (steps "
                         f"{np.flatnonzero(is_terminal[:-1]).tolist()}); RLDS marks only the final observation terminal")
-    terminal = bool(is_terminal[-1])
-    count = steps - 1  # transitions into the next step's observation
-    if d4rl and not terminal and discounts[-1] == 0.0:
-        count -= 1  # TFDS's D4RL builders: an appended final step with the file's last next observation
-    next_observations = observations[1:count + 1].copy()
-    terminals = np.zeros(count, np.float32)
-    if terminal and count == steps - 1 and count:
-        terminals[-1] = 1.0
-        if d4rl:  # zeros or another episode's observation: never read, stored as s, as .npz rows without s' store it
-            next_observations[-1] = observations[count - 1]
-    keep_last = final_step == "transition" and terminal
-    if keep_last:
-        next_observations = np.concatenate([next_observations, observations[-1:]])
-        terminals = np.zeros(steps, np.float32)
-        terminals[-1] = 1.0
-        count = steps
-    if count <= 0:
-        return None
-    dones = np.zeros(count, np.float32)
-    dones[-1] = 1.0
-    return {"observations": observations[:count].astype(np.float32), "actions": actions[:count].astype(np.float32),
-            "rewards": rewards[:count].astype(np.float32), "next_observations": next_observations.astype(np.float32),
-            "terminals": terminals, "dones": dones}
 
 
 def _steps_feature(source: str, features: Any) -> Dict[str, Any]:
@@ -239,22 +281,45 @@ def _select(source: str, field: str, feature: Any, keys: Optional[Sequence[str]]
     return list(keys)
 
 
-def _flatten(where: str, field: str, value: Any, keys: Optional[List[str]]) -> np.ndarray:
+def _flattened(value: Any, keys: Optional[List[str]]) -> Any:
     """A step field [T, ...] (or a dict of them) -> float32 [T, D], the parts of `keys` concatenated in order."""
+    import tensorflow as tf
+
+    def flat(part: Any) -> Any:
+        return tf.reshape(tf.cast(part, tf.float32), [tf.shape(part)[0], -1])
+
     if keys is None:
-        array = np.asarray(value)
-        return array.reshape(len(array), -1).astype(np.float32)
+        return flat(value)
     parts = []
     for key in keys:
         part = value
         for name in key.split("/"):
-            if not isinstance(part, dict) or name not in part:
-                raise UserError(f"{where}: a step's {field} lacks {key!r}; its parts differ from the dataset's "
-                                "features, so the dataset is damaged: prepare it again")
             part = part[name]
-        part = np.asarray(part)
-        parts.append(part.reshape(len(part), -1).astype(np.float32))
-    return np.concatenate(parts, axis=1)
+        parts.append(flat(part))
+    return tf.concat(parts, axis=1)
+
+
+def split_bytes(builder: Any, options: RLDSOptions) -> int:
+    """The size of the split's records, as TFDS recorded it when it wrote them."""
+    dataset_files(builder, options.split)  # an unknown split is one line
+    return int(builder.info.splits[options.split].num_bytes)
+
+
+def stream_rows(stream_of: Dict[str, Any], seed: int) -> Any:
+    """One epoch of a described RLDS dataset (`conversion.describe_stream`) as blocks of transitions, an
+    episode each, for `streaming.StreamedBatches`: the shard files in a seeded order, new every epoch,
+    read side by side; episodes decoded and turned into transitions in parallel, in a fixed order."""
+    import tensorflow as tf
+
+    layout = Layout(**{field.name: stream_of[field.name] for field in dataclasses.fields(Layout)})
+    try:
+        builder = tfds_module().builder_from_directory(stream_of["builder_dir"])
+    except Exception as error:  # TFDS raises many kinds for a folder gone or changed
+        raise UserError(f"{stream_of['builder_dir']}: the RLDS dataset to stream cannot be opened any more "
+                        f"({first_line(error)}); it moved or changed after it was scanned: give its source again "
+                        "(a changed dataset is scanned anew)") from error
+    return episodes(builder, stream_of["split"], shuffle_seed=seed).map(
+        layout.rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def identity(builder: Any, options: RLDSOptions) -> List[Any]:

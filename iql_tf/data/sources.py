@@ -26,6 +26,7 @@ from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
 from iql_tf.data import checksums, generated, ogbench_source, rlds_source, storage, tables, validation
+from iql_tf.data import statistics as statistics_lib
 from iql_tf.data import transitions as transitions_lib
 from iql_tf.data.in_memory import InMemorySource, plain
 from iql_tf.data.metadata import METADATA_FILE
@@ -243,6 +244,44 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
                            else "it is generated when training or converting it"))
     if data is None:
         return None
+    data, bounds_from = _in_its_spaces(source, data, env_id, env_kwargs, action_bounds)
+    report.check_actions(str(source.path or source.name), data.transitions["actions"], data.action_low,
+                         data.action_high, bounds_from)
+    return data
+
+
+def read_streamed(source: Source, report: validation.Report, env_id: Optional[str] = None,
+                  env_kwargs: Optional[Mapping[str, Any]] = None,
+                  action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
+                  ) -> "tuple[SourceData, statistics_lib.Gathered]":
+    """An RLDS source read once without holding it (`read`'s checks, episode by episode), for streaming it as
+    it is: its facts, with the first episode's transitions alone, and the statistics and counts gathered on
+    the way. Stops at the first problem (in `report`)."""
+    assert source.kind == RLDS, source.kind
+    episodes = rlds_source.checked_episodes(source.name, source.builder, source.rlds_options)
+    gathered = statistics_lib.Gathered()
+    data = None
+    for index, (rows, observation_keys) in enumerate(episodes):
+        _check_rlds_rows(f"{source.name}, episode {index}", rows, report)
+        if data is None and len(rows["rewards"]) and not report.problems:
+            data, bounds_from = _in_its_spaces(source, _rlds_data(source, rows, observation_keys), env_id,
+                                               env_kwargs, action_bounds)
+        if data is not None:
+            report.check_actions(f"{source.name}, episode {index}", rows["actions"], data.action_low,
+                                 data.action_high, bounds_from)
+        if report.problems:
+            break
+        gathered.add(rows)
+    if data is None and not report.problems:
+        raise UserError(f"{source.name}: no transitions (every episode has a single step); give episodes of two "
+                        "steps or more")
+    return data, gathered
+
+
+def _in_its_spaces(source: Source, data: SourceData, env_id: Optional[str], env_kwargs: Optional[Mapping[str, Any]],
+                   action_bounds: Any) -> "tuple[SourceData, Optional[str]]":
+    """`data` with its evaluation env and action bounds as given (checked against the source's own), and
+    reference scores; and what the bounds come from (None: the default [-1, 1])."""
     if env_id is not None:
         data = _with_env(data, source.name, env_id, dict(env_kwargs or {}))
     bounds_from = data.env_id or (f"Minari dataset {source.name}" if source.kind == MINARI else None)
@@ -258,9 +297,7 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
                                 "make_dataset.action_bounds / --action_bounds")
         data = dataclasses.replace(data, **given)
         bounds_from = "make_dataset.action_bounds / --action_bounds"
-    report.check_actions(str(source.path or source.name), data.transitions["actions"], data.action_low,
-                         data.action_high, bounds_from)
-    return _with_reference_fallback(data)
+    return _with_reference_fallback(data), bounds_from
 
 
 def _in_memory_settings(source: Source, env_id: Optional[str], env_kwargs: Optional[Mapping[str, Any]],
@@ -403,12 +440,21 @@ def _read_ogbench(source: Source, report: validation.Report) -> Optional[SourceD
 def _read_rlds(source: Source, report: validation.Report) -> Optional[SourceData]:
     """An RLDS / TFDS dataset's episodes as transitions (`rlds_source.py`), checked like rows."""
     data, observation_keys = rlds_source.read(source.name, source.builder, source.rlds_options)
+    _check_rlds_rows(source.name, data, report)
+    return _rlds_data(source, data, observation_keys)
+
+
+def _check_rlds_rows(where: str, rows: transitions_lib.Transitions, report: validation.Report) -> None:
     for key in ("observations", "actions", "rewards", "next_observations"):
-        report.check_array(source.name, key, data[key], (None,) * data[key].ndim)
+        report.check_array(where, key, rows[key], (None,) * rows[key].ndim)
+
+
+def _rlds_data(source: Source, rows: transitions_lib.Transitions, observation_keys: Optional[List[str]]
+               ) -> SourceData:
     name = source.builder.name  # D4RL's locomotion scores for TFDS's d4rl_mujoco_* builders, as for Minari's
     reference = D4RL_LOCOMOTION_SCORES.get(name[len("d4rl_mujoco_"):], (None, None)) if name.startswith(
         "d4rl_mujoco_") else (None, None)
-    return _without_environment(data, observation_keys, reference)
+    return _without_environment(rows, observation_keys, reference)
 
 
 def _read_minari(dataset: minari.MinariDataset, report: validation.Report) -> Optional[SourceData]:

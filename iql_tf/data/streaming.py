@@ -5,6 +5,9 @@ shuffled through a buffer, batched, preprocessed and prefetched, consumed by the
       -> rebatch into chunks of `shuffle_buffer` rows -> repeat -> permute each chunk's rows (seeded, new
       seeds every epoch) -> rebatch(members x batch_size) -> preprocess -> prefetch
 
+An RLDS dataset streamed as it is (its metadata's `stream_of`) enters the same chain with one block per
+episode, its transitions made inside tf.data from its own shards (`rlds_source.stream_rows`).
+
 Everything moves in blocks and chunks, never row by row (which tf.data does a hundred times slower).
 Sampling differs from the in-memory replay buffer's: each epoch holds every row once (without replacement),
 and a batch is drawn from one chunk of `shuffle_buffer` rows: consecutive blocks (65536 rows each) of the
@@ -22,9 +25,10 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
-from iql_tf.data import shards
+from iql_tf.data import rlds_source, shards
 from iql_tf.data.metadata import DatasetMetadata
 from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.data.transitions import TRANSITION_KEYS
 from iql_tf.errors import UserError, first_line
 
 _PARALLEL_SHARDS = 4
@@ -44,23 +48,16 @@ class StreamedBatches(tf.Module):
     def __init__(self, directory: pathlib.Path, metadata: DatasetMetadata, preprocessing: Preprocessing,
                  members: int, batch_size: int, shuffle_buffer: int, seed: int, fix: str = "re-run the conversion"):
         super().__init__(name="streamed_batches")
-        paths = shards.verified_paths(directory, metadata, fix)
-        shards.check_counts(directory, paths, metadata, fix)  # what the in-memory path checks as it reads
         self.directory = directory
         self.members, self.batch_size = members, batch_size
         self._preprocessing = preprocessing
-        files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
-        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), _PARALLEL_SHARDS),
-                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         shapes = {"observations": metadata.observation_shape, "next_observations": metadata.observation_shape,
                   "actions": metadata.action_shape}
-
-        def parse(record: tf.Tensor) -> Dict[str, tf.Tensor]:
-            block = shards.parse_block(record)
-            return {key: tf.ensure_shape(value, [None, *shapes.get(key, [])]) for key, value in block.items()}
-
-        chunks = records.map(parse, num_parallel_calls=2, deterministic=True).rebatch(shuffle_buffer).repeat()
+        blocks = _shard_blocks(directory, metadata, seed, fix) if metadata.stream_of is None else \
+            rlds_source.stream_rows(metadata.stream_of, seed)
+        blocks = blocks.map(lambda block: {key: tf.ensure_shape(block[key], [None, *shapes.get(key, [])])
+                                           for key in TRANSITION_KEYS})
+        chunks = blocks.rebatch(shuffle_buffer).repeat()
         # Seeds drawn after the repeat: every epoch permutes its chunks anew (stateless, so checkpointable).
         chunks = tf.data.Dataset.zip(chunks, tf.data.Dataset.random(seed=seed + 1).batch(2))
         rows = chunks.map(_permuted, num_parallel_calls=2, deterministic=True)
@@ -102,6 +99,18 @@ class StreamedBatches(tf.Module):
         index = self.position.read_value()
         self.position.assign_add(1)
         return {key: tf.gather(variable, index) for key, variable in self.group.items()}
+
+
+def _shard_blocks(directory: pathlib.Path, metadata: DatasetMetadata, seed: int, fix: str) -> tf.data.Dataset:
+    """One epoch of a converted directory's blocks of rows, its shard files in a seeded order (new every
+    epoch) read side by side; checksums and counts verified first."""
+    paths = shards.verified_paths(directory, metadata, fix)
+    shards.check_counts(directory, paths, metadata, fix)  # what the in-memory path checks as it reads
+    files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
+    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), _PARALLEL_SHARDS),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return records.map(shards.parse_block, num_parallel_calls=2, deterministic=True)
 
 
 def _permuted(chunk: Dict[str, tf.Tensor], seed: tf.Tensor) -> Dict[str, tf.Tensor]:
