@@ -45,6 +45,8 @@ def define_flags() -> None:
                         "without an environment.")
     flags.DEFINE_integer("fqe_steps", None, "FQE's gradient updates (default: fqe.num_steps, 20000).")
     flags.DEFINE_float("discount", None, "Discount of the FQE estimate (default: fqe.discount, 0.99).")
+    flags.DEFINE_integer("fqe_ensemble_size", None, "Q networks of bootstrapped FQE, each on its own resample of the "
+                         "data; their spread is the estimate's uncertainty (default: fqe.ensemble_size, 1).")
     flags.DEFINE_string("initial_states", None, "An .npy file of raw observations [K, size] the policy starts from "
                         "where deployed: FQE's value is read out there instead of at the data's trajectory starts.")
     flags.DEFINE_string("fqe_workdir", None, "Where FQE's checkpoints and TensorBoard scalars go (resumed from).")
@@ -91,8 +93,8 @@ def _estimate(export: str) -> None:
     if given:
         raise UserError(f"--{given[0]} rolls the policy out in an environment, --dataset estimates it without one: "
                         "give one of them")
-    overrides = {name: value for name, value in (("num_steps", FLAGS.fqe_steps), ("discount", FLAGS.discount))
-                 if value is not None}
+    overrides = {name: value for name, value in (("num_steps", FLAGS.fqe_steps), ("discount", FLAGS.discount),
+                                                 ("ensemble_size", FLAGS.fqe_ensemble_size)) if value is not None}
     settings = FQESettings(**overrides)
     policy, metadata = loading.load_policy(export, FLAGS.trust_export)
     folder = pathlib.Path(export).expanduser()
@@ -109,6 +111,9 @@ def _estimate(export: str) -> None:
     print(f"  discounted value (discount {result['discount']:g}) from {result['initial_states']} initial states "
           f"({result['initial_states_from']}): "
           f"{result['value']:.4g} [{result['value_low']:.4g}, {result['value_high']:.4g}]")
+    if "member_values" in result:
+        print(f"  {len(result['member_values'])} bootstrapped Q networks: their values spread by "
+              f"{result['member_spread']:.4g}; less that: {result['value_pessimistic']:.4g}")
     if "return_equivalent" in result:
         print(f"  as an undiscounted return over {result['horizon']} steps: {result['return_equivalent']:.4g} "
               f"[{result['return_equivalent_low']:.4g}, {result['return_equivalent_high']:.4g}]")

@@ -48,6 +48,8 @@ def define_flags() -> None:
     flags.DEFINE_string("ope_initial_states", None, "With --ope_dataset: an .npy file of the observations deployments "
                         "start from, where FQE's values are read out (default: the data's trajectory starts).")
     flags.DEFINE_integer("fqe_steps", None, "FQE's gradient updates per checkpoint (default: fqe.num_steps, 20000).")
+    flags.DEFINE_integer("fqe_ensemble_size", None, "Q networks of bootstrapped FQE per checkpoint (default: "
+                         "fqe.ensemble_size, 1); above 1 the table shows their spread.")
     flags.DEFINE_integer("last_evaluations", 1, "A run's score: the mean of its last K evaluations (OGBench's "
                          "protocol: 3).")
 
@@ -63,10 +65,13 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.last_evaluations <= 0:
         raise UserError(f"--last_evaluations={FLAGS.last_evaluations} must be positive (1: the final evaluation)")
     fqe = None
+    overrides = {name: value for name, value in (("num_steps", FLAGS.fqe_steps),
+                                                 ("ensemble_size", FLAGS.fqe_ensemble_size)) if value is not None}
     if FLAGS.ope_dataset is not None:
-        fqe = FQESettings(**({} if FLAGS.fqe_steps is None else {"num_steps": FLAGS.fqe_steps}))
-    elif FLAGS.fqe_steps is not None:
-        raise UserError("--fqe_steps without --ope_dataset: give the dataset to estimate the checkpoints on")
+        fqe = FQESettings(**overrides)
+    elif overrides:
+        flag = "--fqe_steps" if "num_steps" in overrides else "--fqe_ensemble_size"
+        raise UserError(f"{flag} without --ope_dataset: give the dataset to estimate the checkpoints on")
     runs = results.collect(root)
     output = pathlib.Path(FLAGS.output_dir) if FLAGS.output_dir else root / "report"
     if fqe is not None:

@@ -329,6 +329,8 @@ class FQESettings:
       success_return: a trajectory whose return reaches it counts as a success, for the soft off-policy
         classification estimate; None: for rewards of 0 and 1 only, a trajectory that earned a 1, else no
         soft OPC.
+      ensemble_size: Q networks; above 1, bootstrapped FQE: each on its own resample of the transitions, and
+        the estimate carries their spread and a pessimistic value (`iql_tf/ope/estimation.py`).
     """
 
     num_steps: int = 20_000
@@ -345,15 +347,17 @@ class FQESettings:
     seed: int = 0
     jit_compile: bool = True
     success_return: Optional[float] = None
+    ensemble_size: int = 1
 
     # What a resumed estimate may not change: these decide the Q network it ends with.
     TRAINING = ("num_steps", "hidden_dims", "activation", "learning_rate", "batch_size", "discount",
-                "target_update_rate", "seed")
+                "target_update_rate", "seed", "ensemble_size")
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", _hidden_dims("fqe.hidden_dims", self.hidden_dims))
         _check_integers(self, "fqe", [("num_steps", 1), ("batch_size", 1), ("steps_per_call", 1), ("log_interval", 1),
-                                      ("checkpoint_interval", 1), ("bootstrap_samples", 1), ("seed", 0)])
+                                      ("checkpoint_interval", 1), ("bootstrap_samples", 1), ("seed", 0),
+                                      ("ensemble_size", 1)])
         numbers = [("learning_rate", _number(self.learning_rate) > 0, "a positive number"),
                    ("discount", 0.0 <= _number(self.discount) < 1.0, "a number in [0, 1)"),
                    ("target_update_rate", 0.0 < _number(self.target_update_rate) <= 1.0, "a number in (0, 1]")]
@@ -368,6 +372,7 @@ class FQESettings:
             _fail("fqe.activation", self.activation, "the name of a Keras activation, e.g. 'relu'")
 
     def record(self) -> Dict[str, Any]:
-        """What decides the estimate, as JSON."""
+        """What decides the estimate, as JSON (a single network's without ensemble_size, as estimates made
+        before ensembles existed recorded it, so that they resume)."""
         return {name: list(getattr(self, name)) if name == "hidden_dims" else getattr(self, name)
-                for name in self.TRAINING}
+                for name in self.TRAINING if name != "ensemble_size" or self.ensemble_size > 1}

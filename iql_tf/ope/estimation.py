@@ -47,10 +47,15 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     from iql_tf.settings import DataSettings
 
     # The data as its source gives it, whatever a training config in this process binds for make_dataset (gin
-    # fills the fields not given): raw rewards, raw observations, every trajectory.
-    dataset = pipeline.make_dataset(DataSettings(source=source, cache_dir=cache_dir, streaming=False,
-                                                 reward_preprocessing="none", normalize_observations=False,
-                                                 validation_fraction=0.0))
+    # fills the fields not given): raw rewards, raw observations, every trajectory. A policy trained without a
+    # simulator knows its action units only from make_dataset.action_bounds, which it carries: data of its
+    # task, which names no environment either, is read in those units.
+    own_bounds = policy_metadata.env_id is None and not (np.all(np.equal(policy_metadata.action_low, -1.0)) and
+                                                         np.all(np.equal(policy_metadata.action_high, 1.0)))
+    dataset = pipeline.make_dataset(DataSettings(
+        source=source, cache_dir=cache_dir, streaming=False, reward_preprocessing="none",
+        normalize_observations=False, validation_fraction=0.0,
+        action_bounds=(list(policy_metadata.action_low), list(policy_metadata.action_high)) if own_bounds else None))
     metadata = dataset.metadata
     check_policy_fits(policy_metadata, metadata)
     tensors = {key: value.numpy() for key, value in dataset.tensors.items()}
@@ -81,17 +86,24 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     record = {"settings": settings.record(), "dataset": metadata.content_checksum, "policy": policy_identity}
     _train(fitted, settings, record, workdir)
 
-    start_values = fitted.values(start_inputs).astype(np.float64) / reward_scale
-    value, low, high = bootstrap_mean(start_values, settings.bootstrap_samples, settings.seed)
+    member_start_values = fitted.values(start_inputs).astype(np.float64) / reward_scale
+    value, low, high = bootstrap_mean(member_start_values.mean(axis=0), settings.bootstrap_samples, settings.seed)
     estimate = {"value": value, "value_low": low, "value_high": high, "initial_states": int(len(start_inputs)),
                 "initial_states_from": "the data's trajectory starts" if initial_observations is None else "given",
                 "discount": float(settings.discount), "fqe_steps": int(fitted.step.numpy()),
                 "dataset": metadata.source}
+    if settings.ensemble_size > 1:
+        # Bootstrapped FQE's epistemic uncertainty: the spread of the members' values. Where the policy acts
+        # unlike the data, the members extrapolate apart; less that spread, such a policy is not picked for
+        # what no data supports (`ranking.py` ranks by it).
+        members = member_start_values.mean(axis=1)
+        estimate.update(member_values=[float(v) for v in members], member_spread=float(np.std(members)),
+                        value_pessimistic=value - float(np.std(members)))
     successes = successful_transitions(rewards, dones, settings.success_return)
     if successes is not None and 0 < successes.sum() < len(successes):
         # Soft off-policy classification (Irpan et al., 2019), as d3rlpy's soft_opc_scorer computes it: the mean Q
         # of the successful trajectories' transitions minus the mean Q of all, here with the policy's FQE Q.
-        values = fitted.table_values().astype(np.float64) / reward_scale
+        values = fitted.table_values().mean(axis=0).astype(np.float64) / reward_scale
         estimate.update(soft_opc=float(values[successes].mean() - values.mean()),
                         successful_trajectories=int(np.count_nonzero(successes[starts])))
     horizon = metadata.max_episode_steps

@@ -4,6 +4,11 @@ dataset's transitions, Q(s, a) <- r + discount * mask * Q_target(s', pi(s')), as
 The policy is fixed, so pi(s') of every transition is computed once, before training (`estimation.py`), and
 an update regresses one Q network onto a table: one network and its Polyak target, where IQL's update trains a
 value network, twin critics and an actor.
+
+With `fqe.ensemble_size` = E > 1 the estimate is bootstrapped FQE (Hao et al., ICML 2021): E Q networks, each
+with its own initialisation and trained on its own resample (with replacement) of the transitions, updated
+together as the ensemble members of one network; the spread of their values is the estimate's uncertainty,
+which grows where the policy acts unlike the data (the members extrapolate apart).
 """
 
 from typing import Dict, Mapping
@@ -32,7 +37,9 @@ class FittedQ(tf.Module):
         super().__init__(name="fitted_q")
         self.settings = settings
         input_dim = int(table["inputs"].shape[1])
-        seeds = (derived_seed(settings.seed, "fqe"),)
+        # member 0 is the single network of a plain estimate (the same numbers with or without an ensemble)
+        seeds = tuple(derived_seed(settings.seed, "fqe" if member == 0 else f"fqe member {member}")
+                      for member in range(settings.ensemble_size))
         self.q = ValueNetwork(input_dim, settings.hidden_dims, settings.activation, seeds, name="fqe_q")
         self.target_q = ValueNetwork(input_dim, settings.hidden_dims, settings.activation, seeds, name="fqe_target_q")
         self.target_q.set_weights(self.q.get_weights())
@@ -42,6 +49,10 @@ class FittedQ(tf.Module):
         self.generator = batch_generator(derived_seed(settings.seed, "fqe batches"))
         self._table = [tf.Variable(np.asarray(table[key], np.float32), trainable=False) for key in TABLE_KEYS]
         self._size = int(table["rewards"].shape[0])
+        # each member's resample of the transitions' indices, drawn once; none for a single network
+        self._resamples = None if settings.ensemble_size == 1 else tf.constant(
+            np.random.default_rng(derived_seed(settings.seed, "fqe resamples")).integers(
+                0, self._size, size=(settings.ensemble_size, self._size)), tf.int64)
         self._updates = tf.function(self._run_updates, jit_compile=settings.jit_compile)
 
     def checkpoint(self) -> tf.train.Checkpoint:
@@ -50,19 +61,24 @@ class FittedQ(tf.Module):
                                    generator=self.generator)
 
     def _update(self) -> Dict[str, tf.Tensor]:
-        indices = self.generator.uniform([self.settings.batch_size], 0, self._size, dtype=tf.int64)
-        inputs, next_inputs, rewards, masks = (tf.gather(column, indices)[tf.newaxis] for column in self._table)
+        indices = self.generator.uniform([self.settings.ensemble_size, self.settings.batch_size], 0, self._size,
+                                         dtype=tf.int64)
+        if self._resamples is not None:
+            indices = tf.gather(self._resamples, indices, batch_dims=1)
+        inputs, next_inputs, rewards, masks = (tf.gather(column, indices) for column in self._table)
         target = losses.td_target(rewards, masks, self.target_q(next_inputs), self.settings.discount)
         with tf.GradientTape() as tape:
             q = self.q(inputs)
-            loss = losses.squared_td_error(q, target)[0]
+            # the members share no weights: the sum's gradient is each member's own
+            loss = tf.reduce_sum(losses.squared_td_error(q, target))
         variables = self.q.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         rate = self.settings.target_update_rate
         for target_variable, variable in zip(self.target_q.variables, self.q.variables):
             target_variable.assign((1.0 - rate) * target_variable + rate * variable)
         self.step.assign_add(1)
-        return {"td_loss": loss, "q_mean": tf.reduce_mean(q), "target_mean": tf.reduce_mean(target)}
+        return {"td_loss": loss / self.settings.ensemble_size, "q_mean": tf.reduce_mean(q),
+                "target_mean": tf.reduce_mean(target)}
 
     def _run_updates(self, num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
         # Mean metrics of K updates in one call; stops at the first non-finite loss so that the caller names it.
@@ -81,10 +97,13 @@ class FittedQ(tf.Module):
         return {name: float(value) for name, value in self._updates(tf.constant(num_updates, tf.int32)).items()}
 
     def values(self, inputs: "np.ndarray | tf.Tensor", batch: int = 65536) -> np.ndarray:
-        """Q of each row of `inputs` (concat(s, a) as in the table), [N], in batches (once per estimate: eagerly)."""
-        return np.concatenate([self.q(tf.convert_to_tensor(inputs[i:i + batch], tf.float32)[tf.newaxis])[0].numpy()
-                               for i in range(0, int(inputs.shape[0]), batch)])
+        """Each member's Q of each row of `inputs` (concat(s, a) as in the table), [members, N], in batches (once
+        per estimate: eagerly)."""
+        members = self.settings.ensemble_size
+        return np.concatenate([self.q(tf.repeat(tf.convert_to_tensor(inputs[i:i + batch], tf.float32)[tf.newaxis],
+                                                members, axis=0)).numpy()
+                               for i in range(0, int(inputs.shape[0]), batch)], axis=1)
 
     def table_values(self) -> np.ndarray:
-        """Q(s, a) of every transition of the table, at the data's actions, [N]."""
+        """Each member's Q(s, a) of every transition of the table, at the data's actions, [members, N]."""
         return self.values(self._table[0])

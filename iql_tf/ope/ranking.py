@@ -82,13 +82,16 @@ def markdown(report: Dict[str, Any]) -> str:
     if "spearman" in report:
         lines += [f"Against the true scores: Spearman rank correlation {report['spearman']:.3f}, regret of FQE's "
                   f"pick {report['regret']:.3g}.", ""]
-    lines += ["| rank | run | configuration | seed | step | FQE value [95 % CI] | soft OPC | true score |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    ensemble = report["fqe"].get("ensemble_size", 1) > 1
+    spread_column = (" ensemble spread |", " --- |") if ensemble else ("", "")
+    lines += ["| rank | run | configuration | seed | step | FQE value [95 % CI] |" + spread_column[0] +
+              " soft OPC | true score |", "| --- | --- | --- | --- | --- | --- |" + spread_column[1] + " --- | --- |"]
     for rank, c in enumerate(report["candidates"], start=1):
         soft_opc = f"{c['soft_opc']:.4g}" if "soft_opc" in c else "-"
         truth = f"{c['true_score']:.4g}" if c["true_score"] is not None else "-"
+        spread = f" {c['member_spread']:.3g} |" if ensemble else ""
         lines.append(f"| {rank} | {c['run']} | {c['configuration']} | {c['seed']} | {c['step']} | "
-                     f"{c['value']:.4g} [{c['value_low']:.4g}, {c['value_high']:.4g}] | {soft_opc} | {truth} |")
+                     f"{c['value']:.4g} [{c['value_low']:.4g}, {c['value_high']:.4g}] |{spread} {soft_opc} | {truth} |")
     lines.append("")
     return "\n".join(lines)
 
