@@ -174,8 +174,11 @@ def test_a_dataset_streamed_as_it_is_gives_its_conversion_s_rows_and_resumes(rob
         if name != "shards_bytes":  # merged per episode against numpy's whole-array sums: float64 rounding
             np.testing.assert_allclose(streamed.metadata.statistics[name], value, rtol=1e-12, atol=1e-15,
                                        err_msg=name)
-    # One epoch of the stream is the converted rows, bit for bit, in another order.
-    blocks = list(rlds_source.stream_rows(streamed.metadata.stream_of, seed=0).as_numpy_iterator())
+    # One epoch of the stream is the converted rows, bit for bit, in another order; never cached in memory (TFDS
+    # caches a dataset this small unless told not to, and the cache would hold it and enter every checkpoint).
+    stream = rlds_source.stream_rows(streamed.metadata.stream_of, seed=0)
+    assert b"CacheDataset" not in stream._as_serialized_graph().numpy()
+    blocks = list(stream.as_numpy_iterator())
     converted, _ = load_converted(held.directory)
 
     def table(rows):

@@ -162,8 +162,10 @@ def episodes(builder: Any, split: str, shuffle_seed: Optional[int] = None) -> An
         def decode_example(self, serialized):
             return self.feature.feature.decode_batch_example(serialized)
 
+    # Never TFDS's automatic in-memory cache of a small dataset: a stream holds no dataset, and a cache would
+    # enter every checkpoint of its iterator.
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True,
-                                  interleave_cycle_length=_PARALLEL_SHARDS)
+                                  interleave_cycle_length=_PARALLEL_SHARDS, try_autocache=False)
     dataset = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
                                  decoders={"steps": WholeSteps()})
     return dataset.map(lambda episode: episode["steps"])
