@@ -131,15 +131,16 @@ def read(source: str, builder: Any, options: RLDSOptions
 
 def checked_episodes(source: str, builder: Any, options: RLDSOptions
                      ) -> Iterator["tuple[transitions_lib.Transitions, Optional[List[str]]]"]:
-    """Each episode's transitions (as `episode_rows` makes them in tf.data), its flags checked, one at a time,
-    with the observations' flattening order."""
+    """Each episode's transitions (as `Layout.rows` makes them in tf.data, episodes in parallel), its flags
+    checked, one at a time, with the observations' flattening order."""
     import tensorflow as tf
 
     layout = Layout.of(source, builder, options)
     width = None
     try:
         for index, (rows, is_last, is_terminal) in enumerate(tfds_module().as_numpy(
-                episodes(builder, options.split).map(layout.rows_and_flags))):
+                episodes(builder, options.split).map(layout.rows_and_flags, num_parallel_calls=tf.data.AUTOTUNE,
+                                                     deterministic=True))):
             _check_flags(f"{source}, episode {index}", is_last, is_terminal)
             if width is not None and rows["actions"].shape[1] != width:
                 raise UserError(f"{source}: actions of varying length across episodes ({width} and "
