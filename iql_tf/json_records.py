@@ -62,4 +62,9 @@ def from_json(cls: Type[Record], text: str, where: str, fix: str, format_version
 
 def digest(parts: Any) -> str:
     """A short, stable sha256 of JSON-serialisable `parts` (fingerprints, cache keys)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return sha256_of(parts)[:16]
+
+
+def sha256_of(parts: Any) -> str:
+    """The whole sha256 of JSON-serialisable `parts` (what identifies data, as a content checksum does)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

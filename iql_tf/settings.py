@@ -64,6 +64,9 @@ class DataSettings:
       action_bounds: (low, high) of the actions of a source that names no environment (default (-1, 1)).
       streaming: read the converted shards through tf.data while training (True) or hold the dataset in memory
         (False); None: stream when the converted dataset is larger than `memory_budget_gb`.
+      rlds_as_is: for RLDS / TFDS sources, stream the dataset's own shards, never converted (True), or convert
+        it once and hold or stream the conversion (False); None: as it is exactly when it would be streamed
+        (`streaming` not False) and its records exceed `memory_budget_gb` (docs/data.md has the measured cost).
       memory_budget_gb: the largest converted dataset held in memory when `streaming` is None; None: a quarter
         of this machine's physical memory.
       shuffle_buffer: rows in the streaming shuffle buffer (the larger, the closer to uniform sampling).
@@ -89,6 +92,7 @@ class DataSettings:
     env_kwargs: Optional[Mapping[str, Any]] = None
     action_bounds: Optional[Tuple[Any, Any]] = None
     streaming: Optional[bool] = None
+    rlds_as_is: Optional[bool] = None
     memory_budget_gb: Optional[float] = None
     shuffle_buffer: int = 100_000
     validation_fraction: float = 0.0
@@ -102,8 +106,9 @@ class DataSettings:
                 and not hasattr(self.source, "arrays"):
             _fail("make_dataset.source", self.source, "a path, a dataset id or an in-memory source "
                   "(iql_tf.data.from_arrays, ...)")
-        if not (self.streaming is None or isinstance(self.streaming, bool)):
-            _fail("make_dataset.streaming", self.streaming, "None (automatic), True or False")
+        for name in ("streaming", "rlds_as_is"):
+            if not (getattr(self, name) is None or isinstance(getattr(self, name), bool)):
+                _fail(f"make_dataset.{name}", getattr(self, name), "None (automatic), True or False")
         if not (self.memory_budget_gb is None or _number(self.memory_budget_gb) > 0):
             _fail("make_dataset.memory_budget_gb", self.memory_budget_gb, "None or a positive number of GB")
         if self.rlds_final_step not in RLDS_FINAL_STEPS:

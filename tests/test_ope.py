@@ -127,6 +127,15 @@ def test_data_in_physical_units_is_read_in_the_policy_s_action_bounds(cache, tmp
                                       str(tmp_path / "robot.npz"), short, cache_dir=cache)
     # the same table to rounding (a / 2 against (a + 2) / 2 - 1), so the same estimate to Adam's amplification
     assert robot["value"] == pytest.approx(estimate(0.0, cache, settings=short)["value"], rel=1e-3)
+    # The same file converted with those bounds (iql-convert --action_bounds): its own bounds are no override.
+    from iql_tf.data.pipeline import make_dataset
+    from iql_tf.settings import DataSettings
+
+    converted = make_dataset(DataSettings(str(tmp_path / "robot.npz"), action_bounds=(-2.0, 2.0), cache_dir=cache))
+    again = estimation.estimate_value(lambda observations: np.zeros((len(observations), 1), np.float32),
+                                      policy_metadata(action_low=[-2.0], action_high=[2.0]), converted.directory,
+                                      short, cache_dir=cache)
+    assert again["value"] == robot["value"]
 
 
 def test_what_fqe_cannot_estimate_is_one_line(cache):

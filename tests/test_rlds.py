@@ -164,7 +164,8 @@ def test_a_dataset_streamed_as_it_is_gives_its_conversion_s_rows_and_resumes(rob
 
     source, options = f"rlds:{robot_rlds}", dict(cache_dir=str(tmp_path), rlds_final_step="transition")
     held = make_dataset(DataSettings(source, streaming=False, **options))
-    streamed = make_dataset(DataSettings(source, streaming=True, **options))
+    # (automatically only a dataset larger than the memory budget; this one is small)
+    streamed = make_dataset(DataSettings(source, rlds_as_is=True, **options))
     # Described by one pass, never copied: no shards, the conversion's counts and statistics.
     assert streamed.tensors is None and streamed.metadata.stream_of and not streamed.metadata.shards
     assert sorted(path.name for path in pathlib.Path(streamed.directory).iterdir()) == ["metadata.json"]
@@ -209,16 +210,21 @@ def test_a_dataset_streamed_as_it_is_gives_its_conversion_s_rows_and_resumes(rob
     for got, want in zip(next_groups(second, 2), expected):
         np.testing.assert_array_equal(got, want)
     # And it trains, streamed.
-    run = train(tmp_path / "run", DataSettings(source, streaming=True, **options),
+    run = train(tmp_path / "run", DataSettings(source, rlds_as_is=True, **options),
                 AgentSettings(hidden_dims=(8,), batch_size=16, jit_compile=False),
                 RunSettings(num_offline_steps=20, steps_per_call=10, progress_bar=False, eval_episodes=0))
     assert int(run.trained().agent.step) == 20
-    with pytest.raises(UserError, match=r"validation_fraction with the dataset streamed as it is; convert it once"):
-        make_dataset(DataSettings(source, streaming=True, validation_fraction=0.2, **options))
+    with pytest.raises(UserError, match=r"validation_fraction with make_dataset.rlds_as_is = True; a held-out split "
+                                        r"needs the dataset converted"):
+        make_dataset(DataSettings(source, rlds_as_is=True, validation_fraction=0.2, **options))
+    with pytest.raises(UserError, match=r"describes rlds:.* streamed as it is and holds no data of its own"):
+        make_dataset(DataSettings(streamed.directory, streaming=False))
+    # Streaming asked for, a dataset that fits: converted and its shards streamed (no stream_of).
+    assert make_dataset(DataSettings(source, streaming=True, **options)).metadata.stream_of is None
     # A dataset moved after its scan is one line when the stream opens it.
     moved = tmp_path / "moved"
     shutil.copytree(robot_rlds, moved)
-    described = make_dataset(DataSettings(f"rlds:{moved}", streaming=True, **options))
+    described = make_dataset(DataSettings(f"rlds:{moved}", rlds_as_is=True, **options))
     shutil.rmtree(moved)
     with pytest.raises(UserError, match=r"the RLDS dataset to stream cannot be opened any more .* give its source"):
         StreamedBatches(described.directory, described.metadata, described.preprocessing, 1, 8, 64, seed=3)

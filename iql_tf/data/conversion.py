@@ -97,11 +97,16 @@ def describe_stream(source: sources.Source, output: "str | pathlib.Path", env_id
                      split=source.rlds_options.split)
     metadata = _described(data, source.name, checksum, [], dict(
         gathered.statistics(), shards_bytes=int(source.builder.info.splits[source.rlds_options.split].num_bytes)),
-        gathered.num_transitions, gathered.num_episodes, json_records.digest([checksum, stream_of]), stream_of)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    files.sweep_stale_staging(output.parent)
-    with files.atomic_directory(output) as staging:
-        write_metadata(staging, metadata)
+        gathered.num_transitions, gathered.num_episodes, json_records.sha256_of([checksum, stream_of]), stream_of)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        files.sweep_stale_staging(output.parent)
+        with files.atomic_directory(output) as staging:
+            write_metadata(staging, metadata)
+    except FileExistsError as error:
+        raise UserError(f"{output}: was filled by another process during the scan ({error})") from error
+    except OSError as error:
+        raise _unwritable(output, error) from error
     logging.info("%s", summary(metadata, output))
     return metadata
 

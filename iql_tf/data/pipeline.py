@@ -22,11 +22,16 @@ from iql_tf import files, json_records
 from iql_tf.data import rlds_source, shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
 from iql_tf.data.conversion import VALIDATION, convert, describe_stream
-from iql_tf.data.metadata import FORMAT_VERSION, METADATA_FILE, DatasetMetadata, load_metadata
+from iql_tf.data.metadata import METADATA_FILE, DatasetMetadata, load_metadata
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.errors import UserError
 from iql_tf.settings import DataSettings
 
+
+
+# The cache keys' version: metadata format 5 only added what stream entries hold (`stream_of`), so the format 4
+# entries already in a cache are still keyed (and read) as they were.
+_CACHE_KEY_VERSION = 4
 
 
 class OfflineDataset(NamedTuple):
@@ -49,7 +54,16 @@ def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conve
     and counts verified."""
     directory = storage.normalise(directory)
     metadata = load_metadata(directory, fix)
+    _check_has_shards(directory, metadata)
     return shards.read_shards(directory, metadata, fix), metadata
+
+
+def _check_has_shards(directory: str, metadata: DatasetMetadata) -> None:
+    """A cache entry of an RLDS dataset streamed as it is holds no shards and is no converted dataset."""
+    if metadata.stream_of is not None:
+        raise UserError(f"{directory}: describes {metadata.source} streamed as it is and holds no data of its own; "
+                        f"give make_dataset.source = '{metadata.source}', or convert it (iql-convert "
+                        f"--source={metadata.source} --output=DIR) and give DIR")
 
 
 def default_cache_dir() -> str:
@@ -66,6 +80,7 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
     (an RLDS source), the entry describes the source to be streamed as it is (`conversion.describe_stream`)."""
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
+        _check_has_shards(str(resolved.path), load_metadata(resolved.path))
         _check_no_overrides(resolved.path, settings)
         if validation_fraction and not storage.is_file(
                 storage.join(storage.join(storage.normalise(resolved.path), VALIDATION), METADATA_FILE)):
@@ -79,8 +94,8 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
     if stream:
         make = describe_stream
         key_settings = dict(settings, stream=True)
-    key = json_records.digest([FORMAT_VERSION, key_settings if stream else settings, dict(resolved.columns or {}),
-                               sources.identity(resolved)])
+    key = json_records.digest([_CACHE_KEY_VERSION, key_settings if stream else settings,
+                               dict(resolved.columns or {}), sources.identity(resolved)])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
     cache_dir = storage.normalise(cache_dir)
     target = storage.join(cache_dir, f"{name}-{key}")
@@ -111,10 +126,18 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
 def _check_no_overrides(directory: pathlib.Path, settings: Dict[str, Any]) -> None:
     """A converted directory's metadata.json fixes its environment and bounds: a binding that would be
     ignored is an error."""
-    given = [name for name, value in settings.items() if value]
+    metadata = load_metadata(directory)
+
+    def its_own(name: str, value: Any) -> bool:  # bounds that say what the directory's say are no override
+        if name != "action_bounds":
+            return False
+        width = len(metadata.action_low)
+        return bool(np.allclose(np.broadcast_to(np.asarray(value[0], float), width), metadata.action_low) and
+                    np.allclose(np.broadcast_to(np.asarray(value[1], float), width), metadata.action_high))
+
+    given = [name for name, value in settings.items() if value and not its_own(name, value)]
     if not given:
         return
-    metadata = load_metadata(directory)
     raise UserError(
         f"{directory}: is already converted with env_id={metadata.env_id!r}, env_kwargs={metadata.env_kwargs} and "
         f"its action bounds, so make_dataset.{given[0]} cannot apply to it; re-convert its source with the setting "
@@ -144,13 +167,7 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
                                                                     settings.rlds_final_step))
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    if resolved.kind == sources.RLDS and _streams(settings, rlds_source.split_bytes(resolved.builder,
-                                                                                   resolved.rlds_options), resolved.name):
-        # Streamed as it is, from its own shards: a dataset larger than memory is not copied a second time.
-        if settings.validation_fraction:
-            raise UserError(f"{resolved.name}: make_dataset.validation_fraction with the dataset streamed as it is; "
-                            "convert it once with a held-out split (iql-convert --source=... --validation_fraction="
-                            f"{settings.validation_fraction} --output=DIR) and train on DIR")
+    if resolved.kind == sources.RLDS and _as_is(settings, resolved):
         directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
                                         stream=True)
         metadata = load_metadata(directory)
@@ -189,17 +206,37 @@ def _held_out(directory: str, preprocessing: Preprocessing) -> Dict[str, tf.Tens
     return dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
 
 
+def _as_is(settings: DataSettings, resolved: sources.Source) -> bool:
+    """Whether an RLDS source is streamed as it is, from its own shards (`DataSettings.rlds_as_is`): a dataset
+    that does not fit in memory is not copied a second time, unless a held-out split needs the conversion."""
+    if settings.rlds_as_is is False:
+        return False
+    if settings.validation_fraction:
+        if settings.rlds_as_is:
+            raise UserError(f"{resolved.name}: make_dataset.validation_fraction with make_dataset.rlds_as_is = True; "
+                            "a held-out split needs the dataset converted: drop one of them")
+        logging.info("%s: converted, not streamed as it is, for its held-out split", resolved.name)
+        return False
+    if settings.rlds_as_is:
+        return True
+    size, budget = rlds_source.split_bytes(resolved.builder, resolved.rlds_options), settings.memory_budget_bytes()
+    as_is = settings.streaming is not False and size > budget
+    logging.info("%s: %.2f GB of records, memory budget %.2f GB: %s", resolved.name, size / 1e9, budget / 1e9,
+                 "streamed as it is (make_dataset.rlds_as_is)" if as_is else "converted once")
+    return as_is
+
+
 def _streams(settings: DataSettings, size: int, directory: str) -> bool:
-    """Whether to stream: as asked, or (None) when the data's `size` in bytes (its converted shards, or an
-    RLDS dataset's own) exceeds the memory budget."""
+    """Whether to stream: as asked, or (None) when the converted shards' `size` in bytes exceeds the memory
+    budget."""
     budget = settings.memory_budget_bytes()
     if settings.streaming is None:
         stream = size > budget
-        logging.info("dataset %s: %.2f GB of records, memory budget %.2f GB (make_dataset.memory_budget_gb; default: "
+        logging.info("dataset %s: %.2f GB converted, memory budget %.2f GB (make_dataset.memory_budget_gb; default: "
                      "a quarter of this machine's memory): %s", directory, size / 1e9, budget / 1e9,
                      "streamed through tf.data" if stream else "held in memory")
         return stream
-    logging.info("dataset %s: %.2f GB of records, %s (make_dataset.streaming = %s)", directory, size / 1e9,
+    logging.info("dataset %s: %.2f GB converted, %s (make_dataset.streaming = %s)", directory, size / 1e9,
                  "streamed through tf.data" if settings.streaming else "held in memory", settings.streaming)
     return settings.streaming
 

@@ -157,6 +157,8 @@ def episodes(builder: Any, split: str, shuffle_seed: Optional[int] = None) -> An
     """The split's episodes as a tf.data.Dataset of their steps, each field whole ([T, ...] tensors): decoded in
     one batch per episode rather than as TFDS's nested dataset of steps, whose reading op tf.data cannot
     checkpoint. With `shuffle_seed`, the shard files in a seeded order, reshuffled every epoch."""
+    import tensorflow as tf
+
     tfds = tfds_module()
 
     class WholeSteps(tfds.decode.Decoder):
@@ -164,12 +166,16 @@ def episodes(builder: Any, split: str, shuffle_seed: Optional[int] = None) -> An
             return self.feature.feature.decode_batch_example(serialized)
 
     # Never TFDS's automatic in-memory cache of a small dataset: a stream holds no dataset, and a cache would
-    # enter every checkpoint of its iterator.
+    # enter every checkpoint of its iterator. Read in TFDS's own order where no seed is given (a conversion: its
+    # rows, and so its content checksum, as before) or the dataset's order is fixed (TFDS refuses to shuffle it).
+    shuffled = shuffle_seed is not None and not getattr(builder.info, "disable_shuffling", False)
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True,
-                                  interleave_cycle_length=_PARALLEL_SHARDS, try_autocache=False)
-    dataset = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
+                                  interleave_cycle_length=_PARALLEL_SHARDS, try_autocache=False) if shuffled else \
+        tfds.ReadConfig(try_autocache=False)
+    dataset = builder.as_dataset(split=split, shuffle_files=shuffled, read_config=read_config,
                                  decoders={"steps": WholeSteps()})
-    return dataset.map(lambda episode: episode["steps"])
+    # an episode without steps holds no transition (and no last step to read)
+    return dataset.map(lambda episode: episode["steps"]).filter(lambda steps: tf.size(steps["is_last"]) > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,10 +215,11 @@ class Layout:
         steps_count = tf.shape(actions)[0]
         rewards = tf.cast(steps["reward"], tf.float32)
         discounts = tf.cast(steps["discount"], tf.float32) if "discount" in steps else tf.ones_like(rewards)
-        terminal = steps["is_terminal"][-1]
+        terminal = tf.cast(steps["is_terminal"], tf.bool)[-1]
         count = steps_count - 1  # transitions into the next step's observation
         if self.d4rl:  # an appended final step with the file's last next observation
             count -= tf.cast(tf.logical_and(tf.logical_not(terminal), tf.equal(discounts[-1], 0.0)), tf.int32)
+            count = tf.maximum(count, 0)  # a single appended step: no transition
         ends_terminal = tf.logical_and(terminal, tf.logical_and(tf.equal(count, steps_count - 1), count > 0))
         next_observations = observations[1:count + 1]
         if self.d4rl:  # zeros or another episode's observation: never read, stored as s, as .npz rows without s'
@@ -232,7 +239,9 @@ class Layout:
                 "terminals": last * tf.cast(ends_terminal, tf.float32), "dones": last}
 
     def rows_and_flags(self, steps: Dict[str, Any]) -> "tuple[Dict[str, Any], Any, Any]":
-        return self.rows(steps), steps["is_last"], steps["is_terminal"]
+        import tensorflow as tf
+
+        return self.rows(steps), tf.cast(steps["is_last"], tf.bool), tf.cast(steps["is_terminal"], tf.bool)
 
 
 def _check_flags(where: str, is_last: np.ndarray, is_terminal: np.ndarray) -> None:

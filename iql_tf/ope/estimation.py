@@ -94,8 +94,8 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
                 "dataset": metadata.source}
     if settings.ensemble_size > 1:
         # Bootstrapped FQE's epistemic uncertainty: the spread of the members' values. Where the policy acts
-        # unlike the data, the members extrapolate apart; less that spread, such a policy is not picked for
-        # what no data supports (`ranking.py` ranks by it).
+        # unlike the data, the members extrapolate apart; the value less that spread is a pessimistic reading
+        # (shown beside the mean, which ranks).
         members = member_start_values.mean(axis=1)
         estimate.update(member_values=[float(v) for v in members], member_spread=float(np.std(members)),
                         value_pessimistic=value - float(np.std(members)))
