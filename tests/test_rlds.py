@@ -270,3 +270,34 @@ def test_what_is_no_rlds_dataset_is_one_line(robot_rlds, tmp_path):
     with pytest.raises(UserError, match=r"a shard could not be read .*robot_reach-train.tfrecord-00000"):
         make_dataset(DataSettings(f"rlds:{damaged}", cache_dir=str(tmp_path / "cache")))
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_empty_episodes_and_integer_flags_read_as_the_same_transitions(tmp_path):
+    # Flags stored as integers (some writers do), and an episode without steps between two others: the same
+    # transitions as the same episodes with boolean flags and no empty one.
+    def features(flag_dtype):
+        return tfds.features.FeaturesDict({"steps": tfds.features.Dataset({
+            "observation": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+            "action": tfds.features.Tensor(shape=(1,), dtype=np.float32), "reward": np.float32,
+            "is_first": flag_dtype, "is_last": flag_dtype, "is_terminal": flag_dtype})})
+
+    def episodes(flag_dtype, with_empty):
+        for index, length in enumerate((4, 0, 3) if with_empty else (4, 3)):
+            if not length:
+                yield {"steps": {"observation": np.zeros((0, 2), np.float32), "action": np.zeros((0, 1), np.float32),
+                                 "reward": np.zeros(0, np.float32), "is_first": np.zeros(0, flag_dtype),
+                                 "is_last": np.zeros(0, flag_dtype), "is_terminal": np.zeros(0, flag_dtype)}}
+                continue
+            last = (np.arange(length) == length - 1).astype(flag_dtype)
+            observations = (np.full((length, 2), 10 * length) + np.arange(length)[:, None]).astype(np.float32)
+            yield {"steps": {"observation": observations,
+                             "action": np.ones((length, 1), np.float32), "reward": np.arange(length, dtype=np.float32),
+                             "is_first": (np.arange(length) == 0).astype(flag_dtype), "is_last": last,
+                             "is_terminal": last * (index == 0)}}
+
+    plain = rlds_writer.write_episodes(tmp_path / "plain", "plain", features(np.bool_), episodes(np.bool_, False))
+    odd = rlds_writer.write_episodes(tmp_path / "odd", "odd", features(np.int32), episodes(np.int32, True))
+    expected, got = read_source(f"rlds:{plain}").transitions, read_source(f"rlds:{odd}").transitions
+    assert expected["terminals"].tolist() == [0, 0, 1, 0, 0] and expected["dones"].sum() == 2
+    for key in transitions.TRANSITION_KEYS:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

@@ -103,7 +103,8 @@ def synthetic_episodes(num_transitions: int, seed: int) -> Iterator[Dict]:
         yield {"steps": {"observation": rng.standard_normal((steps, 11), dtype=np.float32),
                          "action": rng.uniform(-1, 1, (steps, 3)).astype(np.float32),
                          "reward": rng.standard_normal(steps, dtype=np.float32), "discount": np.ones(steps, np.float32),
-                         "is_first": np.concatenate([[True], flags[1:]]), "is_last": np.concatenate([flags[:-1], [True]]),
+                         "is_first": np.concatenate([[True], flags[1:]]),
+                         "is_last": np.concatenate([flags[:-1], [True]]),
                          "is_terminal": flags}}
 
 
