@@ -8,7 +8,8 @@
   on synthetic converted datasets of about 1 GB and 4 GB, and in memory on the 1 GB one.
 - With --rlds, an RLDS dataset streamed as it is (`rlds:DIR`, never converted) against the same: the speed
   rows read the same transitions written as RLDS (episodes of 1000 steps); the time to convert it once
-  against the time to scan it for streaming; and the memory rows of streaming RLDS datasets of --rlds_memory_gb.
+  against the time to scan it for streaming; each stream's input pipeline alone, in transitions per second;
+  and the memory rows of streaming RLDS datasets of --rlds_memory_gb.
 Writes DIR/streaming.md and DIR/streaming.json.
 """
 
@@ -131,6 +132,27 @@ def rlds_preparation_rows(source: str, scratch: pathlib.Path) -> List[Dict]:
     return rows
 
 
+def input_rows(directory: pathlib.Path, rlds: str, groups: int = 20) -> List[Dict]:
+    """Transitions per second of each stream's input pipeline alone (its groups of batches fetched with no
+    update running), against which the update's consumption (updates/s x 256) is read."""
+    from iql_tf.data.pipeline import make_dataset
+    from iql_tf.data.streaming import GROUP, StreamedBatches
+    from iql_tf.settings import DataSettings
+
+    rows = []
+    for name, settings in (("converted stream", DataSettings(str(directory), streaming=True)),
+                           ("RLDS stream", DataSettings(rlds, rlds_as_is=True,
+                                                        cache_dir=str(directory.parent / "rlds-cache")))):
+        dataset = make_dataset(settings)
+        batches = StreamedBatches(dataset.directory, dataset.metadata, dataset.preprocessing, 1, 256, 100_000, seed=0)
+        next(batches.iterator)  # the pipeline started
+        start = time.perf_counter()
+        for _ in range(groups):
+            next(batches.iterator)
+        rows.append({"row": name, "transitions_per_second": groups * GROUP * 256 / (time.perf_counter() - start)})
+    return rows
+
+
 def speed_rows(directory: pathlib.Path, rounds: int, seconds: float, rlds: Optional[str] = None) -> List[Dict]:
     """Updates/s of the K-update step from memory and from the stream (and from the RLDS dataset `rlds`
     streamed as it is), per compiled path, interleaved."""
@@ -224,13 +246,16 @@ def main(argv) -> None:
         return
     output = pathlib.Path(FLAGS.output_dir)
     preparation: List[Dict] = []
+    inputs: List[Dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         rlds = write_rlds(scratch / "speed-rlds", FLAGS.speed_transitions) if FLAGS.rlds else None
         if rlds:
             preparation = rlds_preparation_rows(rlds, scratch)
-        speed = speed_rows(write_converted(scratch / "speed", FLAGS.speed_transitions), FLAGS.rounds, FLAGS.seconds,
-                           rlds)
+        converted = write_converted(scratch / "speed", FLAGS.speed_transitions)
+        speed = speed_rows(converted, FLAGS.rounds, FLAGS.seconds, rlds)
+        if rlds:
+            inputs = input_rows(converted, rlds)
         memory = memory_rows([float(size) for size in FLAGS.memory_gb], FLAGS.memory_updates, scratch)
         if FLAGS.rlds:
             memory += rlds_memory_rows([float(size) for size in FLAGS.rlds_memory_gb], FLAGS.memory_updates, scratch)
@@ -240,13 +265,17 @@ def main(argv) -> None:
         lines += ["", f"| an RLDS dataset of {FLAGS.speed_transitions} transitions made ready | seconds |",
                   "| --- | --- |"]
         lines += [f"| {row['row']} | {row['seconds']:.1f} |" for row in preparation]
+    if inputs:
+        lines += ["", "| input pipeline alone (no update running) | transitions/s |", "| --- | --- |"]
+        lines += [f"| {row['row']} | {row['transitions_per_second']:.0f} |" for row in inputs]
     if memory:
         lines += ["", "| training run | peak RSS |", "| --- | --- |"]
         lines += [f"| {row['row']} | {row['peak_rss_gb']:.2f} GB |" for row in memory]
     text = "\n".join(lines) + "\n"
     output.mkdir(parents=True, exist_ok=True)
     files.write_text(output / "streaming.md", text)
-    files.write_json(output / "streaming.json", {"speed": speed, "preparation": preparation, "memory": memory})
+    files.write_json(output / "streaming.json", {"speed": speed, "preparation": preparation, "inputs": inputs,
+                                                  "memory": memory})
     print(text)
 
 
