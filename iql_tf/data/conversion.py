@@ -6,9 +6,10 @@ The output is written to a hidden staging folder beside it and renamed into plac
 or interrupted conversion leaves nothing at the output.
 """
 
+import contextlib
 import dataclasses
 import pathlib
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,24 +62,32 @@ def convert(
         else:
             kept, held_out = transitions.hold_out_trajectories(data.transitions, validation_fraction, source.name)
             data = dataclasses.replace(data, transitions=kept)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise _unwritable(output, error) from error
-    files.sweep_stale_staging(output.parent)  # what a killed conversion left beside the output
-    try:
-        with files.atomic_directory(output) as staging:
-            checksum = sources.checksum(source)
-            metadata = _write(data, data.transitions, source.name, checksum, staging, shard_size)
-            if held_out is not None:
-                (staging / VALIDATION).mkdir()
-                _write(data, held_out, f"{source.name} (held out)", checksum, staging / VALIDATION, shard_size)
-    except FileExistsError as error:
-        raise UserError(f"{output}: was filled by another process during the conversion ({error})") from error
-    except OSError as error:
-        raise _unwritable(output, error) from error
+    with _staged(output, "conversion") as staging:
+        checksum = sources.checksum(source)
+        metadata = _write(data, data.transitions, source.name, checksum, staging, shard_size)
+        if held_out is not None:
+            (staging / VALIDATION).mkdir()
+            _write(data, held_out, f"{source.name} (held out)", checksum, staging / VALIDATION, shard_size)
     logging.info("%s", summary(metadata, output))
     return metadata
+
+
+@contextlib.contextmanager
+def _staged(output: pathlib.Path, what: str) -> Iterator[pathlib.Path]:
+    """A staging folder beside `output`, renamed into place when the block completes (what a killed `what`
+    left beside it swept first); a folder that cannot be written, or is filled meanwhile, is one line."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)  # (a file in its place is FileExistsError too)
+    except OSError as error:
+        raise _unwritable(output, error) from error
+    files.sweep_stale_staging(output.parent)
+    try:
+        with files.atomic_directory(output) as staging:
+            yield staging
+    except FileExistsError as error:
+        raise UserError(f"{output}: was filled by another process during the {what} ({error})") from error
+    except OSError as error:
+        raise _unwritable(output, error) from error
 
 
 def describe_stream(source: sources.Source, output: "str | pathlib.Path", env_id: Optional[str] = None,
@@ -98,15 +107,8 @@ def describe_stream(source: sources.Source, output: "str | pathlib.Path", env_id
     metadata = _described(data, source.name, checksum, [], dict(
         gathered.statistics(), shards_bytes=int(source.builder.info.splits[source.rlds_options.split].num_bytes)),
         gathered.num_transitions, gathered.num_episodes, json_records.sha256_of([checksum, stream_of]), stream_of)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        files.sweep_stale_staging(output.parent)
-        with files.atomic_directory(output) as staging:
-            write_metadata(staging, metadata)
-    except FileExistsError as error:
-        raise UserError(f"{output}: was filled by another process during the scan ({error})") from error
-    except OSError as error:
-        raise _unwritable(output, error) from error
+    with _staged(output, "scan") as staging:
+        write_metadata(staging, metadata)
     logging.info("%s", summary(metadata, output))
     return metadata
 
