@@ -92,11 +92,9 @@ def main(argv: Sequence[str]) -> None:
 def _rank(root: pathlib.Path, output: pathlib.Path, fqe: FQESettings) -> None:
     """--ope_dataset: every kept checkpoint ranked by FQE, written to ope.md / ope.json."""
     from iql_tf import quiet
-    from iql_tf.ope import ranking
+    from iql_tf.ope import estimation, ranking
 
     quiet.quiet_tensorflow()
-    from iql_tf.ope import estimation
-
     starts = None if FLAGS.ope_initial_states is None else estimation.load_initial_states(FLAGS.ope_initial_states)
     report = ranking.rank_checkpoints(root, FLAGS.ope_dataset, fqe, output, starts)
     print(ranking.write(report, output))

@@ -98,14 +98,14 @@ def describe_stream(source: sources.Source, output: "str | pathlib.Path", env_id
     (`metadata.stream_of`), written as `convert` writes (nothing at `output` unless complete)."""
     output = pathlib.Path(output).expanduser()
     report = validation.Report()
-    data, gathered = sources.read_streamed(source, report, env_id, env_kwargs, action_bounds)
+    layout = rlds_source.Layout.of(source.name, source.builder, source.rlds_options)
+    data, gathered = sources.read_streamed(source, layout, report, env_id, env_kwargs, action_bounds)
     report.raise_first(source.name)
     checksum = sources.checksum(source)
-    layout = rlds_source.Layout.of(source.name, source.builder, source.rlds_options)
     stream_of = dict(dataclasses.asdict(layout), builder_dir=str(source.builder.data_dir),
                      split=source.rlds_options.split)
     metadata = _described(data, source.name, checksum, [], dict(
-        gathered.statistics(), shards_bytes=int(source.builder.info.splits[source.rlds_options.split].num_bytes)),
+        gathered.statistics(), shards_bytes=rlds_source.split_bytes(source.builder, source.rlds_options)),
         gathered.num_transitions, gathered.num_episodes, json_records.sha256_of([checksum, stream_of]), stream_of)
     with _staged(output, "scan") as staging:
         write_metadata(staging, metadata)

@@ -80,8 +80,9 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
     (an RLDS source), the entry describes the source to be streamed as it is (`conversion.describe_stream`)."""
     settings = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "action_bounds": action_bounds}
     if resolved.kind == sources.CONVERTED:
-        _check_has_shards(str(resolved.path), load_metadata(resolved.path))
-        _check_no_overrides(resolved.path, settings)
+        metadata = load_metadata(resolved.path)
+        _check_has_shards(str(resolved.path), metadata)
+        _check_no_overrides(resolved.path, metadata, settings)
         if validation_fraction and not storage.is_file(
                 storage.join(storage.join(storage.normalise(resolved.path), VALIDATION), METADATA_FILE)):
             raise UserError(f"{resolved.path}: make_dataset.validation_fraction = {validation_fraction}, but this "
@@ -90,11 +91,8 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
         return storage.normalise(resolved.path)
     if validation_fraction:  # the key of a conversion without a held-out split stays what it was
         settings["validation_fraction"] = validation_fraction
-    make = convert
-    if stream:
-        make = describe_stream
-        key_settings = dict(settings, stream=True)
-    key = json_records.digest([_CACHE_KEY_VERSION, key_settings if stream else settings,
+    make = describe_stream if stream else convert
+    key = json_records.digest([_CACHE_KEY_VERSION, dict(settings, stream=True) if stream else settings,
                                dict(resolved.columns or {}), sources.identity(resolved)])
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.path.stem if resolved.kind == sources.FILE else resolved.name)
     cache_dir = storage.normalise(cache_dir)
@@ -123,10 +121,9 @@ def converted_directory(resolved: sources.Source, cache_dir: "str | pathlib.Path
     return target
 
 
-def _check_no_overrides(directory: pathlib.Path, settings: Dict[str, Any]) -> None:
-    """A converted directory's metadata.json fixes its environment and bounds: a binding that would be
-    ignored is an error."""
-    metadata = load_metadata(directory)
+def _check_no_overrides(directory: pathlib.Path, metadata: DatasetMetadata, settings: Dict[str, Any]) -> None:
+    """A converted directory's metadata.json (`metadata`) fixes its environment and bounds: a binding that would
+    be ignored is an error."""
 
     def its_own(name: str, value: Any) -> bool:  # bounds that say what the directory's say are no override
         if name != "action_bounds":
@@ -167,18 +164,14 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
                                                                     settings.rlds_final_step))
     reward_preprocessing, normalize_observations = settings.reward_preprocessing, settings.normalize_observations
     cache = storage.normalise(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    if resolved.kind == sources.RLDS and _as_is(settings, resolved):
-        directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
-                                        stream=True)
-        metadata = load_metadata(directory)
-        preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
-        _log_dataset(metadata, preprocessing)
-        return OfflineDataset(None, metadata, preprocessing, directory)
+    as_is = resolved.kind == sources.RLDS and _as_is(settings, resolved)  # (never with a held-out split)
     directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
-                                    settings.validation_fraction)
+                                    settings.validation_fraction, stream=as_is)
     metadata = load_metadata(directory)
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
+    if as_is:
+        return OfflineDataset(None, metadata, preprocessing, directory)
     validation = _held_out(directory, preprocessing) if settings.validation_fraction else None
     if _streams(settings, streaming.converted_bytes(metadata), directory):
         return OfflineDataset(None, metadata, preprocessing, directory, validation)

@@ -120,35 +120,32 @@ def read(source: str, builder: Any, options: RLDSOptions
          ) -> "tuple[transitions_lib.Transitions, Optional[List[str]]]":
     """Every episode of the split as transitions, and the flattening order of dict observations (None for one
     array)."""
-    parts, observation_keys = [], None
-    for part, observation_keys in checked_episodes(source, builder, options):
-        parts.append(part)
-    if not any(len(part["rewards"]) for part in parts):
+    layout = Layout.of(source, builder, options)
+    parts = [part for part in checked_episodes(source, builder, options.split, layout) if len(part["rewards"])]
+    if not parts:
         raise UserError(f"{source}: no transitions (every episode has a single step); give episodes of two steps "
                         "or more")
-    return transitions_lib.concatenate([part for part in parts if len(part["rewards"])]), observation_keys
+    return transitions_lib.concatenate(parts), layout.observation_keys
 
 
-def checked_episodes(source: str, builder: Any, options: RLDSOptions
-                     ) -> Iterator["tuple[transitions_lib.Transitions, Optional[List[str]]]"]:
-    """Each episode's transitions (as `Layout.rows` makes them in tf.data, episodes in parallel), its flags
-    checked, one at a time, with the observations' flattening order."""
+def checked_episodes(source: str, builder: Any, split: str, layout: "Layout") -> Iterator[transitions_lib.Transitions]:
+    """Each episode's transitions (as `layout.rows` makes them in tf.data, episodes in parallel), its flags
+    checked, one at a time."""
     import tensorflow as tf
 
-    layout = Layout.of(source, builder, options)
     width = None
     try:
         for index, (rows, is_last, is_terminal) in enumerate(tfds_module().as_numpy(
-                episodes(builder, options.split).map(layout.rows_and_flags, num_parallel_calls=tf.data.AUTOTUNE,
-                                                     deterministic=True))):
+                episodes(builder, split).map(layout.rows_and_flags, num_parallel_calls=tf.data.AUTOTUNE,
+                                             deterministic=True))):
             _check_flags(f"{source}, episode {index}", is_last, is_terminal)
             if width is not None and rows["actions"].shape[1] != width:
                 raise UserError(f"{source}: actions of varying length across episodes ({width} and "
                                 f"{rows['actions'].shape[1]}); map one action layout with make_dataset.action_keys")
             width = rows["actions"].shape[1]
-            yield rows, layout.observation_keys
+            yield rows
     except tf.errors.OpError as error:  # DataLossError of a damaged shard, and the like
-        shards = ", ".join(pathlib.PurePath(path).name for path in builder.info.splits[options.split].filepaths)
+        shards = ", ".join(pathlib.PurePath(path).name for path in builder.info.splits[split].filepaths)
         raise UserError(f"{source}: a shard could not be read ({first_line(error)}; shards {shards}); copy or "
                         "prepare the dataset again") from error
 

@@ -250,21 +250,21 @@ def read(source: Source, report: validation.Report, env_id: Optional[str] = None
     return data
 
 
-def read_streamed(source: Source, report: validation.Report, env_id: Optional[str] = None,
-                  env_kwargs: Optional[Mapping[str, Any]] = None,
+def read_streamed(source: Source, layout: rlds_source.Layout, report: validation.Report,
+                  env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
                   action_bounds: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                   ) -> "tuple[SourceData, statistics_lib.Gathered]":
-    """An RLDS source read once without holding it (`read`'s checks, episode by episode), for streaming it as
-    it is: its facts, with the first episode's transitions alone, and the statistics and counts gathered on
-    the way. Stops at the first problem (in `report`)."""
+    """An RLDS source read once as `layout` says, without holding it (`read`'s checks, episode by episode), for
+    streaming it as it is: its facts, with the first episode's transitions alone, and the statistics and
+    counts gathered on the way. Stops at the first problem (in `report`)."""
     assert source.kind == RLDS, source.kind
-    episodes = rlds_source.checked_episodes(source.name, source.builder, source.rlds_options)
+    episodes = rlds_source.checked_episodes(source.name, source.builder, source.rlds_options.split, layout)
     gathered = statistics_lib.Gathered()
     data = None
-    for index, (rows, observation_keys) in enumerate(episodes):
+    for index, rows in enumerate(episodes):
         _check_rlds_rows(f"{source.name}, episode {index}", rows, report)
         if data is None and len(rows["rewards"]) and not report.problems:
-            data, bounds_from = _in_its_spaces(source, _rlds_data(source, rows, observation_keys), env_id,
+            data, bounds_from = _in_its_spaces(source, _rlds_data(source, rows, layout.observation_keys), env_id,
                                                env_kwargs, action_bounds)
         if data is not None:
             report.check_actions(f"{source.name}, episode {index}", rows["actions"], data.action_low,

@@ -97,8 +97,9 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
         # unlike the data, the members extrapolate apart; the value less that spread is a pessimistic reading
         # (shown beside the mean, which ranks).
         members = member_start_values.mean(axis=1)
-        estimate.update(member_values=[float(v) for v in members], member_spread=float(np.std(members)),
-                        value_pessimistic=value - float(np.std(members)))
+        spread = float(np.std(members))
+        estimate.update(member_values=[float(v) for v in members], member_spread=spread,
+                        value_pessimistic=value - spread)
     successes = successful_transitions(rewards, dones, settings.success_return)
     if successes is not None and 0 < successes.sum() < len(successes):
         # Soft off-policy classification (Irpan et al., 2019), as d3rlpy's soft_opc_scorer computes it: the mean Q
