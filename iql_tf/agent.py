@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from iql_tf import losses
+from iql_tf import augmentation, losses
+from iql_tf.encoders import ImageEncoder
 from iql_tf.errors import UserError
 from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork, activation_function
 from iql_tf.replay_buffer import Batches, ReplayBuffer
@@ -62,11 +63,13 @@ class IQLAgent(tf.Module):
     """
 
     def __init__(self, observation_dim: int, action_dim: int, settings: AgentSettings, actor_decay_steps: int,
-                 seeds: Sequence[int] = (0,)):
+                 seeds: Sequence[int] = (0,), image_shape: Optional[Sequence[int]] = None):
         """Builds the networks.
 
         Args:
           observation_dim, action_dim: sizes of the flattened observation and of the action.
+          image_shape: [height, width, channels] of image observations (uint8, encoded by `settings.encoder`);
+            None for vectors.
           settings: the networks', losses' and optimisers' settings (`IQLAgent.*` in gin).
           actor_decay_steps: length of the actor's cosine learning-rate decay (the run's offline updates).
           seeds: one per member; seed the initialisers and the generator that samples the member's batches,
@@ -84,16 +87,24 @@ class IQLAgent(tf.Module):
         self.members = len(self.seeds)
         hidden_dims, activation = settings.hidden_dims, settings.activation
 
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+
+        def encoder(name: str) -> Optional[ImageEncoder]:  # each network its own, as the FQL repository's
+            return ImageEncoder(settings.encoder, image_shape, self.seeds, name) if image_shape else None
+
         critic_options = dict(layer_norm=settings.critic_layer_norm, kernel_init=settings.kernel_init)
-        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds, **critic_options)
-        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds, **critic_options)
+        self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds,
+                                  encoder=encoder("value_encoder"), **critic_options)
+        self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds,
+                                 encoder=encoder("critic_encoder"), **critic_options)
         self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds,
-                                        name="target_critic", **critic_options)
+                                        name="target_critic", encoder=encoder("target_critic_encoder"),
+                                        **critic_options)
         self.target_critic.set_weights(self.critic.get_weights())
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
                                    self.seeds, settings.actor_dropout_rate,
                                    constant_std=settings.constant_std, tanh_mean=settings.tanh_mean,
-                                   kernel_init=settings.kernel_init)
+                                   kernel_init=settings.kernel_init, encoder=encoder("actor_encoder"))
 
         actor_lr = settings.actor_lr
         if settings.actor_cosine_decay:
@@ -108,13 +119,19 @@ class IQLAgent(tf.Module):
 
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.generators = [batch_generator(seed) for seed in self.seeds]
-        members_spec = tf.TensorSpec([self.members, None, observation_dim], tf.float32)
+        members_spec = tf.TensorSpec([self.members, None, *self.observation_shape],
+                                     tf.uint8 if image_shape else tf.float32)
         # Fixed signatures: evaluation batches shrink as episodes end, which must not retrace.
         self.act = tf.function(self.actor, input_signature=[members_spec])
         self.explore = tf.function(self._explore, input_signature=[members_spec, tf.TensorSpec([], tf.float32)])
         self.jit_compile: Optional[bool] = None
         if settings.jit_compile is not None:
             self.compile(settings.jit_compile)
+
+    @property
+    def observation_shape(self) -> Tuple[int, ...]:
+        """One observation's shape: [observation_dim], or the image shape."""
+        return self.image_shape or (self.observation_dim,)
 
     @property
     def hyperparameters(self) -> Dict[str, Any]:
@@ -248,6 +265,8 @@ class IQLAgent(tf.Module):
     def _sampled_update(self, batches: Batches) -> Dict[str, tf.Tensor]:
         batch = batches.sample(self.generators)
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
+        if self.image_shape and self.settings.augmentation_probability > 0:
+            batch = augmentation.shifted(batch, self.generators, self.settings.augmentation_probability)
         return self.update(batch, dropout_seeds)
 
     def _updates(self, batches: Batches, num_updates: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -332,10 +351,13 @@ class IQLAgent(tf.Module):
                 for name, model in groups.items()}
 
     def member_weights(self, member: int) -> Dict[str, np.ndarray]:
-        """The actor of one member as plain arrays (kernels [in, out], biases [out], log_std [act]), for export."""
+        """The actor of one member as plain arrays (kernels [in, out], biases [out], log_std [act], and its image
+        encoder's parameters as encoder/NAME), for export."""
         layers = list(self.actor.trunk.layers) + [self.actor.mean_head]
         weights = {}
         for i, layer in enumerate(layers):
             weights[f"kernel_{i}"], weights[f"bias_{i}"] = layer.member(member)
         weights["log_std"] = self.actor.log_std[member, 0].numpy()
+        if self.actor.encoder is not None:
+            weights.update({f"encoder/{key}": value for key, value in self.actor.encoder.member_arrays(member).items()})
         return weights

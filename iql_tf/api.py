@@ -123,7 +123,7 @@ class IQL:
         """The deterministic policy's actions for raw (flattened) observations [N, obs] (or one [obs]), in the
         data's units: what the exported policy answers."""
         run = self._trained()
-        batch, single = _batch(observations, run.observation_dim, "observations")
+        batch, single = _observation_batch(observations, run)
         actions = run.policy(0)(batch)
         return actions[0] if single else actions
 
@@ -133,12 +133,12 @@ class IQL:
         import tensorflow as tf
 
         run = self._trained()
-        batch, single = _batch(observations, run.observation_dim, "observations")
+        batch, single = _observation_batch(observations, run)
         acts, _ = _batch(actions, run.action_dim, "actions")
         if len(acts) != len(batch):
             raise UserError(f"predict_value: {len(batch)} observations but {len(acts)} actions")
         preprocessing = run.preprocessing
-        obs = np.asarray(preprocessing.observations(batch), np.float32)[None]
+        obs = batch[None] if run.agent.image_shape else np.asarray(preprocessing.observations(batch), np.float32)[None]
         unit = np.clip(np.asarray(preprocessing.actions_to_unit(acts), np.float32), -1.0, 1.0)[None]
         q = tf.minimum(*run.agent.critic(tf.constant(obs), tf.constant(unit))).numpy()[0]
         return q[0] if single else q
@@ -181,6 +181,21 @@ class IQL:
         agent.workdir = pathlib.Path(workdir)
         agent.run = run_state.restore_run(workdir)
         return agent
+
+
+def _observation_batch(values: Any, run: "run_state.TrainedRun") -> "tuple[np.ndarray, bool]":
+    """Observations as the run's policy takes them: `_batch`'s vectors, or uint8 images [N, h, w, c] (or one)."""
+    shape = run.agent.image_shape
+    if not shape:
+        return _batch(values, run.observation_dim, "observations")
+    array = np.asarray(values)
+    single = array.shape == shape
+    array = array[None] if single else array
+    if array.dtype != np.uint8 or array.shape[1:] != shape:
+        raise UserError(f"observations of shape {list(np.shape(values))} and dtype {array.dtype}: expected uint8 "
+                        f"images [N, {', '.join(map(str, shape))}] or one [{', '.join(map(str, shape))}], as the "
+                        "training data")
+    return array, single
 
 
 def _batch(values: Any, width: int, what: str) -> "tuple[np.ndarray, bool]":

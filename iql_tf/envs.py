@@ -98,12 +98,31 @@ def observation_part(tree: Any, key: str) -> Any:
 
 
 def flatten_observation(observation: Any, keys: Optional[Sequence[str]]) -> np.ndarray:
-    """One observation (or a batch, leading axes kept) as a float32 vector in the fixed key order."""
+    """One observation (or a batch, leading axes kept) as a float32 vector in the fixed key order; an image
+    (uint8 [..., height, width, channels]) as it is."""
     if keys is None:
-        return np.asarray(observation, dtype=np.float32)
+        array = np.asarray(observation)
+        return array if array.dtype == np.uint8 and array.ndim >= 3 else array.astype(np.float32)
     return np.concatenate(
         [np.asarray(observation_part(observation, key), dtype=np.float32) for key in keys], axis=-1
     )
+
+
+def stack_frames(env: gym.Env, frame_stack: int) -> gym.Env:
+    """`env` with image observations stacked as training stacks them (`data/frame_stacks.py`): its last
+    `frame_stack` frames along the channels, oldest first, the reset frame repeated at an episode's start
+    (gymnasium's FrameStackObservation, then the frames moved onto the channels); `env` itself for 1."""
+    if frame_stack == 1:
+        return env
+    stacked = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="reset")
+    height, width, channels = env.observation_space.shape
+    space = env.observation_space
+
+    def onto_channels(frames: np.ndarray) -> np.ndarray:
+        return np.moveaxis(np.asarray(frames), 0, 2).reshape(height, width, frame_stack * channels)
+
+    return gym.wrappers.TransformObservation(stacked, onto_channels, gym.spaces.Box(
+        np.tile(space.low, frame_stack), np.tile(space.high, frame_stack), dtype=space.dtype))
 
 
 def make_env(
@@ -139,8 +158,9 @@ _NOT_THIS_ENVIRONMENT = ("the dataset does not belong to this environment; name 
 
 
 def check_env_fits(env: gym.Env, keys: Optional[Sequence[str]], observation_dim: int,
-                   action_dim: int, dataset: str) -> None:
-    """Raises a UserError when the dataset's shapes do not fit the environment's spaces."""
+                   action_dim: int, dataset: str, image_shape: Optional[Sequence[int]] = None) -> None:
+    """Raises a UserError when the dataset's shapes (`image_shape`: of its image observations) do not fit the
+    environment's spaces."""
     env_id = env.spec.id if env.spec else type(env).__name__
     env_keys = observation_keys(env.observation_space)
     if (env_keys is None) != (keys is None) or env_keys is not None and set(keys) - set(env_keys):
@@ -149,7 +169,13 @@ def check_env_fits(env: gym.Env, keys: Optional[Sequence[str]], observation_dim:
             f", but environment {env_id} has {'made of ' + ', '.join(env_keys) if env_keys else 'one array'}: "
             f"{_NOT_THIS_ENVIRONMENT}"
         )
-    env_observation_dim = flatten_observation(env.observation_space.sample(), keys).shape[-1]
+    sample = flatten_observation(env.observation_space.sample(), keys)
+    env_images = sample.dtype == np.uint8
+    if env_images != (image_shape is not None) or env_images and list(sample.shape) != list(image_shape):
+        seen = lambda images, shape: f"images of shape {list(shape)}" if images else "vectors"  # noqa: E731
+        raise UserError(f"dataset {dataset} has observations that are {seen(image_shape is not None, image_shape)}, "
+                        f"but environment {env_id} gives {seen(env_images, sample.shape)}: {_NOT_THIS_ENVIRONMENT}")
+    env_observation_dim = int(np.prod(sample.shape)) if env_images else sample.shape[-1]
     env_action_dim = int(np.prod(env.action_space.shape))
     if (env_observation_dim, env_action_dim) != (observation_dim, action_dim):
         raise UserError(

@@ -117,7 +117,8 @@ def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optio
     make_env = lambda: envs.make_env(env_id, kwargs, steps)  # noqa: E731
     eval_envs = make_envs(make_env, episodes)
     envs.check_env_fits(eval_envs[0], metadata.observation_keys, metadata.observation_dim, metadata.action_dim,
-                        f"of the policy {export_dir}")
+                        f"of the policy {export_dir}", metadata.image_shape)
+    eval_envs = [envs.stack_frames(env, metadata.frame_stack) for env in eval_envs]
     try:
         results = evaluate(policy, eval_envs, metadata.observation_keys, episodes, seed, metadata.ref_min_score,
                            metadata.ref_max_score)

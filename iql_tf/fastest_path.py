@@ -60,8 +60,9 @@ def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Opti
     faster; the timing runs on agents from `make_agent(jit_compile)`, never on `agent`, drawing from `buffer`
     (None: random transitions of the agent's shapes, which is all the speed depends on)."""
     calls = _calls(settings)
+    images = [list(agent.image_shape)] if agent.image_shape else []  # (the keys of vector runs stay as they were)
     key = json_records.digest([machine(), agent.hyperparameters, agent.observation_dim, agent.action_dim,
-                               agent.members, calls])
+                               agent.members, calls, *images])
     path = cache_dir() / CACHE_FILE
     cached = _read(path)
     if key in cached:
@@ -87,9 +88,14 @@ def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Opti
 def _random_buffer(agent: IQLAgent) -> ReplayBuffer:
     rng = np.random.default_rng(0)
     rows, batch_size = 4 * agent.settings.batch_size, agent.settings.batch_size
-    return ReplayBuffer({"observations": rng.standard_normal((rows, agent.observation_dim)),
-                         "actions": rng.uniform(-1, 1, (rows, agent.action_dim)), "rewards": rng.standard_normal(rows),
-                         "next_observations": rng.standard_normal((rows, agent.observation_dim)),
+
+    def observations() -> np.ndarray:
+        if agent.image_shape:
+            return rng.integers(0, 256, (rows, *agent.image_shape), dtype=np.uint8)
+        return rng.standard_normal((rows, agent.observation_dim))
+
+    return ReplayBuffer({"observations": observations(), "actions": rng.uniform(-1, 1, (rows, agent.action_dim)),
+                         "rewards": rng.standard_normal(rows), "next_observations": observations(),
                          "terminals": np.zeros(rows)}, batch_size)
 
 

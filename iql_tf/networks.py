@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from iql_tf.seeding import derived_seed
+from iql_tf.encoders import ImageEncoder
 from iql_tf.options import KERNEL_INITS
+from iql_tf.seeding import derived_seed
 
 tfd = tfp.distributions
 
@@ -152,34 +153,52 @@ def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequ
     return keras.Sequential([keras.Input(shape), *layers], name=f"{prefix}_trunk")
 
 
+def _encoded(encoder: Optional[ImageEncoder], members: int, observations: tf.Tensor) -> tf.Tensor:
+    """Image observations [members, B, h, w, c] through `encoder` ([members, B, F]); vectors as they are."""
+    if encoder is None:
+        return observations
+    return encoder(observations[0])[None] if members == 1 else encoder(observations)
+
+
 class ValueNetwork(_EnsembleModel):
-    """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]."""
+    """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]; with an `encoder`, images
+    [members, B, h, w, c] are encoded first (`input_dim` is then the encoder's features)."""
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
-                 name="value", layer_norm: bool = False, kernel_init: str = "orthogonal"):
+                 name="value", layer_norm: bool = False, kernel_init: str = "orthogonal",
+                 encoder: Optional[ImageEncoder] = None):
         super().__init__(len(seeds), name)
+        self.encoder = encoder
+        input_dim = encoder.features if encoder else input_dim
         self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name, layer_norm, kernel_init)
         self.head = EnsembleDense(1, layer_seeds(seeds, name, len(hidden_dims)),
                                   initializer=kernel_initializer(kernel_init), name=f"{name}_out")
-        self(tf.zeros([len(seeds), 1, input_dim]))
+        self(encoder.example() if encoder else tf.zeros([len(seeds), 1, input_dim]))
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        inputs = _encoded(self.encoder, self.members, inputs)
         return self._leave(tf.squeeze(self.head(self.trunk(self._enter(inputs))), -1))
 
 
 class TwinCritic(keras.Model):
-    """Two independent Q networks per member over concat(s, a); returns (Q1, Q2), each [members, B]."""
+    """Two independent Q networks per member over concat(s, a); returns (Q1, Q2), each [members, B]. With an
+    `encoder`, image observations are encoded once for both (as the FQL repository's critic shares its encoder)."""
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
-                 seeds: Sequence[int], name="critic", layer_norm: bool = False, kernel_init: str = "orthogonal"):
+                 seeds: Sequence[int], name="critic", layer_norm: bool = False, kernel_init: str = "orthogonal",
+                 encoder: Optional[ImageEncoder] = None):
         super().__init__(name=name)
+        self.encoder, self.members = encoder, len(seeds)
+        observation_dim = encoder.features if encoder else observation_dim
         self.q1 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds, name=f"{name}_q1",
                                layer_norm=layer_norm, kernel_init=kernel_init)
         self.q2 = ValueNetwork(observation_dim + action_dim, hidden_dims, activation, seeds,
                                name=f"{name}_q2", layer_norm=layer_norm, kernel_init=kernel_init)
+        if encoder:
+            self(encoder.example(), tf.zeros([len(seeds), 1, action_dim]))
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
-        inputs = tf.concat([observations, actions], axis=-1)
+        inputs = tf.concat([_encoded(self.encoder, self.members, observations), actions], axis=-1)
         return self.q1(inputs), self.q2(inputs)
 
 
@@ -194,9 +213,11 @@ class GaussianActor(_EnsembleModel):
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False,
-                 tanh_mean: bool = True, kernel_init: str = "orthogonal"):
+                 tanh_mean: bool = True, kernel_init: str = "orthogonal", encoder: Optional[ImageEncoder] = None):
         super().__init__(len(seeds), name)
         self.squash = tf.tanh if tanh_mean else tf.identity
+        self.encoder = encoder
+        observation_dim = encoder.features if encoder else observation_dim
         self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name, kernel_init=kernel_init)
         self.mean_head = EnsembleDense(action_dim, layer_seeds(seeds, name, len(hidden_dims)),
                                        initializer=kernel_initializer(kernel_init, policy_mean=True),
@@ -204,11 +225,11 @@ class GaussianActor(_EnsembleModel):
         self.log_std = self.add_weight(shape=(len(seeds), 1, action_dim), initializer="zeros", name="log_std",
                                        trainable=not constant_std)
         self.dropout_rate = dropout_rate or 0.0
-        self(tf.zeros([len(seeds), 1, observation_dim]))
+        self(encoder.example() if encoder else tf.zeros([len(seeds), 1, observation_dim]))
 
     def call(self, observations: tf.Tensor, dropout_seeds: Optional[tf.Tensor] = None) -> tf.Tensor:
         """The mean tanh(Dense(h)) (or Dense(h)); dropout only when seeds ([members, 2]) are given."""
-        x = self._enter(observations)
+        x = self._enter(_encoded(self.encoder, self.members, observations))
         if dropout_seeds is None or self.dropout_rate == 0:
             return self._leave(self.squash(self.mean_head(self.trunk(x))))
         layer_seeds = _layer_seeds(dropout_seeds, len(self.trunk.layers))

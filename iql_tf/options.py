@@ -1,7 +1,7 @@
 """The settings whose value is one name of a fixed list, listed once, below both the settings that check them
 (`settings.py`) and the code that carries them out: reward preprocessing (`data/rewards.py`), kernel
-initialisation (`networks.py`), the update order (`agent.py`) and how an RLDS episode ends
-(`data/rlds_source.py`)."""
+initialisation (`networks.py`), image encoders (`encoders.py`), the update order (`agent.py`) and how an RLDS
+episode ends (`data/rlds_source.py`)."""
 
 from iql_tf.errors import UserError
 
@@ -10,6 +10,9 @@ REWARD_PREPROCESSING = ("none", "locomotion", "antmaze")
 
 # IQLAgent.kernel_init: how the networks' kernels start (networks.kernel_initializer).
 KERNEL_INITS = ("orthogonal", "glorot_uniform")
+
+# IQLAgent.encoder: how image observations are encoded (encoders.py).
+ENCODERS = ("impala_small", "conv_small")
 
 # IQLAgent.update_order: how an update orders its steps (agent.IQLAgent.update).
 UPDATE_ORDERS = ("sequential", "joint")

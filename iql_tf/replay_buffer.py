@@ -13,6 +13,8 @@ from typing import Any, Dict, Mapping, Optional, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
+from iql_tf.data import frame_stacks
+
 # What one gradient update reads; masks are 1 - terminal (a truncation keeps its bootstrap).
 BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
 _UNLIMITED = 2**31 - 1  # batches a buffer can give at once: as many as a compiled call may count
@@ -35,8 +37,9 @@ class ReplayBuffer(tf.Module):
     `batch_size` at a time."""
 
     def __init__(self, transitions: Mapping[str, Any], batch_size: int, capacity: Optional[int] = None,
-                 name: str = "replay_buffer"):
-        """`transitions`: tensors or arrays keyed as `BATCH_KEYS` but masks (`terminals` instead)."""
+                 name: str = "replay_buffer", frame_stack: int = 1):
+        """`transitions`: tensors or arrays keyed as `BATCH_KEYS` but masks (`terminals` instead), and with
+        `frame_stack` > 1 (image observations, stacked as they are sampled) `dones`, in order."""
         super().__init__(name=name)
         columns = {
             "observations": transitions["observations"],
@@ -50,11 +53,17 @@ class ReplayBuffer(tf.Module):
         self.capacity = max(capacity or 0, self.offline_size)
         self.columns = {}
         for key, value in columns.items():
+            # Images stay uint8 (a quarter of float32's memory): the networks scale them.
+            dtype = tf.uint8 if tf.as_dtype(value.dtype) == tf.uint8 else tf.float32
             # Allocated at full size, then filled: no second full-size copy of the data on the way.
-            column = tf.Variable(tf.zeros([self.capacity, *value.shape[1:]], tf.float32), trainable=False, name=key)
-            column[:self.offline_size].assign(tf.cast(value, tf.float32))
+            column = tf.Variable(tf.zeros([self.capacity, *value.shape[1:]], dtype), trainable=False, name=key)
+            column[:self.offline_size].assign(tf.cast(value, dtype))
             self.columns[key] = column
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
+        self.frame_stack = int(frame_stack)
+        if self.frame_stack > 1:  # each row's steps since its trajectory's start, for its stack of frames
+            self.offsets = tf.Variable(frame_stacks.trajectory_offsets(transitions["dones"]), trainable=False,
+                                       name="offsets")
         # One transition travels as one float32 row, its columns flattened in BATCH_KEYS order.
         self._widths = [int(np.prod(self.columns[key].shape[1:])) for key in BATCH_KEYS]
         # Compiled once, with a fixed signature (never with XLA, which would copy the whole buffer to write one
@@ -71,7 +80,13 @@ class ReplayBuffer(tf.Module):
             generator.uniform([self.batch_size], minval=0, maxval=self.size, dtype=tf.int64)
             for generator in generators
         ])
-        return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
+        if self.frame_stack == 1:
+            return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
+        observations, next_observations = frame_stacks.gather(
+            self.columns["observations"], self.columns["next_observations"], self.offsets, tf.cast(indices, tf.int32),
+            self.frame_stack)
+        return {key: tf.gather(self.columns[key], indices) for key in ("actions", "rewards", "masks")} | {
+            "observations": observations, "next_observations": next_observations}
 
     def pack(self, transition: Mapping[str, np.ndarray]) -> np.ndarray:
         """One transition (arrays or numbers keyed as BATCH_KEYS) as the row `add` takes."""

@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import gin
 
 from iql_tf.errors import UserError, is_integer, is_number
-from iql_tf.options import KERNEL_INITS, RLDS_FINAL_STEPS, UPDATE_ORDERS, check_reward_preprocessing
+from iql_tf.options import ENCODERS, KERNEL_INITS, RLDS_FINAL_STEPS, UPDATE_ORDERS, check_reward_preprocessing
 
 FIX = "fix it in the gin file or --gin_bindings"
 
@@ -76,6 +76,8 @@ class DataSettings:
       rlds_final_step: 'observation' (RLDS's convention: an episode's last step holds only the final
         observation) or 'transition' (its action and reward are a transition too, terminal where `is_terminal`:
         robot datasets with the reward on the last step).
+      frame_stack: for image observations, the frames each observation stacks along its channels (the
+        trajectory's last k, oldest first, the first repeated at its start; `data/frame_stacks.py`); 1: none.
       validation_fraction: hold out this fraction of the trajectories (whole ones, drawn with a fixed seed; an
         OGBench source's own -val split instead) as validation data, on which the trainer logs TD errors and
         value statistics at each evaluation (TensorBoard `validation/*`); 0: train on everything.
@@ -100,6 +102,7 @@ class DataSettings:
     observation_keys: Optional[Sequence[str]] = None
     action_keys: Optional[Sequence[str]] = None
     rlds_final_step: str = "observation"
+    frame_stack: int = 1
 
     def __post_init__(self):
         if self.source is not None and not isinstance(self.source, (str, os.PathLike)) \
@@ -121,6 +124,8 @@ class DataSettings:
         if not 0.0 <= _number(self.validation_fraction) < 1.0:
             _fail("make_dataset.validation_fraction", self.validation_fraction, "a number in [0, 1) (0: no held-out "
                   "split)")
+        if not (is_integer(self.frame_stack) and self.frame_stack > 0):
+            _fail("make_dataset.frame_stack", self.frame_stack, "a positive integer (1: no stacking)")
         if not (is_integer(self.shuffle_buffer) and self.shuffle_buffer > 0):
             _fail("make_dataset.shuffle_buffer", self.shuffle_buffer, "a positive integer")
         if self.columns is not None and not isinstance(self.columns, Mapping):
@@ -146,9 +151,9 @@ class DataSettings:
         return str(self.source) if isinstance(self.source, os.PathLike) else self.source
 
 
-# Options added in 0.4 (OGBench's IQL), with the value that means what 0.3 did.
+# Options added since 0.4 (OGBench's IQL, images), with the value that means what 0.3 did.
 _LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True, "kernel_init": "orthogonal",
-                  "update_order": "sequential"}
+                  "update_order": "sequential", "encoder": "impala_small", "augmentation_probability": 0.0}
 
 
 @gin.configurable("IQLAgent")
@@ -177,6 +182,11 @@ class AgentSettings:
       update_order: 'sequential' (the IQL reference's: value, then the actor and the critics on the updated value
         network, the actor's advantages from the target critics) or 'joint' (OGBench's IQL baselines: one summed
         loss, every term on the parameters from before the step, the actor's advantages from the current critics).
+      encoder: how image observations are encoded (vectors enter the networks as they are): 'impala_small' (the
+        FQL repository's IMPALA ResNet) or 'conv_small' (three convolutions, for CPUs); see `encoders.py`. The
+        value network, the critics (both Qs share one) and the actor each have their own, as the FQL repository.
+      augmentation_probability: the probability that a batch of images is augmented by random shifts (the FQL
+        repository's p_aug: each image, with its next image, shifted by up to 3 pixels, edges repeated); 0: never.
       batch_size: transitions per update.
       jit_compile: compile the updates with XLA (True) or TensorFlow's kernels (False); None lets the trainer
         time both on this machine and take the faster (`fastest_path`).
@@ -198,6 +208,8 @@ class AgentSettings:
     tanh_mean: bool = True
     kernel_init: str = "orthogonal"
     update_order: str = "sequential"
+    encoder: str = "impala_small"
+    augmentation_probability: float = 0.0
     batch_size: int = 256
     jit_compile: Optional[bool] = None
 
@@ -225,7 +237,9 @@ class AgentSettings:
         for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std", "tanh_mean"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
-        for name, choices in (("kernel_init", KERNEL_INITS), ("update_order", UPDATE_ORDERS)):
+        if not 0.0 <= _number(self.augmentation_probability) <= 1.0:
+            _fail("IQLAgent.augmentation_probability", self.augmentation_probability, "a number in [0, 1]")
+        for name, choices in (("kernel_init", KERNEL_INITS), ("update_order", UPDATE_ORDERS), ("encoder", ENCODERS)):
             if getattr(self, name) not in choices:
                 _fail(f"IQLAgent.{name}", getattr(self, name), " or ".join(repr(choice) for choice in choices))
         if not isinstance(self.activation, str):
@@ -238,6 +252,7 @@ class AgentSettings:
         record.update(hidden_dims=list(self.hidden_dims), expectile=float(self.expectile), beta=float(self.beta),
                       discount=float(self.discount), target_update_rate=float(self.target_update_rate),
                       value_lr=float(self.value_lr), critic_lr=float(self.critic_lr), actor_lr=float(self.actor_lr),
+                      augmentation_probability=float(self.augmentation_probability),
                       actor_decay_steps=int(actor_decay_steps) if self.actor_cosine_decay else None)
         for name, default in _LATER_OPTIONS.items():  # recorded when changed, so that runs of 0.3 still resume
             if record[name] == default:

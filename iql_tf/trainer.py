@@ -25,7 +25,8 @@ from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.pipeline import OfflineDataset, make_dataset
 from iql_tf.data.streaming import StreamedBatches
-from iql_tf.envs import check_env_fits, make_env
+from iql_tf.data.transitions import stacked_shape
+from iql_tf.envs import check_env_fits, make_env, stack_frames
 from iql_tf.errors import UserError
 from iql_tf.online import OnlinePhase
 from iql_tf.policy import Policy, exported, member_policy
@@ -78,10 +79,12 @@ class TrainingRun:
                 logging.info("dataset %s names no environment: training without evaluation (evaluate the export "
                              "later with `iql-evaluate RUN_DIR/export/policy --env_id=...`)", metadata.source)
         self.eval_envs = []
+        frame_stack = self.data_settings.frame_stack
         if self.env_fn is not None and settings.eval_episodes:
             self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
             check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
-                           metadata.source)
+                           metadata.source, metadata.observation_shape if metadata.images else None)
+            self.eval_envs = [stack_frames(env, frame_stack) for env in self.eval_envs]
         self.streaming = dataset.tensors is None
         if self.streaming:
             if settings.num_online_steps:
@@ -90,10 +93,11 @@ class TrainingRun:
                                 "make_dataset.streaming = False (or fine-tune from a dataset that fits)")
             self.batches = StreamedBatches(dataset.directory, metadata, self.preprocessing, len(self.seeds),
                                            self.agent_settings.batch_size, self.data_settings.shuffle_buffer,
-                                           settings.seed)
+                                           settings.seed, frame_stack=frame_stack)
         else:
             self.batches = ReplayBuffer(dataset.tensors, self.agent_settings.batch_size,
-                                        capacity=metadata.num_transitions + settings.num_online_steps)
+                                        capacity=metadata.num_transitions + settings.num_online_steps,
+                                        frame_stack=frame_stack)
         del dataset
         self.agent = self._new_agent(self.agent_settings)
         self.online = None
@@ -101,6 +105,9 @@ class TrainingRun:
             raise UserError("IQLAgent.actor_cosine_decay = True with train.num_online_steps: the actor's learning rate "
                             "would reach 0 at the end of the offline phase and stay there online; bind "
                             "IQLAgent.actor_cosine_decay = False (the *_finetune configs do, as the reference's)")
+        if settings.num_online_steps and metadata.images:
+            raise UserError(f"dataset {metadata.source} has image observations, which online fine-tuning does not "
+                            "take yet (nor does the FQL repository's); train offline: bind train.num_online_steps = 0")
         if settings.num_online_steps:
             exploration_env = self.env_fn()  # its own instance: evaluation never steps it
             check_env_fits(exploration_env, metadata.observation_keys, self.observation_dim, self.action_dim,
@@ -120,7 +127,9 @@ class TrainingRun:
 
     def _new_agent(self, settings: AgentSettings) -> IQLAgent:
         return IQLAgent(self.observation_dim, self.action_dim, settings,
-                        actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds)
+                        actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds,
+                        image_shape=stacked_shape(self.metadata.observation_shape, self.data_settings.frame_stack)
+                        if self.metadata.images else None)
 
     def hparams_of(self, member: int) -> Dict[str, Any]:
         """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep
@@ -279,7 +288,7 @@ class TrainingRun:
     @property
     def data_record(self) -> Dict[str, Any]:
         """What an exported policy's metadata says of the data (`policy.metadata.data_record`)."""
-        return data_record(self.metadata, self.preprocessing)
+        return data_record(self.metadata, self.preprocessing, self.data_settings.frame_stack)
 
     def trained(self) -> TrainedRun:
         """The agent with what serving and exporting it need (what `iql_tf.IQL` holds after `fit`)."""

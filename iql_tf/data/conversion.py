@@ -150,6 +150,7 @@ def _described(data: sources.SourceData, name: str, checksum: str, written: Sequ
         statistics=dict(figures),
         content_sha256=content_sha256,
         stream_of=dict(stream_of) if stream_of is not None else None,
+        observation_dtype=str(rows["observations"].dtype),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
+from iql_tf.data.transitions import is_image
 from iql_tf.errors import UserError, first_line
 
 ROW_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations", "episode_id")
@@ -50,9 +51,10 @@ def from_arrays(observations: Any, actions: Any, rewards: Any, terminals: Any, t
                 next_observations: Any = None, episode_ids: Any = None, action_bounds: ActionBounds = None,
                 env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
                 name: Optional[str] = None) -> InMemorySource:
-    """A source of D4RL-style rows: observations [N, obs], actions [N, act] (in the environment's units),
-    rewards [N], terminals [N] (true terminations: no bootstrap), timeouts [N] (truncations), optional
-    next_observations [N, obs], as numpy arrays or anything numpy makes arrays of.
+    """A source of D4RL-style rows: observations [N, obs] (or uint8 images [N, height, width, channels], kept as
+    uint8), actions [N, act] (in the environment's units), rewards [N], terminals [N] (true terminations: no
+    bootstrap), timeouts [N] (truncations), optional next_observations (as observations), as numpy arrays or
+    anything numpy makes arrays of.
 
     Episode ends come from `timeouts`; without them from `episode_ids` (one id per row, the rows of an episode
     together: the last row of each episode that is not terminal is a timeout); with neither, the rows are one
@@ -185,7 +187,7 @@ def _source(arrays: Dict[str, Any], where: str, name: Optional[str], action_boun
 
 def _row_array(where: str, field: str, value: Any) -> np.ndarray:
     """A read-only copy of `value` (the digest must stay true of the source): numbers as float32 but episode
-    ids, which float32 could merge."""
+    ids, which float32 could merge, and images (uint8, stored as they are)."""
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:  # ragged rows
@@ -194,7 +196,8 @@ def _row_array(where: str, field: str, value: Any) -> np.ndarray:
     if array.dtype.kind == "O":
         raise UserError(f"{where}: {field} is an array of Python objects; give numbers (float, int or bool)")
     with np.errstate(over="ignore"):  # overflow to inf is reported by the validation
-        array = array.astype(np.float32) if array.dtype.kind in "iuf" and field != "episode_id" else array.copy()
+        keep = field == "episode_id" or is_image(array) and field.endswith("observations")
+        array = array.astype(np.float32) if array.dtype.kind in "iuf" and not keep else array.copy()
     array.flags.writeable = False
     return array
 

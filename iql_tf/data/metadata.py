@@ -13,9 +13,12 @@ from iql_tf import json_records
 from iql_tf.data import storage
 from iql_tf.errors import UserError
 
-FORMAT_VERSION = 5  # 3: statistics; 4: content_sha256; 5: stream_of
+FORMAT_VERSION = 6  # 3: statistics; 4: content_sha256; 5: stream_of; 6: observation_dtype
 # Versions still read, with what their files lack: a version 3 dataset is identified by its shards' bytes.
-_OLDER_VERSIONS = {3: {"content_sha256": None, "stream_of": None}, 4: {"stream_of": None}}
+_BEFORE_IMAGES = {"observation_dtype": "float32"}
+_OLDER_VERSIONS = {3: {"content_sha256": None, "stream_of": None, **_BEFORE_IMAGES},
+                   4: {"stream_of": None, **_BEFORE_IMAGES}, 5: _BEFORE_IMAGES}
+OBSERVATION_DTYPES = ("float32", "uint8")  # vectors; images [height, width, channels]
 METADATA_FILE = "metadata.json"
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
 
@@ -59,6 +62,8 @@ class DatasetMetadata:
     # An RLDS dataset streamed as it is, without shards of its own: where it is and how its steps are read
     # (`rlds_source.stream_rows`); None for shards.
     stream_of: Optional[Dict[str, Any]] = None
+    # How observations are stored: 'float32' vectors, or 'uint8' images [height, width, channels].
+    observation_dtype: str = "float32"
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -84,10 +89,17 @@ class DatasetMetadata:
                 s.num_transitions for s in self.shards)),
             ("num_transitions", self.num_transitions <= 0),
             ("num_episodes", not 0 < self.num_episodes <= self.num_transitions),
+            ("observation_dtype", self.observation_dtype not in OBSERVATION_DTYPES or
+             (self.observation_dtype == "uint8") != (len(self.observation_shape) == 3)),
         ]
         for field, wrong in problems:
             if wrong:
                 raise UserError(f"{where}: field {field!r} disagrees with the shapes, bounds or shard counts; {fix}")
+
+    @property
+    def images(self) -> bool:
+        """Whether the observations are images (uint8 [height, width, channels])."""
+        return self.observation_dtype == "uint8"
 
     @property
     def content_checksum(self) -> str:

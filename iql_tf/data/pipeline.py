@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data import rlds_source, shards, sources, storage, streaming
+from iql_tf.data import frame_stacks, rlds_source, shards, sources, storage, streaming
 from iql_tf.data import rewards as rewards_lib
 from iql_tf.data.conversion import VALIDATION, convert, describe_stream
 from iql_tf.data.metadata import METADATA_FILE, DatasetMetadata, load_metadata
@@ -146,6 +146,9 @@ def _check_no_overrides(directory: pathlib.Path, metadata: DatasetMetadata, sett
 def preprocessing_of(metadata: DatasetMetadata, reward_preprocessing: str,
                      normalize_observations: bool) -> Preprocessing:
     """The preprocessing of a converted dataset, from the statistics its conversion recorded."""
+    if metadata.images and normalize_observations:
+        raise UserError(f"{metadata.source}: make_dataset.normalize_observations = True, but its observations are "
+                        "images, which the networks scale by 1/255 themselves; bind it to False")
     statistics = metadata.statistics
     return Preprocessing.from_statistics(
         np.asarray(statistics["observation_mean"]), np.asarray(statistics["observation_std"]),
@@ -168,11 +171,14 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     directory = converted_directory(resolved, cache, settings.env_id, settings.env_kwargs, settings.action_bounds,
                                     settings.validation_fraction, stream=as_is)
     metadata = load_metadata(directory)
+    if settings.frame_stack > 1 and not metadata.images:
+        raise UserError(f"{metadata.source}: make_dataset.frame_stack = {settings.frame_stack}, but its observations "
+                        "are vectors; frames are stacked for image observations only: bind it to 1")
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
     if as_is:
         return OfflineDataset(None, metadata, preprocessing, directory)
-    validation = _held_out(directory, preprocessing) if settings.validation_fraction else None
+    validation = _held_out(directory, preprocessing, settings.frame_stack) if settings.validation_fraction else None
     if _streams(settings, streaming.converted_bytes(metadata), directory):
         return OfflineDataset(None, metadata, preprocessing, directory, validation)
     try:
@@ -191,11 +197,17 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     return OfflineDataset(prepared, metadata, preprocessing, directory, validation)
 
 
-def _held_out(directory: str, preprocessing: Preprocessing) -> Dict[str, tf.Tensor]:
-    """The held-out split of a converted directory, prepared with the training part's preprocessing."""
+def _held_out(directory: str, preprocessing: Preprocessing, frame_stack: int) -> Dict[str, tf.Tensor]:
+    """The held-out split of a converted directory, prepared with the training part's preprocessing (its
+    images stacked as `frame_stack` says)."""
     tensors, metadata = load_converted(storage.join(directory, VALIDATION), "convert the source again")
     logging.info("held-out split %s: %d transitions in %d trajectories", metadata.source, metadata.num_transitions,
                  metadata.num_episodes)
+    if frame_stack > 1:
+        rows = tf.range(metadata.num_transitions)
+        offsets = frame_stacks.trajectory_offsets(tensors["dones"])
+        tensors["observations"], tensors["next_observations"] = frame_stacks.gather(
+            tensors["observations"], tensors["next_observations"], offsets, rows, frame_stack)
     return dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
 
 

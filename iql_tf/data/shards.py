@@ -4,6 +4,7 @@
 tf.train.Example with one bytes feature per transition key (`tf.io.serialize_tensor` of a float32 block)
 and the int64 features `block` (global position of the block) and `shard`. Big records make reading a few
 large sequential reads; `block` restores the order after a parallel read, which trajectory splitting needs.
+Image observations are uint8 blocks of fewer rows (`block_rows`), stored raw (docs/data.md says why not PNG).
 """
 
 import pathlib
@@ -14,12 +15,14 @@ import tensorflow as tf
 
 from iql_tf.data import checksums, storage
 from iql_tf.data.metadata import DatasetMetadata, ShardInfo
-from iql_tf.data.transitions import TRANSITION_KEYS, Transitions
+from iql_tf.data.transitions import TRANSITION_KEYS, Transitions, is_image
 from iql_tf.errors import UserError, first_line
 
 BLOCK_SIZE = 65536  # transitions per record: 7 MB for hopper, a few dozen records per million transitions
 DEFAULT_SHARD_SIZE = 262144  # transitions per file: a 1M dataset reads as 4 files in parallel
 SHARD_GLOB = "shard-*-of-*.tfrecord"
+IMAGE_BLOCK_BYTES = 8 * 2**20  # a block of image rows: about as many bytes as a block of hopper's rows
+OBSERVATION_KEYS = ("observations", "next_observations")
 
 _FEATURES = {
     **{key: tf.io.FixedLenFeature([], tf.string) for key in TRANSITION_KEYS},
@@ -33,21 +36,40 @@ def shard_name(index: int, count: int) -> str:
 
 
 def write_shards(data: Transitions, directory: pathlib.Path, shard_size: int) -> List[ShardInfo]:
-    """Writes the transitions as shards of at most `shard_size` transitions; returns their descriptions."""
+    """Writes the transitions as shards of `shard_size` transitions (images: up to the end of the trajectory
+    running at that size, so that each shard starts a trajectory, as frame stacks of a stream need); returns
+    their descriptions."""
     total = len(data["rewards"])
-    count = -(-total // shard_size)
+    bounds = list(range(0, total, shard_size)) + [total]
+    if is_image(data["observations"]):
+        starts = np.append(np.flatnonzero(np.asarray(data["dones"])[:-1]) + 1, total)  # where trajectories start
+        bounds = [0]
+        while bounds[-1] < total:
+            bounds.append(int(starts[np.searchsorted(starts, bounds[-1] + shard_size)]) if bounds[-1] + shard_size
+                          < total else total)
+    count = len(bounds) - 1
+    rows = block_rows(data)
     block = 0
     names, sizes = [], []
     for index in range(count):
-        start, stop = index * shard_size, min(total, (index + 1) * shard_size)
+        start, stop = bounds[index], bounds[index + 1]
         names.append(shard_name(index, count))
         sizes.append(stop - start)
         with tf.io.TFRecordWriter(str(directory / names[-1])) as writer:
-            for first in range(start, stop, BLOCK_SIZE):
-                writer.write(_encode(data, first, min(stop, first + BLOCK_SIZE), block, index))
+            for first in range(start, stop, rows):
+                writer.write(_encode(data, first, min(stop, first + rows), block, index))
                 block += 1
     digests = checksums.files_sha256([directory / name for name in names])
     return [ShardInfo(name, size, digest) for name, size, digest in zip(names, sizes, digests)]
+
+
+def block_rows(data: Transitions) -> int:
+    """Rows per record: BLOCK_SIZE, or for images as many as fit in IMAGE_BLOCK_BYTES (a record of 65536 frames
+    of 64x64x3 would be 1.6 GB, near protobuf's limit of 2 GB)."""
+    if not is_image(data["observations"]):
+        return BLOCK_SIZE
+    row_bytes = sum(data[key][:1].nbytes for key in TRANSITION_KEYS)
+    return max(1, min(BLOCK_SIZE, IMAGE_BLOCK_BYTES // row_bytes))
 
 
 def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) -> bytes:
@@ -67,15 +89,17 @@ def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) ->
 _COUNT_FEATURES = {key: _FEATURES[key] for key in ("rewards", "block", "shard")}
 
 
-def _parse(record: tf.Tensor):
+def _parse(record: tf.Tensor, observation_dtype: str = "float32"):
     example = tf.io.parse_single_example(record, _FEATURES)
-    arrays = {key: tf.io.parse_tensor(example[key], tf.float32) for key in TRANSITION_KEYS}
+    arrays = {key: tf.io.parse_tensor(example[key], observation_dtype if key in OBSERVATION_KEYS else tf.float32)
+              for key in TRANSITION_KEYS}
     return example["block"], example["shard"], arrays
 
 
-def parse_block(record: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """One record's block of transitions, keyed as TRANSITION_KEYS (for streaming)."""
-    return _parse(record)[2]
+def parse_block(record: tf.Tensor, observation_dtype: str) -> Dict[str, tf.Tensor]:
+    """One record's block of transitions, keyed as TRANSITION_KEYS (for streaming); observations of
+    `observation_dtype` (the metadata's)."""
+    return _parse(record, observation_dtype)[2]
 
 
 def verified_paths(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix: str = "re-run the conversion"
@@ -109,8 +133,9 @@ def check_counts(directory: "str | pathlib.Path", paths: List[str], metadata: Da
     try:
         blocks = sorted((int(block), int(shard), int(rows)) for block, shard, rows in dataset)
     except tf.errors.OpError as error:
-        raise UserError(f"{_unreadable_shard(paths, storage.normalise(directory))}: cannot be read as TFRecord "
-                        f"({first_line(error)}); the shard is corrupt or truncated; {fix}") from error
+        unreadable = _unreadable_shard(paths, storage.normalise(directory), metadata.observation_dtype)
+        raise UserError(f"{unreadable}: cannot be read as TFRecord ({first_line(error)}); the shard is corrupt or "
+                        f"truncated; {fix}") from error
     _check_block_counts(storage.normalise(directory), metadata, blocks, fix)
 
 
@@ -124,12 +149,14 @@ def read_shards(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix:
     paths = verified_paths(directory, metadata, fix)
     directory = storage.normalise(directory)
     dataset = tf.data.TFRecordDataset([str(path) for path in paths], num_parallel_reads=len(paths))
-    dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda record: _parse(record, metadata.observation_dtype),
+                          num_parallel_calls=tf.data.AUTOTUNE)
     try:
         blocks = sorted(((int(block), int(shard), arrays) for block, shard, arrays in dataset), key=lambda b: b[0])
     except tf.errors.OpError as error:
         raise UserError(
-            f"{_unreadable_shard(paths, directory)}: cannot be read as TFRecord ({first_line(error)}); "
+            f"{_unreadable_shard(paths, directory, metadata.observation_dtype)}: cannot be read as TFRecord "
+            f"({first_line(error)}); "
             f"the shard is corrupt or truncated; {fix}"
         ) from error
     _check_blocks(directory, metadata, blocks, fix)
@@ -147,11 +174,11 @@ def _check_files(directory: str, paths: List[str], fix: str) -> None:
         )
 
 
-def _unreadable_shard(paths: List[str], directory: str) -> str:
+def _unreadable_shard(paths: List[str], directory: str, observation_dtype: str) -> str:
     """The first shard TensorFlow fails to read (only called after a failed parallel read)."""
     for path in paths:
         try:
-            for record in tf.data.TFRecordDataset(str(path)).map(_parse):
+            for record in tf.data.TFRecordDataset(str(path)).map(lambda r: _parse(r, observation_dtype)):
                 del record
         except tf.errors.OpError:
             return path

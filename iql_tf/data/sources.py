@@ -325,10 +325,10 @@ def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.
     if not report.check_keys(where, arrays, required, names):
         return None
     report.check_not_misnamed(where, "next_observations", arrays, names or list(arrays))
-    observations = report.check_array(where, "observations", arrays["observations"], (None, None))
+    observations = report.check_observations(where, "observations", arrays["observations"])
     if observations is None:
         return None
-    rows, columns = observations.shape
+    rows = observations.shape[0]
     actions = report.check_array(where, "actions", arrays["actions"], (rows, None))
     rewards = report.check_array(where, "rewards", arrays["rewards"], (rows,))
     terminals = _check_flags(arrays, where, "terminals", rows, report)
@@ -336,8 +336,8 @@ def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.
         _timeouts_of_episodes(arrays, where, rows, terminals, report)
     next_observations = None
     if "next_observations" in arrays:
-        next_observations = report.check_array(where, "next_observations", arrays["next_observations"],
-                                               (rows, columns))
+        next_observations = report.check_observations(where, "next_observations", arrays["next_observations"],
+                                                      rows, observations.shape[1:])
         if next_observations is None:
             return None
     if any(values is None for values in (actions, rewards, terminals, timeouts)):
@@ -354,7 +354,7 @@ def _without_environment(data: transitions_lib.Transitions, observation_keys: Op
                          reference: Tuple[Optional[float], Optional[float]] = (None, None)) -> SourceData:
     """Transitions of a source that names no environment: unbounded observations, actions in [-1, 1] unless
     `read` is given bounds, no episode length."""
-    columns, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    columns, action_dim = int(np.prod(data["observations"].shape[1:])), data["actions"].shape[1]
     return SourceData(transitions=data, num_episodes=int(data["dones"].sum()), env_id=None, env_kwargs={},
                       max_episode_steps=None, observation_keys=observation_keys,
                       observation_low=np.full(columns, -np.inf), observation_high=np.full(columns, np.inf),
@@ -510,7 +510,7 @@ def _read_episode(where: str, episode: Any, keys: Optional[List[str]], report: v
 def _check_observations(where: str, observations: Any, keys: Optional[List[str]], rows: int,
                         report: validation.Report) -> Optional[np.ndarray]:
     if keys is None:
-        return report.check_array(where, "observations", np.asarray(observations), (rows, None))
+        return report.check_observations(where, "observations", np.asarray(observations), rows)
     parts = [report.check_array(where, f"observations/{key}", np.asarray(envs.observation_part(observations, key)),
                                 (rows, None)) for key in keys]
     return None if any(part is None for part in parts) else envs.flatten_observation(observations, keys)
@@ -543,8 +543,10 @@ def _with_env(data: SourceData, source: str, env_id: str, env_kwargs: Dict[str, 
     """Records `env_id` as the evaluation env, with its spaces, after checking the data fits them."""
     env = envs.make_env(env_id, env_kwargs)
     keys = envs.observation_keys(env.observation_space)
-    envs.check_env_fits(env, keys, data.transitions["observations"].shape[1], data.transitions["actions"].shape[1],
-                        source)
+    observations = data.transitions["observations"]
+    image_shape = observations.shape[1:] if transitions_lib.is_image(observations) else None
+    envs.check_env_fits(env, keys, int(np.prod(observations.shape[1:])), data.transitions["actions"].shape[1],
+                        source, image_shape)
     where = f"{source}: environment {env_id}"
     validation.check_action_space(where, env.action_space)
     observation_low, observation_high = _bounds(where, env.observation_space, keys)

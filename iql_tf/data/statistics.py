@@ -1,5 +1,6 @@
 """What preprocessing needs from the whole dataset, recorded in its metadata (so that a streamed dataset is
-read once, in training): the observations' mean and std per dimension and the range of trajectory returns.
+read once, in training): the observations' mean and std per dimension (none for images, which the networks
+scale by 1/255 themselves) and the range of trajectory returns.
 
 `of` computes them from transitions held in memory (a conversion); `Gathered` from parts seen one at a time
 (an RLDS dataset scanned once to be streamed as it is, which is never held whole), merging each part's mean
@@ -12,16 +13,17 @@ from typing import Any, Dict
 import numpy as np
 
 from iql_tf.data import rewards
-from iql_tf.data.transitions import Transitions
+from iql_tf.data.transitions import Transitions, is_image
 
 
 def of(transitions: Transitions) -> Dict[str, Any]:
     """The statistics of transitions held whole."""
     observations = transitions["observations"]
     returns = rewards.trajectory_returns(transitions["rewards"], transitions["dones"])
+    image = is_image(observations)
     return {
-        "observation_mean": observations.mean(axis=0, dtype=np.float64).tolist(),
-        "observation_std": observations.std(axis=0, dtype=np.float64).tolist(),
+        "observation_mean": [] if image else observations.mean(axis=0, dtype=np.float64).tolist(),
+        "observation_std": [] if image else observations.std(axis=0, dtype=np.float64).tolist(),
         "trajectory_return_min": float(returns.min()),
         "trajectory_return_max": float(returns.max()),
     }
@@ -41,7 +43,9 @@ class Gathered:
         count = len(part["rewards"])
         if not count:
             return
-        observations = part["observations"].astype(np.float64)
+        # Images have no statistics (`of`): none of their values are read.
+        observations = np.zeros((count, 0)) if is_image(part["observations"]) else \
+            part["observations"].astype(np.float64)
         mean = observations.mean(axis=0)
         squares = ((observations - mean) ** 2).sum(axis=0)
         if self._mean is None:

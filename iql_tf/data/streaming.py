@@ -21,14 +21,14 @@ line, its last checkpoint kept.
 """
 
 import pathlib
-from typing import Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
-from iql_tf.data import rlds_source, shards
+from iql_tf.data import frame_stacks, rlds_source, shards
 from iql_tf.data.metadata import DatasetMetadata
 from iql_tf.data.preprocessing import Preprocessing
-from iql_tf.data.transitions import TRANSITION_KEYS
+from iql_tf.data.transitions import TRANSITION_KEYS, stacked_shape
 from iql_tf.errors import UserError, first_line
 
 _PARALLEL_SHARDS = 4
@@ -46,17 +46,28 @@ class StreamedBatches(tf.Module):
     """
 
     def __init__(self, directory: pathlib.Path, metadata: DatasetMetadata, preprocessing: Preprocessing,
-                 members: int, batch_size: int, shuffle_buffer: int, seed: int, fix: str = "re-run the conversion"):
+                 members: int, batch_size: int, shuffle_buffer: int, seed: int, fix: str = "re-run the conversion",
+                 frame_stack: int = 1):
         super().__init__(name="streamed_batches")
         self.directory = directory
         self.members, self.batch_size = members, batch_size
-        self._preprocessing = preprocessing
-        shapes = {"observations": metadata.observation_shape, "next_observations": metadata.observation_shape,
-                  "actions": metadata.action_shape}
-        blocks = _shard_blocks(directory, metadata, seed, fix) if metadata.stream_of is None else \
+        self._preprocessing, self._metadata = preprocessing, metadata
+        def shaped(blocks: tf.data.Dataset, observation_shape: Sequence[int]) -> tf.data.Dataset:
+            shapes = {"observations": observation_shape, "next_observations": observation_shape,
+                      "actions": metadata.action_shape}
+            return blocks.map(lambda block: {key: tf.ensure_shape(block[key], [None, *shapes.get(key, [])])
+                                             for key in TRANSITION_KEYS})
+
+        stack = None
+        if frame_stack > 1:
+            stack = lambda blocks: frame_stacks.stack_blocks(shaped(blocks, metadata.observation_shape),  # noqa: E731
+                                                             frame_stack)
+        blocks = _shard_blocks(directory, metadata, seed, fix, stack) if metadata.stream_of is None else \
             rlds_source.stream_rows(metadata.stream_of, seed)
-        blocks = blocks.map(lambda block: {key: tf.ensure_shape(block[key], [None, *shapes.get(key, [])])
-                                           for key in TRANSITION_KEYS})
+        if stack and metadata.stream_of is not None:
+            blocks = stack(blocks)  # an episode per block
+        observation_shape = stacked_shape(metadata.observation_shape, frame_stack)
+        blocks = shaped(blocks, observation_shape)
         chunks = blocks.rebatch(shuffle_buffer).repeat()
         # Seeds drawn after the repeat: every epoch permutes its chunks anew (stateless, so checkpointable).
         chunks = tf.data.Dataset.zip(chunks, tf.data.Dataset.random(seed=seed + 1).batch(2))
@@ -64,16 +75,18 @@ class StreamedBatches(tf.Module):
         groups = rows.rebatch(GROUP * members * batch_size, drop_remainder=True)
         groups = groups.map(self._prepare, num_parallel_calls=2, deterministic=True).prefetch(2)
         self.iterator = iter(groups)
-        widths = {"observations": metadata.observation_shape, "next_observations": metadata.observation_shape,
+        widths = {"observations": observation_shape, "next_observations": observation_shape,
                   "actions": metadata.action_shape, "rewards": [], "masks": []}
-        self.group = {key: tf.Variable(tf.zeros([GROUP, members, batch_size, *shape]), trainable=False, name=key)
+        self.group = {key: tf.Variable(tf.zeros([GROUP, members, batch_size, *shape], _dtype(key, metadata)),
+                                       trainable=False, name=key)
                       for key, shape in widths.items()}
         self.position = tf.Variable(GROUP, dtype=tf.int32, trainable=False, name="position")  # GROUP: used up
 
     def _prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The preprocessing of the in-memory path (`pipeline.make_dataset`), on one group of batches."""
         prepared = dict(self._preprocessing.transitions(batch, tf.clip_by_value), masks=1.0 - batch["terminals"])
-        return {key: tf.reshape(tf.cast(value, tf.float32), [GROUP, self.members, self.batch_size, *value.shape[1:]])
+        return {key: tf.reshape(tf.cast(value, _dtype(key, self._metadata)), [GROUP, self.members, self.batch_size,
+                                                                         *value.shape[1:]])
                 for key, value in prepared.items()}
 
     def available(self) -> int:
@@ -101,16 +114,28 @@ class StreamedBatches(tf.Module):
         return {key: tf.gather(variable, index) for key, variable in self.group.items()}
 
 
-def _shard_blocks(directory: pathlib.Path, metadata: DatasetMetadata, seed: int, fix: str) -> tf.data.Dataset:
+def _dtype(key: str, metadata: DatasetMetadata) -> tf.DType:
+    """What a batch holds: float32, but image observations, which stay uint8 until the networks scale them."""
+    return tf.dtypes.as_dtype(metadata.observation_dtype) if key in shards.OBSERVATION_KEYS else tf.float32
+
+
+def _shard_blocks(directory: pathlib.Path, metadata: DatasetMetadata, seed: int, fix: str,
+                  stack: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None) -> tf.data.Dataset:
     """One epoch of a converted directory's blocks of rows, its shard files in a seeded order (new every
-    epoch) read side by side; checksums and counts verified first."""
+    epoch) read side by side, each through `stack` (frame stacks) in its order; checksums and counts verified
+    first."""
     paths = shards.verified_paths(directory, metadata, fix)
     shards.check_counts(directory, paths, metadata, fix)  # what the in-memory path checks as it reads
     files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
     files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    parse = lambda record: shards.parse_block(record, metadata.observation_dtype)  # noqa: E731
+    if stack:  # each shard parsed and stacked in its order (an image shard starts a trajectory)
+        return files.interleave(lambda path: stack(tf.data.TFRecordDataset(path).map(parse)),
+                                cycle_length=min(len(paths), _PARALLEL_SHARDS), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), _PARALLEL_SHARDS),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return records.map(shards.parse_block, num_parallel_calls=2, deterministic=True)
+    return records.map(parse, num_parallel_calls=2, deterministic=True)
 
 
 def _permuted(chunk: Dict[str, tf.Tensor], seed: tf.Tensor) -> Dict[str, tf.Tensor]:

@@ -1,14 +1,15 @@
 """Transition semantics (docs/semantics.md): episodes or D4RL rows -> flat transition arrays.
 
-A dataset is a plain dict of float32 numpy arrays with the keys of `TRANSITION_KEYS`:
-  observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
+A dataset is a plain dict of numpy arrays with the keys of `TRANSITION_KEYS`, float32 but image observations:
+  observations [N, obs_dim] (or uint8 images [N, height, width, channels]), actions [N, act_dim], rewards [N],
+  next_observations (as observations),
   terminals [N]  1.0 only where the environment terminated (a time-limit truncation is not terminal),
   dones [N]      1.0 on the last transition of each trajectory (used to split trajectories, never in a target).
 No transition crosses an episode boundary.
 """
 
 import hashlib
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +28,17 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
+def _observations(array: np.ndarray) -> np.ndarray:
+    """Observations as stored: images as they are (uint8), vectors as float32."""
+    return np.asarray(array) if is_image(np.asarray(array)) else _float32(array)
+
+
+def is_image(array: np.ndarray) -> bool:
+    """Whether observations are images: uint8 rows of [height, width, channels] (any other observations are
+    vectors of numbers, float32)."""
+    return array.dtype == np.uint8 and array.ndim == 4
+
+
 def from_episode(
     observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminations: np.ndarray
 ) -> Transitions:
@@ -34,20 +46,27 @@ def from_episode(
     dones = np.zeros(len(actions), np.float32)
     dones[-1] = 1.0
     return {
-        "observations": _float32(observations[:-1]),
+        "observations": _observations(observations[:-1]),
         "actions": _float32(actions),
         "rewards": _float32(rewards),
-        "next_observations": _float32(observations[1:]),
+        "next_observations": _observations(observations[1:]),
         "terminals": _float32(terminations),
         "dones": dones,
     }
 
 
+def stacked_shape(observation_shape: Sequence[int], frame_stack: int) -> List[int]:
+    """The shape of a stack of `frame_stack` images of `observation_shape` along their channels
+    (`frame_stacks.py`)."""
+    return [*observation_shape[:-1], observation_shape[-1] * frame_stack]
+
+
 def content_sha256(data: Transitions) -> str:
-    """The sha256 of the transitions themselves: each key's name, shape and little-endian float32 values."""
+    """The sha256 of the transitions themselves: each key's name, shape and little-endian float32 values (image
+    observations: their bytes)."""
     digest = hashlib.sha256()
     for key in TRANSITION_KEYS:
-        values = np.ascontiguousarray(data[key], "<f4")
+        values = np.ascontiguousarray(data[key], None if is_image(data[key]) else "<f4")
         digest.update(f"{key} {list(values.shape)}\n".encode())
         digest.update(values.data)
     return digest.hexdigest()
@@ -93,14 +112,17 @@ def from_rows(
     timeouts = np.asarray(timeouts).astype(bool)
     if next_observations is not None:
         dones = terminals | timeouts
-        jumps = np.linalg.norm(observations[1:] - next_observations[:-1], axis=-1) > CONTINUITY_TOLERANCE
+        if is_image(observations):  # exact: a frame is the next row's or another
+            jumps = np.any((observations[1:] != next_observations[:-1]).reshape(len(observations) - 1, -1), axis=1)
+        else:
+            jumps = np.linalg.norm(observations[1:] - next_observations[:-1], axis=-1) > CONTINUITY_TOLERANCE
         dones[:-1] |= jumps
         dones[-1] = True
         return {
-            "observations": _float32(observations),
+            "observations": _observations(observations),
             "actions": _float32(actions),
             "rewards": _float32(rewards),
-            "next_observations": _float32(next_observations),
+            "next_observations": _observations(next_observations),
             "terminals": _float32(terminals),
             "dones": _float32(dones),
         }
@@ -112,14 +134,14 @@ def from_rows(
     keep = ~episode_end | terminals
     episode_index = np.cumsum(episode_end) - episode_end  # rows of one episode share an index
     following = np.append(observations[1:], observations[-1:], axis=0)
-    next_rows = np.where(terminals[:, None], observations, following)
+    next_rows = np.where(terminals.reshape(-1, *[1] * (observations.ndim - 1)), observations, following)
     kept_episode = episode_index[keep]
     dones = np.append(kept_episode[1:] != kept_episode[:-1], True) if kept_episode.size else kept_episode
     return {
-        "observations": _float32(observations[keep]),
+        "observations": _observations(observations[keep]),
         "actions": _float32(actions[keep]),
         "rewards": _float32(rewards[keep]),
-        "next_observations": _float32(next_rows[keep]),
+        "next_observations": _observations(next_rows[keep]),
         "terminals": _float32(terminals[keep]),
         "dones": _float32(dones),
     }

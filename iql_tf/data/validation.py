@@ -12,6 +12,7 @@ from typing import List, Mapping, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 
+from iql_tf.data.transitions import is_image
 from iql_tf.errors import UserError
 
 # Actions beyond their bounds by more than this fraction of the half-range are in other units, not rounding
@@ -112,6 +113,23 @@ class Report:
             values = array.astype(np.float32, copy=False)
         self._check_finite(where, field, array, values)
         return values
+
+    def check_observations(self, where: str, field: str, array: np.ndarray, rows: Optional[int] = None,
+                           row_shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
+        """Observations of `rows` rows (None: any) shaped `row_shape` (None: any): images (`is_image`, kept as
+        uint8: the networks scale them) or vectors (`check_array`'s float32); None when unusable."""
+        if not is_image(array):
+            return self.check_array(where, field, array, (rows, None if row_shape is None else row_shape[0]))
+        if rows is not None and array.shape[0] != rows or row_shape is not None and array.shape[1:] != tuple(row_shape):
+            expected = [rows if rows is not None else "N", *(row_shape or ["height", "width", "channels"])]
+            self.add(where, field, f"has shape {list(array.shape)}, expected [{', '.join(map(str, expected))}]",
+                     "one row per step, matching the other fields")
+            return None
+        if 0 in array.shape[1:]:
+            self.add(where, field, f"has shape {list(array.shape)}: empty images",
+                     "store images of at least one pixel and one channel")
+            return None
+        return np.asarray(array)
 
     def check_episode_ids(self, where: str, field: str, ids: np.ndarray, rows: int) -> Optional[np.ndarray]:
         """One id per row (numbers or strings), each episode's rows together; the last row of each episode

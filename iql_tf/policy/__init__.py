@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the agent imports TensorFlow; the metadata's readers need n
     from iql_tf.agent import IQLAgent
     from iql_tf.data.preprocessing import Preprocessing
 
-Policy = Callable[[np.ndarray], np.ndarray]  # [B, obs_dim] float32 -> [B, act_dim] in the env's units
+# [B, obs_dim] float32 (or uint8 images [B, h, w, c]) -> [B, act_dim] in the env's units
+Policy = Callable[[np.ndarray], np.ndarray]
 
 
 def member_policy(agent: "IQLAgent", preprocessing: "Preprocessing", member: int) -> Policy:
@@ -28,7 +29,10 @@ def member_policy(agent: "IQLAgent", preprocessing: "Preprocessing", member: int
     export answers."""
 
     def act(observations: np.ndarray) -> np.ndarray:
-        prepared = np.asarray(preprocessing.observations(np.asarray(observations, np.float32)), np.float32)
+        if agent.image_shape:  # uint8 images, scaled inside the networks
+            prepared = np.asarray(observations, np.uint8)
+        else:
+            prepared = np.asarray(preprocessing.observations(np.asarray(observations, np.float32)), np.float32)
         unit = agent.act(np.broadcast_to(prepared, (agent.members, *prepared.shape))).numpy()[member]
         return preprocessing.actions_to_env(unit, np.clip)
 

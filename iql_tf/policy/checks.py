@@ -25,12 +25,13 @@ from iql_tf.errors import UserError
 
 CHECKSUMS_FILE = "SHA256SUMS"
 
-# From the project's exports (the policy MLP, its preprocessing, sampling, and the loader's restore).
+# From the project's exports (the policy MLP, its image encoders, its preprocessing, sampling, and the loader's
+# restore).
 ALLOWED_OPS = frozenset({
-    "AddV2", "Const", "Elu", "Erf", "Erfc", "Exp", "Identity", "IdentityN", "LeakyRelu", "MatMul", "Maximum", "Minimum",
-    "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "Pow", "RealDiv", "Relu", "Relu6", "RestoreV2", "Select",
-    "Selu", "Shape", "Sigmoid", "Softplus", "Softsign", "Square", "StatefulPartitionedCall", "StatelessRandomGetKeyCounter",
-    "StatelessRandomNormalV2", "Sub", "Sum", "Tanh",
+    "AddV2", "Cast", "Const", "Conv2D", "Elu", "Erf", "Erfc", "Exp", "Identity", "IdentityN", "LeakyRelu", "MatMul",
+    "MaxPool", "Maximum", "Minimum", "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "Pow", "RealDiv",
+    "Relu", "Relu6", "Reshape", "RestoreV2", "Select", "Selu", "Shape", "Sigmoid", "Softplus", "Softsign", "Square",
+    "StatefulPartitionedCall", "StatelessRandomGetKeyCounter", "StatelessRandomNormalV2", "Sub", "Sum", "Tanh",
 })
 
 

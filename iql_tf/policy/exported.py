@@ -3,7 +3,8 @@ TensorFlow alone.
 
 `DIR/export/policy/` (one per seed, `DIR/export/seed_K/policy/`, for a run of several seeds) holds:
 - a SavedModel with the signatures `serving_default` (raw observations -> deterministic actions in the
-  environment's units) and `sample` (observations, temperature, seed -> sampled actions, clipped to the
+  environment's units; image observations as the camera gives them, uint8 [B, height, width, channels]) and
+  `sample` (observations, temperature, seed -> sampled actions, clipped to the
   action bounds);
 - `policy.tflite`, `serving_default` for TensorFlow Lite / LiteRT;
 - `policy.onnx`, `serving_default` as an ONNX model (opset `ONNX_OPSET`, converted by tf2onnx) for onnxruntime
@@ -16,12 +17,12 @@ The directory is replaced atomically, so it holds a complete export at every ins
 """
 
 import pathlib
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from iql_tf import files
+from iql_tf import encoders, files
 from iql_tf.errors import first_line
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.networks import LOG_STD_MAX, LOG_STD_MIN, activation_function
@@ -43,15 +44,18 @@ class ExportedPolicy(tf.Module):
     """The actor of one member with its preprocessing, as graph constants behind fixed input signatures."""
 
     def __init__(self, weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
-                 tanh_mean: bool = True):
+                 tanh_mean: bool = True, encoder: Optional[str] = None, image_shape: Optional[Sequence[int]] = None):
         super().__init__(name="policy")
         self._squash = tf.tanh if tanh_mean else tf.identity
         # numpy, not tensors: each is turned into a constant while tracing, so none becomes a captured variable.
         self._weights = weights
         self._activation = _EXPORTED_ACTIVATIONS.get(activation) or activation_function(activation)
         self._preprocessing = preprocessing
-        observation_dim = weights["kernel_0"].shape[0]
-        observations = tf.TensorSpec([None, observation_dim], tf.float32, name="observations")
+        self._encoder = encoder
+        if image_shape is not None:  # uint8 images, as the camera gives them: scaled inside
+            observations = tf.TensorSpec([None, *image_shape], tf.uint8, name="observations")
+        else:
+            observations = tf.TensorSpec([None, weights["kernel_0"].shape[0]], tf.float32, name="observations")
         self.act = tf.function(self._act, input_signature=[observations])
         self.sample = tf.function(self._sample, input_signature=[
             observations, tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([2], tf.int32, name="seed"),
@@ -59,7 +63,12 @@ class ExportedPolicy(tf.Module):
 
     def _mean(self, observations: tf.Tensor) -> tf.Tensor:
         """tanh(Dense(MLP(normalised s))) (or Dense(...) without `tanh_mean`: `_to_env` clips it)."""
-        x = self._preprocessing.observations(observations)
+        if self._encoder is not None:
+            parameters = {key[len("encoder/"):]: tf.constant(value) for key, value in self._weights.items()
+                          if key.startswith("encoder/")}
+            x = encoders.forward(self._encoder, parameters, observations)
+        else:
+            x = self._preprocessing.observations(observations)
         num_layers = sum(name.startswith("kernel_") for name in self._weights)
         for i in range(num_layers):
             x = tf.matmul(x, tf.constant(self._weights[f"kernel_{i}"])) + tf.constant(self._weights[f"bias_{i}"])
@@ -81,10 +90,11 @@ class ExportedPolicy(tf.Module):
 
 
 def export_policy(weights: Dict[str, np.ndarray], activation: str, preprocessing: Preprocessing,
-                  directory: "str | pathlib.Path", metadata: PolicyMetadata, tanh_mean: bool = True) -> None:
+                  directory: "str | pathlib.Path", metadata: PolicyMetadata, tanh_mean: bool = True,
+                  encoder: Optional[str] = None) -> None:
     """Writes the SavedModel, the TFLite and ONNX models, the metadata and SHA256SUMS to `directory`, replacing an
-    earlier export."""
-    module = ExportedPolicy(weights, activation, preprocessing, tanh_mean)
+    earlier export. `encoder`: the kind of the image encoder in `weights` (metadata.input_shape its images)."""
+    module = ExportedPolicy(weights, activation, preprocessing, tanh_mean, encoder, metadata.input_shape)
     with files.atomic_directory(directory, replace=True) as staging:
         tf.saved_model.save(module, str(staging), signatures={"serving_default": module.act, "sample": module.sample})
         converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=["serving_default"])
@@ -116,4 +126,4 @@ def export_member(agent: "IQLAgent", member: int, preprocessing: Preprocessing, 
     metadata = PolicyMetadata(**data_record, seed=seed, step=int(agent.step), evaluation=evaluation,
                               gin_config=gin_config)
     export_policy(agent.member_weights(member), agent.settings.activation, preprocessing, directory, metadata,
-                  tanh_mean=agent.settings.tanh_mean)
+                  tanh_mean=agent.settings.tanh_mean, encoder=agent.settings.encoder if agent.image_shape else None)

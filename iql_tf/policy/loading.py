@@ -40,7 +40,13 @@ def load_policy(path: "str | pathlib.Path", trust: bool = False) -> Tuple[Policy
     except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as error:  # IndexError: a truncated file
         raise UserError(f"{path}: cannot load the SavedModel's serving_default signature "
                         f"({first_line(error)}); export the policy again") from error
-    return lambda observations: serve(observations=tf.constant(observations, tf.float32))["actions"].numpy(), metadata
+    dtype = _observation_dtype(metadata)
+    return lambda observations: serve(observations=tf.constant(observations, dtype))["actions"].numpy(), metadata
+
+
+def _observation_dtype(metadata: PolicyMetadata) -> type:
+    """What the policy's input takes: uint8 images, or float32 vectors."""
+    return np.uint8 if metadata.image_shape else np.float32
 
 
 def _load_onnx(path: pathlib.Path) -> Tuple[Policy, PolicyMetadata]:
@@ -64,9 +70,10 @@ def _load_onnx(path: pathlib.Path) -> Tuple[Policy, PolicyMetadata]:
         raise UserError(f"{path}: not a policy exported by iql-tf (inputs {inputs}, outputs {outputs}; an export "
                         "takes 'observations' and returns 'actions')")
     metadata = read_policy_metadata(path.parent)
+    dtype = _observation_dtype(metadata)
 
     def act(observations: np.ndarray) -> np.ndarray:
-        return session.run(["actions"], {"observations": np.asarray(observations, np.float32)})[0]
+        return session.run(["actions"], {"observations": np.asarray(observations, dtype)})[0]
 
     return act, metadata
 

@@ -8,15 +8,16 @@ import pathlib
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from iql_tf import json_records
+from iql_tf.data.transitions import stacked_shape
 from iql_tf.errors import UserError
 
 if TYPE_CHECKING:
     from iql_tf.data.metadata import DatasetMetadata
     from iql_tf.data.preprocessing import Preprocessing
 
-FORMAT_VERSION = 2
-# What an older format lacks: format 1 (iql-tf 0.5 and earlier) had no ONNX model.
-_OLDER = {1: {"onnx": None}}
+FORMAT_VERSION = 3
+# What an older format lacks: format 1 (iql-tf 0.5 and earlier) had no ONNX model, 1 and 2 no images.
+_OLDER = {1: {"onnx": None, "image_shape": None, "frame_stack": 1}, 2: {"image_shape": None, "frame_stack": 1}}
 METADATA_PATH = pathlib.Path("assets") / "metadata.json"
 TFLITE_FILE = "policy.tflite"
 ONNX_FILE = "policy.onnx"
@@ -47,10 +48,20 @@ class PolicyMetadata:
     gin_config: str
     tflite: Optional[str] = TFLITE_FILE  # the TensorFlow Lite model beside the SavedModel
     onnx: Optional[str] = ONNX_FILE  # the ONNX model beside it (None in exports of iql-tf 0.5 and earlier)
+    # Image observations: [height, width, channels] of one frame (observation_dim is its size); None: vectors.
+    image_shape: Optional[List[int]] = None
+    # Frames stacked along the channels, oldest first: the policy takes uint8 [B, height, width, frame_stack *
+    # channels] (`envs.stack_frames` builds them from an environment's frames).
+    frame_stack: int = 1
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
         return json_records.to_json(self)
+
+    @property
+    def input_shape(self) -> Optional[List[int]]:
+        """What the policy takes per observation when it takes images: one frame, or a stack of them."""
+        return None if self.image_shape is None else stacked_shape(self.image_shape, self.frame_stack)
 
 
 def read_policy_metadata(export_dir: "str | pathlib.Path") -> PolicyMetadata:
@@ -64,7 +75,7 @@ def read_policy_metadata(export_dir: "str | pathlib.Path") -> PolicyMetadata:
                                   older=_OLDER)
 
 
-def data_record(dataset: "DatasetMetadata", preprocessing: "Preprocessing") -> Dict[str, Any]:
+def data_record(dataset: "DatasetMetadata", preprocessing: "Preprocessing", frame_stack: int = 1) -> Dict[str, Any]:
     """The fields of `PolicyMetadata` that the data and its preprocessing decide (the environment, the
     observation layout, the action bounds, the normalisation, the reference scores, the dataset). A run keeps
     them in each checkpoint's record too, so that a policy can be exported from a checkpoint alone."""
@@ -74,4 +85,5 @@ def data_record(dataset: "DatasetMetadata", preprocessing: "Preprocessing") -> D
                 action_high=preprocessing.action_high.tolist(),
                 observation_normalization=preprocessing.describe()["observation_normalization"],
                 ref_min_score=dataset.ref_min_score, ref_max_score=dataset.ref_max_score,
-                dataset=dataset.source, dataset_checksum=dataset.content_checksum)
+                dataset=dataset.source, dataset_checksum=dataset.content_checksum,
+                image_shape=list(dataset.observation_shape) if dataset.images else None, frame_stack=frame_stack)

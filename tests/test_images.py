@@ -1,0 +1,370 @@
+"""Image observations end to end: stored as uint8 and read back to the bit (held or streamed), encoders, the
+random-shift augmentation, members trained as their own runs, exports that take uint8 images (SavedModel,
+TFLite, ONNX), refusals, and a policy that learns from pixels what its data does not do."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iql_tf import IQL, augmentation, encoders
+from iql_tf.agent import IQLAgent
+from iql_tf.data import from_arrays, rewards, shards
+from iql_tf.data.pipeline import make_dataset
+from iql_tf.data.preprocessing import Preprocessing
+from iql_tf.data.streaming import StreamedBatches
+from iql_tf.errors import UserError
+from iql_tf.policy import checks
+from iql_tf.policy.exported import export_policy
+from iql_tf.policy.metadata import ONNX_FILE, TFLITE_FILE
+from iql_tf.replay_buffer import ReplayBuffer
+from iql_tf.settings import AgentSettings, DataSettings
+from test_export import metadata
+
+SIZE = 12  # pixels: a CPU runs the test's convolutions in seconds
+
+
+def render(targets: np.ndarray) -> np.ndarray:
+    """A dot at each target of [-1, 1]^2 on a SIZE x SIZE image, a Gaussian blob so that sub-pixel positions show."""
+    centres = (targets + 1) / 2 * (SIZE - 1)
+    grid = np.arange(SIZE)
+    rows = np.exp(-(grid[None] - centres[:, 1:2]) ** 2 / 2.0)
+    columns = np.exp(-(grid[None] - centres[:, 0:1]) ** 2 / 2.0)
+    return (255 * rows[:, :, None] * columns[:, None, :])[..., None].astype(np.uint8)
+
+
+class DotTarget(gym.Env):
+    """One step: the image shows a target, the action is scored by its distance to it (reward -|a - target|_1)."""
+
+    observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, 1), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = self.np_random.uniform(-0.8, 0.8, 2)
+        return render(self.target[None])[0], {}
+
+    def step(self, action):
+        reward = -float(np.abs(np.clip(action, -1, 1) - self.target).sum())
+        return render(self.target[None])[0], reward, True, False, {}
+
+
+gym.register("iql_tf_test/DotTarget-v0", entry_point=DotTarget, max_episode_steps=1)
+
+
+def dot_rows(count: int, seed: int = 0) -> dict:
+    """Uniformly random actions on random targets: one-step episodes, as DotTarget's."""
+    rng = np.random.default_rng(seed)
+    targets = rng.uniform(-0.8, 0.8, (count, 2))
+    actions = rng.uniform(-1, 1, (count, 2)).astype(np.float32)
+    images = render(targets)
+    return dict(observations=images, actions=actions, rewards=-np.abs(actions - targets).sum(1),
+                terminals=np.ones(count), timeouts=np.zeros(count), next_observations=images)
+
+
+def frames(count: int, seed: int = 0, shape=(SIZE, SIZE, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
+
+
+def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tmp_path, monkeypatch):
+    # Episodes of 7 steps back to back, next observations the following rows; small image blocks, so that
+    # several records and their order are exercised.
+    monkeypatch.setattr(shards, "IMAGE_BLOCK_BYTES", 50 * (2 * SIZE * SIZE * 3 + 16))
+    images = frames(211)
+    count = len(images) - 1
+    actions = np.random.default_rng(1).uniform(-1, 1, (count, 2))
+    timeouts = np.zeros(count)
+    timeouts[6::7] = 1
+    source = from_arrays(images[:-1], actions, np.arange(count), np.zeros(count), timeouts,
+                         next_observations=images[1:])
+    held = make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), streaming=False))
+    assert held.metadata.observation_dtype == "uint8" and held.metadata.observation_shape == [SIZE, SIZE, 3]
+    assert held.tensors["observations"].dtype == tf.uint8
+    np.testing.assert_array_equal(held.tensors["observations"].numpy(), images[:-1])
+    np.testing.assert_array_equal(held.tensors["next_observations"].numpy(), images[1:])
+    assert held.metadata.num_episodes == -(-count // 7) and len(held.metadata.shards) == 1
+    assert held.metadata.statistics["shards_bytes"] < 0.3 * 2 * images[:-1].size * 4  # uint8, not float32
+
+    streamed = make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), streaming=True))
+    batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, members=1,
+                              batch_size=count // 2, shuffle_buffer=count, seed=0)
+    group = {key: [] for key in ("observations", "next_observations", "rewards")}
+    while len(group["rewards"]) < 4:  # two epochs
+        batches.available()
+        batch = batches.sample([])
+        for key in group:
+            group[key].append(batch[key].numpy()[0])
+    assert batch["observations"].dtype == tf.uint8
+    order = np.argsort(np.concatenate(group["rewards"][:2]))  # one epoch: every row once
+    np.testing.assert_array_equal(np.concatenate(group["observations"][:2])[order], images[:-1][:2 * (count // 2)])
+    np.testing.assert_array_equal(np.concatenate(group["next_observations"][:2])[order], images[1:][:2 * (count // 2)])
+
+
+def test_a_next_frame_that_is_not_the_following_rows_ends_the_trajectory():
+    images = frames(10)
+    next_images = images[1:].copy()
+    next_images[3, 0, 0, 0] ^= 1  # one bit of one pixel: another frame
+    source = from_arrays(images[:-1], np.zeros((9, 1)), np.zeros(9), np.zeros(9), np.zeros(9),
+                         next_observations=next_images)
+    dataset = make_dataset(DataSettings(source=source, streaming=False))
+    assert dataset.metadata.num_episodes == 2
+    np.testing.assert_array_equal(dataset.tensors["next_observations"].numpy(), next_images)
+
+
+def test_the_shift_repeats_the_border_as_padding_and_cropping_do():
+    images = frames(5, shape=(7, 9, 2))
+    offsets = np.array([[0, 0], [6, 6], [3, 3], [1, 5], [6, 2]], np.int32)
+    shifted = augmentation.shift(tf.constant(images), tf.constant(offsets)).numpy()
+    pad = augmentation.PADDING
+    for image, (dy, dx), result in zip(images, offsets, shifted):
+        padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")  # the FQL repository's crop
+        np.testing.assert_array_equal(result, padded[dy:dy + 7, dx:dx + 9])
+
+
+def test_a_batch_is_shifted_as_a_whole_with_one_shift_per_observation_and_its_next():
+    images = frames(64)
+    batch = {"observations": tf.constant(images[None]), "next_observations": tf.constant(images[None]),
+             "rewards": tf.zeros([1, 64])}
+    generator = tf.random.Generator.from_seed(0)
+    untouched = augmentation.shifted(batch, [generator], 0.0)
+    np.testing.assert_array_equal(untouched["observations"].numpy(), images[None])
+    changed = []
+    for _ in range(40):
+        out = augmentation.shifted(batch, [generator], 0.5)
+        np.testing.assert_array_equal(out["observations"].numpy(), out["next_observations"].numpy())  # same shift
+        moved = np.any(out["observations"].numpy()[0] != images, axis=(1, 2, 3))
+        changed.append(moved.mean())
+    changed = np.asarray(changed)
+    # A batch is augmented or not: then most of its 64 images move (1 in 49 shifts is none), or none does.
+    assert set(np.round(changed[changed > 0], 1)) <= {0.9, 1.0} and 10 < np.count_nonzero(changed) < 30
+
+
+def test_impala_small_has_the_fql_repositorys_parameters_and_both_encoders_map_images_to_features():
+    # The FQL repository's impala_small on 64x64 images of 3 stacked frames: 56,832 convolution parameters and
+    # a 2048 -> 512 dense layer (seohongpark/fql utils/encoders.py, counted by hand from its layers).
+    shapes = encoders.parameter_shapes("impala_small", (64, 64, 9))
+    dense = np.prod(shapes["features/kernel"]) + np.prod(shapes["features/bias"])
+    assert sum(np.prod(shape) for shape in shapes.values()) - dense == 56_832 and dense == 2048 * 512 + 512
+    for kind, features in (("impala_small", 512), ("conv_small", 256)):
+        encoder = encoders.ImageEncoder(kind, (SIZE, SIZE, 3), seeds=(0, 1), name="encoder")
+        out = encoder(tf.constant(np.stack([frames(4), frames(4, seed=1)])))
+        assert out.shape == (2, 4, features)
+        alone = encoders.forward(kind, encoder.member_parameters(1), tf.constant(frames(4, seed=1)))
+        np.testing.assert_allclose(out[1].numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def image_transitions(count: int = 200) -> dict:
+    images = frames(count + 1)
+    rng = np.random.default_rng(2)
+    return {"observations": images[:-1], "next_observations": images[1:], "actions": rng.uniform(-1, 1, (count, 2)),
+            "rewards": rng.standard_normal(count), "terminals": (rng.uniform(size=count) < 0.1).astype(np.float32)}
+
+
+def test_each_member_of_an_image_ensemble_trains_as_its_own_run_with_its_own_shifts():
+    # As test_agent's ensemble test, with encoders and augmentation: after 10 updates member k of seeds (0, 1)
+    # holds the weights of the run of seed k alone (rounding apart: the members' convolutions run one by one, their
+    # dense layers batched), so each drew its own batches and shifts.
+    buffer = ReplayBuffer(image_transitions(), 16)
+    settings = AgentSettings(hidden_dims=(8,), batch_size=16, jit_compile=False, encoder="conv_small",
+                             augmentation_probability=0.5, value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
+    ensemble = IQLAgent(SIZE * SIZE * 3, 2, settings, 10, seeds=(0, 1), image_shape=(SIZE, SIZE, 3))
+    ensemble.run_updates(buffer, 10)
+    alone = IQLAgent(SIZE * SIZE * 3, 2, settings, 10, seeds=(1,), image_shape=(SIZE, SIZE, 3))
+    alone.run_updates(buffer, 10)
+    for name in ("value", "actor", "critic", "target_critic"):
+        for a, b in zip(getattr(alone, name).get_weights(), getattr(ensemble, name).get_weights()):
+            np.testing.assert_allclose(a.reshape(-1), b[1].reshape(-1), rtol=1e-4, atol=1e-5, err_msg=name)
+    encoder = ensemble.actor.encoder.parameters_by_name["conv0/kernel"].numpy()
+    assert not np.allclose(encoder[0], encoder[1])
+
+
+def image_preprocessing() -> Preprocessing:
+    return Preprocessing.from_statistics(np.zeros(0), np.zeros(0), np.array([-2.0, 0.0]), np.array([2.0, 10.0]),
+                                         rewards.RewardTransform("none"), False)
+
+
+@pytest.mark.parametrize("kind", ["impala_small", "conv_small"])
+def test_an_image_policy_exports_uint8_inputs_to_savedmodel_tflite_and_onnx_alike(tmp_path, kind):
+    import onnxruntime
+
+    agent = IQLAgent(SIZE * SIZE * 3, 2, AgentSettings(hidden_dims=(8,), encoder=kind, jit_compile=False), 10,
+                     seeds=(0, 1), image_shape=(SIZE, SIZE, 3))
+    prep = image_preprocessing()
+    directory = tmp_path / "policy"
+    export_policy(agent.member_weights(1), "relu", prep, directory,
+                  metadata(observation_dim=SIZE * SIZE * 3, action_dim=2, action_low=[-2.0, 0.0],
+                           action_high=[2.0, 10.0], image_shape=[SIZE, SIZE, 3]), encoder=kind)
+    images = frames(32, seed=3)
+    served = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    actions = served(observations=tf.constant(images))["actions"].numpy()
+    unit = agent.act(np.stack([images, images])).numpy()[1]
+    np.testing.assert_allclose(actions, prep.actions_to_env(unit, np.clip), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(actions, prep.actions_to_env(agent.act(np.stack([images, images])).numpy()[0], np.clip))
+
+    interpreter = tf.lite.Interpreter(model_path=str(directory / TFLITE_FILE))
+    runner = interpreter.get_signature_runner("serving_default")
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    np.testing.assert_allclose(runner(observations=images)["actions"], actions, rtol=1e-5, atol=1e-5)
+    session = onnxruntime.InferenceSession(str(directory / ONNX_FILE), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    np.testing.assert_allclose(session.run(["actions"], {"observations": images})[0], actions, rtol=1e-5, atol=1e-5)
+    served_ops = checks.served_ops(directory)
+    assert {"Conv2D", "Cast"} <= served_ops <= checks.ALLOWED_OPS, sorted(served_ops - checks.ALLOWED_OPS)
+
+
+def test_a_policy_learns_from_pixels_what_its_random_data_does_not_do(tmp_path):
+    # DotTarget scores an action by its distance to the target the image shows. The data's actions are uniformly
+    # random (mean return about -1.2); a policy that ignores the image scores -0.8 at best (the zero action);
+    # IQL's policy from the pixels alone lands near the target (-0.27 measured after these 500 updates).
+    rows = dot_rows(3000)
+    source = from_arrays(**rows, env_id="iql_tf_test/DotTarget-v0")
+    agent = IQL.from_config("locomotion", hidden_dims=(32,), batch_size=64, encoder="conv_small", expectile=0.7,
+                            beta=10.0, reward_preprocessing="none", jit_compile=False, value_lr=1e-3, critic_lr=1e-3,
+                            actor_lr=1e-3, eval_episodes=100, eval_interval=500, checkpoint_interval=500,
+                            cache_dir=str(tmp_path / "cache"))
+    agent.fit(source, steps=500, workdir=str(tmp_path / "run"), progress=False)
+    assert rows["rewards"].mean() < -1.0
+    assert agent.results[0]["return_mean"] > -0.5
+    images = rows["observations"][:4]
+    np.testing.assert_allclose(agent.predict(images[1]), agent.predict(images)[1], rtol=1e-6)  # one, or a batch
+    with pytest.raises(UserError, match=r"observations of shape \[4, 12, 12, 1\] and dtype float32: expected uint8"):
+        agent.predict(images.astype(np.float32))
+
+
+def test_image_data_refuses_what_images_cannot_do_in_one_line(tmp_path):
+    rows = dot_rows(50)
+    source = from_arrays(**rows)
+    with pytest.raises(UserError, match="images, which the networks scale by 1/255 themselves; bind it to False"):
+        make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), normalize_observations=True))
+    with pytest.raises(UserError, match=r"observations that are images of shape \[12, 12, 1\], but environment "
+                                        r"Pendulum-v1 gives vectors"):
+        make_dataset(DataSettings(source=from_arrays(**rows, env_id="Pendulum-v1"), cache_dir=str(tmp_path)))
+    agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
+                            num_online_steps=10, actor_cosine_decay=False, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="image observations, which online fine-tuning does not take yet"):
+        agent.fit(from_arrays(**rows, env_id="iql_tf_test/DotTarget-v0"), steps=2, workdir=str(tmp_path / "run"),
+                  progress=False)
+    with pytest.raises(UserError, match=r"IQLAgent.encoder"):
+        AgentSettings(encoder="resnet50")
+
+
+class Counter(gym.Env):
+    """Episodes of 5 steps whose frame t is filled with 10 * t + the episode's first digit (so frames differ)."""
+
+    observation_space = gym.spaces.Box(0, 255, (4, 4, 2), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def frame(self):
+        return np.full((4, 4, 2), 10 * self.t + self.first, np.uint8)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.first = 0, int(self.np_random.integers(0, 10))
+        return self.frame(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.frame(), float(action[0]), False, self.t == 5, {}
+
+
+gym.register("iql_tf_test/Counter-v0", entry_point=Counter)
+
+
+def counter_rows(episodes: int, seed: int = 0) -> dict:
+    """Episodes of Counter with uniformly random actions, as D4RL-style rows (next observations included)."""
+    env, rng = Counter(), np.random.default_rng(seed)
+    rows = {key: [] for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=seed * 1000 + episode)
+        done = False
+        while not done:
+            action = rng.uniform(-1, 1, 1).astype(np.float32)
+            next_observation, reward, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+            for key, value in zip(rows, (observation, action, reward, terminated, truncated, next_observation)):
+                rows[key].append(value)
+            observation = next_observation
+    return {key: np.asarray(values) for key, values in rows.items()}
+
+
+def fql_stacks(observations, next_observations, dones, k):
+    """The FQL repository's frame stacks (utils/datasets.py, Dataset.sample), of every row: trajectory starts
+    from the rows after each end, each frame index clamped to its trajectory's first."""
+    idxs = np.arange(len(dones))
+    initial_locs = np.concatenate([[0], np.flatnonzero(dones)[:-1] + 1])
+    initial_state_idxs = initial_locs[np.searchsorted(initial_locs, idxs, side="right") - 1]
+    obs, next_obs = [], []
+    for i in reversed(range(k)):
+        cur_idxs = np.maximum(idxs - i, initial_state_idxs)
+        obs.append(observations[cur_idxs])
+        if i != k - 1:
+            next_obs.append(observations[cur_idxs])
+    next_obs.append(next_observations[idxs])
+    return np.concatenate(obs, axis=-1), np.concatenate(next_obs, axis=-1)
+
+
+def test_frame_stacks_are_the_fql_repositorys_held_streamed_and_in_the_environment(tmp_path, monkeypatch):
+    from iql_tf.data import conversion, sources
+    from iql_tf.envs import make_env, stack_frames
+
+    rows = counter_rows(episodes=9)
+    rows["rewards"] = np.arange(len(rows["rewards"]), dtype=np.float32)  # identifies each row once shuffled
+    count, k = len(rows["rewards"]), 3
+    # Blocks of 4 rows cut trajectories of 5; shards of 12 rows are moved to the next trajectory's start.
+    monkeypatch.setattr(shards, "IMAGE_BLOCK_BYTES", 4 * (2 * 32 + 16))
+    conversion.convert(sources.resolve(from_arrays(**rows)), tmp_path / "converted", shard_size=12)
+    dones = np.zeros(count, bool)
+    dones[4::5] = True
+    expected = fql_stacks(rows["observations"], rows["next_observations"], dones, k)
+
+    held = make_dataset(DataSettings(source=str(tmp_path / "converted"), streaming=False, frame_stack=k))
+    assert [shard.num_transitions for shard in held.metadata.shards] == [15, 15, 15]
+    buffer = ReplayBuffer(held.tensors, batch_size=count, frame_stack=k)
+    stacks = [tf.concat(part, 0).numpy() for part in tf.nest.map_structure(
+        lambda *p: list(p), *[frame_stacks_of(buffer, rows_) for rows_ in np.array_split(np.arange(count), 3)])]
+    np.testing.assert_array_equal(stacks[0], expected[0])
+    np.testing.assert_array_equal(stacks[1], expected[1])
+
+    streamed = make_dataset(DataSettings(source=str(tmp_path / "converted"), streaming=True, frame_stack=k))
+    batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, members=1,
+                              batch_size=count, shuffle_buffer=count, seed=0, frame_stack=k)
+    batches.available()
+    batch = {key: value.numpy()[0] for key, value in batches.sample([]).items()}
+    order = np.argsort(batch["rewards"])
+    np.testing.assert_array_equal(batch["observations"][order], expected[0])
+    np.testing.assert_array_equal(batch["next_observations"][order], expected[1])
+
+    env = stack_frames(make_env("iql_tf_test/Counter-v0"), k)
+    observation, _ = env.reset(seed=0)  # episode 0 of counter_rows(seed=0)
+    seen = [observation]
+    for _ in range(4):
+        seen.append(env.step(np.zeros(1, np.float32))[0])
+    np.testing.assert_array_equal(np.stack(seen), expected[0][:5])
+
+
+def frame_stacks_of(buffer, rows):
+    from iql_tf.data import frame_stacks
+
+    return frame_stacks.gather(buffer.columns["observations"], buffer.columns["next_observations"], buffer.offsets,
+                               tf.constant(rows, tf.int32), buffer.frame_stack)
+
+
+def test_a_frame_stacked_run_trains_exports_and_evaluates_on_stacks_and_vectors_refuse_stacks(tmp_path):
+    rows = counter_rows(episodes=20)
+    agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
+                            frame_stack=2, augmentation_probability=1.0, eval_episodes=3, eval_interval=10,
+                            checkpoint_interval=10, cache_dir=str(tmp_path / "cache"))
+    agent.fit(from_arrays(**rows, env_id="iql_tf_test/Counter-v0"), steps=10, workdir=str(tmp_path / "run"),
+              progress=False)
+    assert "return_mean" in agent.results[0]
+    from iql_tf.evaluation import evaluate_export
+    from iql_tf.policy.metadata import read_policy_metadata
+
+    export = tmp_path / "run" / "export" / "policy"
+    metadata_ = read_policy_metadata(export)
+    assert (metadata_.image_shape, metadata_.frame_stack, metadata_.input_shape) == ([4, 4, 2], 2, [4, 4, 4])
+    assert -5 <= evaluate_export(str(export), episodes=2)["return_mean"] <= 5  # on stacks of the env's frames
+    with pytest.raises(UserError, match=r"frame_stack = 2, but its observations are vectors; frames are stacked for "
+                                        "image observations only"):
+        make_dataset(DataSettings(source=from_arrays(np.zeros((5, 3)), np.zeros((5, 1)), np.zeros(5), np.zeros(5),
+                                                     np.zeros(5)), cache_dir=str(tmp_path), frame_stack=2))
