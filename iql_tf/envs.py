@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 
+from iql_tf import maze_camera
 from iql_tf.errors import UserError
 from iql_tf.json_records import parse_json_object
 
@@ -25,7 +26,8 @@ _OGBENCH_ENV = re.compile(r"^[a-z0-9-]+-singletask(-task\d+)?-v\d+$")  # cube-si
 
 
 def register_environments() -> None:
-    """Registers gymnasium-robotics' environments (PointMaze, AntMaze, Adroit, Kitchen) once."""
+    """Registers gymnasium-robotics' environments (PointMaze, AntMaze, Adroit, Kitchen) and the camera maze
+    (`maze_camera.ENV_ID`) once."""
     global _registered
     if not _registered:
         # gymnasium-robotics prints a notice about Adroit reward versions to stderr on every import
@@ -34,6 +36,8 @@ def register_environments() -> None:
             import gymnasium_robotics
 
             gym.register_envs(gymnasium_robotics)
+        # PointMaze UMaze through a top-down camera (maze_camera.py), for learning from pixels.
+        gym.register(maze_camera.ENV_ID, entry_point="iql_tf.maze_camera:make", max_episode_steps=300)
         _registered = True
 
 

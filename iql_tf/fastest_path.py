@@ -28,6 +28,7 @@ from iql_tf.settings import RunSettings
 CACHE_FILE = "fastest_path.json"
 _TIMED_SECONDS = 2.0  # per path, after compiling, in interleaved rounds
 _ROUNDS = 4
+IMAGE_CALLS = 5
 
 
 def cache_dir() -> pathlib.Path:
@@ -59,7 +60,7 @@ def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Opti
     """True for XLA, False for TensorFlow's kernels: whichever runs the updates of `agent`'s configuration
     faster; the timing runs on agents from `make_agent(jit_compile)`, never on `agent`, drawing from `buffer`
     (None: random transitions of the agent's shapes, which is all the speed depends on)."""
-    calls = _calls(settings)
+    calls = _calls(settings, agent)
     images = [list(agent.image_shape)] if agent.image_shape else []  # (the keys of vector runs stay as they were)
     key = json_records.digest([machine(), agent.hyperparameters, agent.observation_dim, agent.action_dim,
                                agent.members, calls, *images])
@@ -99,11 +100,13 @@ def _random_buffer(agent: IQLAgent) -> ReplayBuffer:
                          "terminals": np.zeros(rows)}, batch_size)
 
 
-def _calls(settings: RunSettings) -> int:
-    """Updates per compiled call that the run will mostly make: one online, K offline."""
+def _calls(settings: RunSettings, agent: IQLAgent) -> int:
+    """Updates per compiled call that the run will mostly make: one online, K offline (image encoders: at most
+    IMAGE_CALLS, for XLA's loop of convolutions can be slow enough on a CPU that one call of 100 would take
+    minutes to time: 1 update/s against TensorFlow's kernels' 25, measured with conv_small, 32x32, batch 64)."""
     if settings.num_online_steps > settings.num_offline_steps:
         return 1
-    return min(settings.steps_per_call, 100)
+    return min(settings.steps_per_call, IMAGE_CALLS if agent.image_shape else 100)
 
 
 def race(calls: Dict[Any, Tuple[Callable[[], Any], int]], rounds: int, seconds: float) -> Dict[Any, float]:

@@ -69,7 +69,8 @@ class DataSettings:
         (`streaming` not False) and its records exceed `memory_budget_gb` (docs/data.md has the measured cost).
       memory_budget_gb: the largest converted dataset held in memory when `streaming` is None; None: a quarter
         of this machine's physical memory.
-      shuffle_buffer: rows in the streaming shuffle buffer (the larger, the closer to uniform sampling).
+      shuffle_buffer: rows in the streaming shuffle buffer (the larger, the closer to uniform sampling); None:
+        100,000, or for images as many as fit in 256 MB (`streaming.default_shuffle_buffer`).
       tfds_data_dir: for `tfds:NAME` sources, TFDS's data folder (default TFDS's own, ~/tensorflow_datasets).
       observation_keys, action_keys: for RLDS / TFDS sources whose observations or actions are dicts, the
         parts read, in order ('a/b' for nested ones); None: every numeric part, sorted.
@@ -96,7 +97,7 @@ class DataSettings:
     streaming: Optional[bool] = None
     rlds_as_is: Optional[bool] = None
     memory_budget_gb: Optional[float] = None
-    shuffle_buffer: int = 100_000
+    shuffle_buffer: Optional[int] = None
     validation_fraction: float = 0.0
     tfds_data_dir: Optional[str] = None
     observation_keys: Optional[Sequence[str]] = None
@@ -126,8 +127,8 @@ class DataSettings:
                   "split)")
         if not (is_integer(self.frame_stack) and self.frame_stack > 0):
             _fail("make_dataset.frame_stack", self.frame_stack, "a positive integer (1: no stacking)")
-        if not (is_integer(self.shuffle_buffer) and self.shuffle_buffer > 0):
-            _fail("make_dataset.shuffle_buffer", self.shuffle_buffer, "a positive integer")
+        if not (self.shuffle_buffer is None or is_integer(self.shuffle_buffer) and self.shuffle_buffer > 0):
+            _fail("make_dataset.shuffle_buffer", self.shuffle_buffer, "None (the default) or a positive integer")
         if self.columns is not None and not isinstance(self.columns, Mapping):
             _fail("make_dataset.columns", self.columns, "a dict of field -> column name(s), e.g. "
                   "{'rewards': 'reward'}")

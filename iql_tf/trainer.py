@@ -24,7 +24,7 @@ from iql_tf import evaluation, fastest_path, generation, logs, run_files
 from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.pipeline import OfflineDataset, make_dataset
-from iql_tf.data.streaming import StreamedBatches
+from iql_tf.data.streaming import StreamedBatches, default_shuffle_buffer
 from iql_tf.data.transitions import stacked_shape
 from iql_tf.envs import check_env_fits, make_env, stack_frames
 from iql_tf.errors import UserError
@@ -92,8 +92,8 @@ class TrainingRun:
                                 "in its replay buffer, so it needs the dataset in memory; bind "
                                 "make_dataset.streaming = False (or fine-tune from a dataset that fits)")
             self.batches = StreamedBatches(dataset.directory, metadata, self.preprocessing, len(self.seeds),
-                                           self.agent_settings.batch_size, self.data_settings.shuffle_buffer,
-                                           settings.seed, frame_stack=frame_stack)
+                                           self.agent_settings.batch_size, self.shuffle_buffer, settings.seed,
+                                           frame_stack=frame_stack)
         else:
             self.batches = ReplayBuffer(dataset.tensors, self.agent_settings.batch_size,
                                         capacity=metadata.num_transitions + settings.num_online_steps,
@@ -125,6 +125,12 @@ class TrainingRun:
         self.state = RunState(self.files, self.checkpoints, trackables)
         self.summaries = Summaries(self.files, self.seeds)
 
+    @property
+    def shuffle_buffer(self) -> int:
+        """The stream's shuffle buffer in rows: as bound, or its default for this data."""
+        frame_stack = self.data_settings.frame_stack
+        return self.data_settings.shuffle_buffer or default_shuffle_buffer(self.metadata, frame_stack)
+
     def _new_agent(self, settings: AgentSettings) -> IQLAgent:
         return IQLAgent(self.observation_dim, self.action_dim, settings,
                         actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds,
@@ -143,7 +149,7 @@ class TrainingRun:
         """The record its checkpoints keep (`run_state.training_record`)."""
         metadata = self.metadata
         # How batches are drawn: uniformly with replacement from memory, or from a shuffled stream.
-        sampling = {"stream": self.data_settings.shuffle_buffer} if self.streaming else "replay buffer"
+        sampling = {"stream": self.shuffle_buffer} if self.streaming else "replay buffer"
         environment = ({"env_id": metadata.env_id, "env_kwargs": metadata.env_kwargs} if self.online is not None
                        else None)
         return training_record(self.agent, self.settings, metadata.source, metadata.content_checksum,

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from iql_tf import IQL, augmentation, encoders
 from iql_tf.agent import IQLAgent
-from iql_tf.data import from_arrays, rewards, shards
+from iql_tf.data import from_arrays, from_pandas, rewards, shards, streaming
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.data.streaming import StreamedBatches
@@ -49,7 +49,7 @@ class DotTarget(gym.Env):
         return render(self.target[None])[0], reward, True, False, {}
 
 
-gym.register("iql_tf_test/DotTarget-v0", entry_point=DotTarget, max_episode_steps=1)
+gym.register("iql_tf_test/DotTarget-v0", entry_point="test_images:DotTarget", max_episode_steps=1)
 
 
 def dot_rows(count: int, seed: int = 0) -> dict:
@@ -86,9 +86,12 @@ def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tm
     assert held.metadata.statistics["shards_bytes"] < 0.3 * 2 * images[:-1].size * 4  # uint8, not float32
 
     streamed = make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), streaming=True))
+    # Groups of image batches are bounded in bytes: here to 3 batches, fetched 3 at a time.
+    monkeypatch.setattr(streaming, "IMAGE_GROUP_BYTES", 3 * (count // 2) * streaming.row_bytes(streamed.metadata, 1))
     batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, members=1,
                               batch_size=count // 2, shuffle_buffer=count, seed=0)
     group = {key: [] for key in ("observations", "next_observations", "rewards")}
+    assert batches.available() == 3
     while len(group["rewards"]) < 4:  # two epochs
         batches.available()
         batch = batches.sample([])
@@ -267,7 +270,7 @@ class Counter(gym.Env):
         return self.frame(), float(action[0]), False, self.t == 5, {}
 
 
-gym.register("iql_tf_test/Counter-v0", entry_point=Counter)
+gym.register("iql_tf_test/Counter-v0", entry_point="test_images:Counter")
 
 
 def counter_rows(episodes: int, seed: int = 0) -> dict:
@@ -353,7 +356,7 @@ def test_a_frame_stacked_run_trains_exports_and_evaluates_on_stacks_and_vectors_
     rows = counter_rows(episodes=20)
     agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
                             frame_stack=2, augmentation_probability=1.0, eval_episodes=3, eval_interval=10,
-                            checkpoint_interval=10, cache_dir=str(tmp_path / "cache"))
+                            checkpoint_interval=10, validation_fraction=0.25, cache_dir=str(tmp_path / "cache"))
     agent.fit(from_arrays(**rows, env_id="iql_tf_test/Counter-v0"), steps=10, workdir=str(tmp_path / "run"),
               progress=False)
     assert "return_mean" in agent.results[0]
@@ -364,7 +367,89 @@ def test_a_frame_stacked_run_trains_exports_and_evaluates_on_stacks_and_vectors_
     metadata_ = read_policy_metadata(export)
     assert (metadata_.image_shape, metadata_.frame_stack, metadata_.input_shape) == ([4, 4, 2], 2, [4, 4, 4])
     assert -5 <= evaluate_export(str(export), episodes=2)["return_mean"] <= 5  # on stacks of the env's frames
+    with pytest.raises(UserError, match="the policy reads images, and fitted Q evaluation reads vector observations"):
+        agent.estimate(from_arrays(**rows, env_id="iql_tf_test/Counter-v0"))
     with pytest.raises(UserError, match=r"frame_stack = 2, but its observations are vectors; frames are stacked for "
                                         "image observations only"):
         make_dataset(DataSettings(source=from_arrays(np.zeros((5, 3)), np.zeros((5, 1)), np.zeros(5), np.zeros(5),
-                                                     np.zeros(5)), cache_dir=str(tmp_path), frame_stack=2))
+                                                     np.zeros(5)), cache_dir=str(tmp_path), frame_stack=2,
+                                  validation_fraction=0.0))  # (the run's gin bindings are still in effect)
+
+
+def test_images_from_an_npz_file_and_a_minari_dataset_are_the_arrays_transitions(tmp_path, minari_root):
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    rows = counter_rows(episodes=3)
+    np.savez(tmp_path / "counter.npz", **rows)
+    by_arrays = make_dataset(DataSettings(source=from_arrays(**rows), cache_dir=str(tmp_path / "a")))
+    by_file = make_dataset(DataSettings(source=str(tmp_path / "counter.npz"), cache_dir=str(tmp_path / "b")))
+    assert by_file.metadata.content_checksum == by_arrays.metadata.content_checksum
+    assert by_file.metadata.observation_dtype == "uint8"
+    from iql_tf.data import inspection
+
+    summary = inspection.validate(str(tmp_path / "counter.npz"))["summary"]  # what iql-validate prints
+    assert summary["observation images (height, width, channels)"] == [4, 4, 2]
+    assert summary["pixel min / max"] == [int(rows["observations"].min()), int(rows["observations"].max())]
+    import pandas
+
+    frame = pandas.DataFrame({key: list(value) if value.ndim > 1 else value for key, value in rows.items()})
+    by_frame = make_dataset(DataSettings(source=from_pandas(frame), cache_dir=str(tmp_path / "d")))
+    assert by_frame.metadata.content_checksum == by_arrays.metadata.content_checksum  # a column of images
+
+    episodes = [EpisodeBuffer(observations=np.concatenate([rows["observations"][5 * e:5 * e + 5],
+                                                           rows["next_observations"][5 * e + 4:5 * e + 5]]),
+                              actions=rows["actions"][5 * e:5 * e + 5], rewards=rows["rewards"][5 * e:5 * e + 5],
+                              terminations=rows["terminals"][5 * e:5 * e + 5],
+                              truncations=rows["timeouts"][5 * e:5 * e + 5]) for e in range(3)]
+    minari.create_dataset_from_buffers("tests/counter-v0", episodes, env=gym.make("iql_tf_test/Counter-v0"),
+                                       algorithm_name="random", author="tests", author_email="n/a",
+                                       code_permalink="tests/test_images.py", description="image observations",
+                                       eval_env="iql_tf_test/Counter-v0")
+    by_minari = make_dataset(DataSettings(source="tests/counter-v0", cache_dir=str(tmp_path / "c")))
+    assert by_minari.metadata.content_checksum == by_arrays.metadata.content_checksum
+    assert (by_minari.metadata.env_id, by_minari.metadata.observation_shape) == ("iql_tf_test/Counter-v0", [4, 4, 2])
+
+
+def test_the_readme_camera_example_runs_as_written(tmp_path, monkeypatch):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- camera:begin -->")[1].split("<!-- camera:end -->")[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    assert namespace["action"].shape == (2,) and np.all(np.abs(namespace["action"]) <= 1.0)
+    np.testing.assert_allclose(namespace["action"], namespace["agent"].predict(namespace["stack"][0]), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_the_camera_sees_the_maze_and_the_generated_camera_data_is_the_state_data_seen_through_it(pointmaze_root,
+                                                                                                  monkeypatch):
+    import minari
+
+    from iql_tf import maze_camera
+    from iql_tf.envs import make_env
+    from iql_tf.generation import generators
+
+    env = make_env(maze_camera.ENV_ID, {"image_size": 20, "continuing_task": True})  # 4 pixels a cell
+    frame, _ = env.reset(seed=0)
+    assert frame.shape == (20, 20, 3) and frame.dtype == np.uint8
+    assert frame[0, 0, 0] == 255 and frame[10, 6, 0] == 255 and frame[6, 6, 0] == 0  # walls: border, cell (2, 1)
+    maze = env.unwrapped  # the ball and goal positions the frame shows
+    for channel, position in ((1, maze.point_env.data.qpos[:2]), (2, maze.goal)):
+        row, column = np.unravel_index(np.argmax(frame[..., channel]), (20, 20))
+        np.testing.assert_allclose([(column + 0.5) / 4 - 2.5, 2.5 - (row + 0.5) / 4], position, atol=0.25)
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
+    generators.generate_pointmaze_camera("tests/umaze-camera-v0", image_size=20, state_id="pointmaze/umaze-example-v0")
+    camera, states = minari.load_dataset("tests/umaze-camera-v0"), minari.load_dataset("pointmaze/umaze-example-v0")
+    for seen, episode in zip(camera.iterate_episodes(), states.iterate_episodes()):
+        np.testing.assert_array_equal(seen.observations, env.get_wrapper_attr("camera").frames(
+            episode.observations["achieved_goal"], episode.observations["desired_goal"]))
+        np.testing.assert_array_equal(seen.actions, episode.actions)
+        np.testing.assert_array_equal(seen.truncations, episode.truncations)
+    dataset = make_dataset(DataSettings(source="tests/umaze-camera-v0", streaming=False))
+    assert (dataset.metadata.env_id, dataset.metadata.observation_shape) == (maze_camera.ENV_ID, [20, 20, 3])
+    assert dataset.metadata.env_kwargs["maze_map"][1][1] == "g" and dataset.metadata.env_kwargs["image_size"] == 20

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from iql_tf.data.transitions import is_image
 from iql_tf.errors import UserError
 
 _SHOWN_PROBLEMS = 50
@@ -74,7 +75,8 @@ def _is_goal_reaching(env_id: Optional[str]) -> bool:
 def _notes(transitions: Dict[str, np.ndarray], env_id: Optional[str]) -> List[str]:
     """Advice that is no problem: the dataset trains as it is, but better with a setting, or a caveat."""
     notes = []
-    std = transitions["observations"].std(0)
+    images = is_image(transitions["observations"])  # scaled by the networks: no advice on their spread
+    std = np.zeros(1) if images else transitions["observations"].std(0)
     varying = std[std > 0]  # constant dimensions are listed in the summary
     if varying.size and varying.max() > _STD_SPREAD * varying.min():
         notes.append(f"observation std differs {varying.max() / varying.min():.0f}x over dimensions "
@@ -104,17 +106,29 @@ def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.n
         "action min per dimension": actions.min(axis=0).round(4).tolist(),
         "action max per dimension": actions.max(axis=0).round(4).tolist(),
         "action bounds": [action_low.tolist(), action_high.tolist()],
+        **(_image_summary(observations) if is_image(observations) else _vector_summary(observations)),
+        "environment": env_id,
+        "reference scores": [ref_min, ref_max],
+        **({"goal-reaching transitions (reward > 0) / of them terminal": [
+            int((rewards > 0).sum()), int(((rewards > 0) & terminals).sum())]} if _is_goal_reaching(env_id) else {}),
+    }
+
+
+def _vector_summary(observations: np.ndarray) -> Dict[str, Any]:
+    return {
         "observation size": int(observations.shape[1]),
         "observation mean (min, max over dimensions)": [float(observations.mean(0).min()),
                                                         float(observations.mean(0).max())],
         "observation std (min, max over dimensions)": [float(observations.std(0).min()),
                                                        float(observations.std(0).max())],
         "constant observation dimensions": np.flatnonzero(observations.std(0) == 0).tolist(),
-        "environment": env_id,
-        "reference scores": [ref_min, ref_max],
-        **({"goal-reaching transitions (reward > 0) / of them terminal": [
-            int((rewards > 0).sum()), int(((rewards > 0) & terminals).sum())]} if _is_goal_reaching(env_id) else {}),
     }
+
+
+def _image_summary(observations: np.ndarray) -> Dict[str, Any]:
+    """What images are, without the per-pixel statistics (a float copy of a million frames would not fit)."""
+    return {"observation images (height, width, channels)": list(observations.shape[1:]),
+            "pixel min / max": [int(observations.min()), int(observations.max())]}
 
 
 def report_text(source: str, result: Dict[str, Any]) -> str:

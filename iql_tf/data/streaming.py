@@ -20,6 +20,7 @@ once, at start, reading each file through without holding it; a shard damaged la
 line, its last checkpoint kept.
 """
 
+import math
 import pathlib
 from typing import Callable, Dict, Optional, Sequence
 
@@ -33,15 +34,37 @@ from iql_tf.errors import UserError, first_line
 
 _PARALLEL_SHARDS = 4
 GROUP = 100  # batches fetched from the stream at once: the compiled (XLA) update loop runs over a group
+# Images: a group, and the default shuffle buffer, bounded in bytes instead (a group of 100 batches of 256 stacks of
+# three 64x64x3 frames would be 1.9 GB; the pipeline holds several chunks and groups at a time: with chunks of
+# 1 GB, a 64x64 run of three-frame stacks was killed for memory at 7.3 GB).
+IMAGE_GROUP_BYTES = 128 * 2**20
+IMAGE_SHUFFLE_BYTES = 256 * 2**20
+DEFAULT_SHUFFLE_BUFFER = 100_000  # rows, for vectors
+
+
+def row_bytes(metadata: DatasetMetadata, frame_stack: int) -> int:
+    """The bytes of one row as the stream holds it: its observation and next observation (stacked), its action
+    and three numbers."""
+    observation = math.prod(stacked_shape(metadata.observation_shape, frame_stack) if metadata.images
+                            else metadata.observation_shape) * (1 if metadata.images else 4)
+    return 2 * observation + 4 * (math.prod(metadata.action_shape) + 3)
+
+
+def default_shuffle_buffer(metadata: DatasetMetadata, frame_stack: int) -> int:
+    """make_dataset.shuffle_buffer's default: DEFAULT_SHUFFLE_BUFFER rows, for images as many as fit in
+    IMAGE_SHUFFLE_BYTES (3,600 stacks of three 64x64x3 frames with their next stacks)."""
+    if not metadata.images:
+        return DEFAULT_SHUFFLE_BUFFER
+    return max(1, min(DEFAULT_SHUFFLE_BUFFER, IMAGE_SHUFFLE_BYTES // row_bytes(metadata, frame_stack)))
 
 
 class StreamedBatches(tf.Module):
     """Batches of `members` x `batch_size` transitions from a converted directory, as the networks see them.
 
-    The stream yields groups of GROUP batches. The current group and the position in it are variables, so
-    the compiled update loop samples from them like from the replay buffer (inside XLA, where no iterator
-    can run: the two answer the same calls, see `replay_buffer.py`), and `available` fetches the next group
-    between compiled calls; the checkpoint holds both and the iterator, so the batches never depend on where
+    The stream yields groups of GROUP batches (of images: as many as fit in IMAGE_GROUP_BYTES). The current group
+    and the position in it are variables, so the compiled update loop samples from them like from the replay
+    buffer (inside XLA, where no iterator can run: the two answer the same calls, see `replay_buffer.py`), and
+    `available` fetches the next group between compiled calls; the checkpoint holds both and the iterator, so the batches never depend on where
     the calls stop.
     """
 
@@ -51,7 +74,10 @@ class StreamedBatches(tf.Module):
         super().__init__(name="streamed_batches")
         self.directory = directory
         self.members, self.batch_size = members, batch_size
+        self.group_size = GROUP if not metadata.images else max(1, min(GROUP, IMAGE_GROUP_BYTES // (
+            members * batch_size * row_bytes(metadata, frame_stack))))
         self._preprocessing, self._metadata = preprocessing, metadata
+
         def shaped(blocks: tf.data.Dataset, observation_shape: Sequence[int]) -> tf.data.Dataset:
             shapes = {"observations": observation_shape, "next_observations": observation_shape,
                       "actions": metadata.action_shape}
@@ -72,26 +98,26 @@ class StreamedBatches(tf.Module):
         # Seeds drawn after the repeat: every epoch permutes its chunks anew (stateless, so checkpointable).
         chunks = tf.data.Dataset.zip(chunks, tf.data.Dataset.random(seed=seed + 1).batch(2))
         rows = chunks.map(_permuted, num_parallel_calls=2, deterministic=True)
-        groups = rows.rebatch(GROUP * members * batch_size, drop_remainder=True)
+        groups = rows.rebatch(self.group_size * members * batch_size, drop_remainder=True)
         groups = groups.map(self._prepare, num_parallel_calls=2, deterministic=True).prefetch(2)
         self.iterator = iter(groups)
         widths = {"observations": observation_shape, "next_observations": observation_shape,
                   "actions": metadata.action_shape, "rewards": [], "masks": []}
-        self.group = {key: tf.Variable(tf.zeros([GROUP, members, batch_size, *shape], _dtype(key, metadata)),
-                                       trainable=False, name=key)
+        self.group = {key: tf.Variable(tf.zeros([self.group_size, members, batch_size, *shape],
+                                                _dtype(key, metadata)), trainable=False, name=key)
                       for key, shape in widths.items()}
-        self.position = tf.Variable(GROUP, dtype=tf.int32, trainable=False, name="position")  # GROUP: used up
+        self.position = tf.Variable(self.group_size, dtype=tf.int32, trainable=False, name="position")  # used up
 
     def _prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The preprocessing of the in-memory path (`pipeline.make_dataset`), on one group of batches."""
         prepared = dict(self._preprocessing.transitions(batch, tf.clip_by_value), masks=1.0 - batch["terminals"])
-        return {key: tf.reshape(tf.cast(value, _dtype(key, self._metadata)), [GROUP, self.members, self.batch_size,
-                                                                         *value.shape[1:]])
+        shape = [self.group_size, self.members, self.batch_size]
+        return {key: tf.reshape(tf.cast(value, _dtype(key, self._metadata)), [*shape, *value.shape[1:]])
                 for key, value in prepared.items()}
 
     def available(self) -> int:
         """Batches left in the current group, after fetching the next group when it is used up (eager)."""
-        if int(self.position) >= GROUP:
+        if int(self.position) >= self.group_size:
             try:
                 group = next(self.iterator)
             except tf.errors.OpError as error:  # checked whole at the start: changed since (DataLossError, ...)
@@ -102,7 +128,7 @@ class StreamedBatches(tf.Module):
             for key, value in group.items():
                 self.group[key].assign(value)
             self.position.assign(0)
-        return GROUP - int(self.position)
+        return self.group_size - int(self.position)
 
     def sample(self, generators: Sequence[tf.random.Generator]) -> Dict[str, tf.Tensor]:
         """The next batch of the current group, [members, batch_size, ...], as `ReplayBuffer.sample`; its order

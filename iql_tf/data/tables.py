@@ -212,9 +212,17 @@ def _holds_arrays(column: Any) -> bool:
 
 
 def _stacked(where: str, column: Any, field: str) -> np.ndarray:
-    """A column of arrays (a parquet list column) as one [N, dim] array."""
+    """A column of arrays (a parquet list column) as one [N, dim] array; a column of uint8 images [h, w, c] (numpy
+    arrays in a DataFrame) as one uint8 [N, h, w, c] array."""
+    cells = column.to_numpy()
+    if all(isinstance(cell, np.ndarray) and cell.dtype == np.uint8 and cell.ndim == 3 for cell in cells):
+        try:
+            return np.stack(cells)
+        except ValueError as error:
+            raise UserError(f"{where}: column {column.name!r} ({field}) holds images of different shapes ({error}); "
+                            "store images of one shape in every row") from error
     try:
-        return np.stack([np.asarray(cell, dtype=np.float64) for cell in column.to_numpy()])
+        return np.stack([np.asarray(cell, dtype=np.float64) for cell in cells])
     except (ValueError, TypeError) as error:
         raise UserError(f"{where}: column {column.name!r} ({field}) holds arrays that are not numbers of one "
                         f"length ({error}); store one array of numbers of the same length in every row") from error

@@ -17,3 +17,4 @@ def register_generated_datasets() -> None:
 
     for maze, dataset_id in generators.POINTMAZE_DATASET_IDS.items():
         generated.register(dataset_id, functools.partial(generators.generate_pointmaze, maze=maze))
+    generated.register(generators.CAMERA_DATASET_ID, generators.generate_pointmaze_camera)

@@ -23,8 +23,10 @@ from iql_tf.errors import UserError
 from iql_tf.generation import minari_writer, pointmaze, rollouts
 from iql_tf.policy import loading
 
-# The project's generated ids: one stitching dataset per maze of `pointmaze.TASKS`.
+# The project's generated ids: one stitching dataset per maze of `pointmaze.TASKS`, and the UMaze's through a camera.
 POINTMAZE_DATASET_IDS = {maze: f"iql_tf/pointmaze/{maze}-stitch-v0" for maze in pointmaze.TASKS}
+CAMERA_DATASET_ID = "iql_tf/pointmaze/umaze-stitch-camera-v0"
+CAMERA_IMAGE_SIZE = 24  # pixels: about 5 per cell of the UMaze, small enough for a CPU
 DEFAULT_NUM_STEPS = 100_000
 DEFAULT_REFERENCE_EPISODES = 10
 _AUTHOR = "iql-tf"
@@ -121,6 +123,38 @@ def generate_pointmaze(
     )
     return write_dataset(dataset_id, episodes, env, eval_env, ref_min_score, ref_max_score,
                          "bfs-waypoint-pd-planner+noise, relabelled", description, num_reference_episodes, overwrite)
+
+
+def generate_pointmaze_camera(dataset_id: str = CAMERA_DATASET_ID, image_size: int = CAMERA_IMAGE_SIZE,
+                              overwrite: bool = False, state_id: str = POINTMAZE_DATASET_IDS["umaze"]
+                              ) -> minari.MinariDataset:
+    """A UMaze dataset of PointMaze's dict observations (`state_id`, the stitching dataset by default, generated
+    first when missing) seen through `maze_camera`: every observation the frame of its ball and goal, the
+    actions, rewards and episode ends as they are, evaluated in the quickstart's task through the same camera;
+    its reference scores are the state dataset's (the same task's success rates)."""
+    from iql_tf import maze_camera
+    from iql_tf.data import generated, sources
+
+    minari_writer.check_new_id(dataset_id, overwrite)
+    if not sources.minari_dataset_exists(state_id):
+        generated.generate(state_id, sources.minari_dataset_exists)
+    states = minari.load_dataset(state_id)
+    task = pointmaze.UMAZE
+    env = envs.make_env(maze_camera.ENV_ID, dict(pointmaze.STREAM_KWARGS, image_size=image_size), task.episode_steps)
+    eval_env = envs.make_env(maze_camera.ENV_ID, dict(task.eval_env_kwargs(), image_size=image_size),
+                             task.eval_episode_steps)
+    camera = env.get_wrapper_attr("camera")
+    episodes = [EpisodeBuffer(observations=camera.frames(episode.observations["achieved_goal"],
+                                                         episode.observations["desired_goal"]),
+                              actions=episode.actions, rewards=episode.rewards, terminations=episode.terminations,
+                              truncations=episode.truncations) for episode in states.iterate_episodes()]
+    metadata = states.storage.metadata
+    description = (f"{state_id} seen through a {image_size}x{image_size} top-down camera (iql_tf/maze_camera.py: "
+                   "walls red, ball green, goal blue); reference scores are that dataset's.")
+    return write_dataset(dataset_id, episodes, env, eval_env, metadata.get("ref_min_score"),
+                         metadata.get("ref_max_score"), f"{metadata.get('algorithm_name')}, through a camera",
+                         description, metadata.get("num_episodes_average_score") or DEFAULT_REFERENCE_EPISODES,
+                         overwrite)
 
 
 def generate_random(

@@ -121,6 +121,9 @@ def check_policy_fits(policy: PolicyMetadata, data: Any) -> None:
     """The policy reads the dataset's observations (same flattening and size) and acts in its action units
     (same size and bounds); otherwise a UserError saying which differs."""
     where = f"the policy (trained on {policy.dataset}) against the dataset {data.source}"
+    if policy.image_shape is not None:
+        raise UserError(f"{where}: the policy reads images, and fitted Q evaluation reads vector observations only "
+                        "so far; score it in an environment (iql-evaluate EXPORT --env_id=...)")
     observation_dim, action_dim = int(np.prod(data.observation_shape)), int(np.prod(data.action_shape))
     if policy.observation_keys != data.observation_keys:
         raise UserError(f"{where}: the observations are flattened from other keys ({policy.observation_keys} against "
