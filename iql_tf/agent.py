@@ -230,6 +230,8 @@ class IQLAgent(tf.Module):
         """The losses and value statistics of every member on held-out transitions ([N, ...] each, prepared as
         the training batches, with `terminals`), without updating anything: each a [members] mean over N."""
         names = ("critic_loss", "value_loss", "q_mean", "v_mean", "target_mean", "advantage_mean")
+        if self.image_shape:  # three encoders' activations of a chunk at once: 64x64 frames in thousands
+            chunk = min(chunk, 1024)
         totals = {name: np.zeros(self.members) for name in names}
         size = int(transitions["rewards"].shape[0])
         for start in range(0, size, chunk):

@@ -120,8 +120,9 @@ class IQL:
         return self.run
 
     def predict(self, observations: Any) -> np.ndarray:
-        """The deterministic policy's actions for raw (flattened) observations [N, obs] (or one [obs]), in the
-        data's units: what the exported policy answers."""
+        """The deterministic policy's actions for raw (flattened) observations [N, obs] (or one [obs]), or uint8
+        images [N, h, w, c] (or one; frame stacks along the channels), in the data's units: what the exported
+        policy answers."""
         run = self._trained()
         batch, single = _observation_batch(observations, run)
         actions = run.policy(0)(batch)

@@ -9,7 +9,8 @@ One definition per encoder (`forward`: a function of its parameters), run on Ker
   input); a relu, then a 512-unit dense layer with GELU (tanh form, Flax's nn.gelu). Kernels Glorot uniform,
   biases zero, as Flax's defaults there.
 - 'conv_small': three 3x3 convolutions of 32 channels (strides 2, 2, 1) with relu, then a 256-unit dense layer
-  with GELU: about 30 times cheaper than impala_small on a CPU (docs/performance.md), for small images.
+  with GELU: far fewer operations than impala_small (its first convolution runs at a quarter of the resolution),
+  for small images on CPUs.
 """
 
 import math

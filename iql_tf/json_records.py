@@ -45,14 +45,14 @@ def from_json(cls: Type[Record], text: str, where: str, fix: str, format_version
     """Parses a record of `cls`, checking that every field is there and the format version is this one's, or one
     of the `older` versions still read: {version: the values of the fields it lacks}."""
     fields = parse_json_object(text, where, fix)
-    fields = {**older.get(fields.get("format_version"), {}), **fields}
+    version = fields.get("format_version")
+    if "format_version" in fields and version != format_version and version not in older:
+        raise UserError(f"{where}: field 'format_version' is {version!r}, this iql-tf reads {format_version}; {fix}")
+    fields = {**older.get(version, {}), **fields}
     expected = [field.name for field in dataclasses.fields(cls)]
     missing = [name for name in expected if name not in fields]
     if missing:
         raise UserError(f"{where}: missing field {missing[0]!r}; {fix}")
-    if fields["format_version"] != format_version and fields["format_version"] not in older:
-        raise UserError(f"{where}: field 'format_version' is {fields['format_version']!r}, this iql-tf reads "
-                        f"{format_version}; {fix}")
     try:
         values = {name: fields[name] for name in expected}
         return cls(**(decode(values) if decode else values))

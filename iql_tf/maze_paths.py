@@ -16,8 +16,8 @@ def draw_trajectories(env: gymnasium.Env, policy: Policy, keys: Optional[List[st
     """The (x, y) path of one episode per reset seed, on the walls of a gymnasium-robotics maze, as a PNG."""
     maze = getattr(env.unwrapped, "maze", None)
     if maze is None or not keys or "achieved_goal" not in keys:
-        raise UserError(f"--record draws trajectories on a maze (PointMaze, AntMaze); {env.spec.id} is not one: "
-                        "drop --record")
+        raise UserError(f"--record draws trajectories on a maze whose observations say where the ball is (PointMaze, "
+                        f"AntMaze); {env.spec.id} is not one: drop --record")
     import matplotlib
 
     matplotlib.use("Agg")

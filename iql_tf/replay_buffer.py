@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from iql_tf.data import frame_stacks
+from iql_tf.data.transitions import is_image
 
 # What one gradient update reads; masks are 1 - terminal (a truncation keeps its bootstrap).
 BATCH_KEYS = ("observations", "actions", "rewards", "masks", "next_observations")
@@ -54,7 +55,7 @@ class ReplayBuffer(tf.Module):
         self.columns = {}
         for key, value in columns.items():
             # Images stay uint8 (a quarter of float32's memory): the networks scale them.
-            dtype = tf.uint8 if tf.as_dtype(value.dtype) == tf.uint8 else tf.float32
+            dtype = tf.uint8 if key.endswith("observations") and is_image(value) else tf.float32
             # Allocated at full size, then filled: no second full-size copy of the data on the way.
             column = tf.Variable(tf.zeros([self.capacity, *value.shape[1:]], dtype), trainable=False, name=key)
             column[:self.offline_size].assign(tf.cast(value, dtype))

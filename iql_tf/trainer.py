@@ -85,6 +85,9 @@ class TrainingRun:
             check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
                            metadata.source, metadata.observation_shape if metadata.images else None)
             self.eval_envs = [stack_frames(env, frame_stack) for env in self.eval_envs]
+        if settings.num_online_steps and metadata.images:  # (before a buffer for the online steps is made)
+            raise UserError(f"dataset {metadata.source} has image observations, which online fine-tuning does not "
+                            "take yet (nor does the FQL repository's); train offline: bind train.num_online_steps = 0")
         self.streaming = dataset.tensors is None
         if self.streaming:
             if settings.num_online_steps:
@@ -105,9 +108,6 @@ class TrainingRun:
             raise UserError("IQLAgent.actor_cosine_decay = True with train.num_online_steps: the actor's learning rate "
                             "would reach 0 at the end of the offline phase and stay there online; bind "
                             "IQLAgent.actor_cosine_decay = False (the *_finetune configs do, as the reference's)")
-        if settings.num_online_steps and metadata.images:
-            raise UserError(f"dataset {metadata.source} has image observations, which online fine-tuning does not "
-                            "take yet (nor does the FQL repository's); train offline: bind train.num_online_steps = 0")
         if settings.num_online_steps:
             exploration_env = self.env_fn()  # its own instance: evaluation never steps it
             check_env_fits(exploration_env, metadata.observation_keys, self.observation_dim, self.action_dim,

@@ -94,8 +94,10 @@ def test_round_trip_through_many_shards_and_blocks(write_npz, tmp_path, monkeypa
     expected = datasets.read_source(str(path)).transitions
     for key in transitions.TRANSITION_KEYS:
         np.testing.assert_array_equal(tensors[key].numpy(), expected[key])
-    # metadata.json is strict JSON (no Infinity literals).
-    json.loads((tmp_path / "out" / "metadata.json").read_text(), parse_constant=pytest.fail)
+    # metadata.json is strict JSON (no Infinity literals), and a dataset of vectors is written as before images
+    # (format 5), so that an earlier iql-tf sharing the cache reads it.
+    fields = json.loads((tmp_path / "out" / "metadata.json").read_text(), parse_constant=pytest.fail)
+    assert fields["format_version"] == 5 and "observation_dtype" not in fields
 
 
 def test_existing_output_is_refused(write_npz, tmp_path):

@@ -128,6 +128,8 @@ def test_export_loads_with_tensorflow_alone_and_matches_the_agent_on_raw_observa
     assert np.any(out["sampled"] == HIGH) or np.any(out["sampled"] == LOW)  # clipped to the bounds
     assert not np.allclose(out["sampled"], out["actions"])
     assert read_policy_metadata(export_dir) == metadata(seed=1)
+    fields = json.loads((export_dir / METADATA_PATH).read_text())  # a policy of vectors, as before images
+    assert fields["format_version"] == 2 and "image_shape" not in fields and "frame_stack" not in fields
 
     (tmp_path / "deploy_onnx.py").write_text(ONNX_SCRIPT)
     result = subprocess.run(

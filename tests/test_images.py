@@ -2,6 +2,9 @@
 random-shift augmentation, members trained as their own runs, exports that take uint8 images (SavedModel,
 TFLite, ONNX), refusals, and a policy that learns from pixels what its data does not do."""
 
+import json
+import pathlib
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -83,6 +86,7 @@ def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tm
     np.testing.assert_array_equal(held.tensors["observations"].numpy(), images[:-1])
     np.testing.assert_array_equal(held.tensors["next_observations"].numpy(), images[1:])
     assert held.metadata.num_episodes == -(-count // 7) and len(held.metadata.shards) == 1
+    assert json.loads(pathlib.Path(held.directory, "metadata.json").read_text())["format_version"] == 6
     assert held.metadata.statistics["shards_bytes"] < 0.3 * 2 * images[:-1].size * 4  # uint8, not float32
 
     streamed = make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), streaming=True))
@@ -367,6 +371,10 @@ def test_a_frame_stacked_run_trains_exports_and_evaluates_on_stacks_and_vectors_
     metadata_ = read_policy_metadata(export)
     assert (metadata_.image_shape, metadata_.frame_stack, metadata_.input_shape) == ([4, 4, 2], 2, [4, 4, 4])
     assert -5 <= evaluate_export(str(export), episodes=2)["return_mean"] <= 5  # on stacks of the env's frames
+    assert json.loads((export / "assets" / "metadata.json").read_text())["format_version"] == 3
+    with pytest.raises(UserError, match="frame_stack"):  # the networks' inputs would change: refused, not crashed
+        agent.fit(from_arrays(**rows, env_id="iql_tf_test/Counter-v0"), steps=20, workdir=str(tmp_path / "run"),
+                  progress=False, frame_stack=3)
     with pytest.raises(UserError, match="the policy reads images, and fitted Q evaluation reads vector observations"):
         agent.estimate(from_arrays(**rows, env_id="iql_tf_test/Counter-v0"))
     with pytest.raises(UserError, match=r"frame_stack = 2, but its observations are vectors; frames are stacked for "
@@ -412,7 +420,6 @@ def test_images_from_an_npz_file_and_a_minari_dataset_are_the_arrays_transitions
 
 
 def test_the_readme_camera_example_runs_as_written(tmp_path, monkeypatch):
-    import pathlib
     import re
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()

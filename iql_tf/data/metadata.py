@@ -64,10 +64,16 @@ class DatasetMetadata:
     stream_of: Optional[Dict[str, Any]] = None
     # How observations are stored: 'float32' vectors, or 'uint8' images [height, width, channels].
     observation_dtype: str = "float32"
-    format_version: int = FORMAT_VERSION
+    # The file's format: FORMAT_VERSION for images; a dataset of vectors is written in format 5, as before images,
+    # so that an earlier iql-tf sharing the cache reads it (None: the format the metadata is written in).
+    format_version: Optional[int] = None
+
+    def __post_init__(self):
+        if self.format_version is None:
+            object.__setattr__(self, "format_version", FORMAT_VERSION if self.observation_dtype == "uint8" else 5)
 
     def to_json(self) -> str:
-        return json_records.to_json(self, _encode_bounds)
+        return json_records.to_json(self, _encoded)
 
     @classmethod
     def from_json(cls, text: str, where: str, fix: str = "re-run the conversion") -> "DatasetMetadata":
@@ -111,8 +117,12 @@ class DatasetMetadata:
         return json_records.digest([self.source_checksum] + [shard.sha256 for shard in self.shards])
 
 
-def _encode_bounds(fields: Dict[str, Any]) -> Dict[str, Any]:
-    return dict(fields, **{name: [json_records.encode_float(v) for v in fields[name]] for name in _BOUND_FIELDS})
+def _encoded(fields: Dict[str, Any]) -> Dict[str, Any]:
+    """The JSON fields: infinite bounds as strings; no observation_dtype in the formats before images."""
+    fields = dict(fields, **{name: [json_records.encode_float(v) for v in fields[name]] for name in _BOUND_FIELDS})
+    if fields["format_version"] < FORMAT_VERSION:
+        del fields["observation_dtype"]
+    return fields
 
 
 def _decode(fields: Dict[str, Any]) -> Dict[str, Any]:

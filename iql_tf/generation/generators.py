@@ -197,6 +197,9 @@ def generate_policy(
     check_settings(num_steps, num_reference_episodes, noise_std)
     minari_writer.check_new_id(dataset_id, overwrite)
     policy, metadata = loading.load_policy(policy_dir, trust_export)
+    if metadata.frame_stack > 1:
+        raise UserError(f"{policy_dir}: the policy reads stacks of {metadata.frame_stack} frames, and rollouts record "
+                        "what the environment gives: generating from frame-stacked policies is not supported yet")
     env_id = loading.require_environment(policy_dir, metadata)
     make_env = functools.partial(envs.make_env, env_id, metadata.env_kwargs, metadata.max_episode_steps)
     env = _checked_env(make_env)

@@ -46,6 +46,7 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     from iql_tf.ope.fqe import FittedQ
     from iql_tf.settings import DataSettings
 
+    _check_reads_vectors(policy_metadata, source)
     # The data as its source gives it, whatever a training config in this process binds for make_dataset (gin
     # fills the fields not given): raw rewards, raw observations, every trajectory. A policy trained without a
     # simulator knows its action units only from make_dataset.action_bounds, which it carries: data of its
@@ -117,13 +118,18 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
     return estimate
 
 
+def _check_reads_vectors(policy: PolicyMetadata, source: Any) -> None:
+    """FQE's Q network reads vectors: an image policy is refused before its data is read."""
+    if policy.image_shape is not None:
+        raise UserError(f"the policy (trained on {policy.dataset}) against the dataset {getattr(source, 'name', source)}:"
+                        " the policy reads images, and fitted Q evaluation reads vector observations only so far; "
+                        "score it in an environment (iql-evaluate EXPORT --env_id=...)")
+
+
 def check_policy_fits(policy: PolicyMetadata, data: Any) -> None:
     """The policy reads the dataset's observations (same flattening and size) and acts in its action units
     (same size and bounds); otherwise a UserError saying which differs."""
     where = f"the policy (trained on {policy.dataset}) against the dataset {data.source}"
-    if policy.image_shape is not None:
-        raise UserError(f"{where}: the policy reads images, and fitted Q evaluation reads vector observations only "
-                        "so far; score it in an environment (iql-evaluate EXPORT --env_id=...)")
     observation_dim, action_dim = int(np.prod(data.observation_shape)), int(np.prod(data.action_shape))
     if policy.observation_keys != data.observation_keys:
         raise UserError(f"{where}: the observations are flattened from other keys ({policy.observation_keys} against "

@@ -8,7 +8,8 @@ loading one.
     policy/loading.py      an export (or its ONNX model) loaded as a policy, after those checks
 
 A policy (`Policy`) takes a float32 batch [B, obs_dim] of raw flattened observations (`envs.flatten_observation`
-in the metadata's `observation_keys` order) and returns actions [B, act_dim] in the environment's units: the
+in the metadata's `observation_keys` order), or of uint8 images [B, h, w, c] (frame stacks along the channels),
+and returns actions [B, act_dim] in the environment's units: the
 trainer's evaluation, the API's `predict`, the exported SavedModel and the generators all answer alike.
 """
 

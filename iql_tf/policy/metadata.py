@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 3
 # What an older format lacks: format 1 (iql-tf 0.5 and earlier) had no ONNX model, 1 and 2 no images.
-_OLDER = {1: {"onnx": None, "image_shape": None, "frame_stack": 1}, 2: {"image_shape": None, "frame_stack": 1}}
+_IMAGE_FIELDS = {"image_shape": None, "frame_stack": 1}  # what a policy of vectors leaves out (format 2)
+_OLDER = {1: {"onnx": None, **_IMAGE_FIELDS}, 2: _IMAGE_FIELDS}
 METADATA_PATH = pathlib.Path("assets") / "metadata.json"
 TFLITE_FILE = "policy.tflite"
 ONNX_FILE = "policy.onnx"
@@ -53,15 +54,28 @@ class PolicyMetadata:
     # Frames stacked along the channels, oldest first: the policy takes uint8 [B, height, width, frame_stack *
     # channels] (`envs.stack_frames` builds them from an environment's frames).
     frame_stack: int = 1
-    format_version: int = FORMAT_VERSION
+    # The file's format: FORMAT_VERSION for images; a policy of vectors is written in format 2, as before images,
+    # so that an earlier iql-tf reads it (None: the format the metadata is written in).
+    format_version: Optional[int] = None
+
+    def __post_init__(self):
+        if self.format_version is None:
+            object.__setattr__(self, "format_version", FORMAT_VERSION if self.image_shape is not None else 2)
 
     def to_json(self) -> str:
-        return json_records.to_json(self)
+        return json_records.to_json(self, _without_images)
 
     @property
     def input_shape(self) -> Optional[List[int]]:
         """What the policy takes per observation when it takes images: one frame, or a stack of them."""
         return None if self.image_shape is None else stacked_shape(self.image_shape, self.frame_stack)
+
+
+def _without_images(fields: Dict[str, Any]) -> Dict[str, Any]:
+    """No image fields in the formats before images."""
+    if fields["format_version"] >= FORMAT_VERSION:
+        return fields
+    return {name: value for name, value in fields.items() if name not in _IMAGE_FIELDS}
 
 
 def read_policy_metadata(export_dir: "str | pathlib.Path") -> PolicyMetadata:
@@ -86,4 +100,6 @@ def data_record(dataset: "DatasetMetadata", preprocessing: "Preprocessing", fram
                 observation_normalization=preprocessing.describe()["observation_normalization"],
                 ref_min_score=dataset.ref_min_score, ref_max_score=dataset.ref_max_score,
                 dataset=dataset.source, dataset_checksum=dataset.content_checksum,
-                image_shape=list(dataset.observation_shape) if dataset.images else None, frame_stack=frame_stack)
+                # Images only: a checkpoint of vectors keeps the record it had before images.
+                **(dict(image_shape=list(dataset.observation_shape), frame_stack=frame_stack) if dataset.images
+                   else {}))

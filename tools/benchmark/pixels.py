@@ -10,7 +10,7 @@
   datasets of --memory_frames frames.
 The timed runs' frames are synthetic, rendered-like (a gradient, boxes and a ball that moves smoothly along each
 episode); the storage rows take OGBench's own camera frames with --ogbench_frames (synthetic ones compress far
-better than a simulator's: 258 bytes against 2857 as PNG, measured). Writes DIR/pixels.md and DIR/pixels.json.
+better than a simulator's: 258 bytes against 3049 as PNG, measured). Writes DIR/pixels.md and DIR/pixels.json.
 """
 
 import json
