@@ -68,7 +68,7 @@ def training_record(agent: IQLAgent, settings: RunSettings, dataset: str, datase
     if environment is not None:
         training["environment"] = environment
     if data_record.get("image_shape") is not None:  # images: what the networks take decides the weights' shapes
-        training["observations"] = {"image_shape": data_record["image_shape"], "frame_stack": data_record["frame_stack"]}
+        training["observations"] = {name: data_record[name] for name in ("image_shape", "frame_stack")}
     other = {field.name: getattr(settings, field.name) for field in dataclasses.fields(RunSettings)
              if field.name not in decisive}
     return {"training": training, "other": other, "policy": data_record}

@@ -1,8 +1,8 @@
 """Policies for the generators, data collection into Minari `EpisodeBuffer`s, and reference scores.
 
 A policy is an `iql_tf.policy.Policy`: a float32 batch [B, obs_dim] of flattened observations
-(`envs.flatten_observation` in `observation_keys` order; uint8 images as they are) -> actions [B, act_dim] in the environment's units, like
-the exported SavedModel. Reference
+(`envs.flatten_observation` in `observation_keys` order; uint8 images as they are) -> actions [B, act_dim] in the
+environment's units, like the exported SavedModel. Reference
 scores come from `evaluation.evaluate`, the code (and seeding) that scores a trained policy, so a normalised
 score of 100 means "as good as the reference policy under the same evaluation".
 """

@@ -121,9 +121,10 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
 def _check_reads_vectors(policy: PolicyMetadata, source: Any) -> None:
     """FQE's Q network reads vectors: an image policy is refused before its data is read."""
     if policy.image_shape is not None:
-        raise UserError(f"the policy (trained on {policy.dataset}) against the dataset {getattr(source, 'name', source)}:"
-                        " the policy reads images, and fitted Q evaluation reads vector observations only so far; "
-                        "score it in an environment (iql-evaluate EXPORT --env_id=...)")
+        data = getattr(source, "name", source)
+        raise UserError(f"the policy (trained on {policy.dataset}) against the dataset {data}: the policy reads "
+                        "images, and fitted Q evaluation reads vector observations only so far; score it in an "
+                        "environment (iql-evaluate EXPORT --env_id=...)")
 
 
 def check_policy_fits(policy: PolicyMetadata, data: Any) -> None:

@@ -221,7 +221,8 @@ def main(argv) -> None:
     kind = "OGBench visual-cube-single" if FLAGS.ogbench_frames else "synthetic"
     lines = [f"| 64x64x3 frames ({kind}) | bytes per frame | frames/s read back in tf.data |", "| --- | --- | --- |"]
     lines += [f"| {row['row']} | {row['bytes_per_frame']:.0f} | {row['frames_per_second']:.0f} |" for row in storage]
-    lines += ["", f"| training run, {FLAGS.updates} updates | updates/s | time waiting on input |", "| --- | --- | --- |",
+    lines += ["", f"| training run, {FLAGS.updates} updates | updates/s | time waiting on input |",
+              "| --- | --- | --- |",
               f"| {wait['row']} | {wait['updates_per_second']:.2f} | {100 * wait['input_wait_share']:.1f} % |"]
     if memory:
         lines += ["", "| training run | peak RSS |", "| --- | --- |"]
