@@ -301,3 +301,25 @@ def test_empty_episodes_and_integer_flags_read_as_the_same_transitions(tmp_path)
     assert expected["terminals"].tolist() == [0, 0, 1, 0, 0] and expected["dones"].sum() == 2
     for key in transitions.TRANSITION_KEYS:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_an_image_in_the_observations_is_refused_in_one_line_naming_the_other_parts(tmp_path):
+    # Images in RLDS observations need dict observations (a camera beside a state): refused, not flattened.
+    features = tfds.features.FeaturesDict({"steps": tfds.features.Dataset({
+        "observation": tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 3)),
+                                                   "state": tfds.features.Tensor(shape=(2,), dtype=np.float32)}),
+        "action": tfds.features.Tensor(shape=(1,), dtype=np.float32), "reward": np.float32,
+        "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_})})
+    steps = 4
+    episode = {"steps": {"observation": {"image": np.zeros((steps, 8, 8, 3), np.uint8),
+                                         "state": np.zeros((steps, 2), np.float32)},
+                         "action": np.zeros((steps, 1), np.float32), "reward": np.zeros(steps, np.float32),
+                         "is_first": np.arange(steps) == 0, "is_last": np.arange(steps) == steps - 1,
+                         "is_terminal": np.zeros(steps, bool)}}
+    folder = rlds_writer.write_episodes(tmp_path / "camera", "camera", features, [episode])
+    with pytest.raises(UserError, match=r"its observation part 'image' is an image, which iql-tf does not read from "
+                                        r"RLDS yet .*make_dataset.observation_keys = \['state'\]"):
+        make_dataset(DataSettings(f"rlds:{folder}", cache_dir=str(tmp_path / "cache")))
+    state_only = make_dataset(DataSettings(f"rlds:{folder}", cache_dir=str(tmp_path / "cache"),
+                                           observation_keys=["state"]))
+    assert state_only.metadata.observation_shape == [2]

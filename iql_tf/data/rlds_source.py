@@ -279,15 +279,27 @@ def _select(source: str, field: str, feature: Any, keys: Optional[Sequence[str]]
             raise UserError(f"{source}: make_dataset.{field}_keys given, but its {field} is one array, not a dict; "
                             "drop the setting")
         return None
-    if not keys:
-        return available
-    for key in keys:
+    for key in keys or ():
         if key not in available:
             close = difflib.get_close_matches(key, available, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(f"{source}: its {field} has no part {key!r}; {hint}its numeric parts are "
                             f"{', '.join(available)} (make_dataset.{field}_keys)")
-    return list(keys)
+    selected = list(keys) if keys else available
+    images = [key for key in selected if _is_image_feature(feature, key)]
+    if images:
+        others = [key for key in available if not _is_image_feature(feature, key)]
+        raise UserError(f"{source}: its {field} part {images[0]!r} is an image, which iql-tf does not read from RLDS "
+                        f"yet (images with other parts need dict observations); select its other parts: "
+                        f"make_dataset.{field}_keys = {others}")
+    return selected
+
+
+def _is_image_feature(feature: Any, key: str) -> bool:
+    """Whether the part `key` ('a/b') of a feature is an image: uint8 of [height, width, channels]."""
+    for name in key.split("/"):
+        feature = feature[name]
+    return np.dtype(feature.np_dtype) == np.uint8 and len(feature.shape) == 3
 
 
 def _flattened(value: Any, keys: Optional[List[str]]) -> Any:
