@@ -160,24 +160,24 @@ def test_impala_small_has_the_fql_repositorys_parameters_and_both_encoders_map_i
         np.testing.assert_allclose(out[1].numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def image_transitions(count: int = 200) -> dict:
-    images = frames(count + 1)
+def image_transitions(count: int = 200, shape=(SIZE, SIZE, 3)) -> dict:
+    images = frames(count + 1, shape=shape)
     rng = np.random.default_rng(2)
     return {"observations": images[:-1], "next_observations": images[1:], "actions": rng.uniform(-1, 1, (count, 2)),
             "rewards": rng.standard_normal(count), "terminals": (rng.uniform(size=count) < 0.1).astype(np.float32)}
 
 
 def test_each_member_of_an_image_ensemble_trains_as_its_own_run_with_its_own_shifts():
-    # As test_agent's ensemble test, with encoders and augmentation: after 10 updates member k of seeds (0, 1)
+    # As test_agent's ensemble test, with encoders and augmentation: after 6 updates member k of seeds (0, 1)
     # holds the weights of the run of seed k alone (rounding apart: the members' convolutions run one by one, their
     # dense layers batched), so each drew its own batches and shifts.
-    buffer = ReplayBuffer(image_transitions(), 16)
+    buffer = ReplayBuffer(image_transitions(shape=(8, 8, 3)), 16)
     settings = AgentSettings(hidden_dims=(8,), batch_size=16, jit_compile=False, encoder="conv_small",
                              augmentation_probability=0.5, value_lr=3e-3, critic_lr=3e-3, actor_lr=3e-3)
-    ensemble = IQLAgent(SIZE * SIZE * 3, 2, settings, 10, seeds=(0, 1), image_shape=(SIZE, SIZE, 3))
-    ensemble.run_updates(buffer, 10)
-    alone = IQLAgent(SIZE * SIZE * 3, 2, settings, 10, seeds=(1,), image_shape=(SIZE, SIZE, 3))
-    alone.run_updates(buffer, 10)
+    ensemble = IQLAgent(8 * 8 * 3, 2, settings, 10, seeds=(0, 1), image_shape=(8, 8, 3))
+    ensemble.run_updates(buffer, 6)
+    alone = IQLAgent(8 * 8 * 3, 2, settings, 10, seeds=(1,), image_shape=(8, 8, 3))
+    alone.run_updates(buffer, 6)
     for name in ("value", "actor", "critic", "target_critic"):
         for a, b in zip(getattr(alone, name).get_weights(), getattr(ensemble, name).get_weights()):
             np.testing.assert_allclose(a.reshape(-1), b[1].reshape(-1), rtol=1e-4, atol=1e-5, err_msg=name)
