@@ -28,9 +28,9 @@ from iql_tf.agent import IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data import rewards
 from iql_tf.data.preprocessing import Preprocessing
-from iql_tf.data.transitions import stacked_shape
 from iql_tf.errors import UserError
 from iql_tf.policy import Policy, exported, member_policy
+from iql_tf.policy.metadata import input_shape_of
 from iql_tf.settings import AgentSettings, RunSettings
 
 RECORD = "record"  # the record's name in the checkpoint
@@ -196,10 +196,7 @@ def restore_run(workdir: "str | pathlib.Path", step: Optional[int] = None) -> Tr
     settings = AgentSettings(**{**hyperparameters, "hidden_dims": tuple(hyperparameters["hidden_dims"])},
                              jit_compile=training["xla"])
     seeds = list(range(training["seed"], training["seed"] + training["num_seeds"]))
-    image_shape = data.get("image_shape")  # (absent from the records of runs before images)
-    if image_shape is not None:
-        image_shape = stacked_shape(image_shape, data["frame_stack"])
-    agent = IQLAgent(data["observation_dim"], data["action_dim"], settings, decay_steps, seeds, image_shape)
+    agent = IQLAgent(data["observation_dim"], data["action_dim"], settings, decay_steps, seeds, input_shape_of(data))
     tf.train.Checkpoint(agent=agent).read(checkpoints.prefix(step)).expect_partial()
     # Exact statistics and bounds from the policy record (the training record's are rounded for comparing).
     normalization = data["observation_normalization"]

@@ -25,12 +25,11 @@ from iql_tf.agent import LOSS_NAMES, IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data.pipeline import OfflineDataset, make_dataset
 from iql_tf.data.streaming import StreamedBatches, default_shuffle_buffer
-from iql_tf.data.transitions import stacked_shape
 from iql_tf.envs import check_env_fits, make_env, stack_frames
 from iql_tf.errors import UserError
 from iql_tf.online import OnlinePhase
 from iql_tf.policy import Policy, exported, member_policy
-from iql_tf.policy.metadata import data_record
+from iql_tf.policy.metadata import data_record, input_shape_of
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.run_state import RunState, TrainedRun, training_record
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
@@ -134,8 +133,7 @@ class TrainingRun:
     def _new_agent(self, settings: AgentSettings) -> IQLAgent:
         return IQLAgent(self.observation_dim, self.action_dim, settings,
                         actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds,
-                        image_shape=stacked_shape(self.metadata.observation_shape, self.data_settings.frame_stack)
-                        if self.metadata.images else None)
+                        image_shape=input_shape_of(self.data_record))
 
     def hparams_of(self, member: int) -> Dict[str, Any]:
         """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep

@@ -34,14 +34,20 @@ def _frame_indices(rows: tf.Tensor, offsets: tf.Tensor, back: int) -> tf.Tensor:
     return rows - tf.minimum(back, offsets)
 
 
+def _stacks(frames: tf.Tensor, rows: tf.Tensor, row_offsets: tf.Tensor, next_frames: tf.Tensor, k: int
+            ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The stacks of the observations at `rows` of `frames` (held in order; `row_offsets`: those rows' offsets
+    in their trajectories) and of their next observations (`next_frames`, one per row): [..., h, w, k * c] each."""
+    past = [tf.gather(frames, _frame_indices(rows, row_offsets, back)) for back in range(k - 1, 0, -1)]
+    current = tf.gather(frames, rows)
+    return tf.concat(past + [current], -1), tf.concat(past[1:] + [current, next_frames], -1)
+
+
 def gather(frames: tf.Variable, next_frames: tf.Variable, offsets: tf.Variable, rows: tf.Tensor, k: int
            ) -> Tuple[tf.Tensor, tf.Tensor]:
     """The stacks of the observations and next observations of `rows` (any shape of indices) from frames held
     in order, `offsets` as `trajectory_offsets` gives them: [..., h, w, k * c] each."""
-    offsets = tf.gather(offsets, rows)
-    past = [tf.gather(frames, _frame_indices(rows, offsets, back)) for back in range(k - 1, 0, -1)]
-    return tf.concat(past + [tf.gather(frames, rows)], -1), tf.concat(past[1:] + [tf.gather(frames, rows),
-                                                                                  tf.gather(next_frames, rows)], -1)
+    return _stacks(frames, rows, tf.gather(offsets, rows), tf.gather(next_frames, rows), k)
 
 
 def stack_blocks(blocks: tf.data.Dataset, k: int) -> tf.data.Dataset:
@@ -55,10 +61,8 @@ def stack_blocks(blocks: tf.data.Dataset, k: int) -> tf.data.Dataset:
         frames = tf.concat([tail, block["observations"]], axis=0)
         offsets = trajectory_offsets(block["dones"], carried_offset, carried_done)
         rows = tf.range(tf.shape(offsets)[0]) + (k - 1)  # in `frames`
-        past = [tf.gather(frames, _frame_indices(rows, offsets, back)) for back in range(k - 1, 0, -1)]
-        current = block["observations"]
-        stacked = dict(block, observations=tf.concat(past + [current], -1),
-                       next_observations=tf.concat(past[1:] + [current, block["next_observations"]], -1))
+        observations, next_observations = _stacks(frames, rows, offsets, block["next_observations"], k)
+        stacked = dict(block, observations=observations, next_observations=next_observations)
         return (frames[-(k - 1):], offsets[-1], tf.cast(block["dones"][-1], tf.bool)), stacked
 
     return blocks.scan(state, step)

@@ -75,8 +75,8 @@ def _is_goal_reaching(env_id: Optional[str]) -> bool:
 def _notes(transitions: Dict[str, np.ndarray], env_id: Optional[str]) -> List[str]:
     """Advice that is no problem: the dataset trains as it is, but better with a setting, or a caveat."""
     notes = []
-    images = is_image(transitions["observations"])  # scaled by the networks: no advice on their spread
-    std = np.zeros(1) if images else transitions["observations"].std(0)
+    # Images are scaled by the networks: no advice on their spread.
+    std = np.zeros(0) if is_image(transitions["observations"]) else transitions["observations"].std(0)
     varying = std[std > 0]  # constant dimensions are listed in the summary
     if varying.size and varying.max() > _STD_SPREAD * varying.min():
         notes.append(f"observation std differs {varying.max() / varying.min():.0f}x over dimensions "

@@ -64,8 +64,8 @@ class StreamedBatches(tf.Module):
     The stream yields groups of GROUP batches (of images: as many as fit in IMAGE_GROUP_BYTES). The current group
     and the position in it are variables, so the compiled update loop samples from them like from the replay
     buffer (inside XLA, where no iterator can run: the two answer the same calls, see `replay_buffer.py`), and
-    `available` fetches the next group between compiled calls; the checkpoint holds both and the iterator, so the batches never depend on where
-    the calls stop.
+    `available` fetches the next group between compiled calls; the checkpoint holds both and the iterator, so the
+    batches never depend on where the calls stop.
     """
 
     def __init__(self, directory: pathlib.Path, metadata: DatasetMetadata, preprocessing: Preprocessing,
@@ -88,10 +88,9 @@ class StreamedBatches(tf.Module):
         if frame_stack > 1:
             stack = lambda blocks: frame_stacks.stack_blocks(shaped(blocks, metadata.observation_shape),  # noqa: E731
                                                              frame_stack)
+        # (An RLDS dataset streamed as it is holds no images: their frames are never stacked.)
         blocks = _shard_blocks(directory, metadata, seed, fix, stack) if metadata.stream_of is None else \
             rlds_source.stream_rows(metadata.stream_of, seed)
-        if stack and metadata.stream_of is not None:
-            blocks = stack(blocks)  # an episode per block
         observation_shape = stacked_shape(metadata.observation_shape, frame_stack)
         blocks = shaped(blocks, observation_shape)
         chunks = blocks.rebatch(shuffle_buffer).repeat()

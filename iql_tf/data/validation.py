@@ -120,16 +120,8 @@ class Report:
         uint8: the networks scale them) or vectors (`check_array`'s float32); None when unusable."""
         if not is_image(array):
             return self.check_array(where, field, array, (rows, None if row_shape is None else row_shape[0]))
-        if rows is not None and array.shape[0] != rows or row_shape is not None and array.shape[1:] != tuple(row_shape):
-            expected = [rows if rows is not None else "N", *(row_shape or ["height", "width", "channels"])]
-            self.add(where, field, f"has shape {list(array.shape)}, expected [{', '.join(map(str, expected))}]",
-                     "one row per step, matching the other fields")
-            return None
-        if 0 in array.shape[1:]:
-            self.add(where, field, f"has shape {list(array.shape)}: empty images",
-                     "store images of at least one pixel and one channel")
-            return None
-        return np.asarray(array)
+        shape = (rows, *(row_shape or (None, None, None)))
+        return np.asarray(array) if self._check_dtype_and_shape(where, field, array, shape, "u", "uint8") else None
 
     def check_episode_ids(self, where: str, field: str, ids: np.ndarray, rows: int) -> Optional[np.ndarray]:
         """One id per row (numbers or strings), each episode's rows together; the last row of each episode

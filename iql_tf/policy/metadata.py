@@ -5,7 +5,7 @@ that only need the metadata stay fast."""
 import dataclasses
 import math
 import pathlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from iql_tf import json_records
 from iql_tf.data.transitions import stacked_shape
@@ -68,7 +68,14 @@ class PolicyMetadata:
     @property
     def input_shape(self) -> Optional[List[int]]:
         """What the policy takes per observation when it takes images: one frame, or a stack of them."""
-        return None if self.image_shape is None else stacked_shape(self.image_shape, self.frame_stack)
+        return input_shape_of(vars(self))
+
+
+def input_shape_of(record: Mapping[str, Any]) -> Optional[List[int]]:
+    """The images a policy takes per observation, from its record (`data_record`, or PolicyMetadata's fields):
+    one frame, or a stack of them; None for vectors (whose records have no image fields)."""
+    image_shape = record.get("image_shape")
+    return None if image_shape is None else stacked_shape(image_shape, record["frame_stack"])
 
 
 def _without_images(fields: Dict[str, Any]) -> Dict[str, Any]:

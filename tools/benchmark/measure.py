@@ -5,12 +5,18 @@ rows compared within a group are timed in interleaved rounds (`race`).
 """
 
 import dataclasses
+import json
+import os
 import pathlib
+import resource
+import subprocess
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from iql_tf.errors import UserError
 
 SHAPES = {"hopper": (11, 3), "halfcheetah": (17, 6), "antmaze": (29, 8)}
 
@@ -216,3 +222,22 @@ def _latencies(call: Callable[[], object], calls: int) -> List[float]:
         call()
         times.append((time.perf_counter() - start) * 1000.0)
     return [float(np.median(times)), float(np.percentile(times, 99))]
+
+
+def child_output(command: Sequence[str], what: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """The last line a child process prints; its failure is one UserError naming `what` with its last error line."""
+    result = subprocess.run(list(command), capture_output=True, text=True, env=dict(env or os.environ))
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        raise UserError(f"{what} failed: {lines[-1]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def print_peak_rss() -> None:
+    """A memory row's child ends by printing its peak resident memory (`child_peak_rss` reads it)."""
+    print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}))
+
+
+def child_peak_rss(command: Sequence[str], env: Optional[Mapping[str, str]] = None) -> float:
+    """The peak resident memory (GB) of a fresh process running `command`, which ends with `print_peak_rss`."""
+    return json.loads(child_output(command, "memory row", env))["peak_rss_gb"]

@@ -13,11 +13,7 @@ episode); the storage rows take OGBench's own camera frames with --ogbench_frame
 better than a simulator's: 258 bytes against 3049 as PNG, measured). Writes DIR/pixels.md and DIR/pixels.json.
 """
 
-import json
-import os
 import pathlib
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +24,7 @@ from absl import flags
 
 from iql_tf import cli, files
 from iql_tf.errors import UserError
+from tools.benchmark import measure
 
 FLAGS = flags.FLAGS
 SIZE = 64
@@ -92,10 +89,8 @@ def ogbench_frames(count: int, scratch: pathlib.Path) -> np.ndarray:
     """`count` frames of OGBench's visual-cube-single task 1 under uniformly random actions (episodes of 200),
     rendered in a process of their own: TensorFlow segfaults beside MuJoCo's OSMesa renderer (seen here)."""
     path = scratch / "ogbench_frames.npy"
-    command = [sys.executable, "-m", "tools.benchmark.pixels", f"--render_frames={path}", f"--frames={count}"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise UserError(f"rendering OGBench's frames failed: {result.stderr.strip().splitlines()[-1]}")
+    measure.child_output([sys.executable, "-m", "tools.benchmark.pixels", f"--render_frames={path}",
+                          f"--frames={count}"], "rendering OGBench's frames")
     return np.load(path)
 
 
@@ -180,11 +175,8 @@ def memory_rows(sizes: List[int], scratch: pathlib.Path) -> List[Dict]:
         command = [sys.executable, "-m", "tools.benchmark.pixels", f"--child={directory}",
                    f"--updates={FLAGS.updates}", f"--encoder={FLAGS.encoder}", f"--batch_size={FLAGS.batch_size}",
                    f"--frame_stack={FLAGS.frame_stack}"]
-        result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
-        if result.returncode != 0:
-            raise UserError(f"memory row failed: {result.stderr.strip().splitlines()[-1]}")
         rows.append({"row": f"streamed, {count} frames, {gb:.2f} GB converted", "dataset_gb": gb,
-                     "peak_rss_gb": json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_gb"]})
+                     "peak_rss_gb": measure.child_peak_rss(command)})
     return rows
 
 
@@ -198,7 +190,7 @@ def child(directory: str) -> None:
                                            augmentation_probability=0.5),
                              RunSettings(num_offline_steps=FLAGS.updates, eval_episodes=0, progress_bar=False,
                                          checkpoint_interval=FLAGS.updates, steps_per_call=100))
-    print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}))
+    measure.print_peak_rss()
 
 
 def main(argv) -> None:

@@ -13,11 +13,8 @@
 Writes DIR/streaming.md and DIR/streaming.json.
 """
 
-import json
 import os
 import pathlib
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +25,7 @@ from absl import flags
 
 from iql_tf import cli, files
 from iql_tf.errors import UserError
+from tools.benchmark import measure
 
 FLAGS = flags.FLAGS
 _BYTES_PER_TRANSITION = (11 + 11 + 3 + 3) * 4  # hopper: observations, next, actions, reward/terminal/done
@@ -216,11 +214,7 @@ def peak_rss(source: str, streaming: bool, updates: int, scratch: pathlib.Path) 
     """The peak RSS (GB) of a fresh process training on `source` (`child`)."""
     command = [sys.executable, "-m", "tools.benchmark.streaming", f"--child={source}", f"--child_streaming={streaming}",
                f"--memory_updates={updates}"]
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, IQL_TF_DATA_DIR=str(
-        scratch / "child-cache")))
-    if result.returncode != 0:
-        raise UserError(f"memory row failed: {result.stderr.strip().splitlines()[-1]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_gb"]
+    return measure.child_peak_rss(command, dict(os.environ, IQL_TF_DATA_DIR=str(scratch / "child-cache")))
 
 
 def child(source: str, streaming: bool, updates: int) -> None:
@@ -232,7 +226,7 @@ def child(source: str, streaming: bool, updates: int) -> None:
         trainer.run_training(workdir, DataSettings(source, streaming=streaming), AgentSettings(jit_compile=True),
                              RunSettings(num_offline_steps=updates, eval_episodes=0, progress_bar=False,
                                          checkpoint_interval=updates, steps_per_call=200))
-    print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}))
+    measure.print_peak_rss()
 
 
 def main(argv) -> None:
