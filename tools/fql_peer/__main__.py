@@ -4,6 +4,7 @@
     python -m tools.fql_peer run --task=cube-single-play-singletask-task2-v0 --seed=0 --data_dir=DIR --out=DIR
     python -m tools.fql_peer compare --tasks=T1,T2 --seeds=0,1,2 --data_dir=DIR --out=DIR
     python -m tools.fql_peer table --out=DIR
+    python -m tools.fql_peer pixels --out=DIR [--image_size=64 --frame_stack=3 --batch_size=64 --updates=10]
 
 `setup` checks FQL's code out at the pinned commit (never committed here) and gives it its own venv: FQL's
 agents, jax on CPU, and iql-tf's environment stack (ogbench 1.2.2, not FQL's 1.1.0: both implementations are
@@ -12,6 +13,8 @@ FQL's main.py with agents/iql.py on DATA_DIR's NAME.npz / NAME-val.npz (written 
 --kind=ogbench`; never downloaded) and writes OUT/result.json. `compare` trains the peer and iql-tf with the same
 budget, seed by seed, interleaved so that load on the machine hits both alike, skipping pairs already done, and
 writes OUT/table.md: final success per task (mean, 95 % bootstrap CI, per seed) and updates per second.
+`pixels` checks FQL's own pixel IQL update (impala_small) against `tools/benchmark/fql_reference.py` and times it
+beside iql-tf's (`tools/fql_peer/pixels.py`).
 """
 
 import pathlib
@@ -24,7 +27,7 @@ from iql_tf import cli
 from iql_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-COMMANDS = ("setup", "run", "compare", "table")
+COMMANDS = ("setup", "run", "compare", "table", "pixels")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -51,6 +54,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("side_by_side", False, "compare: run the peer and iql-tf of each task and seed at once, each "
                       "pinned to a core of its own (needs 2 cores; the same hardware share for both).")
     flags.DEFINE_integer("log_interval", 5000, "Updates per speed measurement (at most steps / 10 is used).")
+    flags.DEFINE_integer("image_size", 64, "pixels: frames of image_size x image_size x 3.")
+    flags.DEFINE_integer("frame_stack", 3, "pixels: frames stacked along the channels (FQL's visual runs: 3).")
+    flags.DEFINE_integer("updates", 10, "pixels: timed updates of each implementation.")
 
 
 def budget_from_flags():
@@ -96,6 +102,15 @@ def main(argv: Sequence[str]) -> None:
             raise UserError(f"--seeds={','.join(FLAGS.seeds)}: give integers, e.g. 0,1,2") from error
         compare.compare(root, FLAGS.tasks, seeds, pathlib.Path(FLAGS.data_dir), pathlib.Path(FLAGS.out),
                         budget_from_flags(), FLAGS.side_by_side)
+    elif command == "pixels":
+        from tools.fql_peer import pixels
+
+        _required(out=FLAGS.out)
+        budget = budget_from_flags()
+        settings = {"seed": FLAGS.seed, "alpha": budget.alpha, "hidden_dims": list(budget.hidden_dims),
+                    "batch_size": budget.batch_size, "image_size": FLAGS.image_size, "frame_stack": FLAGS.frame_stack,
+                    "action_dim": 5, "updates": FLAGS.updates}
+        print(pixels.compare_pixels(root, settings, pathlib.Path(FLAGS.out)))
     else:
         from tools.fql_peer import compare
 
