@@ -7,8 +7,10 @@ evaluation and deployment.
 """
 
 import contextlib
+import functools
 import importlib.util
 import io
+import os
 import re
 import warnings
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
@@ -25,6 +27,30 @@ OGBENCH_INSTALL = "pip install 'iql-tf[ogbench]' (or pip install ogbench==1.2.2)
 _OGBENCH_ENV = re.compile(r"^[a-z0-9-]+-singletask(-task\d+)?-v\d+$")  # cube-single-singletask-task2-v0
 
 
+_renders_here = False  # whether this process renders with MuJoCo (`allow_rendering`)
+
+
+def allow_rendering() -> None:
+    """Called first by a process that renders with MuJoCo (an environment's process, a generator's worker): MuJoCo
+    is then imported with MUJOCO_GL as the user set it."""
+    global _renders_here
+    _renders_here = True
+
+
+@contextlib.contextmanager
+def mujoco_without_offscreen_rendering() -> Iterator[None]:
+    """Around the first import of MuJoCo in a process that never renders with it (environments that do run in
+    processes of their own: `env_process.py`): MUJOCO_GL hidden from it. MuJoCo imported with MUJOCO_GL=osmesa
+    loads Mesa's LLVM beside TensorFlow's, which aborts the process when it exits; the processes spawned later
+    still see MUJOCO_GL."""
+    hidden = None if _renders_here else os.environ.pop("MUJOCO_GL", None)
+    try:
+        yield
+    finally:
+        if hidden is not None:
+            os.environ["MUJOCO_GL"] = hidden
+
+
 def register_environments() -> None:
     """Registers gymnasium-robotics' environments (PointMaze, AntMaze, Adroit, Kitchen) and the camera maze
     (`maze_camera.ENV_ID`) once."""
@@ -32,7 +58,7 @@ def register_environments() -> None:
     if not _registered:
         # gymnasium-robotics prints a notice about Adroit reward versions to stderr on every import
         # (README: "Adroit"); keep it out of every command's output.
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), mujoco_without_offscreen_rendering():
             import gymnasium_robotics
 
             gym.register_envs(gymnasium_robotics)
@@ -58,7 +84,8 @@ def register_ogbench_environments() -> None:
     bounds, so gymnasium's checker warns at every first reset that it casts them to float32, which says
     nothing to a user: that one warning is ignored from now on."""
     require_ogbench("an OGBench environment")
-    import ogbench  # noqa: F401
+    with mujoco_without_offscreen_rendering():
+        import ogbench  # noqa: F401
 
     warnings.filterwarnings("ignore", message=r".*Box (low|high)'s precision lowered")
 
@@ -129,12 +156,34 @@ def stack_frames(env: gym.Env, frame_stack: int) -> gym.Env:
         np.tile(space.low, frame_stack), np.tile(space.high, frame_stack), dtype=space.dtype))
 
 
+def renders_with_mujoco(env_id: str) -> bool:
+    """Whether `env_id`'s observations are frames MuJoCo renders (OGBench's visual tasks), which is stepped in a
+    process of its own (`env_process.py` says why)."""
+    return is_ogbench_env(env_id) and env_id.startswith("visual-")
+
+
 def make_env(
     env_id: str,
     env_kwargs: Optional[Mapping[str, Any]] = None,
     max_episode_steps: Optional[int] = None,
 ) -> gym.Env:
-    """Builds `env_id` with its kwargs; a missing or broken environment is a UserError."""
+    """Builds `env_id` with its kwargs (in a process of its own if it renders with MuJoCo); a missing or broken
+    environment is a UserError."""
+    if renders_with_mujoco(env_id):
+        from iql_tf.env_process import ProcessEnv
+
+        return ProcessEnv(functools.partial(_make_rendering, env_id, dict(env_kwargs or {}), max_episode_steps),
+                          env_id)
+    return _make_here(env_id, env_kwargs, max_episode_steps)
+
+
+def _make_rendering(env_id: str, env_kwargs: Dict[str, Any], max_episode_steps: Optional[int]) -> gym.Env:
+    """`make_env` in the process of an environment that renders (`env_process.ProcessEnv`'s worker)."""
+    allow_rendering()
+    return _make_here(env_id, env_kwargs, max_episode_steps)
+
+
+def _make_here(env_id: str, env_kwargs: Optional[Mapping[str, Any]], max_episode_steps: Optional[int]) -> gym.Env:
     register_environments()
     quiet = contextlib.nullcontext()
     if is_ogbench_env(env_id):
@@ -144,7 +193,7 @@ def make_env(
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
     try:
-        with quiet:
+        with quiet, mujoco_without_offscreen_rendering():  # (OGBench's environments import dm_control on their way)
             return gym.make(env_id, **kwargs)
     except gym.error.Error as error:
         raise UserError(

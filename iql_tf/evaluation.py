@@ -34,9 +34,15 @@ def make_envs(make_env: Callable[[], gym.Env], num_episodes: int, num_envs: int 
     """The environments `evaluate` steps in lockstep: one per episode, at most `num_envs`.
 
     Building them costs about as much as a short evaluation (60 ms each for PointMaze), so callers
-    that evaluate repeatedly build them once and pass them to every `evaluate`.
+    that evaluate repeatedly build them once and pass them to every `evaluate`. An environment in a process of
+    its own (`env_process.ProcessEnv`: rendered frames) is built once: `evaluate` steps its environments one
+    after the other, so more processes would hold more memory for no speed.
     """
-    return [make_env() for _ in range(min(num_envs, num_episodes))]
+    from iql_tf.env_process import ProcessEnv
+
+    first = make_env()
+    count = 1 if isinstance(first, ProcessEnv) else min(num_envs, num_episodes)
+    return [first] + [make_env() for _ in range(count - 1)]
 
 
 def evaluate(

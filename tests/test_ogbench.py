@@ -1,8 +1,13 @@
 """OGBench single-task data: generated here with OGBench's oracles in its file format, read as `ogbench:NAME`
 with ogbench's own rewards and masks, trained and evaluated in the task's environment, and the mistakes."""
 
+import ctypes.util
+import functools
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -148,8 +153,12 @@ def test_every_family_is_one_ogbench_registers():
     envs.register_ogbench_environments()
     for family in ogbench_source.FAMILIES:
         assert gym.spec(f"{family}-singletask-task1-v0") and gym.spec(f"{family}-singletask-v0"), family
-    with pytest.raises(UserError, match=r"pixel-based \(visual-\) and oracle-representation"):
-        ogbench_source.parse("ogbench:visual-cube-single-play-singletask-task1-v0")
+    with pytest.raises(UserError, match=r"oracle-representation \(-oraclerep\) datasets are not supported"):
+        ogbench_source.parse("ogbench:cube-single-play-oraclerep-singletask-task1-v0")
+    with pytest.raises(UserError, match=r"OGBench has no visual antsoccer-arena; its visual families are cube-single"):
+        ogbench_source.parse("ogbench:visual-antsoccer-arena-navigate-singletask-v0")
+    for family in ogbench_source.VISUAL_FAMILIES:  # what OGBench registers through its camera
+        assert gym.spec(f"visual-{family}-singletask-task1-v0"), family
 
 
 def test_names_split_as_ogbench_splits_them():
@@ -158,6 +167,10 @@ def test_names_split_as_ogbench_splits_them():
     default = ogbench_source.parse("ogbench:antmaze-large-navigate-singletask-v0")
     assert (default.dataset, default.env_id) == ("antmaze-large-navigate-v0", "antmaze-large-singletask-v0")
     assert envs.is_ogbench_env(default.env_id) and not envs.is_ogbench_env("Hopper-v5")
+    visual = ogbench_source.parse("ogbench:visual-cube-single-play-singletask-task2-v0")
+    assert (visual.dataset, visual.env_id, visual.state_env_id) == (
+        "visual-cube-single-play-v0", "visual-cube-single-singletask-task2-v0", "cube-single-singletask-task2-v0")
+    assert envs.renders_with_mujoco(visual.env_id) and not envs.renders_with_mujoco(visual.state_env_id)
 
 
 def test_the_reproduction_sweeps_five_tasks_with_bindings_gin_accepts(tmp_path):
@@ -172,5 +185,94 @@ def test_the_reproduction_sweeps_five_tasks_with_bindings_gin_accepts(tmp_path):
         sources_ = [value for _, values in grid for value in values]
         assert len(specs) == 10 and [ogbench_source.parse(s).task for s in sources_] == [1, 2, 3, 4, 5]
         assert {ogbench_source.parse(s).family for s in sources_} == {family}
+    command = ogbench_reproduction.sweep_command("visual-cube-single", "0", str(tmp_path), str(tmp_path))
+    bindings = [arg.split("=", 1)[1] for arg in command if arg.startswith("--gin_bindings=")]
+    (spec,) = sweep.plan(["ogbench"], bindings, [], [0])
+    assert {"IQLAgent.encoder = 'impala_small'", "make_dataset.frame_stack = 3", "IQLAgent.hidden_dims = (512, 512, "
+            "512, 512)", "IQLAgent.augmentation_probability = 0.5"} <= set(bindings)
+    assert "ogbench:visual-cube-single-play-singletask-task5-v0" in " ".join(command) and spec
+    with pytest.raises(UserError, match=r"--family='visual-antsoccer-arena' is unknown; families: cube-single"):
+        ogbench_reproduction.family_settings("visual-antsoccer-arena")
     assert ogbench_reproduction.FQL_IQL_SETTINGS["cube-double"].beta == 0.3  # FQL paper, Table 6
     assert ogbench_reproduction.FQL_IQL_SETTINGS["humanoidmaze-medium"].discount == 0.995  # Table 5
+
+
+# Rendering offscreen needs a GL library: OSMesa on a CPU (apt-get install libosmesa6), or EGL with a GPU.
+OSMESA = ctypes.util.find_library("OSMesa")
+needs_rendering = pytest.mark.skipif(not OSMESA and os.environ.get("MUJOCO_GL") != "egl",
+                                     reason="no offscreen GL here: apt-get install libosmesa6, or MUJOCO_GL=egl")
+
+
+def _renderer(monkeypatch) -> None:
+    if os.environ.get("MUJOCO_GL") != "egl":
+        monkeypatch.setenv("MUJOCO_GL", "osmesa")
+
+
+@needs_rendering
+def test_visual_datasets_are_the_state_datasets_through_the_camera_trained_and_evaluated(ogbench_dir, tmp_path,
+                                                                                         monkeypatch):
+    """A visual play dataset generated here is its state twin's episodes (same actions, states, ends) with
+    OGBench's 64x64 frames; read as ogbench:visual-..., it has the state dataset's rewards and masks, trains
+    with stacked frames and is evaluated in the visual task, whose frames MuJoCo renders in a process of its
+    own (in this one, beside TensorFlow, the renderer crashes the process)."""
+    _renderer(monkeypatch)
+    steps = 12
+    ogbench_play.generate("visual-cube-single-play-v0", tmp_path, num_episodes=2, episode_steps=steps, processes=1)
+    ogbench_play.generate("cube-single-play-v0", tmp_path / "state", num_episodes=2, episode_steps=steps,
+                          processes=1)
+    with np.load(tmp_path / "visual-cube-single-play-v0.npz") as visual, \
+            np.load(tmp_path / "state" / "cube-single-play-v0.npz") as state:
+        assert visual["observations"].shape == (2 * steps, 64, 64, 3) and visual["observations"].dtype == np.uint8
+        assert np.ptp(visual["observations"].reshape(2 * steps, -1), axis=1).min() > 50  # scenes, not blanks
+        for key in ("actions", "qpos", "qvel", "terminals"):
+            np.testing.assert_array_equal(visual[key], state[key], err_msg=key)
+        frames = visual["observations"]
+    seen = _read("ogbench:visual-cube-single-play-singletask-task2-v0", tmp_path).transitions
+    (tmp_path / "state" / "cube-single-play-v0-val.npz").unlink()
+    expected = _read(NAME, tmp_path / "state").transitions
+    for key in ("actions", "rewards", "terminals", "dones"):
+        np.testing.assert_array_equal(seen[key], expected[key], err_msg=key)
+    kept = np.delete(np.arange(2 * steps), [steps - 1, 2 * steps - 1])  # each episode's last row has no s'
+    np.testing.assert_array_equal(seen["observations"], frames[kept])
+    np.testing.assert_array_equal(seen["next_observations"], frames[kept + 1])
+
+    agent = iql_tf.IQL.from_config("ogbench", hidden_dims=(8,), batch_size=8, jit_compile=False, encoder="conv_small",
+                                   frame_stack=2, eval_episodes=1, progress_bar=False, ogbench_dir=str(tmp_path),
+                                   env_kwargs={"max_episode_steps": 3}, cache_dir=str(tmp_path / "cache"))
+    agent.fit("ogbench:visual-cube-single-play-singletask-task2-v0", steps=2, workdir=str(tmp_path / "run"))
+    (results,) = agent.results
+    assert results["return_mean"] <= 0 and 0.0 <= results["success_rate"] <= 1.0  # three rendered steps
+
+
+def test_an_environment_in_its_own_process_steps_as_it_would_here(tmp_path):
+    from iql_tf.env_process import ProcessEnv
+
+    here = envs.make_env("Pendulum-v1", None, 5)
+    there = ProcessEnv(functools.partial(envs.make_env, "Pendulum-v1", None, 5), "Pendulum-v1")
+    try:
+        assert there.observation_space == here.observation_space and there.spec.id == "Pendulum-v1"
+        np.testing.assert_array_equal(there.reset(seed=3)[0], here.reset(seed=3)[0])
+        for action in ([0.5], [-1.0], [2.0], [0.0], [1.0]):
+            expected, got = here.step(np.asarray(action, np.float32)), there.step(np.asarray(action, np.float32))
+            np.testing.assert_array_equal(got[0], expected[0])
+            assert got[1:4] == expected[1:4]
+        assert got[3]  # the time limit, from the environment in the other process
+    finally:
+        there.close()
+    assert not there._process.is_alive()
+    with pytest.raises(UserError, match=r"environment No-v0: start failed in its process \(UserError: cannot make "
+                                        r"environment 'No-v0'.*set MUJOCO_GL=egl"):
+        ProcessEnv(functools.partial(envs.make_env, "No-v0"), "No-v0")
+
+
+@needs_rendering
+def test_mujoco_beside_tensorflow_with_osmesa_set_exits_cleanly(tmp_path):
+    """With MUJOCO_GL=osmesa (as a visual run needs for its environments' processes), a process that runs
+    TensorFlow and builds an OGBench environment of states exits with 0 (MuJoCo imported with Mesa's LLVM beside
+    TensorFlow's used to abort it at exit)."""
+    script = ("import tensorflow as tf; tf.reduce_sum(tf.ones(2)).numpy()\n"
+              "from iql_tf import envs\n"
+              "env = envs.make_env('cube-single-singletask-task2-v0'); env.reset(seed=0); env.close()\n")
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, MUJOCO_GL="osmesa"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

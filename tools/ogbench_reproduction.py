@@ -14,6 +14,13 @@ One command, three steps, each resumable (re-run it after an interruption):
   3. `iql-report ROOT --last_evaluations=3`: per task and over the five tasks, OGBench's score (the mean success
      of the last three evaluations, 800k-1M), to hold against the FQL paper's IQL in docs/reference_scores.md.
 On a 2-core CPU one run takes about a day; this is for a GPU or a cluster (docs/ogbench.md).
+
+A visual family (`--family=visual-cube-single`) runs the same tasks seen through OGBench's camera with the FQL
+repository's visual settings (its README's visual IQL command): 500k updates, impala_small encoders, p_aug 0.5,
+three stacked frames, its default 4 x 512 networks, the state family's temperature (the FQL repository gives
+visual IQL's only for visual-cube-single: 1, the same). Its play dataset is rendered by MuJoCo while generated
+(set MUJOCO_GL=egl on a GPU, or osmesa on a CPU; about 6 frames/s on a CPU core, so a 1M-frame dataset is days
+of CPU and meant for a GPU machine), and so is every evaluation episode (in a process of its own).
 """
 
 import dataclasses
@@ -58,26 +65,45 @@ FQL_IQL_SETTINGS = {
 }
 
 
+# The FQL repository's visual IQL (README, "IQL on OGBench visual-cube-single"): what a visual family adds.
+VISUAL_BINDINGS = ("train.num_offline_steps = 500000", "IQLAgent.encoder = 'impala_small'",
+                   "IQLAgent.augmentation_probability = 0.5", "make_dataset.frame_stack = 3")
+VISUAL = ogbench_source.VISUAL
+
+
+def family_settings(family: str) -> Family:
+    """The FQL paper's settings of a family, or of the state family of a visual one (with 4 x 512 networks)."""
+    visual = family.startswith(VISUAL)
+    state_family = family[len(VISUAL):] if visual else family
+    if state_family not in FQL_IQL_SETTINGS or visual and state_family not in ogbench_source.VISUAL_FAMILIES:
+        known = list(FQL_IQL_SETTINGS) + [VISUAL + name for name in FQL_IQL_SETTINGS
+                                          if name in ogbench_source.VISUAL_FAMILIES]
+        raise UserError(f"--family={family!r} is unknown; families: {', '.join(known)}")
+    settings = FQL_IQL_SETTINGS[state_family]
+    return dataclasses.replace(settings, hidden_dims=LOCOMOTION) if visual else settings
+
+
 def sweep_command(family: str, seeds: str, root: str, ogbench_dir: str, extra: Sequence[str] = ()) -> List[str]:
     """The `iql-sweep` command line of a family's five tasks."""
-    settings = FQL_IQL_SETTINGS[family]
+    settings = family_settings(family)
     tasks = [f"ogbench:{family}-{settings.kind}-singletask-task{task}-v0" for task in range(1, 6)]
+    visual = [f"--gin_bindings={binding}" for binding in VISUAL_BINDINGS] if family.startswith(VISUAL) else []
     return [sys.executable, "-m", "iql_tf.sweep", "--gin_file=ogbench", f"--grid=make_dataset.source={tasks!r}",
             f"--seeds={seeds}", f"--root={root}",
             f"--gin_bindings=make_dataset.ogbench_dir = {ogbench_dir!r}",
             f"--gin_bindings=IQLAgent.beta = {settings.beta!r}",
             f"--gin_bindings=IQLAgent.discount = {settings.discount!r}",
-            f"--gin_bindings=IQLAgent.hidden_dims = {settings.hidden_dims!r}", *extra]
+            f"--gin_bindings=IQLAgent.hidden_dims = {settings.hidden_dims!r}", *visual, *extra]
 
 
 def ensure_dataset(family: str, ogbench_dir: str, download: bool) -> None:
     """OGBench's files of the family's dataset in `ogbench_dir`: there, generated, or downloaded."""
-    name = ogbench_source.parse(f"ogbench:{family}-{FQL_IQL_SETTINGS[family].kind}-singletask-v0")
+    name = ogbench_source.parse(f"ogbench:{family}-{family_settings(family).kind}-singletask-v0")
     train, val = name.files(ogbench_dir)
     if train.is_file() and val.is_file():
         print(f"dataset: {train} and {val.name} are there", flush=True)
         return
-    if FQL_IQL_SETTINGS[family].kind == "play":
+    if family_settings(family).kind == "play":
         print(f"dataset: generating {name.dataset} at OGBench's size into {ogbench_dir}", flush=True)
         _run([sys.executable, "-m", "iql_tf.generate", "--kind=ogbench", f"--dataset_id={name.dataset}",
               f"--ogbench_dir={ogbench_dir}", "--overwrite"])  # a lone file is what an interrupted run left
@@ -95,8 +121,7 @@ def _run(command: List[str]) -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {list(argv[1:])}")
-    if FLAGS.family not in FQL_IQL_SETTINGS:
-        raise UserError(f"--family={FLAGS.family!r} is unknown; families: {', '.join(FQL_IQL_SETTINGS)}")
+    family_settings(FLAGS.family)  # a known family
     if not FLAGS.root:
         raise UserError("--root is required: the folder the runs and the report go to")
     envs.require_ogbench("tools.ogbench_reproduction")
@@ -111,7 +136,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("family", "cube-single", f"OGBench family: {', '.join(FQL_IQL_SETTINGS)}.")
+    flags.DEFINE_string("family", "cube-single", f"OGBench family: {', '.join(FQL_IQL_SETTINGS)}, or visual- and "
+                        "one of them that OGBench has through a camera (visual-cube-single, ...).")
     flags.DEFINE_string("seeds", "0-7", "Seeds of every task (the FQL paper: 8).")
     flags.DEFINE_string("root", None, "Where the runs and the report go.")
     flags.DEFINE_string("ogbench_dir", ogbench_source.DEFAULT_DATA_DIR, "The folder of OGBench's files.")

@@ -11,6 +11,9 @@ and `NAME-val.npz` (validation) in its data folder (`~/.ogbench/data` unless you
     is done. So bootstrapping stops at a success state, while the play episode goes on: the mask becomes this
     project's terminal (no bootstrap, and the end of a trajectory), and the stored episode ends (`terminals` in
     OGBench's files) are trajectory ends that bootstrap, like time limits.
+A `visual-` name (`ogbench:visual-cube-single-play-singletask-task2-v0`) reads the visual dataset's frames as uint8
+images (as `ogbench.make_env_and_datasets` loads them: the next observations made by shifting, so the frames are
+held twice while converting), relabelled by the state task's environment from the same `qpos`.
 The evaluation environment is the single-task environment of the same name (`cube-single-singletask-task2-v0`),
 which ends an episode at success and reports `info['success']`. ogbench >= 1.2.0 computes the environment's
 reward, termination and success from the state s of each (s, a, s') step ('pre' timing), as the relabelled
@@ -60,6 +63,12 @@ FAMILIES = {
     "antsoccer-arena": ("navigate", "stitch"),
     "antsoccer-medium": ("navigate", "stitch"),
 }
+# The families OGBench also publishes seen through a camera (`visual-` names: 64x64x3 uint8 frames instead of the
+# state; ogbench 1.2.2's registered visual environments).
+VISUAL_FAMILIES = ("cube-single", "cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3", "puzzle-4x4",
+                   "puzzle-4x5", "puzzle-4x6", "antmaze-medium", "antmaze-large", "antmaze-giant", "antmaze-teleport",
+                   "humanoidmaze-medium", "humanoidmaze-large", "humanoidmaze-giant", "humanoidmaze-teleport")
+VISUAL = "visual-"
 _NAME = re.compile(r"^(?P<family>[a-z0-9-]+?)-(?P<kind>[a-z]+)(?P<single>-singletask)?(?:-task(?P<task>\d+))?"
                    r"-(?P<version>v\d+)$")
 
@@ -74,13 +83,20 @@ class OGBenchName:
     kind: str  # play
     task: Optional[int]  # 2; None: the family's default task
     version: str  # v0
+    visual: bool = False  # visual-cube-single-...: the same data and task seen through a camera
 
     @property
     def dataset(self) -> str:
-        return f"{self.family}-{self.kind}-{self.version}"
+        return f"{VISUAL if self.visual else ''}{self.family}-{self.kind}-{self.version}"
 
     @property
     def env_id(self) -> str:
+        """The evaluation environment (for a visual name, the task through the camera)."""
+        return f"{VISUAL if self.visual else ''}{self.state_env_id}"
+
+    @property
+    def state_env_id(self) -> str:
+        """The task's environment with state observations: what relabels the data (its qpos, never its frames)."""
         task = "" if self.task is None else f"-task{self.task}"
         return f"{self.family}-singletask{task}-{self.version}"
 
@@ -97,16 +113,19 @@ def is_ogbench(source: object) -> bool:
 def parse(source: str) -> OGBenchName:
     """`ogbench:NAME` -> its parts; a name OGBench does not have, or a goal-conditioned one, is one UserError."""
     name = source[len(PREFIX):]
-    if name.startswith("visual-") or "-oraclerep" in name:
-        raise UserError(f"{source}: OGBench's pixel-based (visual-) and oracle-representation (-oraclerep) datasets "
-                        "are not supported; name a state-based single-task one, e.g. "
-                        "ogbench:cube-single-play-singletask-task2-v0")
-    match = _NAME.match(name)
+    if "-oraclerep" in name:
+        raise UserError(f"{source}: OGBench's oracle-representation (-oraclerep) datasets are not supported; name a "
+                        "state-based or visual single-task one, e.g. ogbench:cube-single-play-singletask-task2-v0")
+    visual = name.startswith(VISUAL)
+    match = _NAME.match(name[len(VISUAL):] if visual else name)
     families = ", ".join(FAMILIES)
     if match is None or match["family"] not in FAMILIES:
         raise UserError(f"{source}: not an OGBench dataset name; names look like "
                         f"ogbench:cube-single-play-singletask-task2-v0, with a family among {families}")
     family, kind = match["family"], match["kind"]
+    if visual and family not in VISUAL_FAMILIES:
+        raise UserError(f"{source}: OGBench has no visual {family}; its visual families are "
+                        f"{', '.join(VISUAL_FAMILIES)}")
     if kind not in FAMILIES[family]:
         raise UserError(f"{source}: OGBench's {family} has no '{kind}' dataset; it has "
                         f"{', '.join(FAMILIES[family])}")
@@ -117,7 +136,7 @@ def parse(source: str) -> OGBenchName:
     task = None if match["task"] is None else int(match["task"])
     if task is not None and not 1 <= task <= 5:
         raise UserError(f"{source}: OGBench has tasks 1-5 for each family, not task{task}")
-    return OGBenchName(name, family, kind, task, match["version"])
+    return OGBenchName(name, family, kind, task, match["version"], visual)
 
 
 def split_files(name: OGBenchName, data_dir: "str | os.PathLike", download: bool
@@ -148,19 +167,20 @@ def load_split(name: OGBenchName, path: pathlib.Path) -> Dict[str, np.ndarray]:
     """One split as D4RL-style rows with explicit s': observations, actions, rewards, next_observations,
     terminals (OGBench's mask 0: every subtask done) and timeouts (the stored episode's end)."""
     envs.require_ogbench(f"{PREFIX}{name.name}")
+    envs.register_ogbench_environments()  # imports ogbench
     import ogbench
     from ogbench.relabel_utils import relabel_dataset
 
-    try:
-        dataset = ogbench.load_dataset(str(path), add_info=True)
+    try:  # frames as uint8, as ogbench.make_env_and_datasets loads visual datasets
+        dataset = ogbench.load_dataset(str(path), ob_dtype=np.uint8 if name.visual else np.float32, add_info=True)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UserError(f"{path}: not a readable OGBench dataset file ({str(error).splitlines()[0]}); generate or "
                         "download it again") from error
-    env = envs.make_env(name.env_id)  # OGBench's environments registered, built without their start-up notes
+    env = envs.make_env(name.state_env_id)  # OGBench's environments registered, built without start-up notes
     try:
-        relabel_dataset(name.env_id, env, dataset)
+        relabel_dataset(name.state_env_id, env, dataset)
     except (KeyError, IndexError, ValueError) as error:
-        raise UserError(f"{path}: cannot be relabelled for {name.env_id} ({error}); the file is not "
+        raise UserError(f"{path}: cannot be relabelled for {name.state_env_id} ({error}); the file is not "
                         f"{name.dataset}'s (its qpos / button_states do not fit the environment)") from error
     finally:
         env.close()

@@ -39,6 +39,14 @@ def is_image(array: np.ndarray) -> bool:
     return array.dtype == np.uint8 and array.ndim == 4
 
 
+def _frames_differ(frames: np.ndarray, others: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Per row, whether two arrays of frames differ anywhere, compared `rows` rows at a time (a comparison of
+    1M 64x64x3 frames at once would take 12 GB)."""
+    flags = [np.any((frames[start:start + rows] != others[start:start + rows]).reshape(
+        min(rows, len(frames) - start), -1), axis=1) for start in range(0, len(frames), rows)]
+    return np.concatenate(flags) if flags else np.zeros(0, bool)
+
+
 def from_episode(
     observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminations: np.ndarray
 ) -> Transitions:
@@ -113,7 +121,7 @@ def from_rows(
     if next_observations is not None:
         dones = terminals | timeouts
         if is_image(observations):  # exact: a frame is the next row's or another
-            jumps = np.any((observations[1:] != next_observations[:-1]).reshape(len(observations) - 1, -1), axis=1)
+            jumps = _frames_differ(observations[1:], next_observations[:-1])
         else:
             jumps = np.linalg.norm(observations[1:] - next_observations[:-1], axis=-1) > CONTINUITY_TOLERANCE
         dones[:-1] |= jumps

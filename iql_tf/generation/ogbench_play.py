@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import envs, files
+from iql_tf.env_process import RENDERING_FIX
 from iql_tf.errors import UserError
 
 EPISODE_STEPS = 1001  # OGBench's max_episode_steps: 1000 transitions per episode once loaded
@@ -57,6 +58,10 @@ PLAY_DATASETS = {
     "puzzle-4x5-play-v0": PlayDataset("puzzle-4x5-v0", 3000),
     "puzzle-4x6-play-v0": PlayDataset("puzzle-4x6-v0", 5000),
 }
+# The same datasets seen through OGBench's camera (64x64x3 frames rendered by MuJoCo at every step; the state
+# kept in qpos / qvel as in the state datasets): `visual-` names, collected in the visual environments.
+PLAY_DATASETS.update({f"visual-{name}": PlayDataset(f"visual-{recipe.env_id}", recipe.num_episodes)
+                      for name, recipe in list(PLAY_DATASETS.items())})
 
 # The range of the per-episode stacking probability, by number of cubes (OGBench's driver).
 _STACKING = {"single": (0.0, 0.0), "double": (0.0, 0.25), "triple": (0.05, 0.35), "quadruple": (0.1, 0.5)}
@@ -120,7 +125,9 @@ def _run_episodes(env_id: str, count: int, episode_steps: int, seed: int, proces
     jobs = [(env_id, episode_steps, seed, episode) for episode in range(count)]
     bar = tqdm(total=count, desc="episodes", unit="ep", dynamic_ncols=True)
     try:
-        if processes == 1:
+        # Frames rendered by MuJoCo: always in a spawned worker (its renderer and TensorFlow cannot share a
+        # process: iql_tf/env_process.py).
+        if processes == 1 and not env_id.startswith("visual-"):
             results = []
             try:
                 for job in jobs:
@@ -146,28 +153,41 @@ _WORKER_STATE = {}  # per worker process: env_id -> (env, oracles)
 
 
 def _episode(job) -> Dict[str, np.ndarray]:
-    """One episode of `env_id`'s play data; scene episodes that hide the cube are redone with a new seed."""
-    env_id, episode_steps, seed, episode = job
+    """One episode of `env_id`'s play data; a renderer that cannot start is one line saying how to make it."""
+    env_id = job[0]
+    try:
+        return _healthy_episode(*job)
+    except Exception as error:  # noqa: BLE001 - MuJoCo's renderer fails in many ways without a GL backend
+        if not env_id.startswith("visual-") or isinstance(error, UserError):
+            raise
+        raise UserError(f"{env_id}: rendering its frames failed ({type(error).__name__}: {error}); "
+                        f"{RENDERING_FIX}") from None
+
+
+def _healthy_episode(env_id: str, episode_steps: int, seed: int, episode: int) -> Dict[str, np.ndarray]:
+    """One episode; scene episodes that hide the cube are redone with a new seed."""
     env, oracles = _environment(env_id, episode_steps)
     for attempt in range(_MAX_RETRIES + 1):
         rows = _collect(env, oracles, env_id, episode_seed(seed, episode, attempt))
-        if not env_id.startswith("scene") or _cube_in_sight(rows["qpos"]):
+        if not _family(env_id).startswith("scene") or _cube_in_sight(rows["qpos"]):
             return rows
     raise UserError(f"{env_id}: episode {episode} hid the cube {_MAX_RETRIES + 1} times in a row; try another --seed")
 
 
 def _environment(env_id: str, episode_steps: int):
     if env_id not in _WORKER_STATE:
+        if env_id.startswith("visual-"):  # in a spawned worker (`_run_episodes`), which renders
+            envs.allow_rendering()
+        envs.register_ogbench_environments()
         import gymnasium as gym
         from ogbench.manipspace.oracles.plan import button_plan, cube_plan, drawer_plan, window_plan
 
-        envs.register_ogbench_environments()
         with envs.quiet_ogbench_construction():
             env = gym.make(env_id, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_steps)
         noise = dict(noise=NOISE, noise_smoothing=NOISE_SMOOTHING)
-        if env_id.startswith("cube"):
+        if _family(env_id).startswith("cube"):
             oracles = {"cube": cube_plan.CubePlanOracle(env=env, **noise)}
-        elif env_id.startswith("scene"):
+        elif _family(env_id).startswith("scene"):
             oracles = {
                 "cube": cube_plan.CubePlanOracle(env=env, **noise),
                 "button": button_plan.ButtonPlanOracle(env=env, **noise),
@@ -180,8 +200,14 @@ def _environment(env_id: str, episode_steps: int):
     return _WORKER_STATE[env_id]
 
 
+def _family(env_id: str) -> str:
+    """`cube-single-v0` of `cube-single-v0` and of `visual-cube-single-v0`."""
+    return env_id[len("visual-"):] if env_id.startswith("visual-") else env_id
+
+
 def _stacking_probability(env_id: str) -> float:
-    cubes = env_id.split("-")[1] if env_id.startswith("cube") else None
+    family = _family(env_id)
+    cubes = family.split("-")[1] if family.startswith("cube") else None
     low, high = _STACKING.get(cubes, (0.5, 0.5))
     return float(np.random.uniform(low, high)) if high > low else low
 
@@ -214,7 +240,9 @@ def _collect(env, oracles, env_id: str, seed: int) -> Dict[str, np.ndarray]:
         if has_buttons:
             rows["button_states"].append(info["prev_button_states"])
         observation = next_observation
-    dtypes = {"terminals": bool, "button_states": np.int64}
+    # Frames stay uint8, as OGBench stores them.
+    dtypes = {"terminals": bool, "button_states": np.int64,
+              "observations": np.uint8 if np.asarray(observation).dtype == np.uint8 else np.float32}
     return {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in rows.items()}
 
 
