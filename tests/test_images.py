@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from iql_tf import IQL, augmentation, encoders
 from iql_tf.agent import IQLAgent
-from iql_tf.data import from_arrays, from_pandas, rewards, shards, streaming
+from iql_tf.data import from_arrays, from_pandas, rewards, shards, sources, streaming, validation
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.data.streaming import StreamedBatches
@@ -253,6 +253,28 @@ def test_image_data_refuses_what_images_cannot_do_in_one_line(tmp_path):
                   progress=False)
     with pytest.raises(UserError, match=r"IQLAgent.encoder"):
         AgentSettings(encoder="resnet50")
+    with pytest.raises(UserError, match=r"frame_stack = 2 is longer than its longest trajectory \(1 steps\)"):
+        make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), frame_stack=2))  # one-step episodes
+
+    def read(**arrays):
+        report = validation.Report()
+        sources.read(sources.resolve(from_arrays(**dict(rows, **arrays))), report)
+        report.raise_first("arrays")
+
+    images = rows["observations"]
+    with pytest.raises(UserError, match=r"holds frames \[N, h, w, c\] of dtype float32; image observations are uint8 "
+                                        r"pixels 0-255.*look like 0-1: \(frames \* 255\).round\(\).astype"):
+        read(observations=images / 255.0)
+    with pytest.raises(UserError, match=r"convert them \(0-255: frames.astype\(np.uint8\)\)"):
+        read(observations=images.astype(np.float32))
+    with pytest.raises(UserError, match=r"holds frames of shape \[1, 12, 12\], channels first.*np.moveaxis"):
+        read(observations=np.moveaxis(images, -1, 1))
+    import pandas as pd
+
+    frame = pd.DataFrame({"observations": list(images[:-1]) + [images[-1, :6]], "actions": list(rows["actions"]),
+                          "rewards": rows["rewards"], "terminals": rows["terminals"], "timeouts": rows["timeouts"]})
+    with pytest.raises(UserError, match=r"holds images of different shapes"):
+        from_pandas(frame)
 
 
 class Counter(gym.Env):

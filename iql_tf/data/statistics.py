@@ -26,6 +26,7 @@ def of(transitions: Transitions) -> Dict[str, Any]:
         "observation_std": [] if image else observations.std(axis=0, dtype=np.float64).tolist(),
         "trajectory_return_min": float(returns.min()),
         "trajectory_return_max": float(returns.max()),
+        "trajectory_length_max": int(rewards.trajectory_lengths(transitions["dones"]).max()),
     }
 
 
@@ -37,6 +38,7 @@ class Gathered:
         self.num_transitions = self.num_episodes = 0
         self._mean = self._squares = None
         self._return_min, self._return_max = np.inf, -np.inf
+        self._length_max = 0
 
     def add(self, part: Transitions) -> None:
         """One or more whole trajectories (the last row of `part` ends one)."""
@@ -60,8 +62,10 @@ class Gathered:
         self.num_episodes += len(returns)
         self._return_min = min(self._return_min, float(returns.min()))
         self._return_max = max(self._return_max, float(returns.max()))
+        self._length_max = max(self._length_max, int(rewards.trajectory_lengths(part["dones"]).max()))
 
     def statistics(self) -> Dict[str, Any]:
         return {"observation_mean": self._mean.tolist(),
                 "observation_std": np.sqrt(self._squares / self.num_transitions).tolist(),
-                "trajectory_return_min": self._return_min, "trajectory_return_max": self._return_max}
+                "trajectory_return_min": self._return_min, "trajectory_return_max": self._return_max,
+                "trajectory_length_max": self._length_max}

@@ -19,6 +19,9 @@ from iql_tf.errors import UserError
 # noise (for [-1, 1]: 1e-3).
 ACTION_TOLERANCE = 1e-3
 _SHOWN_ROWS = 5
+# Frames [h, w, c] of at most this many rows, and fewer rows than columns and channels, are taken for
+# channels-first [c, h, w] (4 stacked RGB frames are 12 channels; no camera gives images a dozen pixels high).
+_MAX_CHANNELS = 12
 REQUIRED_ROW_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 # What other loggers (gymnasium, Minari, RLlib, D4RL's infos) call the D4RL fields: a missing field is looked
@@ -118,8 +121,19 @@ class Report:
                            row_shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
         """Observations of `rows` rows (None: any) shaped `row_shape` (None: any): images (`is_image`, kept as
         uint8: the networks scale them) or vectors (`check_array`'s float32); None when unusable."""
+        if array.ndim == 4 and not is_image(array) and array.dtype.kind in "biuf":
+            scale = "they look like 0-1: (frames * 255).round().astype(np.uint8)" if array.size and np.nanmax(
+                array) <= 1.0 else "0-255: frames.astype(np.uint8)"
+            self.add(where, field, f"holds frames [N, h, w, c] of dtype {array.dtype}",
+                     f"image observations are uint8 pixels 0-255, which the networks scale by 1/255 themselves; "
+                     f"convert them ({scale})")
+            return None
         if not is_image(array):
             return self.check_array(where, field, array, (rows, None if row_shape is None else row_shape[0]))
+        if array.shape[1] <= _MAX_CHANNELS and array.shape[1] < min(array.shape[2:]):
+            self.add(where, field, f"holds frames of shape {list(array.shape[1:])}, channels first by the look of "
+                     "them", "give images as [N, height, width, channels]: np.moveaxis(frames, 1, -1)")
+            return None
         shape = (rows, *(row_shape or (None, None, None)))
         return np.asarray(array) if self._check_dtype_and_shape(where, field, array, shape, "u", "uint8") else None
 
