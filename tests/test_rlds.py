@@ -303,23 +303,57 @@ def test_empty_episodes_and_integer_flags_read_as_the_same_transitions(tmp_path)
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
-def test_an_image_in_the_observations_is_refused_in_one_line_naming_the_other_parts(tmp_path):
-    # Images in RLDS observations need dict observations (a camera beside a state): refused, not flattened.
+def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_image_beside_others_is_refused(
+        tmp_path):
+    """An RLDS observation of a camera and a state: the camera alone reads as uint8 frames (converted, or
+    streamed as it is with frame stacks built per episode, the FQL repository's stacks), the state alone as a
+    vector; both together need dict observations and are refused in one line naming both choices."""
+    from iql_tf.data.streaming import StreamedBatches
+    from test_images import fql_stacks
+
     features = tfds.features.FeaturesDict({"steps": tfds.features.Dataset({
         "observation": tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 3)),
                                                    "state": tfds.features.Tensor(shape=(2,), dtype=np.float32)}),
         "action": tfds.features.Tensor(shape=(1,), dtype=np.float32), "reward": np.float32,
         "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_})})
-    steps = 4
-    episode = {"steps": {"observation": {"image": np.zeros((steps, 8, 8, 3), np.uint8),
-                                         "state": np.zeros((steps, 2), np.float32)},
-                         "action": np.zeros((steps, 1), np.float32), "reward": np.zeros(steps, np.float32),
-                         "is_first": np.arange(steps) == 0, "is_last": np.arange(steps) == steps - 1,
-                         "is_terminal": np.zeros(steps, bool)}}
-    folder = rlds_writer.write_episodes(tmp_path / "camera", "camera", features, [episode])
-    with pytest.raises(UserError, match=r"its observation part 'image' is an image, which iql-tf does not read from "
-                                        r"RLDS yet .*make_dataset.observation_keys = \['state'\]"):
-        make_dataset(DataSettings(f"rlds:{folder}", cache_dir=str(tmp_path / "cache")))
-    state_only = make_dataset(DataSettings(f"rlds:{folder}", cache_dir=str(tmp_path / "cache"),
-                                           observation_keys=["state"]))
+    steps, count = 5, 3
+
+    def episode(index):  # frame t of episode i filled with 16 * i + t: every frame its own
+        frames = np.stack([np.full((8, 8, 3), 16 * index + t, np.uint8) for t in range(steps)])
+        return {"steps": {"observation": {"image": frames, "state": np.zeros((steps, 2), np.float32)},
+                          "action": np.full((steps, 1), index / 10, np.float32),
+                          "reward": np.arange(steps, dtype=np.float32) * (index + 1), "is_first": np.arange(steps) == 0,
+                          "is_last": np.arange(steps) == steps - 1, "is_terminal": np.zeros(steps, bool)}}
+
+    folder = rlds_writer.write_episodes(tmp_path / "camera", "camera", features, [episode(i) for i in range(count)])
+    source, cache = f"rlds:{folder}", str(tmp_path / "cache")
+    with pytest.raises(UserError, match=r"its observation part 'image' is an image, which iql-tf reads from RLDS only "
+                                        r"as the whole observation .*make_dataset.observation_keys = \['state'\]\) or "
+                                        r"one camera alone \(make_dataset.observation_keys = \['image'\]\)"):
+        make_dataset(DataSettings(source, cache_dir=cache))
+    state_only = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["state"]))
     assert state_only.metadata.observation_shape == [2]
+
+    camera = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["image"], frame_stack=2))
+    assert camera.metadata.images and camera.metadata.observation_shape == [8, 8, 3]
+    frames = np.stack([episode(i)["steps"]["observation"]["image"] for i in range(count)])
+    np.testing.assert_array_equal(camera.tensors["observations"].numpy(), frames[:, :-1].reshape(-1, 8, 8, 3))
+    np.testing.assert_array_equal(camera.tensors["next_observations"].numpy(), frames[:, 1:].reshape(-1, 8, 8, 3))
+    expected = fql_stacks(camera.tensors["observations"].numpy(), camera.tensors["next_observations"].numpy(),
+                          camera.tensors["dones"].numpy(), 2)
+
+    streamed = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["image"], frame_stack=2,
+                                         rlds_as_is=True))
+    rows = count * (steps - 1)  # a batch of every row: one epoch, permuted
+    batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, 1, rows, rows, seed=0,
+                              frame_stack=2)
+    batches.available()
+    batch = batches.sample([])
+    order = np.argsort(batch["observations"].numpy()[0, :, 0, 0, -1])  # the current frame's value
+    np.testing.assert_array_equal(batch["observations"].numpy()[0][order], expected[0])
+    np.testing.assert_array_equal(batch["next_observations"].numpy()[0][order], expected[1])
+    agent = iql_tf.IQL.from_config("locomotion", hidden_dims=(4,), batch_size=4, encoder="conv_small",
+                                   jit_compile=False, frame_stack=2, observation_keys=["image"], rlds_as_is=True,
+                                   eval_episodes=0, progress_bar=False, cache_dir=cache)
+    agent.fit(source, steps=2, workdir=str(tmp_path / "run"))
+    assert agent.predict(frames[0, :1].repeat(2, -1)).shape == (1, 1)

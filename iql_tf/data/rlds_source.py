@@ -26,7 +26,9 @@ observation is zeros or another episode's) it is stored as s itself, as for .npz
 
 Observations and actions may be dicts (`image`, `wrist_image`, `state`, ...): `make_dataset.observation_keys` /
 `action_keys` select and order the parts (default: every numeric part, sorted), flattened and concatenated;
-strings (language instructions) and other step or episode metadata never reach the networks.
+strings (language instructions) and other step or episode metadata never reach the networks. An image (uint8
+[height, width, channels]) is read as it is when it is the whole observation (one camera selected alone); beside
+other parts it is refused until dict observations come.
 """
 
 import dataclasses
@@ -287,11 +289,12 @@ def _select(source: str, field: str, feature: Any, keys: Optional[Sequence[str]]
                             f"{', '.join(available)} (make_dataset.{field}_keys)")
     selected = list(keys) if keys else available
     images = [key for key in selected if _is_image_feature(feature, key)]
-    if images:
+    if images and (field != "observation" or len(selected) > 1):
         others = [key for key in available if not _is_image_feature(feature, key)]
-        raise UserError(f"{source}: its {field} part {images[0]!r} is an image, which iql-tf does not read from RLDS "
-                        f"yet (images with other parts need dict observations); select its other parts: "
-                        f"make_dataset.{field}_keys = {others}")
+        alone = f" or one camera alone (make_dataset.{field}_keys = [{images[0]!r}])" if field == "observation" else ""
+        raise UserError(f"{source}: its {field} part {images[0]!r} is an image, which iql-tf reads from RLDS only as "
+                        f"the whole observation (an image beside other parts needs dict observations, not done yet); "
+                        f"select its other parts (make_dataset.{field}_keys = {others}){alone}")
     return selected
 
 
@@ -303,10 +306,13 @@ def _is_image_feature(feature: Any, key: str) -> bool:
 
 
 def _flattened(value: Any, keys: Optional[List[str]]) -> Any:
-    """A step field [T, ...] (or a dict of them) -> float32 [T, D], the parts of `keys` concatenated in order."""
+    """A step field [T, ...] (or a dict of them) -> float32 [T, D], the parts of `keys` concatenated in order; an
+    image (uint8 [T, height, width, channels], the field's only part: `_select`) as it is."""
     import tensorflow as tf
 
     def flat(part: Any) -> Any:
+        if part.dtype == tf.uint8 and part.shape.rank == 4:
+            return part
         return tf.reshape(tf.cast(part, tf.float32), [tf.shape(part)[0], -1])
 
     if keys is None:
@@ -317,7 +323,7 @@ def _flattened(value: Any, keys: Optional[List[str]]) -> Any:
         for name in key.split("/"):
             part = part[name]
         parts.append(flat(part))
-    return tf.concat(parts, axis=1)
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 
 def split_bytes(builder: Any, options: RLDSOptions) -> int:

@@ -88,9 +88,11 @@ class StreamedBatches(tf.Module):
         if frame_stack > 1:
             stack = lambda blocks: frame_stacks.stack_blocks(shaped(blocks, metadata.observation_shape),  # noqa: E731
                                                              frame_stack)
-        # (An RLDS dataset streamed as it is holds no images: their frames are never stacked.)
-        blocks = _shard_blocks(directory, metadata, seed, fix, stack) if metadata.stream_of is None else \
-            rlds_source.stream_rows(metadata.stream_of, seed)
+        if metadata.stream_of is None:
+            blocks = _shard_blocks(directory, metadata, seed, fix, stack)
+        else:  # an RLDS dataset streamed as it is: a block per episode, each a trajectory of its own
+            blocks = rlds_source.stream_rows(metadata.stream_of, seed)
+            blocks = stack(blocks) if stack else blocks
         observation_shape = stacked_shape(metadata.observation_shape, frame_stack)
         blocks = shaped(blocks, observation_shape)
         chunks = blocks.rebatch(shuffle_buffer).repeat()
