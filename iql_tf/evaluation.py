@@ -5,7 +5,10 @@ A separate environment instance from any exploration, seeded per episode from th
 actions (the policy mean, clipped to the bounds), full episodes up to the environment's time limit.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import concurrent.futures
+import contextlib
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -34,15 +37,34 @@ def make_envs(make_env: Callable[[], gym.Env], num_episodes: int, num_envs: int 
     """The environments `evaluate` steps in lockstep: one per episode, at most `num_envs`.
 
     Building them costs about as much as a short evaluation (60 ms each for PointMaze), so callers
-    that evaluate repeatedly build them once and pass them to every `evaluate`. An environment in a process of
-    its own (`env_process.ProcessEnv`: rendered frames) is built once: `evaluate` steps its environments one
-    after the other, so more processes would hold more memory for no speed.
+    that evaluate repeatedly build them once and pass them to every `evaluate`. Environments in processes of
+    their own (`env_process.ProcessEnv`: rendered frames) are stepped side by side, one per core at most (each
+    process holds its simulator and renderer).
     """
+    first = make_env()
+    count = min(num_envs, num_episodes, _cores() if _in_processes([first]) else num_envs)
+    return [first] + [make_env() for _ in range(count - 1)]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _stepping(envs: Sequence[gym.Env]) -> Iterator[Callable[[List[tuple]], List[tuple]]]:
+    """A function that steps envs[i] with each (action, i) and returns their steps in order: side by side, a
+    thread waiting on each pipe, for environments in processes of their own; one after the other here."""
+    if len(envs) > 1 and _in_processes(envs):
+        with concurrent.futures.ThreadPoolExecutor(len(envs)) as pool:
+            yield lambda pairs: list(pool.map(lambda pair: envs[pair[1]].step(pair[0]), pairs))
+    else:
+        yield lambda pairs: [envs[i].step(action) for action, i in pairs]
+
+
+def _in_processes(envs: Sequence[gym.Env]) -> bool:
     from iql_tf.env_process import ProcessEnv
 
-    first = make_env()
-    count = 1 if isinstance(first, ProcessEnv) else min(num_envs, num_episodes)
-    return [first] + [make_env() for _ in range(count - 1)]
+    return all(isinstance(env.unwrapped, ProcessEnv) for env in envs)
 
 
 def evaluate(
@@ -75,22 +97,22 @@ def evaluate(
     # Per env: [episode return, success so far, observation], or None once it has no episode left.
     slots = [start(env) for env in envs]
     reports_success = False
-    while any(slot is not None for slot in slots):
-        active = [i for i, slot in enumerate(slots) if slot is not None]
-        observations = np.stack([flatten_observation(slots[i][2], observation_keys) for i in active])
-        actions = np.asarray(policy(observations))
-        for action, i in zip(actions, active):
-            observation, reward, terminated, truncated, info = envs[i].step(action)
-            slot = slots[i]
-            slot[0] += float(reward)
-            if "success" in info:
-                reports_success = True
-                slot[1] = slot[1] or bool(info["success"])
-            slot[2] = observation
-            if terminated or truncated:
-                returns.append(slot[0])
-                successes.append(slot[1])
-                slots[i] = start(envs[i])
+    with _stepping(envs) as step:
+        while any(slot is not None for slot in slots):
+            active = [i for i, slot in enumerate(slots) if slot is not None]
+            observations = np.stack([flatten_observation(slots[i][2], observation_keys) for i in active])
+            actions = np.asarray(policy(observations))
+            for (observation, reward, terminated, truncated, info), i in zip(step(list(zip(actions, active))), active):
+                slot = slots[i]
+                slot[0] += float(reward)
+                if "success" in info:
+                    reports_success = True
+                    slot[1] = slot[1] or bool(info["success"])
+                slot[2] = observation
+                if terminated or truncated:
+                    returns.append(slot[0])
+                    successes.append(slot[1])
+                    slots[i] = start(envs[i])
 
     returns = np.asarray(returns)
     results = {"return_mean": float(returns.mean()), "return_std": float(returns.std())}

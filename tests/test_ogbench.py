@@ -260,6 +260,17 @@ def test_an_environment_in_its_own_process_steps_as_it_would_here(tmp_path):
     finally:
         there.close()
     assert not there._process.is_alive()
+    # Evaluated side by side in two processes, episodes give what they give here.
+    from iql_tf import evaluation
+
+    policy = lambda observations: np.tanh(observations[:, :1] * 3.0)  # noqa: E731 - deterministic, state-dependent
+    apart = [ProcessEnv(functools.partial(envs.make_env, "Pendulum-v1", None, 7), "Pendulum-v1") for _ in range(2)]
+    together = [envs.make_env("Pendulum-v1", None, 7) for _ in range(2)]
+    try:
+        assert evaluation.evaluate(policy, apart, None, 5, seed=1) == evaluation.evaluate(policy, together, None, 5, 1)
+    finally:
+        for env in apart:
+            env.close()
     with pytest.raises(UserError, match=r"environment No-v0: start failed in its process \(UserError: cannot make "
                                         r"environment 'No-v0'.*set MUJOCO_GL=egl"):
         ProcessEnv(functools.partial(envs.make_env, "No-v0"), "No-v0")
