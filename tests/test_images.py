@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from iql_tf import IQL, augmentation, encoders
 from iql_tf.agent import IQLAgent
-from iql_tf.data import from_arrays, from_pandas, rewards, shards, sources, streaming, validation
-from iql_tf.data.pipeline import make_dataset
+from iql_tf.data import checksums, from_arrays, from_pandas, rewards, shards, sources, streaming, validation
+from iql_tf.data.pipeline import load_converted, make_dataset
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.errors import UserError
@@ -86,8 +86,33 @@ def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tm
     np.testing.assert_array_equal(held.tensors["observations"].numpy(), images[:-1])
     np.testing.assert_array_equal(held.tensors["next_observations"].numpy(), images[1:])
     assert held.metadata.num_episodes == -(-count // 7) and len(held.metadata.shards) == 1
-    assert json.loads(pathlib.Path(held.directory, "metadata.json").read_text())["format_version"] == 6
-    assert held.metadata.statistics["shards_bytes"] < 0.3 * 2 * images[:-1].size * 4  # uint8, not float32
+    assert json.loads(pathlib.Path(held.directory, "metadata.json").read_text())["format_version"] == 7
+    # uint8, not float32, and each frame once: the frames, the next frames of the 30 trajectory ends and of each
+    # block's last row, three small columns (twice the frames, as format 6 stored them, would be 2.0).
+    assert held.metadata.statistics["shards_bytes"] < 1.3 * images[:-1].size
+    assert held.metadata.frames_once
+
+    # A format 6 directory (each block's next frames stored whole, as iql-tf wrote images before) reads the same.
+    old = tmp_path / "format6"
+    old.mkdir()
+    for shard in held.metadata.shards:
+        with tf.io.TFRecordWriter(str(old / shard.file)) as writer:
+            for record in tf.data.TFRecordDataset(str(pathlib.Path(held.directory, shard.file))):
+                example = tf.train.Example.FromString(record.numpy())
+                block = shards.parse_block(record, held.metadata)
+                features = example.features.feature
+                del features[shards.END_FRAMES]
+                features["next_observations"].bytes_list.value.append(
+                    tf.io.serialize_tensor(block["next_observations"]).numpy())
+                writer.write(example.SerializeToString())
+    fields = json.loads(pathlib.Path(held.directory, "metadata.json").read_text())
+    for shard, digest in zip(fields["shards"], checksums.files_sha256([old / s.file for s in held.metadata.shards])):
+        shard["sha256"] = digest
+    (old / "metadata.json").write_text(json.dumps(dict(fields, format_version=6)))
+    (old_tensors, old_metadata), (new_tensors, _) = load_converted(old), load_converted(held.directory)
+    assert not old_metadata.frames_once and sorted(old_tensors) == sorted(new_tensors)
+    for key, value in old_tensors.items():
+        np.testing.assert_array_equal(value.numpy(), new_tensors[key].numpy(), err_msg=key)
 
     streamed = make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), streaming=True))
     # Groups of image batches are bounded in bytes: here to 3 batches, fetched 3 at a time.

@@ -13,11 +13,14 @@ from iql_tf import json_records
 from iql_tf.data import storage
 from iql_tf.errors import UserError
 
-FORMAT_VERSION = 6  # 3: statistics; 4: content_sha256; 5: stream_of; 6: observation_dtype
+# 3: statistics; 4: content_sha256; 5: stream_of; 6: observation_dtype; 7: image shards hold each frame once
+# (`shards.END_FRAMES`).
+FORMAT_VERSION = 7
+IMAGES_VERSION = 6  # the first format with images (their next frames stored whole, a second time)
 # Versions still read, with what their files lack: a version 3 dataset is identified by its shards' bytes.
 _BEFORE_IMAGES = {"observation_dtype": "float32"}
 _OLDER_VERSIONS = {3: {"content_sha256": None, "stream_of": None, **_BEFORE_IMAGES},
-                   4: {"stream_of": None, **_BEFORE_IMAGES}, 5: _BEFORE_IMAGES}
+                   4: {"stream_of": None, **_BEFORE_IMAGES}, 5: _BEFORE_IMAGES, IMAGES_VERSION: {}}
 OBSERVATION_DTYPES = ("float32", "uint8")  # vectors; images [height, width, channels]
 METADATA_FILE = "metadata.json"
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
@@ -108,6 +111,11 @@ class DatasetMetadata:
         return self.observation_dtype == "uint8"
 
     @property
+    def frames_once(self) -> bool:
+        """Whether the shards hold each frame once: next frames rebuilt from the following rows' (format 7)."""
+        return self.images and self.format_version >= 7
+
+    @property
     def content_checksum(self) -> str:
         """Identifies the converted data (what a run records of it): the sha256 of its arrays, the same for every
         conversion of the same source with the same settings. A version 3 dataset has only its shards' digests
@@ -120,7 +128,7 @@ class DatasetMetadata:
 def _encoded(fields: Dict[str, Any]) -> Dict[str, Any]:
     """The JSON fields: infinite bounds as strings; no observation_dtype in the formats before images."""
     fields = dict(fields, **{name: [json_records.encode_float(v) for v in fields[name]] for name in _BOUND_FIELDS})
-    if fields["format_version"] < FORMAT_VERSION:
+    if fields["format_version"] < IMAGES_VERSION:
         del fields["observation_dtype"]
     return fields
 

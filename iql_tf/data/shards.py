@@ -4,7 +4,11 @@
 tf.train.Example with one bytes feature per transition key (`tf.io.serialize_tensor` of a float32 block)
 and the int64 features `block` (global position of the block) and `shard`. Big records make reading a few
 large sequential reads; `block` restores the order after a parallel read, which trajectory splitting needs.
-Image observations are uint8 blocks of fewer rows (`block_rows`), stored raw (docs/data.md says why not PNG).
+Image observations are uint8 blocks of fewer rows (`block_rows`), stored raw (docs/data.md says why not PNG), each
+frame once: a row's next frame is the following row's frame, so a block of images holds, instead of its next
+observations, only `end_frames`, the next frames of its rows that end a trajectory and of its last row; reading
+rebuilds the next observations block by block (`_next_frames`). (Format 6 image shards, from before, hold them
+whole and are still read.)
 """
 
 import pathlib
@@ -23,12 +27,14 @@ DEFAULT_SHARD_SIZE = 262144  # transitions per file: a 1M dataset reads as 4 fil
 SHARD_GLOB = "shard-*-of-*.tfrecord"
 IMAGE_BLOCK_BYTES = 8 * 2**20  # a block of image rows: about as many bytes as a block of hopper's rows
 OBSERVATION_KEYS = ("observations", "next_observations")
+END_FRAMES = "end_frames"  # a block of images: the next frames of its rows that end a trajectory, and of its last
 
 _FEATURES = {
-    **{key: tf.io.FixedLenFeature([], tf.string) for key in TRANSITION_KEYS},
+    **{key: tf.io.FixedLenFeature([], tf.string) for key in (*TRANSITION_KEYS, END_FRAMES)},
     "block": tf.io.FixedLenFeature([], tf.int64),
     "shard": tf.io.FixedLenFeature([], tf.int64),
 }
+_STORED = [key for key in TRANSITION_KEYS if key != "next_observations"] + [END_FRAMES]  # a block of images'
 
 
 def shard_name(index: int, count: int) -> str:
@@ -72,12 +78,20 @@ def block_rows(data: Transitions) -> int:
     return max(1, min(BLOCK_SIZE, IMAGE_BLOCK_BYTES // row_bytes))
 
 
+def _ends(dones: np.ndarray) -> np.ndarray:
+    """The rows of a block whose next frame is stored (`END_FRAMES`): those that end a trajectory, and the last."""
+    ends = np.asarray(dones) > 0
+    ends[-1:] = True
+    return ends
+
+
 def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) -> bytes:
+    arrays = {key: data[key][start:stop] for key in TRANSITION_KEYS}
+    if is_image(arrays["observations"]):  # each frame once
+        arrays[END_FRAMES] = arrays.pop("next_observations")[_ends(arrays["dones"])]
     feature = {
-        key: tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(data[key][start:stop]).numpy()])
-        )
-        for key in TRANSITION_KEYS
+        key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(value).numpy()]))
+        for key, value in arrays.items()
     }
     feature["block"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[block]))
     feature["shard"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[shard]))
@@ -89,17 +103,28 @@ def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) ->
 _COUNT_FEATURES = {key: _FEATURES[key] for key in ("rewards", "block", "shard")}
 
 
-def _parse(record: tf.Tensor, observation_dtype: str = "float32"):
-    example = tf.io.parse_single_example(record, _FEATURES)
-    arrays = {key: tf.io.parse_tensor(example[key], observation_dtype if key in OBSERVATION_KEYS else tf.float32)
-              for key in TRANSITION_KEYS}
+def _parse(record: tf.Tensor, metadata: DatasetMetadata):
+    keys = _STORED if metadata.frames_once else TRANSITION_KEYS
+    example = tf.io.parse_single_example(record, {key: _FEATURES[key] for key in (*keys, "block", "shard")})
+    arrays = {key: tf.io.parse_tensor(example[key], metadata.observation_dtype if key in (*OBSERVATION_KEYS, END_FRAMES)
+                                      else tf.float32) for key in keys}
+    if metadata.frames_once:
+        arrays["next_observations"] = _next_frames(arrays["observations"], arrays.pop(END_FRAMES), arrays["dones"])
     return example["block"], example["shard"], arrays
 
 
-def parse_block(record: tf.Tensor, observation_dtype: str) -> Dict[str, tf.Tensor]:
-    """One record's block of transitions, keyed as TRANSITION_KEYS (for streaming); observations of
-    `observation_dtype` (the metadata's)."""
-    return _parse(record, observation_dtype)[2]
+def _next_frames(observations: tf.Tensor, end_frames: tf.Tensor, dones: tf.Tensor) -> tf.Tensor:
+    """A block's next observations: the following row's frame, or the stored one where `_ends` says (scattered
+    over the shifted frames: measured 4.6 times as fast as choosing every row's with tf.where)."""
+    rows = tf.shape(dones)[0]
+    ends = tf.logical_or(dones > 0, tf.range(rows) == rows - 1)
+    following = tf.concat([observations[1:], observations[-1:]], axis=0)
+    return tf.tensor_scatter_nd_update(following, tf.where(ends), end_frames)
+
+
+def parse_block(record: tf.Tensor, metadata: DatasetMetadata) -> Dict[str, tf.Tensor]:
+    """One record's block of transitions, keyed as TRANSITION_KEYS (for streaming), as `metadata` describes them."""
+    return _parse(record, metadata)[2]
 
 
 def verified_paths(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix: str = "re-run the conversion"
@@ -133,7 +158,7 @@ def check_counts(directory: "str | pathlib.Path", paths: List[str], metadata: Da
     try:
         blocks = sorted((int(block), int(shard), int(rows)) for block, shard, rows in dataset)
     except tf.errors.OpError as error:
-        unreadable = _unreadable_shard(paths, storage.normalise(directory), metadata.observation_dtype)
+        unreadable = _unreadable_shard(paths, storage.normalise(directory), metadata)
         raise UserError(f"{unreadable}: cannot be read as TFRecord ({first_line(error)}); the shard is corrupt or "
                         f"truncated; {fix}") from error
     _check_block_counts(storage.normalise(directory), metadata, blocks, fix)
@@ -149,13 +174,13 @@ def read_shards(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix:
     paths = verified_paths(directory, metadata, fix)
     directory = storage.normalise(directory)
     dataset = tf.data.TFRecordDataset([str(path) for path in paths], num_parallel_reads=len(paths))
-    dataset = dataset.map(lambda record: _parse(record, metadata.observation_dtype),
+    dataset = dataset.map(lambda record: _parse(record, metadata),
                           num_parallel_calls=tf.data.AUTOTUNE)
     try:
         blocks = sorted(((int(block), int(shard), arrays) for block, shard, arrays in dataset), key=lambda b: b[0])
     except tf.errors.OpError as error:
         raise UserError(
-            f"{_unreadable_shard(paths, directory, metadata.observation_dtype)}: cannot be read as TFRecord "
+            f"{_unreadable_shard(paths, directory, metadata)}: cannot be read as TFRecord "
             f"({first_line(error)}); "
             f"the shard is corrupt or truncated; {fix}"
         ) from error
@@ -174,11 +199,11 @@ def _check_files(directory: str, paths: List[str], fix: str) -> None:
         )
 
 
-def _unreadable_shard(paths: List[str], directory: str, observation_dtype: str) -> str:
+def _unreadable_shard(paths: List[str], directory: str, metadata: DatasetMetadata) -> str:
     """The first shard TensorFlow fails to read (only called after a failed parallel read)."""
     for path in paths:
         try:
-            for record in tf.data.TFRecordDataset(str(path)).map(lambda r: _parse(r, observation_dtype)):
+            for record in tf.data.TFRecordDataset(str(path)).map(lambda r: _parse(r, metadata)):
                 del record
         except tf.errors.OpError:
             return path

@@ -155,7 +155,7 @@ def _shard_blocks(directory: pathlib.Path, metadata: DatasetMetadata, seed: int,
     shards.check_counts(directory, paths, metadata, fix)  # what the in-memory path checks as it reads
     files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
     files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    parse = lambda record: shards.parse_block(record, metadata.observation_dtype)  # noqa: E731
+    parse = lambda record: shards.parse_block(record, metadata)  # noqa: E731
     if stack:  # each shard parsed and stacked in its order (an image shard starts a trajectory)
         return files.interleave(lambda path: stack(tf.data.TFRecordDataset(path).map(parse)),
                                 cycle_length=min(len(paths), _PARALLEL_SHARDS), num_parallel_calls=tf.data.AUTOTUNE,
@@ -172,6 +172,8 @@ def _permuted(chunk: Dict[str, tf.Tensor], seed: tf.Tensor) -> Dict[str, tf.Tens
 
 
 def converted_bytes(metadata: DatasetMetadata) -> int:
-    """The size of the converted shards (what holding the dataset in memory takes, roughly)."""
-    return int(metadata.statistics["shards_bytes"])
+    """What holding the dataset in memory takes, roughly: the size of its shards, and for shards that hold each
+    frame once, the next frames rebuilt beside them."""
+    rebuilt = metadata.num_transitions * math.prod(metadata.observation_shape) if metadata.frames_once else 0
+    return int(metadata.statistics["shards_bytes"]) + rebuilt
 

@@ -2,7 +2,8 @@
 
 - Storage: bytes per frame of rendered-like 64x64x3 frames stored raw (uint8, what the shards hold) and as PNG,
   and frames per second of reading each back in tf.data (raw: parsing serialised blocks; PNG: decoding each
-  frame, in parallel).
+  frame, in parallel); then the shards' bytes per transition and transitions per second parsed, each frame
+  stored once (the next frames rebuilt block by block) against the same blocks with the next frames whole.
 - The stream against the update: a streamed training run on --frames frames (one encoder, batch --batch_size,
   frame stacks of --frame_stack, augmentation 0.5) timed call by call: the share of the time spent waiting for
   the input pipeline (fetching the next group of batches) against the compiled updates.
@@ -106,6 +107,17 @@ def render_frames(path: str, count: int) -> None:
     np.save(path, np.stack(frames))
 
 
+def _rate(dataset, count: int) -> float:
+    """Items per second of reading `dataset` (`count` items) through, warmed up once."""
+    for _ in dataset:
+        pass
+    start = time.perf_counter()
+    for _ in range(3):
+        for _ in dataset:
+            pass
+    return 3 * count / (time.perf_counter() - start)
+
+
 def storage_rows(scratch: pathlib.Path, count: int = 2000) -> List[Dict]:
     """Bytes per frame and frames per second read back, raw against PNG."""
     frames = ogbench_frames(count, scratch) if FLAGS.ogbench_frames else rendered_frames(count)
@@ -113,23 +125,46 @@ def storage_rows(scratch: pathlib.Path, count: int = 2000) -> List[Dict]:
 
     pngs = [tf.io.encode_png(frame).numpy() for frame in frames]
     blocks = [tf.io.serialize_tensor(frames[start:start + 500]).numpy() for start in range(0, count, 500)]
-
-    def rate(dataset: tf.data.Dataset) -> float:
-        """Frames per second of reading `dataset` (all `count` frames) through, warmed up once."""
-        for _ in dataset:
-            pass
-        start = time.perf_counter()
-        for _ in range(3):
-            for _ in dataset:
-                pass
-        return 3 * count / (time.perf_counter() - start)
-
     raw = tf.data.Dataset.from_tensor_slices(blocks).map(lambda block: tf.io.parse_tensor(block, tf.uint8),
                                                            num_parallel_calls=tf.data.AUTOTUNE)
     png = tf.data.Dataset.from_tensor_slices(pngs).map(tf.io.decode_png, num_parallel_calls=tf.data.AUTOTUNE)
-    return [{"row": "raw uint8 (the shards)", "bytes_per_frame": SIZE * SIZE * 3, "frames_per_second": rate(raw)},
+    return [{"row": "raw uint8 (the shards)", "bytes_per_frame": SIZE * SIZE * 3,
+             "frames_per_second": _rate(raw, count)},
             {"row": "PNG", "bytes_per_frame": float(np.mean([len(png) for png in pngs])),
-             "frames_per_second": rate(png)}]
+             "frames_per_second": _rate(png, count)}]
+
+
+def frames_once_rows(scratch: pathlib.Path, count: int) -> List[Dict]:
+    """The shards' bytes per transition and transitions per second parsed, with each frame stored once and the next
+    frames rebuilt block by block (what the shards hold), against the same blocks holding next frames whole (as
+    shards held them before: every frame twice)."""
+    import tensorflow as tf
+
+    from iql_tf.data import shards
+    from iql_tf.data.metadata import load_metadata
+
+    directory = converted(scratch / "frames-once", count)
+    metadata = load_metadata(directory)
+    paths = shards.verified_paths(directory, metadata)
+    records = [record.numpy() for record in tf.data.TFRecordDataset(paths)]  # both read from memory
+    once = tf.data.Dataset.from_tensor_slices(records).map(lambda record: shards.parse_block(record, metadata),
+                                                           num_parallel_calls=tf.data.AUTOTUNE)
+    twice_blocks = []
+    for block in once:  # the same blocks, their next frames stored whole
+        example = {key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(value).numpy()]))
+                   for key, value in block.items()}
+        twice_blocks.append(tf.train.Example(features=tf.train.Features(feature=example)).SerializeToString())
+    spec = {key: tf.io.FixedLenFeature([], tf.string) for key in shards.TRANSITION_KEYS}
+    twice = tf.data.Dataset.from_tensor_slices(twice_blocks).map(
+        lambda record: {key: tf.io.parse_tensor(value, tf.uint8 if key in shards.OBSERVATION_KEYS else tf.float32)
+                        for key, value in tf.io.parse_single_example(record, spec).items()},
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return [{"row": "each frame once, next frames rebuilt (the shards)",
+             "bytes_per_transition": sum(len(record) for record in records) / count,
+             "transitions_per_second": _rate(once, count)},
+            {"row": "next frames stored whole (every frame twice)",
+             "bytes_per_transition": sum(len(block) for block in twice_blocks) / count,
+             "transitions_per_second": _rate(twice, count)}]
 
 
 def wait_row(directory: str, updates: int) -> Dict:
@@ -208,11 +243,16 @@ def main(argv) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         storage = storage_rows(scratch)
+        once = frames_once_rows(scratch, FLAGS.frames)
         wait = wait_row(converted(scratch / "wait", FLAGS.frames), FLAGS.updates)
         memory = memory_rows([int(size) for size in FLAGS.memory_frames], scratch)
     kind = "OGBench visual-cube-single" if FLAGS.ogbench_frames else "synthetic"
     lines = [f"| 64x64x3 frames ({kind}) | bytes per frame | frames/s read back in tf.data |", "| --- | --- | --- |"]
     lines += [f"| {row['row']} | {row['bytes_per_frame']:.0f} | {row['frames_per_second']:.0f} |" for row in storage]
+    lines += ["", f"| {FLAGS.frames} transitions of 64x64x3 frames in shards | bytes per transition | "
+              "transitions/s parsed in tf.data |", "| --- | --- | --- |"]
+    lines += [f"| {row['row']} | {row['bytes_per_transition']:.0f} | {row['transitions_per_second']:.0f} |"
+              for row in once]
     lines += ["", f"| training run, {FLAGS.updates} updates | updates/s | time waiting on input |",
               "| --- | --- | --- |",
               f"| {wait['row']} | {wait['updates_per_second']:.2f} | {100 * wait['input_wait_share']:.1f} % |"]
@@ -223,7 +263,7 @@ def main(argv) -> None:
     output = pathlib.Path(FLAGS.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     files.write_text(output / "pixels.md", text)
-    files.write_json(output / "pixels.json", {"storage": storage, "wait": wait, "memory": memory})
+    files.write_json(output / "pixels.json", {"storage": storage, "frames_once": once, "wait": wait, "memory": memory})
     print(text)
 
 
