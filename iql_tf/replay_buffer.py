@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
-from iql_tf.data import frame_stacks
+from iql_tf.data import frame_stacks, shards
 from iql_tf.data.transitions import is_image
 
 # What one gradient update reads; masks are 1 - terminal (a truncation keeps its bootstrap).
@@ -40,15 +40,20 @@ class ReplayBuffer(tf.Module):
     def __init__(self, transitions: Mapping[str, Any], batch_size: int, capacity: Optional[int] = None,
                  name: str = "replay_buffer", frame_stack: int = 1):
         """`transitions`: tensors or arrays keyed as `BATCH_KEYS` but masks (`terminals` instead), and with
-        `frame_stack` > 1 (image observations, stacked as they are sampled) `dones`, in order."""
+        `frame_stack` > 1 (image observations, stacked as they are sampled) `dones`, in order. Images held once
+        (`shards.read_shards` without next frames) come with END_FRAMES and NEXT_FRAME instead of next
+        observations: such a buffer holds its frames once, and takes no online transitions (nor do images)."""
         super().__init__(name=name)
+        self.frames_once = shards.END_FRAMES in transitions
         columns = {
-            "observations": transitions["observations"],
+            "observations": tf.concat([transitions["observations"], transitions[shards.END_FRAMES]], axis=0)
+            if self.frames_once else transitions["observations"],
             "actions": transitions["actions"],
             "rewards": transitions["rewards"],
             "masks": 1.0 - tf.cast(transitions["terminals"], tf.float32),
-            "next_observations": transitions["next_observations"],
         }
+        if not self.frames_once:
+            columns["next_observations"] = transitions["next_observations"]
         self.batch_size = int(batch_size)
         self.offline_size = int(columns["rewards"].shape[0])
         self.capacity = max(capacity or 0, self.offline_size)
@@ -57,14 +62,18 @@ class ReplayBuffer(tf.Module):
             # Images stay uint8 (a quarter of float32's memory): the networks scale them.
             dtype = tf.uint8 if key.endswith("observations") and is_image(value) else tf.float32
             # Allocated at full size, then filled: no second full-size copy of the data on the way.
-            column = tf.Variable(tf.zeros([self.capacity, *value.shape[1:]], dtype), trainable=False, name=key)
-            column[:self.offline_size].assign(tf.cast(value, dtype))
+            rows = int(value.shape[0]) if self.frames_once and key == "observations" else self.capacity
+            column = tf.Variable(tf.zeros([rows, *value.shape[1:]], dtype), trainable=False, name=key)
+            column[:int(value.shape[0])].assign(tf.cast(value, dtype))
             self.columns[key] = column
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
         self.frame_stack = int(frame_stack)
         if self.frame_stack > 1:  # each row's steps since its trajectory's start, for its stack of frames
             self.offsets = tf.Variable(frame_stacks.trajectory_offsets(transitions["dones"]), trainable=False,
                                        name="offsets")
+        if self.frames_once:  # each row's next frame, indexed into the frames then the end frames
+            self.next_frame = tf.Variable(transitions[shards.NEXT_FRAME], trainable=False, name="next_frame")
+            return
         # One transition travels as one float32 row, its columns flattened in BATCH_KEYS order.
         self._widths = [int(np.prod(self.columns[key].shape[1:])) for key in BATCH_KEYS]
         # Compiled once, with a fixed signature (never with XLA, which would copy the whole buffer to write one
@@ -81,13 +90,19 @@ class ReplayBuffer(tf.Module):
             generator.uniform([self.batch_size], minval=0, maxval=self.size, dtype=tf.int64)
             for generator in generators
         ])
+        return self.transitions_at(indices)
+
+    def transitions_at(self, indices: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The transitions at `indices` (int64, any shape), keyed as BATCH_KEYS, frames stacked as sampled."""
+        batch = {key: tf.gather(self.columns[key], indices) for key in ("actions", "rewards", "masks")}
+        frames = self.columns["observations"]
+        next_frames = tf.gather(frames, tf.gather(self.next_frame, indices)) if self.frames_once else \
+            tf.gather(self.columns["next_observations"], indices)
         if self.frame_stack == 1:
-            return {key: tf.gather(self.columns[key], indices) for key in BATCH_KEYS}
-        observations, next_observations = frame_stacks.gather(
-            self.columns["observations"], self.columns["next_observations"], self.offsets, tf.cast(indices, tf.int32),
-            self.frame_stack)
-        return {key: tf.gather(self.columns[key], indices) for key in ("actions", "rewards", "masks")} | {
-            "observations": observations, "next_observations": next_observations}
+            return batch | {"observations": tf.gather(frames, indices), "next_observations": next_frames}
+        observations, next_observations = frame_stacks.gather(frames, next_frames, self.offsets,
+                                                              tf.cast(indices, tf.int32), self.frame_stack)
+        return batch | {"observations": observations, "next_observations": next_observations}
 
     def pack(self, transition: Mapping[str, np.ndarray]) -> np.ndarray:
         """One transition (arrays or numbers keyed as BATCH_KEYS) as the row `add` takes."""

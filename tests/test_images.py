@@ -84,7 +84,10 @@ def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tm
     assert held.metadata.observation_dtype == "uint8" and held.metadata.observation_shape == [SIZE, SIZE, 3]
     assert held.tensors["observations"].dtype == tf.uint8
     np.testing.assert_array_equal(held.tensors["observations"].numpy(), images[:-1])
-    np.testing.assert_array_equal(held.tensors["next_observations"].numpy(), images[1:])
+    # Held in memory, each frame once: the frames, and the next frames of the 30 trajectory ends (the blocks, of 49
+    # rows, end where trajectories do).
+    assert "next_observations" not in held.tensors and held.tensors[shards.END_FRAMES].shape[0] == 30
+    np.testing.assert_array_equal(held_rows(held)["next_observations"], images[1:])
     assert held.metadata.num_episodes == -(-count // 7) and len(held.metadata.shards) == 1
     assert json.loads(pathlib.Path(held.directory, "metadata.json").read_text())["format_version"] == 7
     # uint8, not float32, and each frame once: the frames, the next frames of the 30 trajectory ends and of each
@@ -140,7 +143,7 @@ def test_a_next_frame_that_is_not_the_following_rows_ends_the_trajectory():
                          next_observations=next_images)
     dataset = make_dataset(DataSettings(source=source, streaming=False))
     assert dataset.metadata.num_episodes == 2
-    np.testing.assert_array_equal(dataset.tensors["next_observations"].numpy(), next_images)
+    np.testing.assert_array_equal(held_rows(dataset)["next_observations"], next_images)
 
 
 def test_the_shift_repeats_the_border_as_padding_and_cropping_do():
@@ -396,11 +399,16 @@ def test_frame_stacks_are_the_fql_repositorys_held_streamed_and_in_the_environme
     np.testing.assert_array_equal(np.stack(seen), expected[0][:5])
 
 
-def frame_stacks_of(buffer, rows):
-    from iql_tf.data import frame_stacks
+def held_rows(dataset) -> dict:
+    """Every row of a dataset held in memory as the replay buffer gives it (next frames rebuilt), as arrays."""
+    buffer = ReplayBuffer(dataset.tensors, batch_size=1)
+    rows = tf.range(dataset.metadata.num_transitions, dtype=tf.int64)
+    return {key: value.numpy() for key, value in buffer.transitions_at(rows).items()}
 
-    return frame_stacks.gather(buffer.columns["observations"], buffer.columns["next_observations"], buffer.offsets,
-                               tf.constant(rows, tf.int32), buffer.frame_stack)
+
+def frame_stacks_of(buffer, rows):
+    batch = buffer.transitions_at(tf.constant(rows, tf.int64))
+    return batch["observations"], batch["next_observations"]
 
 
 def test_a_frame_stacked_run_trains_exports_and_evaluates_on_stacks_and_vectors_refuse_stacks(tmp_path):

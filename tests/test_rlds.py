@@ -309,7 +309,7 @@ def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_ima
     streamed as it is with frame stacks built per episode, the FQL repository's stacks), the state alone as a
     vector; both together need dict observations and are refused in one line naming both choices."""
     from iql_tf.data.streaming import StreamedBatches
-    from test_images import fql_stacks
+    from test_images import fql_stacks, held_rows
 
     features = tfds.features.FeaturesDict({"steps": tfds.features.Dataset({
         "observation": tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 3)),
@@ -338,9 +338,9 @@ def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_ima
     assert camera.metadata.images and camera.metadata.observation_shape == [8, 8, 3]
     frames = np.stack([episode(i)["steps"]["observation"]["image"] for i in range(count)])
     np.testing.assert_array_equal(camera.tensors["observations"].numpy(), frames[:, :-1].reshape(-1, 8, 8, 3))
-    np.testing.assert_array_equal(camera.tensors["next_observations"].numpy(), frames[:, 1:].reshape(-1, 8, 8, 3))
-    expected = fql_stacks(camera.tensors["observations"].numpy(), camera.tensors["next_observations"].numpy(),
-                          camera.tensors["dones"].numpy(), 2)
+    next_frames = frames[:, 1:].reshape(-1, 8, 8, 3)
+    np.testing.assert_array_equal(held_rows(camera)["next_observations"], next_frames)
+    expected = fql_stacks(camera.tensors["observations"].numpy(), next_frames, camera.tensors["dones"].numpy(), 2)
 
     streamed = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["image"], frame_stack=2,
                                          rlds_as_is=True))

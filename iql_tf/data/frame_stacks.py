@@ -43,11 +43,12 @@ def _stacks(frames: tf.Tensor, rows: tf.Tensor, row_offsets: tf.Tensor, next_fra
     return tf.concat(past + [current], -1), tf.concat(past[1:] + [current, next_frames], -1)
 
 
-def gather(frames: tf.Variable, next_frames: tf.Variable, offsets: tf.Variable, rows: tf.Tensor, k: int
+def gather(frames: tf.Variable, next_frames: tf.Tensor, offsets: tf.Variable, rows: tf.Tensor, k: int
            ) -> Tuple[tf.Tensor, tf.Tensor]:
     """The stacks of the observations and next observations of `rows` (any shape of indices) from frames held
-    in order, `offsets` as `trajectory_offsets` gives them: [..., h, w, k * c] each."""
-    return _stacks(frames, rows, tf.gather(offsets, rows), tf.gather(next_frames, rows), k)
+    in order, `offsets` as `trajectory_offsets` gives them, `next_frames` the next frames of `rows`:
+    [..., h, w, k * c] each."""
+    return _stacks(frames, rows, tf.gather(offsets, rows), next_frames, k)
 
 
 def stack_blocks(blocks: tf.data.Dataset, k: int) -> tf.data.Dataset:

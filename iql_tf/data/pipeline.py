@@ -37,7 +37,8 @@ _CACHE_KEY_VERSION = 4
 class OfflineDataset(NamedTuple):
     """A converted dataset ready for training: held in memory (`tensors`: float32 tensors keyed as
     `transitions.TRANSITION_KEYS`, as the networks see them: observations normalised if asked, actions in
-    [-1, 1] and clipped, rewards preprocessed) or to be streamed from `directory` (`tensors` None), with its
+    [-1, 1] and clipped, rewards preprocessed; uint8 images each held once, with `shards.END_FRAMES` and
+    `shards.NEXT_FRAME` instead of next observations) or to be streamed from `directory` (`tensors` None), with its
     metadata and preprocessing. The replay buffer copies the tensors into its variables; the trainer keeps
     only the metadata and the preprocessing, so the data is held once."""
 
@@ -48,14 +49,14 @@ class OfflineDataset(NamedTuple):
     validation: Optional[Dict[str, tf.Tensor]] = None  # the held-out split, prepared alike, always in memory
 
 
-def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conversion"
+def load_converted(directory: "str | pathlib.Path", fix: str = "re-run the conversion", next_frames: bool = True
                    ) -> Tuple[Dict[str, tf.Tensor], DatasetMetadata]:
     """The raw tensors and metadata of a converted directory (a local path or a tf.io.gfile URI), checksums
-    and counts verified."""
+    and counts verified; `next_frames` False: images held once (`shards.read_shards`)."""
     directory = storage.normalise(directory)
     metadata = load_metadata(directory, fix)
     _check_has_shards(directory, metadata)
-    return shards.read_shards(directory, metadata, fix), metadata
+    return shards.read_shards(directory, metadata, fix, next_frames), metadata
 
 
 def _check_has_shards(directory: str, metadata: DatasetMetadata) -> None:
@@ -187,7 +188,7 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     if _streams(settings, streaming.converted_bytes(metadata), directory):
         return OfflineDataset(None, metadata, preprocessing, directory, validation)
     try:
-        tensors, metadata = load_converted(directory)
+        tensors, metadata = load_converted(directory, next_frames=False)  # images: each frame held once
     except UserError as error:
         if resolved.kind == sources.CONVERTED:
             raise  # the user's own converted directory: never deleted
@@ -195,7 +196,7 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
         logging.warning("cache entry %s is damaged (%s): converting it again", directory, error)
         storage.remove_tree(directory)
         tensors, metadata = load_converted(converted_directory(resolved, cache, settings.env_id, settings.env_kwargs,
-                                                               settings.action_bounds))
+                                                               settings.action_bounds), next_frames=False)
         preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)  # the new one's
     prepared = dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
     del tensors
@@ -212,7 +213,7 @@ def _held_out(directory: str, preprocessing: Preprocessing, frame_stack: int) ->
         rows = tf.range(metadata.num_transitions)
         offsets = frame_stacks.trajectory_offsets(tensors["dones"])
         tensors["observations"], tensors["next_observations"] = frame_stacks.gather(
-            tensors["observations"], tensors["next_observations"], offsets, rows, frame_stack)
+            tensors["observations"], tensors["next_observations"], offsets, rows, frame_stack)  # (every row, in order)
     return dict(tensors, **preprocessing.transitions(tensors, tf.clip_by_value))
 
 

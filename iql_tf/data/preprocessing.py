@@ -76,12 +76,14 @@ class Preprocessing:
         """Raw transitions as the networks see them: observations and next observations normalised (if asked),
         actions in [-1, 1] clipped to ACTION_LIMIT with `clip` (np.clip for arrays, tf.clip_by_value inside a
         tf.data pipeline), rewards transformed."""
-        return {
+        prepared = {
             "observations": self.observations(batch["observations"]),
-            "next_observations": self.observations(batch["next_observations"]),
             "actions": clip(self.actions_to_unit(batch["actions"]), -ACTION_LIMIT, ACTION_LIMIT),
             "rewards": self.rewards(batch["rewards"]),
         }
+        if "next_observations" in batch:  # (images held once have none: `shards.read_shards`)
+            prepared["next_observations"] = self.observations(batch["next_observations"])
+        return prepared
 
     def describe(self) -> Dict[str, Any]:
         """JSON-ready summary for the run's records and fingerprint."""

@@ -172,8 +172,7 @@ def _permuted(chunk: Dict[str, tf.Tensor], seed: tf.Tensor) -> Dict[str, tf.Tens
 
 
 def converted_bytes(metadata: DatasetMetadata) -> int:
-    """What holding the dataset in memory takes, roughly: the size of its shards, and for shards that hold each
-    frame once, the next frames rebuilt beside them."""
-    rebuilt = metadata.num_transitions * math.prod(metadata.observation_shape) if metadata.frames_once else 0
-    return int(metadata.statistics["shards_bytes"]) + rebuilt
+    """The size of the converted shards (what holding the dataset in memory takes, roughly: images too, each
+    frame held once)."""
+    return int(metadata.statistics["shards_bytes"])
 
