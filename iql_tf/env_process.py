@@ -20,13 +20,21 @@ RENDERING_FIX = ("set MUJOCO_GL=egl (a GPU with EGL) or MUJOCO_GL=osmesa (a CPU:
                  "offscreen")
 
 
+def _failure(error: Exception) -> Tuple[str, str]:
+    """What the parent is told of a failure: a UserError as it is, MuJoCo's (an OpenGL context it cannot make:
+    mujoco.FatalError) with how to render offscreen, anything else with its type."""
+    if isinstance(error, UserError):
+        return "user_error", str(error)
+    return ("rendering" if type(error).__name__ == "FatalError" else "error"), f"{type(error).__name__}: {error}"
+
+
 def _serve(make: Callable[[], gym.Env], connection) -> None:
     """The worker: builds the environment and answers (command, argument) messages until 'close'."""
     try:
         env = make()
         connection.send(("ok", (env.observation_space, env.action_space, env.spec)))
     except Exception as error:  # noqa: BLE001 - any failure is reported to the parent as one line
-        connection.send(("error", f"{type(error).__name__}: {error}"))
+        connection.send(_failure(error))
         return
     while True:
         command, argument = connection.recv()
@@ -38,7 +46,7 @@ def _serve(make: Callable[[], gym.Env], connection) -> None:
             result = env.reset(seed=argument) if command == "reset" else env.step(argument)
             connection.send(("ok", result))
         except Exception as error:  # noqa: BLE001
-            connection.send(("error", f"{type(error).__name__}: {error}"))
+            connection.send(_failure(error))
 
 
 class ProcessEnv(gym.Env):
@@ -53,17 +61,24 @@ class ProcessEnv(gym.Env):
                                         name=f"iql-tf env {name}")
         self._process.start()
         child.close()
-        self.observation_space, self.action_space, self.spec = self._answer("start")
+        try:
+            self.observation_space, self.action_space, self.spec = self._answer("start")
+        except UserError:
+            self.close()
+            raise
 
     def _answer(self, what: str) -> Any:
         try:
             status, value = self._connection.recv()
-        except EOFError:  # the worker died: a crash of the simulator or renderer
-            code = self._process.join(5) or self._process.exitcode
-            raise UserError(f"environment {self.name}: its process ended during {what} (exit code {code}); "
-                            f"{RENDERING_FIX}") from None
-        if status == "error":
-            fix = f"; {RENDERING_FIX}" if what == "start" else ""
+        except EOFError:  # the worker died: a crash of the simulator or renderer, or a script that spawns
+            self._process.join(5)  # processes without `if __name__ == "__main__":`
+            raise UserError(f"environment {self.name}: its process ended during {what} (exit code "
+                            f"{self._process.exitcode}); {RENDERING_FIX}; a Python script that evaluates such an "
+                            "environment needs its code under `if __name__ == \"__main__\":`") from None
+        if status == "user_error":
+            raise UserError(value)
+        if status != "ok":
+            fix = f"; {RENDERING_FIX}" if status == "rendering" else ""
             raise UserError(f"environment {self.name}: {what} failed in its process ({value}){fix}")
         return value
 
@@ -87,4 +102,5 @@ class ProcessEnv(gym.Env):
             self._process.join(10)
         if self._process.is_alive():
             self._process.kill()
+        self._process.join(5)
         self._connection.close()

@@ -156,10 +156,18 @@ def stack_frames(env: gym.Env, frame_stack: int) -> gym.Env:
         np.tile(space.low, frame_stack), np.tile(space.high, frame_stack), dtype=space.dtype))
 
 
+VISUAL = "visual-"  # OGBench's environments and datasets seen through its camera: visual-cube-single-...
+
+
+def without_camera(name: str) -> str:
+    """`cube-single-v0` of `visual-cube-single-v0` (and of itself)."""
+    return name[len(VISUAL):] if name.startswith(VISUAL) else name
+
+
 def renders_with_mujoco(env_id: str) -> bool:
     """Whether `env_id`'s observations are frames MuJoCo renders (OGBench's visual tasks), which is stepped in a
     process of its own (`env_process.py` says why)."""
-    return is_ogbench_env(env_id) and env_id.startswith("visual-")
+    return is_ogbench_env(env_id) and env_id.startswith(VISUAL)
 
 
 def make_env(

@@ -41,9 +41,17 @@ def make_envs(make_env: Callable[[], gym.Env], num_episodes: int, num_envs: int 
     their own (`env_process.ProcessEnv`: rendered frames) are stepped side by side, one per core at most (each
     process holds its simulator and renderer).
     """
-    first = make_env()
-    count = min(num_envs, num_episodes, _cores() if _in_processes([first]) else num_envs)
-    return [first] + [make_env() for _ in range(count - 1)]
+    if num_episodes <= 0:
+        return []
+    built = [make_env()]
+    try:
+        while len(built) < min(num_envs, num_episodes, _cores() if _in_processes(built) else num_envs):
+            built.append(make_env())
+    except BaseException:
+        for env in built:
+            env.close()
+        raise
+    return built
 
 
 def _cores() -> int:
@@ -144,10 +152,10 @@ def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optio
         kwargs, steps = env_kwargs or {}, None
     make_env = lambda: envs.make_env(env_id, kwargs, steps)  # noqa: E731
     eval_envs = make_envs(make_env, episodes)
-    envs.check_env_fits(eval_envs[0], metadata.observation_keys, metadata.observation_dim, metadata.action_dim,
-                        f"of the policy {export_dir}", metadata.image_shape)
-    eval_envs = [envs.stack_frames(env, metadata.frame_stack) for env in eval_envs]
     try:
+        envs.check_env_fits(eval_envs[0], metadata.observation_keys, metadata.observation_dim, metadata.action_dim,
+                            f"of the policy {export_dir}", metadata.image_shape)
+        eval_envs = [envs.stack_frames(env, metadata.frame_stack) for env in eval_envs]
         results = evaluate(policy, eval_envs, metadata.observation_keys, episodes, seed, metadata.ref_min_score,
                            metadata.ref_max_score)
         if record:

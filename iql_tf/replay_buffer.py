@@ -46,8 +46,7 @@ class ReplayBuffer(tf.Module):
         super().__init__(name=name)
         self.frames_once = shards.END_FRAMES in transitions
         columns = {
-            "observations": tf.concat([transitions["observations"], transitions[shards.END_FRAMES]], axis=0)
-            if self.frames_once else transitions["observations"],
+            "observations": transitions["observations"],
             "actions": transitions["actions"],
             "rewards": transitions["rewards"],
             "masks": 1.0 - tf.cast(transitions["terminals"], tf.float32),
@@ -62,9 +61,13 @@ class ReplayBuffer(tf.Module):
             # Images stay uint8 (a quarter of float32's memory): the networks scale them.
             dtype = tf.uint8 if key.endswith("observations") and is_image(value) else tf.float32
             # Allocated at full size, then filled: no second full-size copy of the data on the way.
-            rows = int(value.shape[0]) if self.frames_once and key == "observations" else self.capacity
+            # Frames held once: the end frames after the rows' own.
+            extra = transitions[shards.END_FRAMES] if self.frames_once and key == "observations" else None
+            rows = self.capacity if extra is None else self.offline_size + int(extra.shape[0])
             column = tf.Variable(tf.zeros([rows, *value.shape[1:]], dtype), trainable=False, name=key)
-            column[:int(value.shape[0])].assign(tf.cast(value, dtype))
+            column[:self.offline_size].assign(tf.cast(value, dtype))
+            if extra is not None:
+                column[self.offline_size:].assign(extra)
             self.columns[key] = column
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
         self.frame_stack = int(frame_stack)

@@ -81,8 +81,13 @@ class TrainingRun:
         frame_stack = self.data_settings.frame_stack
         if self.env_fn is not None and settings.eval_episodes:
             self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
-            check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
-                           metadata.source, metadata.observation_shape if metadata.images else None)
+            try:
+                check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
+                               metadata.source, metadata.observation_shape if metadata.images else None)
+            except UserError:
+                for env in self.eval_envs:  # (environments in processes of their own included)
+                    env.close()
+                raise
             self.eval_envs = [stack_frames(env, frame_stack) for env in self.eval_envs]
         if settings.num_online_steps and metadata.images:  # (before a buffer for the online steps is made)
             raise UserError(f"dataset {metadata.source} has image observations, which online fine-tuning does not "

@@ -281,7 +281,7 @@ def test_image_data_refuses_what_images_cannot_do_in_one_line(tmp_path):
                   progress=False)
     with pytest.raises(UserError, match=r"IQLAgent.encoder"):
         AgentSettings(encoder="resnet50")
-    with pytest.raises(UserError, match=r"frame_stack = 2 is longer than its longest trajectory \(1 steps\)"):
+    with pytest.raises(UserError, match=r"frame_stack = 2 is longer than its longest trajectory \(1 step\)"):
         make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), frame_stack=2))  # one-step episodes
 
     def read(**arrays):

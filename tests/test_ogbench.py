@@ -271,9 +271,9 @@ def test_an_environment_in_its_own_process_steps_as_it_would_here(tmp_path):
     finally:
         for env in apart:
             env.close()
-    with pytest.raises(UserError, match=r"environment No-v0: start failed in its process \(UserError: cannot make "
-                                        r"environment 'No-v0'.*set MUJOCO_GL=egl"):
+    with pytest.raises(UserError, match=r"^cannot make environment 'No-v0'") as refused:  # the worker's, as it is
         ProcessEnv(functools.partial(envs.make_env, "No-v0"), "No-v0")
+    assert "MUJOCO_GL" not in str(refused.value)
 
 
 @needs_rendering

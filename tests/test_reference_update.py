@@ -81,14 +81,15 @@ def pixel_weights(agent: IQLAgent) -> dict:
     actor = agent.member_weights(0)
     for index in range(len(HIDDEN) + 1):
         name = "mean" if index == len(HIDDEN) else index
-        weights[f"actor/{name}/kernel"], weights[f"actor/{name}/bias"] = actor[f"kernel_{index}"], actor[f"bias_{index}"]
+        weights[f"actor/{name}/kernel"] = actor[f"kernel_{index}"]
+        weights[f"actor/{name}/bias"] = actor[f"bias_{index}"]
     return weights
 
 
 def test_one_pixel_update_matches_the_fql_repositorys_iql_with_impala_small():
     """From identical weights and an identical augmented batch of 16x16 frames (two stacked RGB frames), one update
     of iql-tf with FQL's settings (gin/ogbench.gin's, impala_small) gives the weights of FQL's IQL update, as
-    `tools.benchmark.fql_reference` computes it (checked against FQL's own code by `tools.fql_peer one_update`)."""
+    `tools.benchmark.fql_reference` computes it (checked against FQL's own code by `tools.fql_peer pixels`)."""
     from tools.benchmark.fql_reference import FqlPixelIQL, random_crop
 
     image_shape, batch_size = (16, 16, 6), 32
@@ -100,15 +101,18 @@ def test_one_pixel_update_matches_the_fql_repositorys_iql_with_impala_small():
     batch.update(actions=rng.uniform(-0.9, 0.9, (batch_size, ACT)).astype(np.float32),
                  rewards=rng.normal(size=batch_size).astype(np.float32),
                  masks=(rng.uniform(size=batch_size) > 0.2).astype(np.float32))
-    settings = AgentSettings(hidden_dims=HIDDEN, expectile=0.9, beta=1.0, activation="gelu_tanh",
+    settings = AgentSettings(hidden_dims=HIDDEN, expectile=0.9, beta=3.0, activation="gelu_tanh",
                              critic_layer_norm=True, constant_std=True, tanh_mean=False, actor_cosine_decay=False,
                              kernel_init="glorot_uniform", update_order="joint", encoder="impala_small",
                              jit_compile=False)
     agent = IQLAgent(int(np.prod(image_shape)), ACT, settings, actor_decay_steps=1_000_000, image_shape=image_shape)
     for optimizer in (agent.value_optimizer, agent.critic_optimizer, agent.actor_optimizer):
         optimizer.epsilon = 1e-8 * np.sqrt(1.0 - optimizer.beta_2)  # optax's epsilon (see the test above)
+    # Targets apart from the critics, so that the Polyak step shows which critic parameters it moves towards.
+    for variable in agent.target_critic.trainable_variables + agent.target_critic.non_trainable_variables:
+        variable.assign(variable + rng.normal(0.0, 0.01, variable.shape).astype(np.float32))
     before = pixel_weights(agent)
-    reference = FqlPixelIQL(before, layers=len(HIDDEN))
+    reference = FqlPixelIQL(before, layers=len(HIDDEN), alpha=3.0)
     # iql-tf's own shift of the frames gives FQL's crop (iql-tf shifts inside its update; off here, so that both
     # updates see the same batch).
     for key, value in frames.items():
@@ -122,5 +126,7 @@ def test_one_pixel_update_matches_the_fql_repositorys_iql_with_impala_small():
     assert len(moved) > 60  # every network moved, encoders included
     for name, value in after.items():
         np.testing.assert_allclose(value, expected[name].reshape(value.shape), atol=1e-5, err_msg=name)
+        if name.startswith("target"):  # element-wise: tau x (critic before its step) + (1 - tau) x target
+            np.testing.assert_allclose(value, expected[name].reshape(value.shape), atol=1e-7, err_msg=name)
     for name, value in reference.info.items():
         np.testing.assert_allclose(metrics[name].numpy()[0], value, rtol=1e-4, err_msg=name)

@@ -325,7 +325,12 @@ def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_ima
                           "reward": np.arange(steps, dtype=np.float32) * (index + 1), "is_first": np.arange(steps) == 0,
                           "is_last": np.arange(steps) == steps - 1, "is_terminal": np.zeros(steps, bool)}}
 
-    folder = rlds_writer.write_episodes(tmp_path / "camera", "camera", features, [episode(i) for i in range(count)])
+    single = episode(count)  # one step: no transition (an episode of no rows in the stream)
+    single["steps"] = {key: (value[:1] if not isinstance(value, dict) else {k: v[:1] for k, v in value.items()})
+                       for key, value in single["steps"].items()}
+    single["steps"]["is_last"] = np.array([True])
+    folder = rlds_writer.write_episodes(tmp_path / "camera", "camera", features,
+                                        [episode(0), single] + [episode(i) for i in range(1, count)])
     source, cache = f"rlds:{folder}", str(tmp_path / "cache")
     with pytest.raises(UserError, match=r"its observation part 'image' is an image, which iql-tf reads from RLDS only "
                                         r"as the whole observation .*make_dataset.observation_keys = \['state'\]\) or "

@@ -57,7 +57,8 @@ class DatasetMetadata:
     ref_max_score: Optional[float]
     shards: List[ShardInfo]
     # What preprocessing needs from the whole dataset, computed once at conversion: observation_mean and
-    # observation_std (per dimension), trajectory_return_min / _max, and the converted bytes (shards_bytes).
+    # observation_std (per dimension), trajectory_return_min / _max, trajectory_length_max (what frame stacks are
+    # checked against; absent from conversions by an earlier iql-tf), and the converted bytes (shards_bytes).
     statistics: Dict[str, Any]
     # sha256 of the converted arrays themselves (`transitions.content_sha256`): what identifies the data, whatever
     # the bytes of its shards (None for a version 3 dataset).

@@ -67,8 +67,8 @@ FAMILIES = {
 # state; ogbench 1.2.2's registered visual environments).
 VISUAL_FAMILIES = ("cube-single", "cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3", "puzzle-4x4",
                    "puzzle-4x5", "puzzle-4x6", "antmaze-medium", "antmaze-large", "antmaze-giant", "antmaze-teleport",
-                   "humanoidmaze-medium", "humanoidmaze-large", "humanoidmaze-giant", "humanoidmaze-teleport")
-VISUAL = "visual-"
+                   "humanoidmaze-medium", "humanoidmaze-large", "humanoidmaze-giant")
+VISUAL = envs.VISUAL
 _NAME = re.compile(r"^(?P<family>[a-z0-9-]+?)-(?P<kind>[a-z]+)(?P<single>-singletask)?(?:-task(?P<task>\d+))?"
                    r"-(?P<version>v\d+)$")
 

@@ -178,8 +178,8 @@ def make_dataset(settings: DataSettings) -> OfflineDataset:
     longest = metadata.statistics.get("trajectory_length_max")  # (not recorded before iql-tf counted it)
     if longest is not None and settings.frame_stack > longest:
         raise UserError(f"{metadata.source}: make_dataset.frame_stack = {settings.frame_stack} is longer than its "
-                        f"longest trajectory ({longest} steps), so every stack would repeat a trajectory's first "
-                        f"frame; bind it to at most {longest}")
+                        f"longest trajectory ({longest} step{'s' if longest > 1 else ''}), so every stack would "
+                        f"repeat a trajectory's first frame; bind it to at most {longest}")
     preprocessing = preprocessing_of(metadata, reward_preprocessing, normalize_observations)
     _log_dataset(metadata, preprocessing)
     if as_is:

@@ -25,7 +25,9 @@ from iql_tf.errors import UserError, first_line
 BLOCK_SIZE = 65536  # transitions per record: 7 MB for hopper, a few dozen records per million transitions
 DEFAULT_SHARD_SIZE = 262144  # transitions per file: a 1M dataset reads as 4 files in parallel
 SHARD_GLOB = "shard-*-of-*.tfrecord"
-IMAGE_BLOCK_BYTES = 8 * 2**20  # a block of image rows: about as many bytes as a block of hopper's rows
+# A block of image rows as read back (frames and next frames: about half of it stored, each frame once): about as
+# many bytes as a block of hopper's rows.
+IMAGE_BLOCK_BYTES = 8 * 2**20
 OBSERVATION_KEYS = ("observations", "next_observations")
 END_FRAMES = "end_frames"  # a block of images: the next frames of its rows that end a trajectory, and of its last
 NEXT_FRAME = "next_frame"  # read whole without rebuilding: each row's next frame, indexed into the frames then
@@ -96,7 +98,11 @@ def _block_ends(dones: tf.Tensor) -> tf.Tensor:
 def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) -> bytes:
     arrays = {key: data[key][start:stop] for key in TRANSITION_KEYS}
     if is_image(arrays["observations"]):  # each frame once
-        arrays[END_FRAMES] = arrays.pop("next_observations")[_ends(arrays["dones"])]
+        ends = _ends(arrays["dones"])
+        following = arrays["next_observations"][:-1][~ends[:-1]]
+        if not np.array_equal(following, arrays["observations"][1:][~ends[:-1]]):  # what every source guarantees
+            raise ValueError(f"rows {start}-{stop}: a next frame inside a trajectory is not the following row's")
+        arrays[END_FRAMES] = arrays.pop("next_observations")[ends]
     feature = {
         key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(value).numpy()]))
         for key, value in arrays.items()

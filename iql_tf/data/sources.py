@@ -542,16 +542,18 @@ def _action_bounds(bounds: Tuple[Sequence[float], Sequence[float]], action_dim: 
 def _with_env(data: SourceData, source: str, env_id: str, env_kwargs: Dict[str, Any]) -> SourceData:
     """Records `env_id` as the evaluation env, with its spaces, after checking the data fits them."""
     env = envs.make_env(env_id, env_kwargs)
-    keys = envs.observation_keys(env.observation_space)
-    observations = data.transitions["observations"]
-    image_shape = observations.shape[1:] if transitions_lib.is_image(observations) else None
-    envs.check_env_fits(env, keys, int(np.prod(observations.shape[1:])), data.transitions["actions"].shape[1],
-                        source, image_shape)
-    where = f"{source}: environment {env_id}"
-    validation.check_action_space(where, env.action_space)
-    observation_low, observation_high = _bounds(where, env.observation_space, keys)
-    action_low, action_high = _bounds(where, env.action_space, None)
-    env.close()
+    try:
+        keys = envs.observation_keys(env.observation_space)
+        observations = data.transitions["observations"]
+        image_shape = observations.shape[1:] if transitions_lib.is_image(observations) else None
+        envs.check_env_fits(env, keys, int(np.prod(observations.shape[1:])), data.transitions["actions"].shape[1],
+                            source, image_shape)
+        where = f"{source}: environment {env_id}"
+        validation.check_action_space(where, env.action_space)
+        observation_low, observation_high = _bounds(where, env.observation_space, keys)
+        action_low, action_high = _bounds(where, env.action_space, None)
+    finally:
+        env.close()
     return dataclasses.replace(
         data,
         env_id=env_id,

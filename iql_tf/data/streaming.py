@@ -92,7 +92,8 @@ class StreamedBatches(tf.Module):
             blocks = _shard_blocks(directory, metadata, seed, fix, stack)
         else:  # an RLDS dataset streamed as it is: a block per episode, each a trajectory of its own
             blocks = rlds_source.stream_rows(metadata.stream_of, seed)
-            blocks = stack(blocks) if stack else blocks
+            if stack:  # (a single-step episode is a block of no rows: nothing to stack)
+                blocks = stack(blocks.filter(lambda block: tf.size(block["rewards"]) > 0))
         observation_shape = stacked_shape(metadata.observation_shape, frame_stack)
         blocks = shaped(blocks, observation_shape)
         chunks = blocks.rebatch(shuffle_buffer).repeat()

@@ -60,7 +60,7 @@ PLAY_DATASETS = {
 }
 # The same datasets seen through OGBench's camera (64x64x3 frames rendered by MuJoCo at every step; the state
 # kept in qpos / qvel as in the state datasets): `visual-` names, collected in the visual environments.
-PLAY_DATASETS.update({f"visual-{name}": PlayDataset(f"visual-{recipe.env_id}", recipe.num_episodes)
+PLAY_DATASETS.update({envs.VISUAL + name: PlayDataset(envs.VISUAL + recipe.env_id, recipe.num_episodes)
                       for name, recipe in list(PLAY_DATASETS.items())})
 
 # The range of the per-episode stacking probability, by number of cubes (OGBench's driver).
@@ -127,7 +127,7 @@ def _run_episodes(env_id: str, count: int, episode_steps: int, seed: int, proces
     try:
         # Frames rendered by MuJoCo: always in a spawned worker (its renderer and TensorFlow cannot share a
         # process: iql_tf/env_process.py).
-        if processes == 1 and not env_id.startswith("visual-"):
+        if processes == 1 and not env_id.startswith(envs.VISUAL):
             results = []
             try:
                 for job in jobs:
@@ -153,12 +153,12 @@ _WORKER_STATE = {}  # per worker process: env_id -> (env, oracles)
 
 
 def _episode(job) -> Dict[str, np.ndarray]:
-    """One episode of `env_id`'s play data; a renderer that cannot start is one line saying how to make it."""
+    """One episode of `env_id`'s play data; a renderer that cannot start is one line saying how to make it work."""
     env_id = job[0]
     try:
         return _healthy_episode(*job)
-    except Exception as error:  # noqa: BLE001 - MuJoCo's renderer fails in many ways without a GL backend
-        if not env_id.startswith("visual-") or isinstance(error, UserError):
+    except Exception as error:  # noqa: BLE001 - MuJoCo's FatalError: no OpenGL context to render with
+        if type(error).__name__ != "FatalError":
             raise
         raise UserError(f"{env_id}: rendering its frames failed ({type(error).__name__}: {error}); "
                         f"{RENDERING_FIX}") from None
@@ -169,14 +169,14 @@ def _healthy_episode(env_id: str, episode_steps: int, seed: int, episode: int) -
     env, oracles = _environment(env_id, episode_steps)
     for attempt in range(_MAX_RETRIES + 1):
         rows = _collect(env, oracles, env_id, episode_seed(seed, episode, attempt))
-        if not _family(env_id).startswith("scene") or _cube_in_sight(rows["qpos"]):
+        if not envs.without_camera(env_id).startswith("scene") or _cube_in_sight(rows["qpos"]):
             return rows
     raise UserError(f"{env_id}: episode {episode} hid the cube {_MAX_RETRIES + 1} times in a row; try another --seed")
 
 
 def _environment(env_id: str, episode_steps: int):
     if env_id not in _WORKER_STATE:
-        if env_id.startswith("visual-"):  # in a spawned worker (`_run_episodes`), which renders
+        if env_id.startswith(envs.VISUAL):  # in a spawned worker (`_run_episodes`), which renders
             envs.allow_rendering()
         envs.register_ogbench_environments()
         import gymnasium as gym
@@ -185,9 +185,9 @@ def _environment(env_id: str, episode_steps: int):
         with envs.quiet_ogbench_construction():
             env = gym.make(env_id, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_steps)
         noise = dict(noise=NOISE, noise_smoothing=NOISE_SMOOTHING)
-        if _family(env_id).startswith("cube"):
+        if envs.without_camera(env_id).startswith("cube"):
             oracles = {"cube": cube_plan.CubePlanOracle(env=env, **noise)}
-        elif _family(env_id).startswith("scene"):
+        elif envs.without_camera(env_id).startswith("scene"):
             oracles = {
                 "cube": cube_plan.CubePlanOracle(env=env, **noise),
                 "button": button_plan.ButtonPlanOracle(env=env, **noise),
@@ -200,13 +200,8 @@ def _environment(env_id: str, episode_steps: int):
     return _WORKER_STATE[env_id]
 
 
-def _family(env_id: str) -> str:
-    """`cube-single-v0` of `cube-single-v0` and of `visual-cube-single-v0`."""
-    return env_id[len("visual-"):] if env_id.startswith("visual-") else env_id
-
-
 def _stacking_probability(env_id: str) -> float:
-    family = _family(env_id)
+    family = envs.without_camera(env_id)
     cubes = family.split("-")[1] if family.startswith("cube") else None
     low, high = _STACKING.get(cubes, (0.5, 0.5))
     return float(np.random.uniform(low, high)) if high > low else low

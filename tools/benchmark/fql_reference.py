@@ -2,7 +2,7 @@
 names: the reference of `tests/test_reference_update.py`'s pixel test and of the pixel speed comparison.
 
 Written from FQL's code (github.com/seohongpark/fql at 719d044: agents/iql.py, utils/networks.py and
-utils/encoders.py's 'impala_small'), not copied: `python -m tools.fql_peer one_update` checks it against FQL's own
+utils/encoders.py's 'impala_small'), not copied: `python -m tools.fql_peer pixels` checks it against FQL's own
 agent in FQL's venv. What it computes, as FQL does:
 
 - Three encoders (value, critic, actor) and the target critic's copy, each impala_small: uint8 -> /255, three

@@ -34,9 +34,9 @@ def _peer(layout: install.Layout, command: str, settings: Dict[str, Any]) -> Dic
         environment = dict(peer.peer_environment(pathlib.Path(home), layout), JAX_PLATFORMS="cpu")
         done = subprocess.run([str(layout.python), str(SCRIPT), command, json.dumps(settings)], cwd=layout.fql,
                               env=environment, capture_output=True, text=True)
-    if done.returncode != 0:
+    if done.returncode != 0 or not done.stdout.strip():
         raise UserError(f"FQL's pixel_update.py {command} failed (exit {done.returncode}): "
-                        f"{first_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '')}")
+                        f"{first_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no output')}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -73,8 +73,11 @@ def compare_pixels(root: pathlib.Path, settings: Dict[str, Any], out: pathlib.Pa
     layout = install.Layout(root)
     install.check_installed(layout)
     check = _peer(layout, "check", settings)
-    if not (check["crops_equal"] and check["same_names"]):
-        raise UserError(f"the reference does not hold FQL's parameters or crops as FQL's agent does: {check}")
+    # Rounding moves a parameter whose first gradient is near Adam's epsilon by a part of a step (3e-4): the
+    # measured worst was 4.3e-5; a wrong update moves whole arrays by steps.
+    if not (check["crops_equal"] and check["same_names"] and check["largest_difference"] < 1e-4 and
+            max(check["loss_differences"].values()) < 1e-4):
+        raise UserError(f"FQL's agent and tools/benchmark/fql_reference.py disagree after one update: {check}")
     rows: List[Dict[str, Any]] = [{"row": "FQL's IQL (JAX, jitted update)",
                                    "updates_per_second": _peer(layout, "speed", settings)["updates_per_second"]}]
     for jit_compile in (False, True):
