@@ -20,12 +20,22 @@ RENDERING_FIX = ("set MUJOCO_GL=egl (a GPU with EGL) or MUJOCO_GL=osmesa (a CPU:
                  "offscreen")
 
 
+def rendering_failed(error: BaseException) -> bool:
+    """Whether `error` is MuJoCo failing to render: no OpenGL context (mujoco.FatalError, glfw without a display),
+    or the EGL / OSMesa backend or PyOpenGL failing to load or start."""
+    module = type(error).__module__
+    text = str(error)
+    return (type(error).__name__ == "FatalError" or module.startswith(("OpenGL", "mujoco.egl", "mujoco.osmesa")) or
+            isinstance(error, (ImportError, RuntimeError, AttributeError)) and
+            any(name in text for name in ("EGL", "OSMesa", "OpenGL", "GL context")))
+
+
 def _failure(error: Exception) -> Tuple[str, str]:
-    """What the parent is told of a failure: a UserError as it is, MuJoCo's (an OpenGL context it cannot make:
-    mujoco.FatalError) with how to render offscreen, anything else with its type."""
+    """What the parent is told of a failure: a UserError as it is, a renderer's (`rendering_failed`) with how to
+    render offscreen, anything else with its type."""
     if isinstance(error, UserError):
         return "user_error", str(error)
-    return ("rendering" if type(error).__name__ == "FatalError" else "error"), f"{type(error).__name__}: {error}"
+    return ("rendering" if rendering_failed(error) else "error"), f"{type(error).__name__}: {error}"
 
 
 def _serve(make: Callable[[], gym.Env], connection) -> None:
@@ -63,18 +73,19 @@ class ProcessEnv(gym.Env):
         child.close()
         try:
             self.observation_space, self.action_space, self.spec = self._answer("start")
-        except UserError:
+        except BaseException:  # (a Ctrl-C during a slow start too)
             self.close()
             raise
 
     def _answer(self, what: str) -> Any:
         try:
             status, value = self._connection.recv()
-        except EOFError:  # the worker died: a crash of the simulator or renderer, or a script that spawns
-            self._process.join(5)  # processes without `if __name__ == "__main__":`
+        except EOFError:  # the worker died: a crash of the simulator or renderer, or (at start) a script that
+            self._process.join(5)  # spawns processes without `if __name__ == "__main__":`
+            guard = ("; a Python script that evaluates such an environment needs its code under "
+                     "`if __name__ == \"__main__\":`") if what == "start" else ""
             raise UserError(f"environment {self.name}: its process ended during {what} (exit code "
-                            f"{self._process.exitcode}); {RENDERING_FIX}; a Python script that evaluates such an "
-                            "environment needs its code under `if __name__ == \"__main__\":`") from None
+                            f"{self._process.exitcode}); {RENDERING_FIX}{guard}") from None
         if status == "user_error":
             raise UserError(value)
         if status != "ok":

@@ -117,6 +117,23 @@ def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tm
     for key, value in old_tensors.items():
         np.testing.assert_array_equal(value.numpy(), new_tensors[key].numpy(), err_msg=key)
 
+    # A block whose end frames do not match its ends (another writer's, or a bug) is refused, not misindexed.
+    short = tmp_path / "short"
+    short.mkdir()
+    for shard in held.metadata.shards:
+        with tf.io.TFRecordWriter(str(short / shard.file)) as writer:
+            for record in tf.data.TFRecordDataset(str(pathlib.Path(held.directory, shard.file))):
+                example = tf.train.Example.FromString(record.numpy())
+                ends = example.features.feature[shards.END_FRAMES].bytes_list.value
+                frames_ = tf.io.parse_tensor(ends[0], tf.uint8)
+                ends[0] = tf.io.serialize_tensor(frames_[1:]).numpy()
+                writer.write(example.SerializeToString())
+    for shard, digest in zip(fields["shards"], checksums.files_sha256([short / s.file for s in held.metadata.shards])):
+        shard["sha256"] = digest
+    (short / "metadata.json").write_text(json.dumps(fields))
+    with pytest.raises(UserError, match=r"field 'end_frames' has shape \[\d+, 12, 12, 3\] but metadata.json implies"):
+        load_converted(short, next_frames=False)
+
     streamed = make_dataset(DataSettings(source=source, cache_dir=str(tmp_path), streaming=True))
     # Groups of image batches are bounded in bytes: here to 3 batches, fetched 3 at a time.
     monkeypatch.setattr(streaming, "IMAGE_GROUP_BYTES", 3 * (count // 2) * streaming.row_bytes(streamed.metadata, 1))

@@ -245,7 +245,12 @@ def test_visual_datasets_are_the_state_datasets_through_the_camera_trained_and_e
 
 
 def test_an_environment_in_its_own_process_steps_as_it_would_here(tmp_path):
-    from iql_tf.env_process import ProcessEnv
+    from iql_tf.env_process import ProcessEnv, rendering_failed
+
+    # What a renderer's failures look like: glfw without a display, EGL without a device; not an oracle's bug.
+    assert rendering_failed(type("FatalError", (Exception,), {})("no OpenGL context"))
+    assert rendering_failed(RuntimeError("Cannot initialize a EGL device display"))
+    assert not rendering_failed(ValueError("the oracle's plan failed"))
 
     here = envs.make_env("Pendulum-v1", None, 5)
     there = ProcessEnv(functools.partial(envs.make_env, "Pendulum-v1", None, 5), "Pendulum-v1")

@@ -242,12 +242,15 @@ def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: 
     }
     for _, shard, arrays in blocks:
         rows = int(arrays["rewards"].shape[0])
-        for key in [key for key in TRANSITION_KEYS if key in arrays]:
-            shape = [rows, *expected.get(key, [])]
-            if arrays[key].shape.as_list() != shape:
+        shapes = {key: [rows, *expected.get(key, [])] for key in TRANSITION_KEYS}
+        if END_FRAMES in arrays:  # a frame for each row `_ends` marks (the next frames' indices count on it)
+            shapes[END_FRAMES] = [int(tf.reduce_sum(tf.cast(_block_ends(arrays["dones"]), tf.int32))),
+                                  *metadata.observation_shape]
+        for key in [key for key in shapes if key in arrays]:
+            if arrays[key].shape.as_list() != shapes[key]:
                 raise UserError(
                     f"{storage.join(directory, metadata.shards[shard].file)}: field {key!r} has shape "
-                    f"{arrays[key].shape.as_list()} but metadata.json implies {shape}; {fix}"
+                    f"{arrays[key].shape.as_list()} but metadata.json implies {shapes[key]}; {fix}"
                 )
     _check_block_counts(directory, metadata, [(block, shard, int(arrays["rewards"].shape[0]))
                                               for block, shard, arrays in blocks], fix)

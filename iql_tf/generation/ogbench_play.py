@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from iql_tf import envs, files
-from iql_tf.env_process import RENDERING_FIX
+from iql_tf.env_process import RENDERING_FIX, rendering_failed
 from iql_tf.errors import UserError
 
 EPISODE_STEPS = 1001  # OGBench's max_episode_steps: 1000 transitions per episode once loaded
@@ -157,8 +157,8 @@ def _episode(job) -> Dict[str, np.ndarray]:
     env_id = job[0]
     try:
         return _healthy_episode(*job)
-    except Exception as error:  # noqa: BLE001 - MuJoCo's FatalError: no OpenGL context to render with
-        if type(error).__name__ != "FatalError":
+    except Exception as error:  # noqa: BLE001 - a renderer fails in many ways (env_process.rendering_failed)
+        if not env_id.startswith(envs.VISUAL) or not rendering_failed(error):
             raise
         raise UserError(f"{env_id}: rendering its frames failed ({type(error).__name__}: {error}); "
                         f"{RENDERING_FIX}") from None
