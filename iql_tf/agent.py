@@ -6,7 +6,7 @@ The members' losses are summed, so each member's gradient, and with Adam (elemen
 is exactly what it would be trained alone.
 """
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -93,10 +93,13 @@ class IQLAgent(tf.Module):
             return ImageEncoder(settings.encoder, image_shape, self.seeds, name) if image_shape else None
 
         critic_options = dict(layer_norm=settings.critic_layer_norm, kernel_init=settings.kernel_init)
+        critic_encoder = encoder("critic_encoder")
+        shared = settings.shared_encoder and critic_encoder is not None  # (the critics' for all three)
         self.value = ValueNetwork(observation_dim, hidden_dims, activation, self.seeds,
-                                  encoder=encoder("value_encoder"), **critic_options)
+                                  encoder=critic_encoder if shared else encoder("value_encoder"),
+                                  encoder_trains=not shared, **critic_options)
         self.critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds,
-                                 encoder=encoder("critic_encoder"), **critic_options)
+                                 encoder=critic_encoder, **critic_options)
         self.target_critic = TwinCritic(observation_dim, action_dim, hidden_dims, activation, self.seeds,
                                         name="target_critic", encoder=encoder("target_critic_encoder"),
                                         **critic_options)
@@ -104,7 +107,9 @@ class IQLAgent(tf.Module):
         self.actor = GaussianActor(observation_dim, action_dim, hidden_dims, activation,
                                    self.seeds, settings.actor_dropout_rate,
                                    constant_std=settings.constant_std, tanh_mean=settings.tanh_mean,
-                                   kernel_init=settings.kernel_init, encoder=encoder("actor_encoder"))
+                                   kernel_init=settings.kernel_init,
+                                   encoder=critic_encoder if shared else encoder("actor_encoder"),
+                                   encoder_trains=not shared)
 
         actor_lr = settings.actor_lr
         if settings.actor_cosine_decay:
@@ -113,9 +118,9 @@ class IQLAgent(tf.Module):
         self.critic_optimizer = _adam(settings.critic_lr)
         self.actor_optimizer = _adam(actor_lr)
         # Built now so that a checkpoint restores their slots instead of deferring.
-        self.value_optimizer.build(self.value.trainable_variables)
-        self.critic_optimizer.build(self.critic.trainable_variables)
-        self.actor_optimizer.build(self.actor.trainable_variables)
+        self.value_optimizer.build(_trained(self.value))
+        self.critic_optimizer.build(_trained(self.critic))
+        self.actor_optimizer.build(_trained(self.actor))
 
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.generators = [batch_generator(seed) for seed in self.seeds]
@@ -261,7 +266,7 @@ class IQLAgent(tf.Module):
     @staticmethod
     def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
                model: keras.Model) -> None:
-        variables = model.trainable_variables
+        variables = _trained(model)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     def _sampled_update(self, batches: Batches) -> Dict[str, tf.Tensor]:
@@ -363,3 +368,12 @@ class IQLAgent(tf.Module):
         if self.actor.encoder is not None:
             weights.update({f"encoder/{key}": value for key, value in self.actor.encoder.member_arrays(member).items()})
         return weights
+
+
+def _trained(model: keras.Model) -> List[tf.Variable]:
+    """The variables a network's own loss trains: all but those of an encoder another network trains
+    (`IQLAgent.shared_encoder`)."""
+    if getattr(model, "encoder_trains", True):
+        return model.trainable_variables
+    shared = {id(variable) for variable in model.encoder.trainable_variables}
+    return [variable for variable in model.trainable_variables if id(variable) not in shared]

@@ -153,22 +153,26 @@ def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequ
     return keras.Sequential([keras.Input(shape), *layers], name=f"{prefix}_trunk")
 
 
-def _encoded(encoder: Optional[ImageEncoder], members: int, observations: tf.Tensor) -> tf.Tensor:
-    """Image observations [members, B, h, w, c] through `encoder` ([members, B, F]); vectors as they are."""
+def _encoded(encoder: Optional[ImageEncoder], members: int, observations: tf.Tensor, trains: bool = True
+             ) -> tf.Tensor:
+    """Image observations [members, B, h, w, c] through `encoder` ([members, B, F]), without a gradient into it
+    unless it `trains` (an encoder another network trains); vectors as they are."""
     if encoder is None:
         return observations
-    return encoder(observations[0])[None] if members == 1 else encoder(observations)
+    features = encoder(observations[0])[None] if members == 1 else encoder(observations)
+    return features if trains else tf.stop_gradient(features)
 
 
 class ValueNetwork(_EnsembleModel):
     """V(s) per member: MLP with a scalar head, [members, B, obs] -> [members, B]; with an `encoder`, images
-    [members, B, h, w, c] are encoded first (`input_dim` is then the encoder's features)."""
+    [members, B, h, w, c] are encoded first (`input_dim` is then the encoder's features), by an encoder it trains
+    or, `encoder_trains` False, one another network trains (its features then carry no gradient)."""
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
                  name="value", layer_norm: bool = False, kernel_init: str = "orthogonal",
-                 encoder: Optional[ImageEncoder] = None):
+                 encoder: Optional[ImageEncoder] = None, encoder_trains: bool = True):
         super().__init__(len(seeds), name)
-        self.encoder = encoder
+        self.encoder, self.encoder_trains = encoder, encoder_trains
         input_dim = encoder.features if encoder else input_dim
         self.trunk = mlp(input_dim, hidden_dims, activation, seeds, name, layer_norm, kernel_init)
         self.head = EnsembleDense(1, layer_seeds(seeds, name, len(hidden_dims)),
@@ -176,7 +180,7 @@ class ValueNetwork(_EnsembleModel):
         self(encoder.example() if encoder else tf.zeros([len(seeds), 1, input_dim]))
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        inputs = _encoded(self.encoder, self.members, inputs)
+        inputs = _encoded(self.encoder, self.members, inputs, self.encoder_trains)
         return self._leave(tf.squeeze(self.head(self.trunk(self._enter(inputs))), -1))
 
 
@@ -205,7 +209,8 @@ class TwinCritic(keras.Model):
 class GaussianActor(_EnsembleModel):
     """pi(a|s) = N(mean, exp(clip(log_std)) * temperature) with mean = tanh(Dense(MLP(s))), a state-independent
     std per member, learned, or fixed at 1 (log_std 0) with `constant_std`; with `tanh_mean=False` the mean is
-    Dense(MLP(s)), which whoever acts clips to [-1, 1] (evaluation, exploration, the export).
+    Dense(MLP(s)), which whoever acts clips to [-1, 1] (evaluation, exploration, the export). An `encoder` as the
+    value network's.
 
     Dropout (kitchen/adroit) is stateless and seeded by the caller with one seed per member, so each member's
     checkpointed random generator drives its own masks and a resumed run repeats them.
@@ -213,10 +218,11 @@ class GaussianActor(_EnsembleModel):
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False,
-                 tanh_mean: bool = True, kernel_init: str = "orthogonal", encoder: Optional[ImageEncoder] = None):
+                 tanh_mean: bool = True, kernel_init: str = "orthogonal", encoder: Optional[ImageEncoder] = None,
+                 encoder_trains: bool = True):
         super().__init__(len(seeds), name)
         self.squash = tf.tanh if tanh_mean else tf.identity
-        self.encoder = encoder
+        self.encoder, self.encoder_trains = encoder, encoder_trains
         observation_dim = encoder.features if encoder else observation_dim
         self.trunk = mlp(observation_dim, hidden_dims, activation, seeds, name, kernel_init=kernel_init)
         self.mean_head = EnsembleDense(action_dim, layer_seeds(seeds, name, len(hidden_dims)),
@@ -229,7 +235,7 @@ class GaussianActor(_EnsembleModel):
 
     def call(self, observations: tf.Tensor, dropout_seeds: Optional[tf.Tensor] = None) -> tf.Tensor:
         """The mean tanh(Dense(h)) (or Dense(h)); dropout only when seeds ([members, 2]) are given."""
-        x = self._enter(_encoded(self.encoder, self.members, observations))
+        x = self._enter(_encoded(self.encoder, self.members, observations, self.encoder_trains))
         if dropout_seeds is None or self.dropout_rate == 0:
             return self._leave(self.squash(self.mean_head(self.trunk(x))))
         layer_seeds = _layer_seeds(dropout_seeds, len(self.trunk.layers))

@@ -154,7 +154,8 @@ class DataSettings:
 
 # Options added since 0.4 (OGBench's IQL, images), with the value that means what 0.3 did.
 _LATER_OPTIONS = {"critic_layer_norm": False, "constant_std": False, "tanh_mean": True, "kernel_init": "orthogonal",
-                  "update_order": "sequential", "encoder": "impala_small", "augmentation_probability": 0.0}
+                  "update_order": "sequential", "encoder": "impala_small", "augmentation_probability": 0.0,
+                  "shared_encoder": False}
 
 
 @gin.configurable("IQLAgent")
@@ -186,6 +187,9 @@ class AgentSettings:
       encoder: how image observations are encoded (vectors enter the networks as they are): 'impala_small' (the
         FQL repository's IMPALA ResNet) or 'conv_small' (three convolutions, for CPUs); see `encoders.py`. The
         value network, the critics (both Qs share one) and the actor each have their own, as the FQL repository.
+      shared_encoder: one image encoder for the value network, the critics and the actor: the critics', trained by
+        their TD loss alone (the value and policy losses see its features without a gradient, as DrQ's actor
+        does); the target critics keep their own copy. False: one each, the FQL repository's choice.
       augmentation_probability: the probability that a batch of images is augmented by random shifts (the FQL
         repository's p_aug: each image, with its next image, shifted by up to 3 pixels, edges repeated); 0: never.
       batch_size: transitions per update.
@@ -211,6 +215,7 @@ class AgentSettings:
     update_order: str = "sequential"
     encoder: str = "impala_small"
     augmentation_probability: float = 0.0
+    shared_encoder: bool = False
     batch_size: int = 256
     jit_compile: Optional[bool] = None
 
@@ -235,7 +240,7 @@ class AgentSettings:
         if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
             _fail("IQLAgent.jit_compile", self.jit_compile, "None (the faster path on this machine), True (XLA) or "
                   "False")
-        for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std", "tanh_mean"):
+        for name in ("actor_cosine_decay", "critic_layer_norm", "constant_std", "tanh_mean", "shared_encoder"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"IQLAgent.{name}", getattr(self, name), "True or False")
         if not 0.0 <= _number(self.augmentation_probability) <= 1.0:

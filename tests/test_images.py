@@ -191,6 +191,34 @@ def test_a_batch_is_shifted_as_a_whole_with_one_shift_per_observation_and_its_ne
     assert set(np.round(changed[changed > 0], 1)) <= {0.9, 1.0} and 10 < np.count_nonzero(changed) < 30
 
 
+def test_a_shared_encoder_is_read_by_every_network_and_trained_by_the_critics_alone():
+    shape = (8, 8, 3)
+    rng = np.random.default_rng(0)
+    batch = {key: tf.constant(rng.integers(0, 256, (1, 16, *shape), dtype=np.uint8))
+             for key in ("observations", "next_observations")}
+    batch.update(actions=tf.constant(rng.uniform(-1, 1, (1, 16, 2)), tf.float32),
+                 rewards=tf.constant(rng.normal(size=(1, 16)), tf.float32), masks=tf.ones([1, 16]))
+
+    def moved_by_an_update(shared):
+        """How far one update moves the value network's encoder and its first layer, the critics' step made
+        tiny (learning rate 1e-12): what moves the encoder then is the value and policy losses."""
+        agent = IQLAgent(192, 2, AgentSettings(hidden_dims=(8,), encoder="conv_small", shared_encoder=shared,
+                                               critic_lr=1e-12, jit_compile=False), 10, image_shape=shape)
+        encoder, layer = agent.value.encoder.trainable_variables[0], agent.value.trunk.layers[0].kernel
+        before = encoder.numpy(), layer.numpy()
+        agent.update(batch, tf.constant([[0, 0]]))
+        return agent, [float(np.abs(now.numpy() - was).max()) for now, was in zip((encoder, layer), before)]
+
+    shared, (encoder_moved, layer_moved) = moved_by_an_update(True)
+    assert shared.value.encoder is shared.critic.encoder is shared.actor.encoder is not shared.target_critic.encoder
+    assert encoder_moved < 1e-9 and layer_moved > 1e-5  # the value network trains, the critics' encoder does not
+    _, (own_encoder_moved, _) = moved_by_an_update(False)
+    assert own_encoder_moved > 1e-5  # its own encoder: the value loss trains it
+    weights = shared.member_weights(0)  # what the export takes: the critics' encoder
+    np.testing.assert_array_equal(weights["encoder/conv0/kernel"],
+                                  shared.critic.encoder.member_arrays(0)["conv0/kernel"])
+
+
 def test_impala_small_has_the_fql_repositorys_parameters_and_both_encoders_map_images_to_features():
     # The FQL repository's impala_small on 64x64 images of 3 stacked frames: 56,832 convolution parameters and
     # a 2048 -> 512 dense layer (seohongpark/fql utils/encoders.py, counted by hand from its layers).

@@ -67,7 +67,8 @@ FQL_IQL_SETTINGS = {
 
 # The FQL repository's visual IQL (README, "IQL on OGBench visual-cube-single"): what a visual family adds.
 VISUAL_BINDINGS = ("train.num_offline_steps = 500000", "IQLAgent.encoder = 'impala_small'",
-                   "IQLAgent.augmentation_probability = 0.5", "make_dataset.frame_stack = 3")
+                   "IQLAgent.shared_encoder = False", "IQLAgent.augmentation_probability = 0.5",
+                   "make_dataset.frame_stack = 3")
 VISUAL = ogbench_source.VISUAL
 
 
