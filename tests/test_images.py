@@ -69,6 +69,24 @@ def frames(count: int, seed: int = 0, shape=(SIZE, SIZE, 3)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
 
 
+def rewritten(dataset, folder: pathlib.Path, edit, **metadata_fields) -> pathlib.Path:
+    """A copy of a converted dataset's directory in `folder`, each record's features changed by `edit(record,
+    features)`, its shards' digests (and `metadata_fields`) updated in metadata.json."""
+    folder.mkdir()
+    for shard in dataset.metadata.shards:
+        with tf.io.TFRecordWriter(str(folder / shard.file)) as writer:
+            for record in tf.data.TFRecordDataset(str(pathlib.Path(dataset.directory, shard.file))):
+                example = tf.train.Example.FromString(record.numpy())
+                edit(record, example.features.feature)
+                writer.write(example.SerializeToString())
+    fields = json.loads(pathlib.Path(dataset.directory, "metadata.json").read_text())
+    paths = [folder / shard.file for shard in dataset.metadata.shards]
+    for shard, digest in zip(fields["shards"], checksums.files_sha256(paths)):
+        shard["sha256"] = digest
+    (folder / "metadata.json").write_text(json.dumps(dict(fields, **metadata_fields)))
+    return folder
+
+
 def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tmp_path, monkeypatch):
     # Episodes of 7 steps back to back, next observations the following rows; small image blocks, so that
     # several records and their order are exercised.
@@ -96,41 +114,23 @@ def test_images_are_stored_as_uint8_and_read_back_to_the_bit_held_or_streamed(tm
     assert held.metadata.frames_once
 
     # A format 6 directory (each block's next frames stored whole, as iql-tf wrote images before) reads the same.
-    old = tmp_path / "format6"
-    old.mkdir()
-    for shard in held.metadata.shards:
-        with tf.io.TFRecordWriter(str(old / shard.file)) as writer:
-            for record in tf.data.TFRecordDataset(str(pathlib.Path(held.directory, shard.file))):
-                example = tf.train.Example.FromString(record.numpy())
-                block = shards.parse_block(record, held.metadata)
-                features = example.features.feature
-                del features[shards.END_FRAMES]
-                features["next_observations"].bytes_list.value.append(
-                    tf.io.serialize_tensor(block["next_observations"]).numpy())
-                writer.write(example.SerializeToString())
-    fields = json.loads(pathlib.Path(held.directory, "metadata.json").read_text())
-    for shard, digest in zip(fields["shards"], checksums.files_sha256([old / s.file for s in held.metadata.shards])):
-        shard["sha256"] = digest
-    (old / "metadata.json").write_text(json.dumps(dict(fields, format_version=6)))
+    def format6(record, features):
+        del features[shards.END_FRAMES]
+        features["next_observations"].bytes_list.value.append(
+            tf.io.serialize_tensor(shards.parse_block(record, held.metadata)["next_observations"]).numpy())
+
+    old = rewritten(held, tmp_path / "format6", format6, format_version=6)
     (old_tensors, old_metadata), (new_tensors, _) = load_converted(old), load_converted(held.directory)
     assert not old_metadata.frames_once and sorted(old_tensors) == sorted(new_tensors)
     for key, value in old_tensors.items():
         np.testing.assert_array_equal(value.numpy(), new_tensors[key].numpy(), err_msg=key)
 
     # A block whose end frames do not match its ends (another writer's, or a bug) is refused, not misindexed.
-    short = tmp_path / "short"
-    short.mkdir()
-    for shard in held.metadata.shards:
-        with tf.io.TFRecordWriter(str(short / shard.file)) as writer:
-            for record in tf.data.TFRecordDataset(str(pathlib.Path(held.directory, shard.file))):
-                example = tf.train.Example.FromString(record.numpy())
-                ends = example.features.feature[shards.END_FRAMES].bytes_list.value
-                frames_ = tf.io.parse_tensor(ends[0], tf.uint8)
-                ends[0] = tf.io.serialize_tensor(frames_[1:]).numpy()
-                writer.write(example.SerializeToString())
-    for shard, digest in zip(fields["shards"], checksums.files_sha256([short / s.file for s in held.metadata.shards])):
-        shard["sha256"] = digest
-    (short / "metadata.json").write_text(json.dumps(fields))
+    def one_end_frame_short(record, features):
+        ends = features[shards.END_FRAMES].bytes_list.value
+        ends[0] = tf.io.serialize_tensor(tf.io.parse_tensor(ends[0], tf.uint8)[1:]).numpy()
+
+    short = rewritten(held, tmp_path / "short", one_end_frame_short)
     with pytest.raises(UserError, match=r"field 'end_frames' has shape \[\d+, 12, 12, 3\] but metadata.json implies"):
         load_converted(short, next_frames=False)
 
