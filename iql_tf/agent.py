@@ -13,9 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from iql_tf import augmentation, losses
-from iql_tf.encoders import ImageEncoder
+from iql_tf.data.parts import Part
+from iql_tf.encoders import ImageEncoder, PartsEncoder
 from iql_tf.errors import UserError
-from iql_tf.networks import GaussianActor, TwinCritic, ValueNetwork, activation_function
+from iql_tf.networks import Encoder, GaussianActor, TwinCritic, ValueNetwork, activation_function
 from iql_tf.replay_buffer import Batches, ReplayBuffer
 from iql_tf.seeding import derived_seed
 from iql_tf.settings import AgentSettings
@@ -63,13 +64,16 @@ class IQLAgent(tf.Module):
     """
 
     def __init__(self, observation_dim: int, action_dim: int, settings: AgentSettings, actor_decay_steps: int,
-                 seeds: Sequence[int] = (0,), image_shape: Optional[Sequence[int]] = None):
+                 seeds: Sequence[int] = (0,), image_shape: Optional[Sequence[int]] = None,
+                 parts: Optional[Sequence[Part]] = None):
         """Builds the networks.
 
         Args:
           observation_dim, action_dim: sizes of the flattened observation and of the action.
           image_shape: [height, width, channels] of image observations (uint8, encoded by `settings.encoder`);
             None for vectors.
+          parts: the parts of observations of parts as the networks take them (images stacked), each image part
+            encoded by an encoder of `settings.encoder`; None for one array.
           settings: the networks', losses' and optimisers' settings (`IQLAgent.*` in gin).
           actor_decay_steps: length of the actor's cosine learning-rate decay (the run's offline updates).
           seeds: one per member; seed the initialisers and the generator that samples the member's batches,
@@ -88,8 +92,12 @@ class IQLAgent(tf.Module):
         hidden_dims, activation = settings.hidden_dims, settings.activation
 
         self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.parts = list(parts) if parts else None
+        self.takes_images = bool(self.image_shape or self.parts)
 
-        def encoder(name: str) -> Optional[ImageEncoder]:  # each network its own, as the FQL repository's
+        def encoder(name: str) -> Optional[Encoder]:  # each network its own, as the FQL repository's
+            if self.parts:
+                return PartsEncoder(settings.encoder, self.parts, self.seeds, name)
             return ImageEncoder(settings.encoder, image_shape, self.seeds, name) if image_shape else None
 
         critic_options = dict(layer_norm=settings.critic_layer_norm, kernel_init=settings.kernel_init)
@@ -124,8 +132,7 @@ class IQLAgent(tf.Module):
 
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.generators = [batch_generator(seed) for seed in self.seeds]
-        members_spec = tf.TensorSpec([self.members, None, *self.observation_shape],
-                                     tf.uint8 if image_shape else tf.float32)
+        members_spec = self.observation_spec([self.members, None])
         # Fixed signatures: evaluation batches shrink as episodes end, which must not retrace.
         self.act = tf.function(self.actor, input_signature=[members_spec])
         self.explore = tf.function(self._explore, input_signature=[members_spec, tf.TensorSpec([], tf.float32)])
@@ -133,10 +140,14 @@ class IQLAgent(tf.Module):
         if settings.jit_compile is not None:
             self.compile(settings.jit_compile)
 
-    @property
-    def observation_shape(self) -> Tuple[int, ...]:
-        """One observation's shape: [observation_dim], or the image shape."""
-        return self.image_shape or (self.observation_dim,)
+    def observation_spec(self, leading: Sequence[Optional[int]]) -> Any:
+        """What the networks take as observations with the `leading` axes: a TensorSpec ([observation_dim] float32,
+        or uint8 images), or one per part."""
+        if self.parts:
+            return {part.name: tf.TensorSpec([*leading, *part.shape], part.dtype) for part in self.parts}
+        if self.image_shape:
+            return tf.TensorSpec([*leading, *self.image_shape], tf.uint8)
+        return tf.TensorSpec([*leading, self.observation_dim], tf.float32)
 
     @property
     def hyperparameters(self) -> Dict[str, Any]:
@@ -235,14 +246,14 @@ class IQLAgent(tf.Module):
         """The losses and value statistics of every member on held-out transitions ([N, ...] each, prepared as
         the training batches, with `terminals`), without updating anything: each a [members] mean over N."""
         names = ("critic_loss", "value_loss", "q_mean", "v_mean", "target_mean", "advantage_mean")
-        if self.image_shape:  # three encoders' activations of a chunk at once: 64x64 frames in thousands
+        if self.takes_images:  # three encoders' activations of a chunk at once: 64x64 frames in thousands
             chunk = min(chunk, 1024)
         totals = {name: np.zeros(self.members) for name in names}
         size = int(transitions["rewards"].shape[0])
         for start in range(0, size, chunk):
-            part = {key: transitions[key][start:start + chunk] for key in
-                    ("observations", "actions", "rewards", "next_observations", "terminals")}
-            batch = {key: tf.broadcast_to(value, [self.members, *value.shape]) for key, value in part.items()}
+            part = {key: tf.nest.map_structure(lambda values: values[start:start + chunk], transitions[key]) for key
+                    in ("observations", "actions", "rewards", "next_observations", "terminals")}
+            batch = tf.nest.map_structure(lambda value: tf.broadcast_to(value, [self.members, *value.shape]), part)
             batch["masks"] = 1.0 - batch.pop("terminals")
             q1, q2 = self.critic(batch["observations"], batch["actions"])
             target_q = tf.minimum(*self.target_critic(batch["observations"], batch["actions"]))
@@ -272,7 +283,7 @@ class IQLAgent(tf.Module):
     def _sampled_update(self, batches: Batches) -> Dict[str, tf.Tensor]:
         batch = batches.sample(self.generators)
         dropout_seeds = tf.stack([generator.make_seeds(1)[:, 0] for generator in self.generators])
-        if self.image_shape and self.settings.augmentation_probability > 0:
+        if self.takes_images and self.settings.augmentation_probability > 0:
             batch = augmentation.shifted(batch, self.generators, self.settings.augmentation_probability)
         return self.update(batch, dropout_seeds)
 
@@ -359,7 +370,7 @@ class IQLAgent(tf.Module):
 
     def member_weights(self, member: int) -> Dict[str, np.ndarray]:
         """The actor of one member as plain arrays (kernels [in, out], biases [out], log_std [act], and its image
-        encoder's parameters as encoder/NAME), for export."""
+        encoder's parameters as encoder/NAME, or encoder/PART/NAME), for export."""
         layers = list(self.actor.trunk.layers) + [self.actor.mean_head]
         weights = {}
         for i, layer in enumerate(layers):

@@ -10,11 +10,12 @@ and the run's operative_config.gin records them), and `fit` runs the same traine
 import dataclasses
 import difflib
 import pathlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from iql_tf import config
+from iql_tf.data.parts import Part, row_count
 from iql_tf.errors import UserError
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
 
@@ -121,8 +122,8 @@ class IQL:
 
     def predict(self, observations: Any) -> np.ndarray:
         """The deterministic policy's actions for raw (flattened) observations [N, obs] (or one [obs]), or uint8
-        images [N, h, w, c] (or one; frame stacks along the channels), in the data's units: what the exported
-        policy answers."""
+        images [N, h, w, c] (or one; frame stacks along the channels), or a dict of parts of either kind (each
+        [N, ...], or one observation), in the data's units: what the exported policy answers."""
         run = self._trained()
         batch, single = _observation_batch(observations, run)
         actions = run.policy(0)(batch)
@@ -136,12 +137,13 @@ class IQL:
         run = self._trained()
         batch, single = _observation_batch(observations, run)
         acts, _ = _batch(actions, run.action_dim, "actions")
-        if len(acts) != len(batch):
-            raise UserError(f"predict_value: {len(batch)} observations but {len(acts)} actions")
+        if len(acts) != row_count(batch):
+            raise UserError(f"predict_value: {row_count(batch)} observations but {len(acts)} actions")
         preprocessing = run.preprocessing
-        obs = batch[None] if run.agent.image_shape else np.asarray(preprocessing.observations(batch), np.float32)[None]
+        obs = tf.nest.map_structure(lambda values: values[None], batch) if run.agent.takes_images else \
+            np.asarray(preprocessing.observations(batch), np.float32)[None]
         unit = np.clip(np.asarray(preprocessing.actions_to_unit(acts), np.float32), -1.0, 1.0)[None]
-        q = tf.minimum(*run.agent.critic(tf.constant(obs), tf.constant(unit))).numpy()[0]
+        q = tf.minimum(*run.agent.critic(tf.nest.map_structure(tf.constant, obs), tf.constant(unit))).numpy()[0]
         return q[0] if single else q
 
     def estimate(self, data: Any, workdir: Optional[str] = None, initial_states: Any = None,
@@ -184,19 +186,53 @@ class IQL:
         return agent
 
 
-def _observation_batch(values: Any, run: "run_state.TrainedRun") -> "tuple[np.ndarray, bool]":
-    """Observations as the run's policy takes them: `_batch`'s vectors, or uint8 images [N, h, w, c] (or one)."""
+def _observation_batch(values: Any, run: "run_state.TrainedRun") -> "tuple[Any, bool]":
+    """Observations as the run's policy takes them: `_batch`'s vectors, uint8 images [N, h, w, c] (or one), or a
+    dict of parts (`_parts_batch`)."""
+    if run.agent.parts:
+        return _parts_batch(values, run.agent.parts)
     shape = run.agent.image_shape
     if not shape:
         return _batch(values, run.observation_dim, "observations")
+    return _image_batch(values, shape, "observations")
+
+
+def _image_batch(values: Any, shape: Sequence[int], what: str) -> "tuple[np.ndarray, bool]":
+    """uint8 images [N, *shape] from [N, *shape] or one [*shape] (then single)."""
     array = np.asarray(values)
-    single = array.shape == shape
+    single = array.shape == tuple(shape)
     array = array[None] if single else array
-    if array.dtype != np.uint8 or array.shape[1:] != shape:
-        raise UserError(f"observations of shape {list(np.shape(values))} and dtype {array.dtype}: expected uint8 "
+    if array.dtype != np.uint8 or array.shape[1:] != tuple(shape):
+        raise UserError(f"{what} of shape {list(np.shape(values))} and dtype {array.dtype}: expected uint8 "
                         f"images [N, {', '.join(map(str, shape))}] or one [{', '.join(map(str, shape))}], as the "
                         "training data")
     return array, single
+
+
+def _parts_batch(values: Any, parts: Sequence[Part]) -> "tuple[Dict[str, np.ndarray], bool]":
+    """A dict with each of `parts` (images stacked), all [N, ...] or all one observation (then single); a missing or
+    unknown part, or parts of different batch sizes, is a UserError."""
+    names = [part.name for part in parts]
+    if not isinstance(values, Mapping):
+        raise UserError(f"observations: a {type(values).__name__}, but the policy takes a dict of the parts "
+                        f"{', '.join(names)}")
+    missing, unknown = [name for name in names if name not in values], [name for name in values if name not in names]
+    if missing or unknown:
+        raise UserError("observations: " + (f"missing the part(s) {', '.join(missing)}" if missing else
+                                             f"unknown part(s) {', '.join(map(str, unknown))}") +
+                        f"; the policy takes the parts {', '.join(names)}")
+    batch, singles = {}, set()
+    for part in parts:
+        what = f"observations[{part.name!r}]"
+        values_of_part = values[part.name]
+        batch[part.name], single = (_image_batch(values_of_part, part.shape, what) if part.image else
+                                    _batch(values_of_part, part.shape[0], what))
+        singles.add(single)
+    sizes = {len(array) for array in batch.values()}
+    if len(singles) > 1 or len(sizes) > 1:
+        raise UserError("observations: its parts hold different numbers of observations; give each part [N, ...] "
+                        "alike, or one observation each")
+    return batch, singles.pop()
 
 
 def _batch(values: Any, width: int, what: str) -> "tuple[np.ndarray, bool]":

@@ -3,12 +3,15 @@ agents apply it with `p_aug`: with probability p a whole batch is augmented; the
 PADDING pixels in each direction, its border pixels repeated into what the shift uncovers (edge padding, then a
 crop back to the image's size), and its next observation by the same shift, so a transition stays one scene.
 Done inside the compiled update, on the batch's uint8 images, with the members' own generators (so a resumed run
-draws the same shifts).
+draws the same shifts). Observations of parts: every image part by the same shift (as the FQL repository's
+`augment` maps one crop over every image in a batch), vectors as they are.
 """
 
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import tensorflow as tf
+
+from iql_tf.data.parts import map_parts
 
 PADDING = 3  # pixels, the FQL repository's (for 64x64 images)
 
@@ -22,16 +25,21 @@ def shift(images: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.gather(images, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
 
 
-def shifted(batch: Dict[str, tf.Tensor], generators: Sequence[tf.random.Generator], probability: float
-            ) -> Dict[str, tf.Tensor]:
+def shifted(batch: Dict[str, Any], generators: Sequence[tf.random.Generator], probability: float
+            ) -> Dict[str, Any]:
     """`batch` ([members, B, ...] tensors) with each member's observations and next observations shifted alike,
     with probability `probability` per member and batch, drawn with that member's generator."""
     observations, next_observations = [], []
     for member, generator in enumerate(generators):
-        batch_size = tf.shape(batch["observations"])[1]
+        batch_size = tf.shape(batch["rewards"])[1]
         augment = generator.uniform([]) < probability
         offsets = generator.uniform([batch_size, 2], 0, 2 * PADDING + 1, tf.int32)
-        for key, out in (("observations", observations), ("next_observations", next_observations)):
-            images = batch[key][member]
-            out.append(tf.where(augment, shift(images, offsets), images))
-    return dict(batch, observations=tf.stack(observations), next_observations=tf.stack(next_observations))
+
+        def member_shifted(images: tf.Tensor) -> tf.Tensor:
+            images = images[member]
+            return tf.where(augment, shift(images, offsets), images) if images.shape.rank == 4 else images
+
+        observations.append(map_parts(member_shifted, batch["observations"]))
+        next_observations.append(map_parts(member_shifted, batch["next_observations"]))
+    return dict(batch, observations=map_parts(lambda *members: tf.stack(members), *observations),
+                next_observations=map_parts(lambda *members: tf.stack(members), *next_observations))

@@ -11,15 +11,19 @@ One definition per encoder (`forward`: a function of its parameters), run on Ker
 - 'conv_small': three 3x3 convolutions of 32 channels (strides 2, 2, 1) with relu, then a 256-unit dense layer
   with GELU: far fewer operations than impala_small (its first convolution runs at a quarter of the resolution),
   for small images on CPUs.
+
+Observations of parts (`data/parts.py`) go through a `PartsEncoder`: an encoder of the kind for each image part,
+each vector part as it is, concatenated in the parts' order (`concatenated`).
 """
 
 import math
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from iql_tf.data.parts import Part
 from iql_tf.options import ENCODERS
 from iql_tf.seeding import derived_seed
 
@@ -116,3 +120,38 @@ class ImageEncoder(keras.layers.Layer):
     def member_arrays(self, member: int) -> Dict[str, np.ndarray]:
         """One member's parameters as arrays (what the export makes constants of)."""
         return {key: np.asarray(value) for key, value in self.member_parameters(member).items()}
+
+
+def concatenated(parts: Sequence[Part], image_features: Callable[[str, tf.Tensor], tf.Tensor],
+                 observations: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    """The features of observations of `parts`: each image part's by `image_features(name, images)`, each vector
+    part as it is, concatenated in the parts' order."""
+    return tf.concat([image_features(part.name, observations[part.name]) if part.image else
+                      tf.cast(observations[part.name], tf.float32) for part in parts], axis=-1)
+
+
+class PartsEncoder(keras.layers.Layer):
+    """Observations of `parts` (images stacked as the networks take them) -> features, with an `ImageEncoder` of
+    `kind` per image part (named NAME_PART) and the vector parts as they are; members as `ImageEncoder`'s."""
+
+    def __init__(self, kind: str, parts: Sequence[Part], seeds: Sequence[int], name: str):
+        super().__init__(name=name)
+        self.kind, self.parts, self.members = kind, list(parts), len(seeds)
+        self.image_encoders = {}
+        for part in self.parts:
+            if part.image:  # an attribute each (tf.train.Checkpoint sees a Keras layer's attributes, not its dicts)
+                self.image_encoders[part.name] = ImageEncoder(kind, part.shape, seeds, f"{name}_{part.name}")
+                setattr(self, f"encoder_{part.name}", self.image_encoders[part.name])
+        self.features = sum(FEATURES[kind] if part.image else part.shape[0] for part in self.parts)
+
+    def call(self, observations: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        return concatenated(self.parts, lambda name, images: self.image_encoders[name](images), observations)
+
+    def example(self) -> Dict[str, tf.Tensor]:
+        """A batch of one zero observation per member, each part [members, 1, ...]."""
+        return {part.name: tf.zeros([self.members, 1, *part.shape], part.dtype) for part in self.parts}
+
+    def member_arrays(self, member: int) -> Dict[str, np.ndarray]:
+        """One member's parameters as arrays, keyed PART/PARAMETER."""
+        return {f"{name}/{key}": value for name, encoder in self.image_encoders.items()
+                for key, value in encoder.member_arrays(member).items()}

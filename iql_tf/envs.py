@@ -107,12 +107,21 @@ def quiet_ogbench_construction() -> Iterator[None]:
         logging.set_verbosity(verbosity)
 
 
+def has_parts(space: gym.Space) -> bool:
+    """Whether observations of `space` are of parts (`data/parts.py`): a flat Dict with an image, a uint8 Box of
+    [height, width, channels], among its entries."""
+    return isinstance(space, gym.spaces.Dict) and any(
+        isinstance(entry, gym.spaces.Box) and entry.dtype == np.uint8 and len(entry.shape) == 3
+        for entry in space.spaces.values())
+
+
 def observation_keys(space: gym.Space) -> Optional[list]:
-    """The flattening order of a Dict observation space, or None for a Box.
+    """The flattening order of a Dict observation space, or None for a Box and for a space of parts (`has_parts`),
+    which is never flattened.
 
     Nested Dicts (FrankaKitchen's per-task goals) give 'outer/inner' paths, sorted at every level.
     """
-    if not isinstance(space, gym.spaces.Dict):
+    if not isinstance(space, gym.spaces.Dict) or has_parts(space):
         return None
     keys = []
     for key in sorted(space.spaces.keys()):
@@ -128,9 +137,11 @@ def observation_part(tree: Any, key: str) -> Any:
     return tree
 
 
-def flatten_observation(observation: Any, keys: Optional[Sequence[str]]) -> np.ndarray:
+def flatten_observation(observation: Any, keys: Optional[Sequence[str]]) -> Any:
     """One observation (or a batch, leading axes kept) as a float32 vector in the fixed key order; an image
-    (uint8 [..., height, width, channels]) as it is."""
+    (uint8 [..., height, width, channels]) as it is; an observation of parts as a dict of them."""
+    if keys is None and isinstance(observation, Mapping):
+        return {name: flatten_observation(value, None) for name, value in observation.items()}
     if keys is None:
         array = np.asarray(observation)
         return array if array.dtype == np.uint8 and array.ndim >= 3 else array.astype(np.float32)
@@ -146,14 +157,24 @@ def stack_frames(env: gym.Env, frame_stack: int) -> gym.Env:
     if frame_stack == 1:
         return env
     stacked = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="reset")
-    height, width, channels = env.observation_space.shape
     space = env.observation_space
 
-    def onto_channels(frames: np.ndarray) -> np.ndarray:
+    def onto_channels(frames: np.ndarray, box: gym.spaces.Box) -> np.ndarray:
+        height, width, channels = box.shape
         return np.moveaxis(np.asarray(frames), 0, 2).reshape(height, width, frame_stack * channels)
 
-    return gym.wrappers.TransformObservation(stacked, onto_channels, gym.spaces.Box(
-        np.tile(space.low, frame_stack), np.tile(space.high, frame_stack), dtype=space.dtype))
+    def stacked_box(box: gym.spaces.Box) -> gym.spaces.Box:
+        return gym.spaces.Box(np.tile(box.low, frame_stack), np.tile(box.high, frame_stack), dtype=box.dtype)
+
+    if not isinstance(space, gym.spaces.Dict):
+        return gym.wrappers.TransformObservation(stacked, lambda frames: onto_channels(frames, space),
+                                                 stacked_box(space))
+    images = {name for name, box in space.spaces.items() if len(box.shape) == 3 and box.dtype == np.uint8}
+    # Parts: each image's frames onto its channels, a vector the newest alone (as training stacks them).
+    return gym.wrappers.TransformObservation(
+        stacked, lambda frames: {name: onto_channels(value, space[name]) if name in images else np.asarray(value)[-1]
+                                 for name, value in frames.items()},
+        gym.spaces.Dict({name: stacked_box(box) if name in images else box for name, box in space.spaces.items()}))
 
 
 VISUAL = "visual-"  # OGBench's environments and datasets seen through its camera: visual-cube-single-...
@@ -219,10 +240,14 @@ _NOT_THIS_ENVIRONMENT = ("the dataset does not belong to this environment; name 
 
 
 def check_env_fits(env: gym.Env, keys: Optional[Sequence[str]], observation_dim: int,
-                   action_dim: int, dataset: str, image_shape: Optional[Sequence[int]] = None) -> None:
+                   action_dim: int, dataset: str, image_shape: Optional[Sequence[int]] = None,
+                   parts: Optional[Sequence[Any]] = None) -> None:
     """Raises a UserError when the dataset's shapes (`image_shape`: of its image observations) do not fit the
-    environment's spaces."""
+    environment's spaces, or when its observations are of `parts`, which no environment is stepped with yet."""
     env_id = env.spec.id if env.spec else type(env).__name__
+    if parts or has_parts(env.observation_space):
+        _check_parts_fit(env, env_id, parts, action_dim, dataset)
+        return
     env_keys = observation_keys(env.observation_space)
     if (env_keys is None) != (keys is None) or env_keys is not None and set(keys) - set(env_keys):
         raise UserError(
@@ -243,6 +268,35 @@ def check_env_fits(env: gym.Env, keys: Optional[Sequence[str]], observation_dim:
             f"dataset {dataset} has observations of size {observation_dim} and actions of size {action_dim}, "
             f"but environment {env_id} has {env_observation_dim} and {env_action_dim}: {_NOT_THIS_ENVIRONMENT}"
         )
+
+
+def _check_parts_fit(env: gym.Env, env_id: str, parts: Optional[Sequence[Any]], action_dim: int, dataset: str
+                     ) -> None:
+    """`check_env_fits` where the dataset or the environment has observations of parts (`parts`: Part objects or
+    their records): each part an entry of the environment's Dict of its shape (a vector of its size)."""
+    space = env.observation_space
+    described = [(part["name"], tuple(part["shape"]), part["dtype"]) if isinstance(part, Mapping) else
+                 (part.name, tuple(part.shape), part.dtype) for part in parts or ()]
+    names = ", ".join(name for name, _, _ in described)
+    if not has_parts(space) or not described:
+        given = f"observations of parts ({names})" if described else "observations as one array"
+        gives = (f"observations of parts ({', '.join(space.spaces)})" if has_parts(space)
+                 else "observations without an image part")
+        raise UserError(f"dataset {dataset} has {given}, but environment {env_id} gives {gives}: {_NOT_THIS_ENVIRONMENT}")
+    for name, shape, dtype in described:
+        entry = space.spaces.get(name)
+        if entry is None:
+            raise UserError(f"dataset {dataset} has the observation part {name!r}, which environment {env_id} does not "
+                            f"give (its parts: {', '.join(space.spaces)}): {_NOT_THIS_ENVIRONMENT}")
+        image = entry.dtype == np.uint8 and len(entry.shape) == 3
+        fits = tuple(entry.shape) == shape if dtype == "uint8" else not image and int(np.prod(entry.shape)) == shape[0]
+        if not fits:
+            raise UserError(f"dataset {dataset} has the observation part {name!r} of shape {list(shape)} ({dtype}), but "
+                            f"environment {env_id} gives {list(entry.shape)} ({entry.dtype}): {_NOT_THIS_ENVIRONMENT}")
+    env_action_dim = int(np.prod(env.action_space.shape))
+    if env_action_dim != action_dim:
+        raise UserError(f"dataset {dataset} has actions of size {action_dim}, but environment {env_id} has "
+                        f"{env_action_dim}: {_NOT_THIS_ENVIRONMENT}")
 
 
 def parse_env_kwargs(text: str) -> Dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 
+from iql_tf.data.parts import map_parts
 from iql_tf.envs import flatten_observation
 from iql_tf.errors import UserError
 from iql_tf.policy import Policy
@@ -108,7 +109,8 @@ def evaluate(
     with _stepping(envs) as step:
         while any(slot is not None for slot in slots):
             active = [i for i, slot in enumerate(slots) if slot is not None]
-            observations = np.stack([flatten_observation(slots[i][2], observation_keys) for i in active])
+            observations = map_parts(lambda *rows: np.stack(rows),
+                                     *[flatten_observation(slots[i][2], observation_keys) for i in active])
             actions = np.asarray(policy(observations))
             for (observation, reward, terminated, truncated, info), i in zip(step(list(zip(actions, active))), active):
                 slot = slots[i]
@@ -154,7 +156,7 @@ def evaluate_export(export_dir: str, episodes: int, seed: int = 0, env_id: Optio
     eval_envs = make_envs(make_env, episodes)
     try:
         envs.check_env_fits(eval_envs[0], metadata.observation_keys, metadata.observation_dim, metadata.action_dim,
-                            f"of the policy {export_dir}", metadata.image_shape)
+                            f"of the policy {export_dir}", metadata.image_shape, metadata.observation_parts)
         eval_envs = [envs.stack_frames(env, metadata.frame_stack) for env in eval_envs]
         results = evaluate(policy, eval_envs, metadata.observation_keys, episodes, seed, metadata.ref_min_score,
                            metadata.ref_max_score)

@@ -14,18 +14,19 @@ tanh approximation of GELU (`activation_function('gelu_tanh')`).
 """
 
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from iql_tf.encoders import ImageEncoder
+from iql_tf.encoders import ImageEncoder, PartsEncoder
 from iql_tf.options import KERNEL_INITS
 from iql_tf.seeding import derived_seed
 
 tfd = tfp.distributions
+Encoder = Union[ImageEncoder, PartsEncoder]
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
@@ -123,6 +124,10 @@ class _EnsembleModel(keras.Model):
         super().__init__(name=name)
         self.members = members
 
+    def build(self, *input_shapes):
+        """Nothing to build from shapes: `__init__` builds the model by calling it on an example (Keras would
+        otherwise try to trace a call on symbolic dict inputs, which initialising an `EnsembleDense` cannot)."""
+
     def _enter(self, x: tf.Tensor) -> tf.Tensor:
         return x[0] if self.members == 1 else x
 
@@ -153,13 +158,15 @@ def mlp(input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequ
     return keras.Sequential([keras.Input(shape), *layers], name=f"{prefix}_trunk")
 
 
-def _encoded(encoder: Optional[ImageEncoder], members: int, observations: tf.Tensor, trains: bool = True
-             ) -> tf.Tensor:
-    """Image observations [members, B, h, w, c] through `encoder` ([members, B, F]), without a gradient into it
-    unless it `trains` (an encoder another network trains); vectors as they are."""
+def _encoded(encoder: Optional[Encoder], members: int, observations: Any, trains: bool = True) -> tf.Tensor:
+    """Image observations [members, B, h, w, c] (or parts, each [members, B, ...]) through `encoder` ([members, B,
+    F]), without a gradient into it unless it `trains` (an encoder another network trains); vectors as they are."""
     if encoder is None:
         return observations
-    features = encoder(observations[0])[None] if members == 1 else encoder(observations)
+    if members == 1:
+        features = encoder(tf.nest.map_structure(lambda part: part[0], observations))[None]
+    else:
+        features = encoder(observations)
     return features if trains else tf.stop_gradient(features)
 
 
@@ -170,7 +177,7 @@ class ValueNetwork(_EnsembleModel):
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], activation: str, seeds: Sequence[int],
                  name="value", layer_norm: bool = False, kernel_init: str = "orthogonal",
-                 encoder: Optional[ImageEncoder] = None, encoder_trains: bool = True):
+                 encoder: Optional[Encoder] = None, encoder_trains: bool = True):
         super().__init__(len(seeds), name)
         self.encoder, self.encoder_trains = encoder, encoder_trains
         input_dim = encoder.features if encoder else input_dim
@@ -190,7 +197,7 @@ class TwinCritic(keras.Model):
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], name="critic", layer_norm: bool = False, kernel_init: str = "orthogonal",
-                 encoder: Optional[ImageEncoder] = None):
+                 encoder: Optional[Encoder] = None):
         super().__init__(name=name)
         self.encoder, self.members = encoder, len(seeds)
         observation_dim = encoder.features if encoder else observation_dim
@@ -200,6 +207,9 @@ class TwinCritic(keras.Model):
                                name=f"{name}_q2", layer_norm=layer_norm, kernel_init=kernel_init)
         if encoder:
             self(encoder.example(), tf.zeros([len(seeds), 1, action_dim]))
+
+    def build(self, *input_shapes):
+        """As `_EnsembleModel.build`."""
 
     def call(self, observations: tf.Tensor, actions: tf.Tensor) -> tuple:
         inputs = tf.concat([_encoded(self.encoder, self.members, observations), actions], axis=-1)
@@ -218,7 +228,7 @@ class GaussianActor(_EnsembleModel):
 
     def __init__(self, observation_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str,
                  seeds: Sequence[int], dropout_rate: Optional[float] = None, name="actor", constant_std: bool = False,
-                 tanh_mean: bool = True, kernel_init: str = "orthogonal", encoder: Optional[ImageEncoder] = None,
+                 tanh_mean: bool = True, kernel_init: str = "orthogonal", encoder: Optional[Encoder] = None,
                  encoder_trains: bool = True):
         super().__init__(len(seeds), name)
         self.squash = tf.tanh if tanh_mean else tf.identity

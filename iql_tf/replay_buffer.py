@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from iql_tf.data import frame_stacks, shards
+from iql_tf.data.parts import is_parts, map_parts
 from iql_tf.data.transitions import is_image
 
 # What one gradient update reads; masks are 1 - terminal (a truncation keeps its bootstrap).
@@ -58,17 +59,13 @@ class ReplayBuffer(tf.Module):
         self.capacity = max(capacity or 0, self.offline_size)
         self.columns = {}
         for key, value in columns.items():
-            # Images stay uint8 (a quarter of float32's memory): the networks scale them.
-            dtype = tf.uint8 if key.endswith("observations") and is_image(value) else tf.float32
-            # Allocated at full size, then filled: no second full-size copy of the data on the way.
             # Frames held once: the end frames after the rows' own.
             extra = transitions[shards.END_FRAMES] if self.frames_once and key == "observations" else None
-            rows = self.capacity if extra is None else self.offline_size + int(extra.shape[0])
-            column = tf.Variable(tf.zeros([rows, *value.shape[1:]], dtype), trainable=False, name=key)
-            column[:self.offline_size].assign(tf.cast(value, dtype))
-            if extra is not None:
-                column[self.offline_size:].assign(extra)
-            self.columns[key] = column
+            if is_parts(value):
+                self.columns[key] = {name: self._column(f"{key}_{name}", part, None if extra is None else extra[name])
+                                     for name, part in value.items()}
+            else:
+                self.columns[key] = self._column(key, value, extra)
         self.size = tf.Variable(self.offline_size, dtype=tf.int64, trainable=False, name="size")
         self.frame_stack = int(frame_stack)
         if self.frame_stack > 1:  # each row's steps since its trajectory's start, for its stack of frames
@@ -77,11 +74,25 @@ class ReplayBuffer(tf.Module):
         if self.frames_once:  # each row's next frame, indexed into the frames then the end frames
             self.next_frame = tf.Variable(transitions[shards.NEXT_FRAME], trainable=False, name="next_frame")
             return
+        if is_parts(columns["observations"]):  # (takes no online transitions either)
+            return
         # One transition travels as one float32 row, its columns flattened in BATCH_KEYS order.
         self._widths = [int(np.prod(self.columns[key].shape[1:])) for key in BATCH_KEYS]
         # Compiled once, with a fixed signature (never with XLA, which would copy the whole buffer to write one
         # row): appending never retraces.
         self.add = tf.function(self._add, input_signature=[tf.TensorSpec([sum(self._widths)], tf.float32)])
+
+    def _column(self, name: str, value: Any, extra: Optional[tf.Tensor]) -> tf.Variable:
+        """One column of `capacity` rows, the first `value`'s (`extra`: frames held once, after them)."""
+        # Images stay uint8 (a quarter of float32's memory): the networks scale them.
+        dtype = tf.uint8 if "observations" in name and is_image(value) else tf.float32
+        # Allocated at full size, then filled: no second full-size copy of the data on the way.
+        rows = self.capacity if extra is None else self.offline_size + int(extra.shape[0])
+        column = tf.Variable(tf.zeros([rows, *value.shape[1:]], dtype), trainable=False, name=name)
+        column[:self.offline_size].assign(tf.cast(value, dtype))
+        if extra is not None:
+            column[self.offline_size:].assign(extra)
+        return column
 
     def available(self) -> int:
         """A buffer never runs dry: any number of batches."""
@@ -99,10 +110,14 @@ class ReplayBuffer(tf.Module):
         """The transitions at `indices` (int64, any shape), keyed as BATCH_KEYS, frames stacked as sampled."""
         batch = {key: tf.gather(self.columns[key], indices) for key in ("actions", "rewards", "masks")}
         frames = self.columns["observations"]
-        next_frames = tf.gather(frames, tf.gather(self.next_frame, indices)) if self.frames_once else \
-            tf.gather(self.columns["next_observations"], indices)
+        if self.frames_once:
+            next_rows = tf.gather(self.next_frame, indices)
+            next_frames = map_parts(lambda part: tf.gather(part, next_rows), frames)
+        else:
+            next_frames = map_parts(lambda part: tf.gather(part, indices), self.columns["next_observations"])
         if self.frame_stack == 1:
-            return batch | {"observations": tf.gather(frames, indices), "next_observations": next_frames}
+            return batch | {"observations": map_parts(lambda part: tf.gather(part, indices), frames),
+                            "next_observations": next_frames}
         observations, next_observations = frame_stacks.gather(frames, next_frames, self.offsets,
                                                               tf.cast(indices, tf.int32), self.frame_stack)
         return batch | {"observations": observations, "next_observations": next_observations}

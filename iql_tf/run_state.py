@@ -67,8 +67,11 @@ def training_record(agent: IQLAgent, settings: RunSettings, dataset: str, datase
     }
     if environment is not None:
         training["environment"] = environment
-    if data_record.get("image_shape") is not None:  # images: what the networks take decides the weights' shapes
+    # Images or parts: what the networks take decides the weights' shapes.
+    if data_record.get("image_shape") is not None:
         training["observations"] = {name: data_record[name] for name in ("image_shape", "frame_stack")}
+    if data_record.get("observation_parts"):
+        training["observations"] = {name: data_record[name] for name in ("observation_parts", "frame_stack")}
     other = {field.name: getattr(settings, field.name) for field in dataclasses.fields(RunSettings)
              if field.name not in decisive}
     return {"training": training, "other": other, "policy": data_record}

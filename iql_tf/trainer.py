@@ -29,7 +29,7 @@ from iql_tf.envs import check_env_fits, make_env, stack_frames
 from iql_tf.errors import UserError
 from iql_tf.online import OnlinePhase
 from iql_tf.policy import Policy, exported, member_policy
-from iql_tf.policy.metadata import data_record, input_shape_of
+from iql_tf.policy.metadata import data_record, input_parts_of, input_shape_of
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.run_state import RunState, TrainedRun, training_record
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
@@ -66,7 +66,7 @@ class TrainingRun:
         self.metadata, self.preprocessing = dataset.metadata, dataset.preprocessing
         self.validation = dataset.validation
         metadata = self.metadata
-        self.observation_dim = int(np.prod(metadata.observation_shape))
+        self.observation_dim = 0 if metadata.parts else int(np.prod(metadata.observation_shape))
         self.action_dim = int(np.prod(metadata.action_shape))
         if self.env_fn is None and metadata.env_id:
             self.env_fn = lambda: make_env(metadata.env_id, metadata.env_kwargs, metadata.max_episode_steps)
@@ -83,7 +83,7 @@ class TrainingRun:
             self.eval_envs = evaluation.make_envs(self.env_fn, settings.eval_episodes)
             try:
                 check_env_fits(self.eval_envs[0], metadata.observation_keys, self.observation_dim, self.action_dim,
-                               metadata.source, metadata.observation_shape if metadata.images else None)
+                               metadata.source, metadata.image_shape, metadata.parts)
             except UserError:
                 for env in self.eval_envs:  # (environments in processes of their own included)
                     env.close()
@@ -138,7 +138,7 @@ class TrainingRun:
     def _new_agent(self, settings: AgentSettings) -> IQLAgent:
         return IQLAgent(self.observation_dim, self.action_dim, settings,
                         actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds,
-                        image_shape=input_shape_of(self.data_record))
+                        image_shape=input_shape_of(self.data_record), parts=input_parts_of(self.data_record))
 
     def hparams_of(self, member: int) -> Dict[str, Any]:
         """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep

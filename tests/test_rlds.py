@@ -13,6 +13,7 @@ import gin
 import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import iql_tf
@@ -303,11 +304,10 @@ def test_empty_episodes_and_integer_flags_read_as_the_same_transitions(tmp_path)
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
-def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_image_beside_others_is_refused(
-        tmp_path):
+def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_beside_the_state_as_parts(tmp_path):
     """An RLDS observation of a camera and a state: the camera alone reads as uint8 frames (converted, or
     streamed as it is with frame stacks built per episode, the FQL repository's stacks), the state alone as a
-    vector; both together need dict observations and are refused in one line naming both choices."""
+    vector, both together (the default) as observations of two parts."""
     from iql_tf.data.streaming import StreamedBatches
     from test_images import fql_stacks, held_rows
 
@@ -332,10 +332,9 @@ def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_ima
     folder = rlds_writer.write_episodes(tmp_path / "camera", "camera", features,
                                         [episode(0), single] + [episode(i) for i in range(1, count)])
     source, cache = f"rlds:{folder}", str(tmp_path / "cache")
-    with pytest.raises(UserError, match=r"its observation part 'image' is an image, which iql-tf reads from RLDS only "
-                                        r"as the whole observation .*make_dataset.observation_keys = \['state'\]\) or "
-                                        r"one camera alone \(make_dataset.observation_keys = \['image'\]\)"):
-        make_dataset(DataSettings(source, cache_dir=cache))
+    both = make_dataset(DataSettings(source, cache_dir=cache))
+    assert [(part.name, part.shape) for part in both.metadata.parts] == [("image", (8, 8, 3)), ("state", (2,))]
+    assert both.metadata.observation_keys is None
     state_only = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["state"]))
     assert state_only.metadata.observation_shape == [2]
 
@@ -362,3 +361,64 @@ def test_one_camera_reads_as_images_held_and_streamed_with_its_stacks_and_an_ima
                                    eval_episodes=0, progress_bar=False, cache_dir=cache)
     agent.fit(source, steps=2, workdir=str(tmp_path / "run"))
     assert agent.predict(frames[0, :1].repeat(2, -1)).shape == (1, 1)
+
+
+def test_an_open_x_like_dataset_of_two_cameras_a_state_and_a_language_instruction_trains_through_the_pixel_path(
+        tmp_path):
+    """Open X-Embodiment's layout (as its RLDS datasets have it): a camera, a wrist camera and the robot's state,
+    a 7-dimensional action, a language instruction, reward 1 on the last step, which is terminal. Read as parts
+    (the instruction kept out of the networks), converted and streamed as it is alike, trained with frame stacks,
+    exported with an input per part."""
+    features = tfds.features.FeaturesDict({"steps": tfds.features.Dataset({
+        "observation": tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(16, 16, 3)), "wrist_image": tfds.features.Image(shape=(16, 16, 3)),
+            "state": tfds.features.Tensor(shape=(STATE,), dtype=np.float32)}),
+        "action": tfds.features.Tensor(shape=(ACTION,), dtype=np.float32), "reward": np.float32,
+        "discount": np.float32, "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_,
+        "language_instruction": tfds.features.Text()})})
+    rng = np.random.default_rng(0)
+    steps = [6, 4, 7, 5]
+
+    def episode(length):
+        return {"steps": {
+            "observation": {"image": rng.integers(0, 256, (length, 16, 16, 3), dtype=np.uint8),
+                            "wrist_image": rng.integers(0, 256, (length, 16, 16, 3), dtype=np.uint8),
+                            "state": rng.normal(size=(length, STATE)).astype(np.float32)},
+            "action": rng.uniform(-1, 1, (length, ACTION)).astype(np.float32),
+            "reward": (np.arange(length) == length - 1).astype(np.float32), "discount": np.ones(length, np.float32),
+            "is_first": np.arange(length) == 0, "is_last": np.arange(length) == length - 1,
+            "is_terminal": np.arange(length) == length - 1,
+            "language_instruction": ["put the cube in the bowl"] * length}}
+
+    episodes = [episode(length) for length in steps]
+    folder = rlds_writer.write_episodes(tmp_path / "openx", "openx_like", features, episodes)
+    source, cache = f"rlds:{folder}", str(tmp_path / "cache")
+    held = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["image", "wrist_image", "state"],
+                                     rlds_final_step="transition"))
+    assert [part.name for part in held.metadata.parts] == ["image", "wrist_image", "state"]
+    from iql_tf.data.pipeline import load_converted
+
+    tensors, _ = load_converted(held.directory)
+    rows = {key: tf.nest.map_structure(lambda value: value.numpy(), value) for key, value in tensors.items()}
+    # Every step a transition (the terminal last one of its own), reward 1 and mask 0 on each episode's last.
+    assert len(rows["rewards"]) == sum(steps) and rows["rewards"].sum() == len(steps)
+    np.testing.assert_array_equal(rows["terminals"], rows["rewards"])
+    np.testing.assert_array_equal(rows["observations"]["wrist_image"],
+                                  np.concatenate([e["steps"]["observation"]["wrist_image"] for e in episodes]))
+    np.testing.assert_array_equal(rows["next_observations"]["state"][:steps[0] - 1],
+                                  episodes[0]["steps"]["observation"]["state"][1:])
+
+    run_dir = tmp_path / "run"
+    agent = iql_tf.IQL.from_config("locomotion", hidden_dims=(4,), batch_size=4, encoder="conv_small",
+                                   jit_compile=False, frame_stack=2, rlds_final_step="transition", rlds_as_is=True,
+                                   reward_preprocessing="none",
+                                   observation_keys=["image", "wrist_image", "state"], eval_episodes=0,
+                                   progress_bar=False, cache_dir=cache)
+    agent.fit(source, steps=3, workdir=str(run_dir))
+    policy = read_policy_metadata(run_dir / "export" / "policy")
+    assert [part["name"] for part in policy.observation_parts] == ["image", "wrist_image", "state"]
+    assert [tuple(part.shape) for part in policy.input_parts] == [(16, 16, 6), (16, 16, 6), (STATE,)]
+    first = {"image": np.concatenate([rows["observations"]["image"][:1]] * 2, -1),
+             "wrist_image": np.concatenate([rows["observations"]["wrist_image"][:1]] * 2, -1),
+             "state": rows["observations"]["state"][:1]}
+    assert agent.predict(first).shape == (1, ACTION)

@@ -16,9 +16,9 @@ import numpy as np
 from absl import logging
 
 from iql_tf import files, json_records
-from iql_tf.data import rlds_source, shards, sources, statistics, transitions, validation
+from iql_tf.data import parts, rlds_source, shards, sources, statistics, transitions, validation
 from iql_tf.data.transitions import Transitions
-from iql_tf.data.metadata import DatasetMetadata, write_metadata
+from iql_tf.data.metadata import PARTS, DatasetMetadata, write_metadata
 from iql_tf.errors import UserError
 
 VALIDATION = "validation"  # the held-out split's folder inside a converted directory
@@ -129,6 +129,8 @@ def _described(data: sources.SourceData, name: str, checksum: str, written: Sequ
                stream_of: Optional[Mapping[str, Any]] = None) -> DatasetMetadata:
     """The metadata of `data`'s transitions (held, or streamed: `stream_of`), from the figures gathered."""
     rows = data.transitions
+    observations = rows["observations"]
+    held_parts = parts.describe(observations) if parts.is_parts(observations) else None
     return DatasetMetadata(
         source=name,
         source_checksum=checksum,
@@ -136,7 +138,7 @@ def _described(data: sources.SourceData, name: str, checksum: str, written: Sequ
         env_kwargs=data.env_kwargs,
         max_episode_steps=data.max_episode_steps,
         observation_keys=data.observation_keys,
-        observation_shape=list(rows["observations"].shape[1:]),
+        observation_shape=[] if held_parts else list(observations.shape[1:]),
         action_shape=list(rows["actions"].shape[1:]),
         observation_low=data.observation_low.tolist(),
         observation_high=data.observation_high.tolist(),
@@ -150,7 +152,8 @@ def _described(data: sources.SourceData, name: str, checksum: str, written: Sequ
         statistics=dict(figures),
         content_sha256=content_sha256,
         stream_of=dict(stream_of) if stream_of is not None else None,
-        observation_dtype=str(rows["observations"].dtype),
+        observation_dtype=PARTS if held_parts else str(observations.dtype),
+        observation_parts=[part.record() for part in held_parts] if held_parts else None,
     )
 
 
@@ -162,6 +165,8 @@ def _unwritable(output: pathlib.Path, error: OSError) -> UserError:
 def summary(metadata: DatasetMetadata, output: pathlib.Path) -> str:
     """One paragraph for the log: counts, shapes, environment, reference scores."""
     keys = f" (flattened {', '.join(metadata.observation_keys)})" if metadata.observation_keys else ""
+    if metadata.parts:
+        keys = " (" + ", ".join(f"{part.name} {list(part.shape)} {part.dtype}" for part in metadata.parts) + ")"
     return (
         f"converted {metadata.source} -> {output}: {metadata.num_transitions} transitions in "
         f"{metadata.num_episodes} trajectories, {len(metadata.shards)} shard(s); observations "

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
+from iql_tf.data import parts
 from iql_tf.data.transitions import is_image
 from iql_tf.errors import UserError, first_line
 
@@ -52,7 +53,8 @@ def from_arrays(observations: Any, actions: Any, rewards: Any, terminals: Any, t
                 env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
                 name: Optional[str] = None) -> InMemorySource:
     """A source of D4RL-style rows: observations [N, obs] (or uint8 images [N, height, width, channels], kept as
-    uint8), actions [N, act] (in the environment's units), rewards [N], terminals [N] (true terminations: no
+    uint8, or a dict of named parts of either kind with one image at least, e.g. {"image": [N, 64, 64, 3],
+    "state": [N, 9]}), actions [N, act] (in the environment's units), rewards [N], terminals [N] (true terminations: no
     bootstrap), timeouts [N] (truncations), optional next_observations (as observations), as numpy arrays or
     anything numpy makes arrays of.
 
@@ -174,7 +176,10 @@ def _source(arrays: Dict[str, Any], where: str, name: Optional[str], action_boun
     if arrays.get("timeouts") is not None:
         arrays = {key: value for key, value in arrays.items() if key != "episode_id"}
     elif arrays.get("episode_id") is None:
-        arrays = dict(arrays, episode_id=np.zeros(np.shape(arrays["observations"])[:1], np.int64))
+        observations = arrays["observations"]
+        rows = np.shape(next(iter(observations.values())) if parts.is_parts(observations) and observations else
+                        observations)[:1]
+        arrays = dict(arrays, episode_id=np.zeros(rows, np.int64))
     if name is not None and not (isinstance(name, str) and name):
         raise UserError(f"name={name!r} must be a non-empty string (what the converted metadata records)")
     rows = {field: _row_array(where, field, value) for field, value in arrays.items() if value is not None}
@@ -185,7 +190,15 @@ def _source(arrays: Dict[str, Any], where: str, name: Optional[str], action_boun
                           action_bounds=settings["action_bounds"], env_id=env_id, env_kwargs=settings["env_kwargs"])
 
 
-def _row_array(where: str, field: str, value: Any) -> np.ndarray:
+def _row_array(where: str, field: str, value: Any) -> Any:
+    """Observations of parts: a dict of `_one_row_array`s (their names and kinds are checked by the row path,
+    `sources`, as a file's)."""
+    if not (field.endswith("observations") and parts.is_parts(value)):
+        return _one_row_array(where, field, value)
+    return {name: _one_row_array(where, f"{field}/{name}", part) for name, part in value.items()}
+
+
+def _one_row_array(where: str, field: str, value: Any) -> np.ndarray:
     """A read-only copy of `value` (the digest must stay true of the source): numbers as float32 but episode
     ids, which float32 could merge, and images (uint8, stored as they are)."""
     try:
@@ -196,7 +209,7 @@ def _row_array(where: str, field: str, value: Any) -> np.ndarray:
     if array.dtype.kind == "O":
         raise UserError(f"{where}: {field} is an array of Python objects; give numbers (float, int or bool)")
     with np.errstate(over="ignore"):  # overflow to inf is reported by the validation
-        keep = field == "episode_id" or is_image(array) and field.endswith("observations")
+        keep = field == "episode_id" or is_image(array) and field.split("/")[0].endswith("observations")
         array = array.astype(np.float32) if array.dtype.kind in "iuf" and not keep else array.copy()
     array.flags.writeable = False
     return array
@@ -205,9 +218,11 @@ def _row_array(where: str, field: str, value: Any) -> np.ndarray:
 def _digest(rows: Dict[str, np.ndarray], settings: Dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode())
     for field in sorted(rows):
-        array = rows[field]
-        digest.update(f"\n{field} {array.dtype.str} {list(array.shape)}\n".encode())
-        digest.update(np.ascontiguousarray(array).data)
+        named = rows[field].items() if parts.is_parts(rows[field]) else [(None, rows[field])]
+        for name, array in named:
+            label = field if name is None else f"{field}/{name}"
+            digest.update(f"\n{label} {array.dtype.str} {list(array.shape)}\n".encode())
+            digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
 
 

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from iql_tf.data.transitions import is_image
+from iql_tf.data.parts import is_parts
+from iql_tf.data.transitions import holds_frames, is_image
 from iql_tf.errors import UserError
 
 _SHOWN_PROBLEMS = 50
@@ -76,7 +77,7 @@ def _notes(transitions: Dict[str, np.ndarray], env_id: Optional[str]) -> List[st
     """Advice that is no problem: the dataset trains as it is, but better with a setting, or a caveat."""
     notes = []
     # Images are scaled by the networks: no advice on their spread.
-    std = np.zeros(0) if is_image(transitions["observations"]) else transitions["observations"].std(0)
+    std = np.zeros(0) if holds_frames(transitions["observations"]) else transitions["observations"].std(0)
     varying = std[std > 0]  # constant dimensions are listed in the summary
     if varying.size and varying.max() > _STD_SPREAD * varying.min():
         notes.append(f"observation std differs {varying.max() / varying.min():.0f}x over dimensions "
@@ -106,7 +107,7 @@ def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.n
         "action min per dimension": actions.min(axis=0).round(4).tolist(),
         "action max per dimension": actions.max(axis=0).round(4).tolist(),
         "action bounds": [action_low.tolist(), action_high.tolist()],
-        **(_image_summary(observations) if is_image(observations) else _vector_summary(observations)),
+        **_observation_summary(observations),
         "environment": env_id,
         "reference scores": [ref_min, ref_max],
         **({"goal-reaching transitions (reward > 0) / of them terminal": [
@@ -114,21 +115,29 @@ def _summary(transitions: Dict[str, np.ndarray], episodes: int, action_low: np.n
     }
 
 
-def _vector_summary(observations: np.ndarray) -> Dict[str, Any]:
+def _observation_summary(observations: Any, label: str = "observation") -> Dict[str, Any]:
+    """Images', vectors' or each part's summary (parts: each labelled by its name)."""
+    if is_parts(observations):
+        return {name: value for part, values in observations.items()
+                for name, value in _observation_summary(values, f"observations/{part}").items()}
+    return _image_summary(observations, label) if is_image(observations) else _vector_summary(observations, label)
+
+
+def _vector_summary(observations: np.ndarray, label: str) -> Dict[str, Any]:
     return {
-        "observation size": int(observations.shape[1]),
-        "observation mean (min, max over dimensions)": [float(observations.mean(0).min()),
-                                                        float(observations.mean(0).max())],
-        "observation std (min, max over dimensions)": [float(observations.std(0).min()),
-                                                       float(observations.std(0).max())],
-        "constant observation dimensions": np.flatnonzero(observations.std(0) == 0).tolist(),
+        f"{label} size": int(observations.shape[1]),
+        f"{label} mean (min, max over dimensions)": [float(observations.mean(0).min()),
+                                                     float(observations.mean(0).max())],
+        f"{label} std (min, max over dimensions)": [float(observations.std(0).min()),
+                                                    float(observations.std(0).max())],
+        f"constant {label} dimensions": np.flatnonzero(observations.std(0) == 0).tolist(),
     }
 
 
-def _image_summary(observations: np.ndarray) -> Dict[str, Any]:
+def _image_summary(observations: np.ndarray, label: str) -> Dict[str, Any]:
     """What images are, without the per-pixel statistics (a float copy of a million frames would not fit)."""
-    return {"observation images (height, width, channels)": list(observations.shape[1:]),
-            "pixel min / max": [int(observations.min()), int(observations.max())]}
+    return {f"{label} images (height, width, channels)": list(observations.shape[1:]),
+            f"{label} pixel min / max": [int(observations.min()), int(observations.max())]}
 
 
 def report_text(source: str, result: Dict[str, Any]) -> str:

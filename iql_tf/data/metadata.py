@@ -10,18 +10,23 @@ import pathlib
 from typing import Any, Dict, List, Optional, Sequence
 
 from iql_tf import json_records
+from iql_tf.data import parts as parts_lib
 from iql_tf.data import storage
 from iql_tf.errors import UserError
 
 # 3: statistics; 4: content_sha256; 5: stream_of; 6: observation_dtype; 7: image shards hold each frame once
-# (`shards.END_FRAMES`).
-FORMAT_VERSION = 7
+# (`shards.END_FRAMES`); 8: observations of parts (`observation_parts`).
+FORMAT_VERSION = 8
+FRAMES_ONCE_VERSION = 7
 IMAGES_VERSION = 6  # the first format with images (their next frames stored whole, a second time)
 # Versions still read, with what their files lack: a version 3 dataset is identified by its shards' bytes.
 _BEFORE_IMAGES = {"observation_dtype": "float32"}
-_OLDER_VERSIONS = {3: {"content_sha256": None, "stream_of": None, **_BEFORE_IMAGES},
-                   4: {"stream_of": None, **_BEFORE_IMAGES}, 5: _BEFORE_IMAGES, IMAGES_VERSION: {}}
-OBSERVATION_DTYPES = ("float32", "uint8")  # vectors; images [height, width, channels]
+_BEFORE_PARTS = {"observation_parts": None}
+_OLDER_VERSIONS = {3: {"content_sha256": None, "stream_of": None, **_BEFORE_IMAGES, **_BEFORE_PARTS},
+                   4: {"stream_of": None, **_BEFORE_IMAGES, **_BEFORE_PARTS}, 5: {**_BEFORE_IMAGES, **_BEFORE_PARTS},
+                   IMAGES_VERSION: _BEFORE_PARTS, FRAMES_ONCE_VERSION: _BEFORE_PARTS}
+PARTS = "parts"
+OBSERVATION_DTYPES = ("float32", "uint8", PARTS)  # vectors; images [height, width, channels]; parts
 METADATA_FILE = "metadata.json"
 _BOUND_FIELDS = ("observation_low", "observation_high", "action_low", "action_high")
 
@@ -66,15 +71,19 @@ class DatasetMetadata:
     # An RLDS dataset streamed as it is, without shards of its own: where it is and how its steps are read
     # (`rlds_source.stream_rows`); None for shards.
     stream_of: Optional[Dict[str, Any]] = None
-    # How observations are stored: 'float32' vectors, or 'uint8' images [height, width, channels].
+    # How observations are stored: 'float32' vectors, 'uint8' images [height, width, channels], or 'parts'.
     observation_dtype: str = "float32"
-    # The file's format: FORMAT_VERSION for images; a dataset of vectors is written in format 5, as before images,
-    # so that an earlier iql-tf sharing the cache reads it (None: the format the metadata is written in).
+    # The file's format: a dataset of vectors is written in format 5, as before images, and one of images in format
+    # 7, so that an earlier iql-tf sharing the cache reads them (None: the format the metadata is written in).
     format_version: Optional[int] = None
+    # Observations of parts (`parts.py`): [{name, shape, dtype}] in order, observation_shape and the observation
+    # bounds then empty; None for one array.
+    observation_parts: Optional[List[Dict[str, Any]]] = None
 
     def __post_init__(self):
         if self.format_version is None:
-            object.__setattr__(self, "format_version", FORMAT_VERSION if self.observation_dtype == "uint8" else 5)
+            version = {"uint8": FRAMES_ONCE_VERSION, PARTS: FORMAT_VERSION}.get(self.observation_dtype, 5)
+            object.__setattr__(self, "format_version", version)
 
     def to_json(self) -> str:
         return json_records.to_json(self, _encoded)
@@ -88,9 +97,10 @@ class DatasetMetadata:
 
     def check(self, where: str, fix: str) -> None:
         """Internal consistency: shapes, bounds and counts agree with each other."""
+        columns = 0 if self.observation_parts else _size(self.observation_shape)
         problems = [
-            ("observation_low", len(self.observation_low) != _size(self.observation_shape)),
-            ("observation_high", len(self.observation_high) != _size(self.observation_shape)),
+            ("observation_low", len(self.observation_low) != columns),
+            ("observation_high", len(self.observation_high) != columns),
             ("action_low", len(self.action_low) != _size(self.action_shape)),
             ("action_high", len(self.action_high) != _size(self.action_shape)),
             ("action_high", not all(math.isfinite(low) and math.isfinite(high) and low < high
@@ -101,20 +111,42 @@ class DatasetMetadata:
             ("num_episodes", not 0 < self.num_episodes <= self.num_transitions),
             ("observation_dtype", self.observation_dtype not in OBSERVATION_DTYPES or
              (self.observation_dtype == "uint8") != (len(self.observation_shape) == 3)),
+            ("observation_parts", (self.observation_dtype == PARTS) != bool(self.observation_parts) or
+             bool(self.observation_parts) and (self.observation_shape != [] or not self._parts_valid())),
         ]
         for field, wrong in problems:
             if wrong:
                 raise UserError(f"{where}: field {field!r} disagrees with the shapes, bounds or shard counts; {fix}")
 
+    def _parts_valid(self) -> bool:
+        try:
+            described = parts_lib.from_records(self.observation_parts)
+        except (KeyError, TypeError):
+            return False
+        return any(part.image for part in described) and all(
+            not parts_lib.bad_name(part.name) and len(part.shape) == (3 if part.image else 1) and
+            part.dtype in ("uint8", "float32") for part in described) and len({p.name for p in described}) == len(
+            described)
+
     @property
     def images(self) -> bool:
-        """Whether the observations are images (uint8 [height, width, channels])."""
-        return self.observation_dtype == "uint8"
+        """Whether the observations are images (uint8 [height, width, channels]) or hold one (parts)."""
+        return self.observation_dtype in ("uint8", PARTS)
+
+    @property
+    def parts(self) -> Optional[List[parts_lib.Part]]:
+        """The parts of observations of parts, in order; None for one array."""
+        return parts_lib.from_records(self.observation_parts) if self.observation_parts else None
+
+    @property
+    def image_shape(self) -> Optional[List[int]]:
+        """One image observation's [height, width, channels]; None for vectors and parts."""
+        return list(self.observation_shape) if self.observation_dtype == "uint8" else None
 
     @property
     def frames_once(self) -> bool:
         """Whether the shards hold each frame once: next frames rebuilt from the following rows' (format 7)."""
-        return self.images and self.format_version >= 7
+        return self.images and self.format_version >= FRAMES_ONCE_VERSION
 
     @property
     def content_checksum(self) -> str:
@@ -127,10 +159,13 @@ class DatasetMetadata:
 
 
 def _encoded(fields: Dict[str, Any]) -> Dict[str, Any]:
-    """The JSON fields: infinite bounds as strings; no observation_dtype in the formats before images."""
+    """The JSON fields: infinite bounds as strings; no observation_dtype in the formats before images, no
+    observation_parts before parts."""
     fields = dict(fields, **{name: [json_records.encode_float(v) for v in fields[name]] for name in _BOUND_FIELDS})
     if fields["format_version"] < IMAGES_VERSION:
         del fields["observation_dtype"]
+    if fields["format_version"] < FORMAT_VERSION:
+        del fields["observation_parts"]
     return fields
 
 

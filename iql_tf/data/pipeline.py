@@ -148,8 +148,10 @@ def preprocessing_of(metadata: DatasetMetadata, reward_preprocessing: str,
                      normalize_observations: bool) -> Preprocessing:
     """The preprocessing of a converted dataset, from the statistics its conversion recorded."""
     if metadata.images and normalize_observations:
+        what = "parts, which are taken as they are (images scaled by 1/255 by the networks)" if metadata.parts else \
+            "images, which the networks scale by 1/255 themselves"
         raise UserError(f"{metadata.source}: make_dataset.normalize_observations = True, but its observations are "
-                        "images, which the networks scale by 1/255 themselves; bind it to False")
+                        f"{what}; bind it to False")
     statistics = metadata.statistics
     return Preprocessing.from_statistics(
         np.asarray(statistics["observation_mean"]), np.asarray(statistics["observation_std"]),

@@ -28,7 +28,8 @@ Observations and actions may be dicts (`image`, `wrist_image`, `state`, ...): `m
 `action_keys` select and order the parts (default: every numeric part, sorted), flattened and concatenated;
 strings (language instructions) and other step or episode metadata never reach the networks. An image (uint8
 [height, width, channels]) is read as it is when it is the whole observation (one camera selected alone); beside
-other parts it is refused until dict observations come.
+other parts the observation is one of parts (`parts.py`): each selected key a part of its own, named as the key
+('/' as '_'), images as they are and vectors flattened.
 """
 
 import dataclasses
@@ -39,7 +40,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from absl import logging
 
-from iql_tf.data import checksums, storage, transitions as transitions_lib
+from iql_tf.data import checksums, parts as parts_lib, storage, transitions as transitions_lib
 from iql_tf.errors import UserError, first_line
 
 PREFIXES = ("rlds:", "tfds:")
@@ -127,7 +128,7 @@ def read(source: str, builder: Any, options: RLDSOptions
     if not parts:
         raise UserError(f"{source}: no transitions (every episode has a single step); give episodes of two steps "
                         "or more")
-    return transitions_lib.concatenate(parts), layout.observation_keys
+    return transitions_lib.concatenate(parts), layout.flattening_order
 
 
 def checked_episodes(source: str, builder: Any, split: str, layout: "Layout") -> Iterator[transitions_lib.Transitions]:
@@ -186,6 +187,13 @@ class Layout:
     action_keys: Optional[List[str]]
     final_step: str
     d4rl: bool  # TFDS's D4RL builders' appended final steps (the module docstring)
+    observation_parts: bool = False  # images beside other parts: observations of parts, a part per key
+
+    @property
+    def flattening_order(self) -> Optional[List[str]]:
+        """What a dataset's metadata records as its observation_keys: the parts' keys, flattened in order (None
+        for one array, and for parts, which name themselves)."""
+        return None if self.observation_parts else self.observation_keys
 
     @classmethod
     def of(cls, source: str, builder: Any, options: RLDSOptions) -> "Layout":
@@ -199,9 +207,13 @@ class Layout:
                                                "is_terminal"})
         if ignored:
             logging.info("%s: step fields %s are kept out of the networks", source, ", ".join(ignored))
-        return cls(_select(source, "observation", steps_feature["observation"], options.observation_keys),
-                   _select(source, "action", steps_feature["action"], options.action_keys), options.final_step,
-                   builder.name.startswith("d4rl_"))
+        observation_keys = _select(source, "observation", steps_feature["observation"], options.observation_keys)
+        with_parts = bool(observation_keys) and len(observation_keys) > 1 and any(
+            _is_image_feature(steps_feature["observation"], key) for key in observation_keys)
+        if with_parts:
+            _check_part_names(source, observation_keys)
+        return cls(observation_keys, _select(source, "action", steps_feature["action"], options.action_keys),
+                   options.final_step, builder.name.startswith("d4rl_"), with_parts)
 
     def rows(self, steps: Dict[str, Any]) -> Dict[str, Any]:
         """One episode's steps [T, ...] -> its transitions [count, ...] (TensorFlow ops, for tf.data), read as
@@ -209,8 +221,15 @@ class Layout:
         checks, which a conversion checks while reading and a stream's scan before it starts."""
         import tensorflow as tf
 
-        observations = _flattened(steps["observation"], self.observation_keys)
+        if self.observation_parts:
+            observations = {part_name(key): _flattened(steps["observation"], [key]) for key in self.observation_keys}
+        else:
+            observations = _flattened(steps["observation"], self.observation_keys)
         actions = _flattened(steps["action"], self.action_keys)
+
+        def each(function, *values):  # (each part of observations alike)
+            return parts_lib.map_parts(function, *values)
+
         steps_count = tf.shape(actions)[0]
         rewards = tf.cast(steps["reward"], tf.float32)
         discounts = tf.cast(steps["discount"], tf.float32) if "discount" in steps else tf.ones_like(rewards)
@@ -220,7 +239,7 @@ class Layout:
             count -= tf.cast(tf.logical_and(tf.logical_not(terminal), tf.equal(discounts[-1], 0.0)), tf.int32)
             count = tf.maximum(count, 0)  # a single appended step: no transition
         ends_terminal = tf.logical_and(terminal, tf.logical_and(tf.equal(count, steps_count - 1), count > 0))
-        next_observations = observations[1:count + 1]
+        next_observations = each(lambda values: values[1:count + 1], observations)
         if self.d4rl:  # zeros or another episode's observation: never read, stored as s, as .npz rows without s'
             last = tf.equal(tf.range(count), count - 1)[:, tf.newaxis]
             next_observations = tf.where(tf.logical_and(ends_terminal, last), observations[:count], next_observations)
@@ -229,12 +248,13 @@ class Layout:
             count = count * (1 - keep_last) + steps_count * keep_last
             ends_terminal = tf.logical_or(ends_terminal, terminal)
             # (a terminal episode keeps all its steps - 1 transitions above: its s' is its own observation)
-            next_observations = tf.cond(terminal, lambda: tf.concat([next_observations, observations[-1:]], 0),
-                                        lambda: next_observations)
+            next_observations = each(lambda values, following: tf.cond(
+                terminal, lambda: tf.concat([following, values[-1:]], 0), lambda: following), observations,
+                next_observations)
         count = tf.maximum(count, 0)
         last = tf.cast(tf.equal(tf.range(count), count - 1), tf.float32)
-        return {"observations": observations[:count], "actions": actions[:count], "rewards": rewards[:count],
-                "next_observations": next_observations[:count],
+        return {"observations": each(lambda values: values[:count], observations), "actions": actions[:count],
+                "rewards": rewards[:count], "next_observations": each(lambda values: values[:count], next_observations),
                 "terminals": last * tf.cast(ends_terminal, tf.float32), "dones": last}
 
     def rows_and_flags(self, steps: Dict[str, Any]) -> "tuple[Dict[str, Any], Any, Any]":
@@ -289,13 +309,26 @@ def _select(source: str, field: str, feature: Any, keys: Optional[Sequence[str]]
                             f"{', '.join(available)} (make_dataset.{field}_keys)")
     selected = list(keys) if keys else available
     images = [key for key in selected if _is_image_feature(feature, key)]
-    if images and (field != "observation" or len(selected) > 1):
+    if images and field != "observation":
         others = [key for key in available if not _is_image_feature(feature, key)]
-        alone = f" or one camera alone (make_dataset.{field}_keys = [{images[0]!r}])" if field == "observation" else ""
-        raise UserError(f"{source}: its {field} part {images[0]!r} is an image, which iql-tf reads from RLDS only as "
-                        f"the whole observation (an image beside other parts needs dict observations, not done yet); "
-                        f"select its other parts (make_dataset.{field}_keys = {others}){alone}")
+        raise UserError(f"{source}: its {field} part {images[0]!r} is an image, which an action cannot be; select its "
+                        f"other parts (make_dataset.{field}_keys = {others})")
     return selected
+
+
+def part_name(key: str) -> str:
+    """The name of the part an observation key ('a/b') becomes: 'a_b'."""
+    return key.replace("/", "_")
+
+
+def _check_part_names(source: str, keys: Sequence[str]) -> None:
+    names = [part_name(key) for key in keys]
+    bad = [key for key, name in zip(keys, names) if parts_lib.bad_name(name)]
+    twice = [key for key, name in zip(keys, names) if names.count(name) > 1]
+    if bad or twice:
+        raise UserError(f"{source}: its observation part {(bad or twice)[0]!r} cannot name a model input"
+                        + (" (two keys give one name)" if twice else "") + "; select other parts "
+                        "(make_dataset.observation_keys)")
 
 
 def _is_image_feature(feature: Any, key: str) -> bool:
@@ -338,7 +371,9 @@ def stream_rows(stream_of: Dict[str, Any], seed: int) -> Any:
     read side by side; episodes decoded and turned into transitions in parallel, in a fixed order."""
     import tensorflow as tf
 
-    layout = Layout(**{field.name: stream_of[field.name] for field in dataclasses.fields(Layout)})
+    # (a description written before observations of parts has no observation_parts: the field's default)
+    layout = Layout(**{field.name: stream_of[field.name] for field in dataclasses.fields(Layout)
+                       if field.name in stream_of})
     try:
         builder = tfds_module().builder_from_directory(stream_of["builder_dir"])
     except Exception as error:  # TFDS raises many kinds for a folder gone or changed

@@ -8,18 +8,19 @@ Image observations are uint8 blocks of fewer rows (`block_rows`), stored raw (do
 frame once: a row's next frame is the following row's frame, so a block of images holds, instead of its next
 observations, only `end_frames`, the next frames of its rows that end a trajectory and of its last row; reading
 rebuilds the next observations block by block (`_next_frames`). (Format 6 image shards, from before, hold them
-whole and are still read.)
+whole and are still read.) Observations of parts (`parts.py`) are stored part by part, as the features
+`observations/NAME` and `end_frames/NAME`, each part held once as a frame is.
 """
 
 import pathlib
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from iql_tf.data import checksums, storage
+from iql_tf.data import checksums, parts, storage
 from iql_tf.data.metadata import DatasetMetadata, ShardInfo
-from iql_tf.data.transitions import TRANSITION_KEYS, Transitions, is_image
+from iql_tf.data.transitions import TRANSITION_KEYS, Transitions, holds_frames, rows_of
 from iql_tf.errors import UserError, first_line
 
 BLOCK_SIZE = 65536  # transitions per record: 7 MB for hopper, a few dozen records per million transitions
@@ -33,11 +34,7 @@ END_FRAMES = "end_frames"  # a block of images: the next frames of its rows that
 NEXT_FRAME = "next_frame"  # read whole without rebuilding: each row's next frame, indexed into the frames then
                            # the end frames (`read_shards`)
 
-_FEATURES = {
-    **{key: tf.io.FixedLenFeature([], tf.string) for key in (*TRANSITION_KEYS, END_FRAMES)},
-    "block": tf.io.FixedLenFeature([], tf.int64),
-    "shard": tf.io.FixedLenFeature([], tf.int64),
-}
+_POSITION = {"block": tf.io.FixedLenFeature([], tf.int64), "shard": tf.io.FixedLenFeature([], tf.int64)}
 _STORED = [key for key in TRANSITION_KEYS if key != "next_observations"] + [END_FRAMES]  # a block of images'
 
 
@@ -51,7 +48,7 @@ def write_shards(data: Transitions, directory: pathlib.Path, shard_size: int) ->
     their descriptions."""
     total = len(data["rewards"])
     bounds = list(range(0, total, shard_size)) + [total]
-    if is_image(data["observations"]):
+    if holds_frames(data["observations"]):
         starts = np.append(np.flatnonzero(np.asarray(data["dones"])[:-1]) + 1, total)  # where trajectories start
         bounds = [0]
         while bounds[-1] < total:
@@ -76,9 +73,9 @@ def write_shards(data: Transitions, directory: pathlib.Path, shard_size: int) ->
 def block_rows(data: Transitions) -> int:
     """Rows per record: BLOCK_SIZE, or for images as many as fit in IMAGE_BLOCK_BYTES (a record of 65536 frames
     of 64x64x3 would be 1.6 GB, near protobuf's limit of 2 GB)."""
-    if not is_image(data["observations"]):
+    if not holds_frames(data["observations"]):
         return BLOCK_SIZE
-    row_bytes = sum(data[key][:1].nbytes for key in TRANSITION_KEYS)
+    row_bytes = sum(array[:1].nbytes for key in TRANSITION_KEYS for array in parts.leaves(data[key]))
     return max(1, min(BLOCK_SIZE, IMAGE_BLOCK_BYTES // row_bytes))
 
 
@@ -96,16 +93,19 @@ def _block_ends(dones: tf.Tensor) -> tf.Tensor:
 
 
 def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) -> bytes:
-    arrays = {key: data[key][start:stop] for key in TRANSITION_KEYS}
-    if is_image(arrays["observations"]):  # each frame once
+    arrays = {key: rows_of(data[key], slice(start, stop)) for key in TRANSITION_KEYS}
+    if holds_frames(arrays["observations"]):  # each frame once
         ends = _ends(arrays["dones"])
-        following = arrays["next_observations"][:-1][~ends[:-1]]
-        if not np.array_equal(following, arrays["observations"][1:][~ends[:-1]]):  # what every source guarantees
-            raise ValueError(f"rows {start}-{stop}: a next frame inside a trajectory is not the following row's")
-        arrays[END_FRAMES] = arrays.pop("next_observations")[ends]
+        for frames, next_frames in zip(parts.leaves(arrays["observations"]),
+                                       parts.leaves(arrays["next_observations"])):
+            if not np.array_equal(next_frames[:-1][~ends[:-1]], frames[1:][~ends[:-1]]):  # as every source makes them
+                raise ValueError(f"rows {start}-{stop}: a next frame inside a trajectory is not the following row's")
+        arrays[END_FRAMES] = rows_of(arrays.pop("next_observations"), ends)
+    flat = {f"{key}/{name}" if name else key: value for key, values in arrays.items()
+            for name, value in (values.items() if parts.is_parts(values) else [(None, values)])}
     feature = {
         key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(value).numpy()]))
-        for key, value in arrays.items()
+        for key, value in flat.items()
     }
     feature["block"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[block]))
     feature["shard"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[shard]))
@@ -114,25 +114,46 @@ def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) ->
 
 
 # What counting a record's rows reads: the protobuf parser skips the other features without copying them.
-_COUNT_FEATURES = {key: _FEATURES[key] for key in ("rewards", "block", "shard")}
+_COUNT_FEATURES = {"rewards": tf.io.FixedLenFeature([], tf.string), **_POSITION}
+
+
+def _stored_fields(metadata: DatasetMetadata) -> Dict[str, Tuple[str, Optional[str], tf.DType]]:
+    """A record's bytes features, each with the transition key and part (None: the whole observation) it holds
+    and its dtype."""
+    fields = {}
+    for key in _STORED if metadata.frames_once else TRANSITION_KEYS:
+        if key not in (*OBSERVATION_KEYS, END_FRAMES):
+            fields[key] = (key, None, tf.float32)
+        elif metadata.parts:
+            fields.update({f"{key}/{part.name}": (key, part.name, tf.as_dtype(part.dtype)) for part in metadata.parts})
+        else:
+            fields[key] = (key, None, tf.as_dtype(metadata.observation_dtype))
+    return fields
 
 
 def _parse(record: tf.Tensor, metadata: DatasetMetadata, next_frames: bool = True):
-    """A record's block number, shard and arrays; blocks that hold each frame once with their next observations
-    rebuilt, or with `next_frames` False as stored (END_FRAMES)."""
-    keys = _STORED if metadata.frames_once else TRANSITION_KEYS
-    example = tf.io.parse_single_example(record, {key: _FEATURES[key] for key in (*keys, "block", "shard")})
-    frames = (*OBSERVATION_KEYS, END_FRAMES)
-    arrays = {key: tf.io.parse_tensor(example[key], metadata.observation_dtype if key in frames else tf.float32)
-              for key in keys}
+    """A record's block number, shard and arrays (observations of parts as dicts); blocks that hold each frame once
+    with their next observations rebuilt, or with `next_frames` False as stored (END_FRAMES)."""
+    fields = _stored_fields(metadata)
+    example = tf.io.parse_single_example(record, {**{name: tf.io.FixedLenFeature([], tf.string) for name in fields},
+                                                  **_POSITION})
+    arrays: Dict[str, Any] = {}
+    for name, (key, part, dtype) in fields.items():
+        value = tf.io.parse_tensor(example[name], dtype)
+        if part is None:
+            arrays[key] = value
+        else:
+            arrays.setdefault(key, {})[part] = value
     if metadata.frames_once and next_frames:
-        arrays["next_observations"] = _next_frames(arrays["observations"], arrays.pop(END_FRAMES), arrays["dones"])
+        arrays["next_observations"] = parts.map_parts(
+            lambda frames, end_frames: _next_frames(frames, end_frames, arrays["dones"]), arrays["observations"],
+            arrays.pop(END_FRAMES))
     return example["block"], example["shard"], arrays
 
 
 def _next_frames(observations: tf.Tensor, end_frames: tf.Tensor, dones: tf.Tensor) -> tf.Tensor:
-    """A block's next observations: the following row's frame, or the stored one where `_ends` says (scattered
-    over the shifted frames: measured 4.6 times as fast as choosing every row's with tf.where)."""
+    """A block's next observations (of one part): the following row's frame, or the stored one where `_ends` says
+    (scattered over the shifted frames: measured 4.6 times as fast as choosing every row's with tf.where)."""
     following = tf.concat([observations[1:], observations[-1:]], axis=0)
     return tf.tensor_scatter_nd_update(following, tf.where(_block_ends(dones)), end_frames)
 
@@ -203,7 +224,8 @@ def read_shards(directory: "str | pathlib.Path", metadata: DatasetMetadata, fix:
             f"the shard is corrupt or truncated; {fix}"
         ) from error
     _check_blocks(directory, metadata, blocks, fix)
-    whole = {key: tf.concat([arrays[key] for _, _, arrays in blocks], axis=0) for key in blocks[0][2]}
+    whole = {key: parts.map_parts(lambda *values: tf.concat(values, axis=0), *[arrays[key] for _, _, arrays in blocks])
+             for key in blocks[0][2]}
     if END_FRAMES in whole:
         ends = tf.concat([_block_ends(arrays["dones"]) for _, _, arrays in blocks], axis=0)
         rows = tf.shape(ends)[0]
@@ -235,23 +257,27 @@ def _unreadable_shard(paths: List[str], directory: str, metadata: DatasetMetadat
 
 def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: str) -> None:
     """Block order, per-shard counts and array shapes agree with metadata.json."""
-    expected = {
-        "observations": metadata.observation_shape,
-        "next_observations": metadata.observation_shape,
-        "actions": metadata.action_shape,
-    }
+    observation_shapes = {part.name: list(part.shape) for part in metadata.parts} if metadata.parts else \
+        metadata.observation_shape
+    expected = {"observations": observation_shapes, "next_observations": observation_shapes,
+                "actions": metadata.action_shape}
     for _, shard, arrays in blocks:
         rows = int(arrays["rewards"].shape[0])
-        shapes = {key: [rows, *expected.get(key, [])] for key in TRANSITION_KEYS}
+        shapes = {key: parts.map_parts(lambda shape: [rows, *shape], expected.get(key, []))
+                  for key in TRANSITION_KEYS}
         if END_FRAMES in arrays:  # a frame for each row `_ends` marks (the next frames' indices count on it)
-            shapes[END_FRAMES] = [int(tf.reduce_sum(tf.cast(_block_ends(arrays["dones"]), tf.int32))),
-                                  *metadata.observation_shape]
+            ends = int(tf.reduce_sum(tf.cast(_block_ends(arrays["dones"]), tf.int32)))
+            shapes[END_FRAMES] = parts.map_parts(lambda shape: [ends, *shape], observation_shapes)
         for key in [key for key in shapes if key in arrays]:
-            if arrays[key].shape.as_list() != shapes[key]:
-                raise UserError(
-                    f"{storage.join(directory, metadata.shards[shard].file)}: field {key!r} has shape "
-                    f"{arrays[key].shape.as_list()} but metadata.json implies {shapes[key]}; {fix}"
-                )
+            named = shapes[key].items() if parts.is_parts(shapes[key]) else [(None, shapes[key])]
+            for name, shape in named:
+                array = arrays[key] if name is None else arrays[key][name]
+                if array.shape.as_list() != shape:
+                    raise UserError(
+                        f"{storage.join(directory, metadata.shards[shard].file)}: field "
+                        f"{key if name is None else f'{key}/{name}'!r} has shape {array.shape.as_list()} but "
+                        f"metadata.json implies {shape}; {fix}"
+                    )
     _check_block_counts(directory, metadata, [(block, shard, int(arrays["rewards"].shape[0]))
                                               for block, shard, arrays in blocks], fix)
 

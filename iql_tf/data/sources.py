@@ -25,7 +25,7 @@ from absl import logging
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from iql_tf import envs
-from iql_tf.data import checksums, generated, ogbench_source, rlds_source, storage, tables, validation
+from iql_tf.data import checksums, generated, ogbench_source, parts, rlds_source, storage, tables, validation
 from iql_tf.data import statistics as statistics_lib
 from iql_tf.data import transitions as transitions_lib
 from iql_tf.data.in_memory import InMemorySource, plain
@@ -264,7 +264,7 @@ def read_streamed(source: Source, layout: rlds_source.Layout, report: validation
     for index, rows in enumerate(episodes):
         _check_rlds_rows(f"{source.name}, episode {index}", rows, report)
         if data is None and len(rows["rewards"]) and not report.problems:
-            data, bounds_from = _in_its_spaces(source, _rlds_data(source, rows, layout.observation_keys), env_id,
+            data, bounds_from = _in_its_spaces(source, _rlds_data(source, rows, layout.flattening_order), env_id,
                                                env_kwargs, action_bounds)
         if data is not None:
             report.check_actions(f"{source.name}, episode {index}", rows["actions"], data.action_low,
@@ -325,10 +325,10 @@ def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.
     if not report.check_keys(where, arrays, required, names):
         return None
     report.check_not_misnamed(where, "next_observations", arrays, names or list(arrays))
-    observations = report.check_observations(where, "observations", arrays["observations"])
+    observations = _checked_observations(report, where, "observations", arrays["observations"])
     if observations is None:
         return None
-    rows = observations.shape[0]
+    rows = parts.row_count(observations)
     actions = report.check_array(where, "actions", arrays["actions"], (rows, None))
     rewards = report.check_array(where, "rewards", arrays["rewards"], (rows,))
     terminals = _check_flags(arrays, where, "terminals", rows, report)
@@ -336,8 +336,8 @@ def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.
         _timeouts_of_episodes(arrays, where, rows, terminals, report)
     next_observations = None
     if "next_observations" in arrays:
-        next_observations = report.check_observations(where, "next_observations", arrays["next_observations"],
-                                                      rows, observations.shape[1:])
+        next_observations = _checked_observations(report, where, "next_observations", arrays["next_observations"],
+                                                  observations)
         if next_observations is None:
             return None
     if any(values is None for values in (actions, rewards, terminals, timeouts)):
@@ -350,11 +350,45 @@ def _read_rows(arrays: Mapping[str, np.ndarray], where: str, report: validation.
     return _without_environment(data)
 
 
+def _checked_observations(report: validation.Report, where: str, field: str, values: Any, like: Any = None) -> Any:
+    """Observations (an array, or a dict of parts) checked by `report`; `like`: the observations (checked) whose
+    rows, parts and shapes these must have. None when unusable."""
+    if parts.is_parts(values) != parts.is_parts(like) and like is not None:
+        report.add(where, field, "is " + ("a dict of parts" if parts.is_parts(values) else "one array") +
+                   " and observations are not", "give next_observations as observations are given")
+        return None
+    if not parts.is_parts(values):
+        return report.check_observations(where, field, values, *(() if like is None else (len(like), like.shape[1:])))
+    if like is not None and list(values) != list(like):
+        report.add(where, field, f"has the parts {list(values)}, observations {list(like)}",
+                   "give next_observations the parts of observations, in the same order")
+        return None
+    for name in values:
+        if parts.bad_name(name):
+            report.add(where, f"{field}/{name}", "cannot name a model input",
+                       "name each part with a letter, then letters, digits or underscores (e.g. 'wrist_image')")
+            return None
+    if not any(np.ndim(part) == 4 for part in values.values()):
+        report.add(where, field, f"is a dict of vectors ({', '.join(values)})", "observations of parts hold an image "
+                   "[N, height, width, channels] at least: give vectors as one array, np.concatenate([...], axis=1)")
+        return None
+    checked, rows = {}, None if like is None else parts.row_count(like)
+    for name, part in values.items():
+        shape = None if like is None else like[name].shape[1:]
+        checked[name] = report.check_observations(where, f"{field}/{name}", part, rows, shape)
+        if checked[name] is None:
+            return None
+        rows = len(checked[name])
+    return checked
+
+
 def _without_environment(data: transitions_lib.Transitions, observation_keys: Optional[List[str]] = None,
                          reference: Tuple[Optional[float], Optional[float]] = (None, None)) -> SourceData:
-    """Transitions of a source that names no environment: unbounded observations, actions in [-1, 1] unless
-    `read` is given bounds, no episode length."""
-    columns, action_dim = int(np.prod(data["observations"].shape[1:])), data["actions"].shape[1]
+    """Transitions of a source that names no environment: unbounded observations (parts: no bounds), actions in
+    [-1, 1] unless `read` is given bounds, no episode length."""
+    observations = data["observations"]
+    columns = 0 if parts.is_parts(observations) else int(np.prod(observations.shape[1:]))
+    action_dim = data["actions"].shape[1]
     return SourceData(transitions=data, num_episodes=int(data["dones"].sum()), env_id=None, env_kwargs={},
                       max_episode_steps=None, observation_keys=observation_keys,
                       observation_low=np.full(columns, -np.inf), observation_high=np.full(columns, np.inf),
@@ -395,9 +429,19 @@ def _load_arrays(path: pathlib.Path) -> Tuple[Dict[str, np.ndarray], List[str]]:
         if path.suffix.lower() == ".npz":
             _check_is_npz(path)
             with np.load(path, allow_pickle=False) as file:
-                return {key: _npz_field(path, file, key) for key in fields if key in file.files}, list(file.files)
+                arrays = {key: _npz_field(path, file, key) for key in fields if key in file.files}
+                for key in ("observations", "next_observations"):  # parts stored as observations/NAME
+                    named = {name[len(key) + 1:]: _npz_field(path, file, name) for name in file.files
+                             if name.startswith(f"{key}/")}
+                    if named and key not in arrays:
+                        arrays[key] = named
+                return arrays, sorted({name.split("/")[0] for name in file.files})
         with h5py.File(path, "r") as file:
             arrays = {key: np.asarray(file[key][()]) for key in fields if isinstance(file.get(key), h5py.Dataset)}
+            for key in ("observations", "next_observations"):  # parts: a group of datasets
+                if isinstance(file.get(key), h5py.Group):
+                    arrays[key] = {name: np.asarray(part[()]) for name, part in file[key].items()
+                                   if isinstance(part, h5py.Dataset)}
             return arrays, list(file.keys())
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(
@@ -445,8 +489,12 @@ def _read_rlds(source: Source, report: validation.Report) -> Optional[SourceData
 
 
 def _check_rlds_rows(where: str, rows: transitions_lib.Transitions, report: validation.Report) -> None:
+    """Finite numbers (images, uint8, are)."""
     for key in ("observations", "actions", "rewards", "next_observations"):
-        report.check_array(where, key, rows[key], (None,) * rows[key].ndim)
+        named = rows[key].items() if parts.is_parts(rows[key]) else [(None, rows[key])]
+        for name, values in named:
+            if not transitions_lib.is_image(values):
+                report.check_array(where, key if name is None else f"{key}/{name}", values, (None,) * values.ndim)
 
 
 def _rlds_data(source: Source, rows: transitions_lib.Transitions, observation_keys: Optional[List[str]]
@@ -475,7 +523,8 @@ def _read_minari(dataset: minari.MinariDataset, report: validation.Report) -> Op
         return None
     metadata = dataset.storage.metadata
     env_spec = json.loads(metadata.get("eval_env_spec") or metadata.get("env_spec") or "null") or {}
-    observation_low, observation_high = _bounds(data_path, dataset.observation_space, keys)
+    observation_low, observation_high = (np.zeros(0), np.zeros(0)) if envs.has_parts(dataset.observation_space) \
+        else _bounds(data_path, dataset.observation_space, keys)  # (parts: no bounds)
     action_low, action_high = _bounds(data_path, dataset.action_space, None)
     return SourceData(
         transitions=transitions_lib.concatenate(parts),
@@ -508,12 +557,22 @@ def _read_episode(where: str, episode: Any, keys: Optional[List[str]], report: v
 
 
 def _check_observations(where: str, observations: Any, keys: Optional[List[str]], rows: int,
-                        report: validation.Report) -> Optional[np.ndarray]:
+                        report: validation.Report) -> Any:
+    """A Minari episode's observations: one array, a Dict flattened in `keys` order, or parts (a Dict with an
+    image: `envs.has_parts`)."""
+    if keys is None and isinstance(observations, Mapping):
+        checked = _checked_observations(report, where, "observations",
+                                        {name: np.asarray(value) for name, value in observations.items()})
+        if checked is not None and parts.row_count(checked) != rows:
+            report.add(where, "observations", f"holds {parts.row_count(checked)} rows for {rows - 1} steps",
+                       "an episode holds one observation more than its steps")
+            return None
+        return checked
     if keys is None:
         return report.check_observations(where, "observations", np.asarray(observations), rows)
-    parts = [report.check_array(where, f"observations/{key}", np.asarray(envs.observation_part(observations, key)),
-                                (rows, None)) for key in keys]
-    return None if any(part is None for part in parts) else envs.flatten_observation(observations, keys)
+    columns = [report.check_array(where, f"observations/{key}", np.asarray(envs.observation_part(observations, key)),
+                                  (rows, None)) for key in keys]
+    return None if any(column is None for column in columns) else envs.flatten_observation(observations, keys)
 
 
 def _bounds(where: str, space: gym.Space, keys: Optional[List[str]]) -> Tuple[np.ndarray, np.ndarray]:
@@ -545,12 +604,14 @@ def _with_env(data: SourceData, source: str, env_id: str, env_kwargs: Dict[str, 
     try:
         keys = envs.observation_keys(env.observation_space)
         observations = data.transitions["observations"]
+        held_parts = parts.describe(observations) if parts.is_parts(observations) else None
         image_shape = observations.shape[1:] if transitions_lib.is_image(observations) else None
-        envs.check_env_fits(env, keys, int(np.prod(observations.shape[1:])), data.transitions["actions"].shape[1],
-                            source, image_shape)
+        envs.check_env_fits(env, keys, 0 if held_parts else int(np.prod(observations.shape[1:])),
+                            data.transitions["actions"].shape[1], source, image_shape, held_parts)
         where = f"{source}: environment {env_id}"
         validation.check_action_space(where, env.action_space)
-        observation_low, observation_high = _bounds(where, env.observation_space, keys)
+        observation_low, observation_high = (np.zeros(0), np.zeros(0)) if held_parts else _bounds(
+            where, env.observation_space, keys)  # (parts: no bounds, as without an environment)
         action_low, action_high = _bounds(where, env.action_space, None)
     finally:
         env.close()

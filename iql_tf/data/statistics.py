@@ -13,14 +13,14 @@ from typing import Any, Dict
 import numpy as np
 
 from iql_tf.data import rewards
-from iql_tf.data.transitions import Transitions, is_image
+from iql_tf.data.transitions import Transitions, holds_frames
 
 
 def of(transitions: Transitions) -> Dict[str, Any]:
     """The statistics of transitions held whole."""
     observations = transitions["observations"]
     returns = rewards.trajectory_returns(transitions["rewards"], transitions["dones"])
-    image = is_image(observations)
+    image = holds_frames(observations)  # (parts: none either, as their vectors are not normalised)
     return {
         "observation_mean": [] if image else observations.mean(axis=0, dtype=np.float64).tolist(),
         "observation_std": [] if image else observations.std(axis=0, dtype=np.float64).tolist(),
@@ -46,7 +46,7 @@ class Gathered:
         if not count:
             return
         # Images have no statistics (`of`): none of their values are read.
-        observations = np.zeros((count, 0)) if is_image(part["observations"]) else \
+        observations = np.zeros((count, 0)) if holds_frames(part["observations"]) else \
             part["observations"].astype(np.float64)
         mean = observations.mean(axis=0)
         squares = ((observations - mean) ** 2).sum(axis=0)

@@ -22,11 +22,12 @@ line, its last checkpoint kept.
 
 import math
 import pathlib
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
 from iql_tf.data import frame_stacks, rlds_source, shards
+from iql_tf.data.parts import leaves, map_parts
 from iql_tf.data.metadata import DatasetMetadata
 from iql_tf.data.preprocessing import Preprocessing
 from iql_tf.data.transitions import TRANSITION_KEYS, stacked_shape
@@ -42,12 +43,26 @@ IMAGE_SHUFFLE_BYTES = 256 * 2**20
 DEFAULT_SHUFFLE_BUFFER = 100_000  # rows, for vectors
 
 
+def observation_shapes(metadata: DatasetMetadata, frame_stack: int) -> Any:
+    """One observation's shape as the stream holds it (images stacked): a list, or a dict of them per part."""
+    if metadata.parts:
+        return {part.name: list(part.stacked(frame_stack).shape) for part in metadata.parts}
+    return stacked_shape(metadata.observation_shape, frame_stack) if metadata.images else metadata.observation_shape
+
+
+def _observation_dtypes(metadata: DatasetMetadata) -> Any:
+    """What observations are held as: float32, images uint8 (until the networks scale them), or per part."""
+    if metadata.parts:
+        return {part.name: tf.as_dtype(part.dtype) for part in metadata.parts}
+    return tf.as_dtype(metadata.observation_dtype)
+
+
 def row_bytes(metadata: DatasetMetadata, frame_stack: int) -> int:
     """The bytes of one row as the stream holds it: its observation and next observation (stacked), its action
     and three numbers."""
-    observation = math.prod(stacked_shape(metadata.observation_shape, frame_stack) if metadata.images
-                            else metadata.observation_shape) * (1 if metadata.images else 4)
-    return 2 * observation + 4 * (math.prod(metadata.action_shape) + 3)
+    sizes = map_parts(lambda shape, dtype: math.prod(shape) * dtype.size, observation_shapes(metadata, frame_stack),
+                      _observation_dtypes(metadata))
+    return 2 * sum(leaves(sizes)) + 4 * (math.prod(metadata.action_shape) + 3)
 
 
 def default_shuffle_buffer(metadata: DatasetMetadata, frame_stack: int) -> int:
@@ -78,23 +93,23 @@ class StreamedBatches(tf.Module):
             members * batch_size * row_bytes(metadata, frame_stack))))
         self._preprocessing, self._metadata = preprocessing, metadata
 
-        def shaped(blocks: tf.data.Dataset, observation_shape: Sequence[int]) -> tf.data.Dataset:
+        def shaped(blocks: tf.data.Dataset, observation_shape: Any) -> tf.data.Dataset:
             shapes = {"observations": observation_shape, "next_observations": observation_shape,
                       "actions": metadata.action_shape}
-            return blocks.map(lambda block: {key: tf.ensure_shape(block[key], [None, *shapes.get(key, [])])
-                                             for key in TRANSITION_KEYS})
+            return blocks.map(lambda block: {key: map_parts(lambda values, shape: tf.ensure_shape(
+                values, [None, *shape]), block[key], shapes.get(key, [])) for key in TRANSITION_KEYS})
 
         stack = None
         if frame_stack > 1:
-            stack = lambda blocks: frame_stacks.stack_blocks(shaped(blocks, metadata.observation_shape),  # noqa: E731
-                                                             frame_stack)
+            stack = lambda blocks: frame_stacks.stack_blocks(  # noqa: E731
+                shaped(blocks, observation_shapes(metadata, 1)), frame_stack)
         if metadata.stream_of is None:
             blocks = _shard_blocks(directory, metadata, seed, fix, stack)
         else:  # an RLDS dataset streamed as it is: a block per episode, each a trajectory of its own
             blocks = rlds_source.stream_rows(metadata.stream_of, seed)
             if stack:  # (a single-step episode is a block of no rows: nothing to stack)
                 blocks = stack(blocks.filter(lambda block: tf.size(block["rewards"]) > 0))
-        observation_shape = stacked_shape(metadata.observation_shape, frame_stack)
+        observation_shape = observation_shapes(metadata, frame_stack)
         blocks = shaped(blocks, observation_shape)
         chunks = blocks.rebatch(shuffle_buffer).repeat()
         # Seeds drawn after the repeat: every epoch permutes its chunks anew (stateless, so checkpointable).
@@ -105,17 +120,17 @@ class StreamedBatches(tf.Module):
         self.iterator = iter(groups)
         widths = {"observations": observation_shape, "next_observations": observation_shape,
                   "actions": metadata.action_shape, "rewards": [], "masks": []}
-        self.group = {key: tf.Variable(tf.zeros([self.group_size, members, batch_size, *shape],
-                                                _dtype(key, metadata)), trainable=False, name=key)
-                      for key, shape in widths.items()}
+        self.group = {key: map_parts(lambda shape, dtype, name=key: tf.Variable(
+            tf.zeros([self.group_size, members, batch_size, *shape], dtype), trainable=False, name=name),
+            shape, _dtype(key, metadata)) for key, shape in widths.items()}
         self.position = tf.Variable(self.group_size, dtype=tf.int32, trainable=False, name="position")  # used up
 
     def _prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The preprocessing of the in-memory path (`pipeline.make_dataset`), on one group of batches."""
         prepared = dict(self._preprocessing.transitions(batch, tf.clip_by_value), masks=1.0 - batch["terminals"])
         shape = [self.group_size, self.members, self.batch_size]
-        return {key: tf.reshape(tf.cast(value, _dtype(key, self._metadata)), [*shape, *value.shape[1:]])
-                for key, value in prepared.items()}
+        return {key: map_parts(lambda values, dtype: tf.reshape(tf.cast(values, dtype), [*shape, *values.shape[1:]]),
+                               value, _dtype(key, self._metadata)) for key, value in prepared.items()}
 
     def available(self) -> int:
         """Batches left in the current group, after fetching the next group when it is used up (eager)."""
@@ -128,7 +143,7 @@ class StreamedBatches(tf.Module):
                                 "again if they are damaged), then re-run the same command to resume from the last "
                                 "checkpoint") from error
             for key, value in group.items():
-                self.group[key].assign(value)
+                map_parts(lambda variable, values: variable.assign(values), self.group[key], value)
             self.position.assign(0)
         return self.group_size - int(self.position)
 
@@ -139,12 +154,12 @@ class StreamedBatches(tf.Module):
         del generators
         index = self.position.read_value()
         self.position.assign_add(1)
-        return {key: tf.gather(variable, index) for key, variable in self.group.items()}
+        return {key: map_parts(lambda variable: tf.gather(variable, index), value) for key, value in self.group.items()}
 
 
-def _dtype(key: str, metadata: DatasetMetadata) -> tf.DType:
+def _dtype(key: str, metadata: DatasetMetadata) -> Any:
     """What a batch holds: float32, but image observations, which stay uint8 until the networks scale them."""
-    return tf.dtypes.as_dtype(metadata.observation_dtype) if key in shards.OBSERVATION_KEYS else tf.float32
+    return _observation_dtypes(metadata) if key in shards.OBSERVATION_KEYS else tf.float32
 
 
 def _shard_blocks(directory: pathlib.Path, metadata: DatasetMetadata, seed: int, fix: str,
@@ -169,7 +184,7 @@ def _shard_blocks(directory: pathlib.Path, metadata: DatasetMetadata, seed: int,
 def _permuted(chunk: Dict[str, tf.Tensor], seed: tf.Tensor) -> Dict[str, tf.Tensor]:
     """The chunk's rows in a random order, the same for every key."""
     order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(chunk["rewards"])[0]), seed)
-    return {key: tf.gather(value, order) for key, value in chunk.items()}
+    return tf.nest.map_structure(lambda value: tf.gather(value, order), chunk)
 
 
 def converted_bytes(metadata: DatasetMetadata) -> int:

@@ -1,7 +1,8 @@
 """Transition semantics (docs/semantics.md): episodes or D4RL rows -> flat transition arrays.
 
 A dataset is a plain dict of numpy arrays with the keys of `TRANSITION_KEYS`, float32 but image observations:
-  observations [N, obs_dim] (or uint8 images [N, height, width, channels]), actions [N, act_dim], rewards [N],
+  observations [N, obs_dim] (or uint8 images [N, height, width, channels], or a dict of named parts of either kind,
+  `parts.py`), actions [N, act_dim], rewards [N],
   next_observations (as observations),
   terminals [N]  1.0 only where the environment terminated (a time-limit truncation is not terminal),
   dones [N]      1.0 on the last transition of each trajectory (used to split trajectories, never in a target).
@@ -9,10 +10,11 @@ No transition crosses an episode boundary.
 """
 
 import hashlib
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from iql_tf.data.parts import is_parts, leaves, map_parts
 from iql_tf.data.rewards import trajectory_lengths
 from iql_tf.errors import UserError
 
@@ -28,15 +30,26 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
-def _observations(array: np.ndarray) -> np.ndarray:
-    """Observations as stored: images as they are (uint8), vectors as float32."""
-    return np.asarray(array) if is_image(np.asarray(array)) else _float32(array)
+def _observations(observations: Any) -> Any:
+    """Observations as stored: images as they are (uint8), vectors as float32 (each part alike)."""
+    return map_parts(lambda array: np.asarray(array) if is_image(np.asarray(array)) else _float32(array), observations)
 
 
 def is_image(array: np.ndarray) -> bool:
     """Whether observations are images: uint8 rows of [height, width, channels] (any other observations are
     vectors of numbers, float32)."""
-    return array.dtype == np.uint8 and array.ndim == 4
+    return not is_parts(array) and array.dtype == np.uint8 and array.ndim == 4
+
+
+def holds_frames(observations: Any) -> bool:
+    """Whether observations are stored frame by frame, each once (`shards.py`): images, or parts (which hold an
+    image at least)."""
+    return is_parts(observations) or is_image(observations)
+
+
+def rows_of(values: Any, index: Any) -> Any:
+    """The rows `index` (a slice, mask or indices) of an array or of each part."""
+    return map_parts(lambda array: array[index], values)
 
 
 def _frames_differ(frames: np.ndarray, others: np.ndarray, rows: int = 4096) -> np.ndarray:
@@ -54,10 +67,10 @@ def from_episode(
     dones = np.zeros(len(actions), np.float32)
     dones[-1] = 1.0
     return {
-        "observations": _observations(observations[:-1]),
+        "observations": _observations(rows_of(observations, slice(None, -1))),
         "actions": _float32(actions),
         "rewards": _float32(rewards),
-        "next_observations": _observations(observations[1:]),
+        "next_observations": _observations(rows_of(observations, slice(1, None))),
         "terminals": _float32(terminations),
         "dones": dones,
     }
@@ -71,12 +84,15 @@ def stacked_shape(observation_shape: Sequence[int], frame_stack: int) -> List[in
 
 def content_sha256(data: Transitions) -> str:
     """The sha256 of the transitions themselves: each key's name, shape and little-endian float32 values (image
-    observations: their bytes)."""
+    observations: their bytes; parts: each as KEY/NAME, in order)."""
     digest = hashlib.sha256()
     for key in TRANSITION_KEYS:
-        values = np.ascontiguousarray(data[key], None if is_image(data[key]) else "<f4")
-        digest.update(f"{key} {list(values.shape)}\n".encode())
-        digest.update(values.data)
+        named = data[key].items() if is_parts(data[key]) else [(None, data[key])]
+        for name, array in named:
+            values = np.ascontiguousarray(array, None if array.dtype == np.uint8 and key.endswith("observations")
+                                          else "<f4")
+            digest.update(f"{key if name is None else f'{key}/{name}'} {list(values.shape)}\n".encode())
+            digest.update(values.data)
     return digest.hexdigest()
 
 
@@ -93,11 +109,13 @@ def hold_out_trajectories(data: Transitions, fraction: float, where: str, seed: 
     chosen = np.zeros(count, bool)
     chosen[np.random.default_rng(seed).choice(count, held, replace=False)] = True
     rows = np.repeat(chosen, lengths)
-    return ({key: value[~rows] for key, value in data.items()}, {key: value[rows] for key, value in data.items()})
+    return ({key: rows_of(value, ~rows) for key, value in data.items()},
+            {key: rows_of(value, rows) for key, value in data.items()})
 
 
-def concatenate(parts: "list[Transitions]") -> Transitions:
-    return {key: np.concatenate([part[key] for part in parts]) for key in TRANSITION_KEYS}
+def concatenate(blocks: "list[Transitions]") -> Transitions:
+    return {key: map_parts(lambda *arrays: np.concatenate(arrays), *[block[key] for block in blocks])
+            for key in TRANSITION_KEYS}
 
 
 def from_rows(
@@ -120,8 +138,9 @@ def from_rows(
     timeouts = np.asarray(timeouts).astype(bool)
     if next_observations is not None:
         dones = terminals | timeouts
-        if is_image(observations):  # exact: a frame is the next row's or another
-            jumps = _frames_differ(observations[1:], next_observations[:-1])
+        if holds_frames(observations):  # exact: a frame (each part) is the next row's or another
+            jumps = np.any([_frames_differ(part[1:], next_part[:-1]) for part, next_part in
+                            zip(leaves(observations), leaves(next_observations))], axis=0)
         else:
             jumps = np.linalg.norm(observations[1:] - next_observations[:-1], axis=-1) > CONTINUITY_TOLERANCE
         dones[:-1] |= jumps
@@ -141,15 +160,15 @@ def from_rows(
     # target; dropping it would erase the termination.
     keep = ~episode_end | terminals
     episode_index = np.cumsum(episode_end) - episode_end  # rows of one episode share an index
-    following = np.append(observations[1:], observations[-1:], axis=0)
-    next_rows = np.where(terminals.reshape(-1, *[1] * (observations.ndim - 1)), observations, following)
+    next_rows = map_parts(lambda array: np.where(terminals.reshape(-1, *[1] * (array.ndim - 1)), array,
+                                                 np.append(array[1:], array[-1:], axis=0))[keep], observations)
     kept_episode = episode_index[keep]
     dones = np.append(kept_episode[1:] != kept_episode[:-1], True) if kept_episode.size else kept_episode
     return {
-        "observations": _observations(observations[keep]),
+        "observations": _observations(rows_of(observations, keep)),
         "actions": _float32(actions[keep]),
         "rewards": _float32(rewards[keep]),
-        "next_observations": _observations(next_rows[keep]),
+        "next_observations": _observations(next_rows),
         "terminals": _float32(terminals[keep]),
         "dones": _float32(dones),
     }

@@ -9,32 +9,38 @@ loading one.
 
 A policy (`Policy`) takes a float32 batch [B, obs_dim] of raw flattened observations (`envs.flatten_observation`
 in the metadata's `observation_keys` order), or of uint8 images [B, h, w, c] (frame stacks along the channels),
-and returns actions [B, act_dim] in the environment's units: the
-trainer's evaluation, the API's `predict`, the exported SavedModel and the generators all answer alike.
+or a dict of such batches, one per part (observations of parts), and returns actions [B, act_dim] in the
+environment's units: the trainer's evaluation, the API's `predict`, the exported SavedModel and the generators
+all answer alike.
 """
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+from iql_tf.data.parts import map_parts
 
 if TYPE_CHECKING:  # the agent imports TensorFlow; the metadata's readers need not
     from iql_tf.agent import IQLAgent
     from iql_tf.data.preprocessing import Preprocessing
 
 # [B, obs_dim] float32 (or uint8 images [B, h, w, c]) -> [B, act_dim] in the env's units
-Policy = Callable[[np.ndarray], np.ndarray]
+Policy = Callable[[Any], np.ndarray]
 
 
 def member_policy(agent: "IQLAgent", preprocessing: "Preprocessing", member: int) -> Policy:
     """Member `member`'s deterministic policy (the mean) on raw observations, in the data's units: what its
     export answers."""
 
-    def act(observations: np.ndarray) -> np.ndarray:
-        if agent.image_shape:  # uint8 images, scaled inside the networks
+    def act(observations: Any) -> np.ndarray:
+        if agent.parts:  # each part as the networks take it
+            prepared = {part.name: np.asarray(observations[part.name], part.dtype) for part in agent.parts}
+        elif agent.image_shape:  # uint8 images, scaled inside the networks
             prepared = np.asarray(observations, np.uint8)
         else:
             prepared = np.asarray(preprocessing.observations(np.asarray(observations, np.float32)), np.float32)
-        unit = agent.act(np.broadcast_to(prepared, (agent.members, *prepared.shape))).numpy()[member]
+        members = map_parts(lambda values: np.broadcast_to(values, (agent.members, *values.shape)), prepared)
+        unit = agent.act(members).numpy()[member]
         return preprocessing.actions_to_env(unit, np.clip)
 
     return act

@@ -28,11 +28,12 @@ CHECKSUMS_FILE = "SHA256SUMS"
 # From the project's exports (the policy MLP, its image encoders, its preprocessing, sampling, and the loader's
 # restore).
 ALLOWED_OPS = frozenset({
-    "AddV2", "Cast", "Const", "Conv2D", "Elu", "Erf", "Erfc", "Exp", "Identity", "IdentityN", "LeakyRelu", "MatMul",
-    "MaxPool", "Maximum", "Minimum", "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "Pow", "RealDiv",
-    "Relu", "Relu6", "Reshape", "RestoreV2", "Select", "Selu", "Shape", "Sigmoid", "Softplus", "Softsign", "Square",
-    "StatefulPartitionedCall", "StatelessRandomGetKeyCounter", "StatelessRandomNormalV2", "Sub", "Sum", "Tanh",
-})
+    "AddV2", "Cast", "ConcatV2", "Const", "Conv2D", "Elu", "Erf", "Erfc", "Exp", "Identity", "IdentityN",
+    "LeakyRelu", "MatMul", "MaxPool", "Maximum", "Minimum", "Mul", "Neg", "NoOp", "Pack", "PartitionedCall", "Placeholder", "Pow",
+    "RealDiv", "Relu", "Relu6", "Reshape", "RestoreV2", "Select", "Selu", "Shape", "Sigmoid", "Softplus", "Softsign",
+    "Square", "StatefulPartitionedCall", "StatelessRandomGetKeyCounter", "StatelessRandomNormalV2", "Sub", "Sum",
+    "Tanh",
+})  # ConcatV2: a policy of parts concatenates their features
 
 
 def served_ops(export_dir: "str | pathlib.Path") -> Set[str]:

@@ -6,7 +6,7 @@ An ONNX model is a graph of ONNX's standard operators, which onnxruntime runs wi
 operators run only when the caller registers their library, which this never does), so it needs no op check."""
 
 import pathlib
-from typing import Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -40,13 +40,23 @@ def load_policy(path: "str | pathlib.Path", trust: bool = False) -> Tuple[Policy
     except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as error:  # IndexError: a truncated file
         raise UserError(f"{path}: cannot load the SavedModel's serving_default signature "
                         f"({first_line(error)}); export the policy again") from error
-    dtype = _observation_dtype(metadata)
-    return lambda observations: serve(observations=tf.constant(observations, dtype))["actions"].numpy(), metadata
+    return lambda observations: serve(**{name: tf.constant(value) for name, value in _feeds(
+        metadata, observations).items()})["actions"].numpy(), metadata
 
 
-def _observation_dtype(metadata: PolicyMetadata) -> type:
-    """What the policy's input takes: uint8 images, or float32 vectors."""
-    return np.uint8 if metadata.image_shape else np.float32
+def _input_dtypes(metadata: PolicyMetadata) -> Dict[str, type]:
+    """The policy's inputs and what each takes: 'observations' (uint8 images, or float32 vectors), or a part each."""
+    if metadata.observation_parts:
+        return {part["name"]: np.dtype(part["dtype"]).type for part in metadata.observation_parts}
+    return {"observations": np.uint8 if metadata.image_shape else np.float32}
+
+
+def _feeds(metadata: PolicyMetadata, observations: Any) -> Dict[str, np.ndarray]:
+    """Observations (a dict of parts for a policy of parts) as the policy's named inputs."""
+    dtypes = _input_dtypes(metadata)
+    if metadata.observation_parts:
+        return {name: np.asarray(observations[name], dtype) for name, dtype in dtypes.items()}
+    return {"observations": np.asarray(observations, dtypes["observations"])}
 
 
 def _load_onnx(path: pathlib.Path) -> Tuple[Policy, PolicyMetadata]:
@@ -66,14 +76,14 @@ def _load_onnx(path: pathlib.Path) -> Tuple[Policy, PolicyMetadata]:
                         f"{ONNX_FILE} of an export, or export the policy again") from error
     inputs = [node.name for node in session.get_inputs()]
     outputs = [node.name for node in session.get_outputs()]
-    if inputs != ["observations"] or outputs != ["actions"]:
-        raise UserError(f"{path}: not a policy exported by iql-tf (inputs {inputs}, outputs {outputs}; an export "
-                        "takes 'observations' and returns 'actions')")
     metadata = read_policy_metadata(path.parent)
-    dtype = _observation_dtype(metadata)
+    expected = list(_input_dtypes(metadata))
+    if inputs != expected or outputs != ["actions"]:
+        raise UserError(f"{path}: not a policy exported by iql-tf with the metadata beside it (inputs {inputs}, "
+                        f"outputs {outputs}; this export takes {expected} and returns 'actions')")
 
-    def act(observations: np.ndarray) -> np.ndarray:
-        return session.run(["actions"], {"observations": np.asarray(observations, dtype)})[0]
+    def act(observations: Any) -> np.ndarray:
+        return session.run(["actions"], _feeds(metadata, observations))[0]
 
     return act, metadata
 
