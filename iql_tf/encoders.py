@@ -101,6 +101,9 @@ class ImageEncoder(keras.layers.Layer):
             self.parameters_by_name[key] = self.add_weight(
                 shape=values.shape[1:] if single else values.shape,
                 initializer=keras.initializers.Constant(values[0] if single else values), name=key.replace("/", "_"))
+            # An attribute each, for tf.train.Checkpoint sees a Keras layer's attributes, not its dicts: the target
+            # critics' encoder, which no optimiser holds, is saved and restored only so.
+            setattr(self, key.replace("/", "_"), self.parameters_by_name[key])
 
     def call(self, images: tf.Tensor) -> tf.Tensor:
         if self.members == 1:

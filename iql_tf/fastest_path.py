@@ -14,7 +14,7 @@ import pathlib
 import platform
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -62,6 +62,8 @@ def choose(agent: IQLAgent, make_agent: Callable[[bool], IQLAgent], buffer: Opti
     (None: random transitions of the agent's shapes, which is all the speed depends on)."""
     calls = _calls(settings, agent)
     images = [list(agent.image_shape)] if agent.image_shape else []  # (the keys of vector runs stay as they were)
+    if agent.parts:
+        images = [[part.record() for part in agent.parts]]
     key = json_records.digest([machine(), agent.hyperparameters, agent.observation_dim, agent.action_dim,
                                agent.members, calls, *images])
     path = cache_dir() / CACHE_FILE
@@ -90,10 +92,15 @@ def _random_buffer(agent: IQLAgent) -> ReplayBuffer:
     rng = np.random.default_rng(0)
     rows, batch_size = 4 * agent.settings.batch_size, agent.settings.batch_size
 
-    def observations() -> np.ndarray:
-        if agent.image_shape:
-            return rng.integers(0, 256, (rows, *agent.image_shape), dtype=np.uint8)
-        return rng.standard_normal((rows, agent.observation_dim))
+    def values(shape: Sequence[int], image: bool) -> np.ndarray:
+        if image:
+            return rng.integers(0, 256, (rows, *shape), dtype=np.uint8)
+        return rng.standard_normal((rows, *shape)).astype(np.float32)
+
+    def observations() -> Any:
+        if agent.parts:
+            return {part.name: values(part.shape, part.image) for part in agent.parts}
+        return values(agent.image_shape or (agent.observation_dim,), bool(agent.image_shape))
 
     return ReplayBuffer({"observations": observations(), "actions": rng.uniform(-1, 1, (rows, agent.action_dim)),
                          "rewards": rng.standard_normal(rows), "next_observations": observations(),
@@ -106,7 +113,7 @@ def _calls(settings: RunSettings, agent: IQLAgent) -> int:
     minutes to time: 1 update/s against TensorFlow's kernels' 25, measured with conv_small, 32x32, batch 64)."""
     if settings.num_online_steps > settings.num_offline_steps:
         return 1
-    return min(settings.steps_per_call, IMAGE_CALLS if agent.image_shape else 100)
+    return min(settings.steps_per_call, IMAGE_CALLS if agent.takes_images else 100)
 
 
 def race(calls: Dict[Any, Tuple[Callable[[], Any], int]], rounds: int, seconds: float) -> Dict[Any, float]:

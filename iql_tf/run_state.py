@@ -28,9 +28,9 @@ from iql_tf.agent import IQLAgent
 from iql_tf.checkpoints import Checkpoints
 from iql_tf.data import rewards
 from iql_tf.data.preprocessing import Preprocessing
-from iql_tf.errors import UserError
+from iql_tf.errors import UserError, first_line
 from iql_tf.policy import Policy, exported, member_policy
-from iql_tf.policy.metadata import input_shape_of
+from iql_tf.policy.metadata import agent_inputs
 from iql_tf.settings import AgentSettings, RunSettings
 
 RECORD = "record"  # the record's name in the checkpoint
@@ -112,7 +112,13 @@ class RunState:
         if found is not None:
             step, recorded = found
             self._check_same_training(recorded, current, step)
-            self.checkpoint.read(self.checkpoints.prefix(step)).assert_existing_objects_matched()
+            try:
+                self.checkpoint.read(self.checkpoints.prefix(step)).assert_existing_objects_matched()
+            except AssertionError as error:  # (image runs before the target critics' encoders were saved)
+                raise UserError(f"{self.checkpoints.prefix(step)}: lacks some of this run's weights "
+                                f"({first_line(error)[:200]}), so it cannot be resumed exactly (checkpoints of image "
+                                "runs written before the target critics' encoders were saved); continue in a new "
+                                "--workdir, or bind train.start_over = True") from error
             self.last_saved = step
             logging.info("Resumed from %s at step %d.", self.checkpoints.prefix(step), step)
         self.record.assign(json.dumps(current, sort_keys=True))
@@ -199,7 +205,7 @@ def restore_run(workdir: "str | pathlib.Path", step: Optional[int] = None) -> Tr
     settings = AgentSettings(**{**hyperparameters, "hidden_dims": tuple(hyperparameters["hidden_dims"])},
                              jit_compile=training["xla"])
     seeds = list(range(training["seed"], training["seed"] + training["num_seeds"]))
-    agent = IQLAgent(data["observation_dim"], data["action_dim"], settings, decay_steps, seeds, input_shape_of(data))
+    agent = IQLAgent(data["observation_dim"], data["action_dim"], settings, decay_steps, seeds, **agent_inputs(data))
     tf.train.Checkpoint(agent=agent).read(checkpoints.prefix(step)).expect_partial()
     # Exact statistics and bounds from the policy record (the training record's are rounded for comparing).
     normalization = data["observation_normalization"]

@@ -29,7 +29,7 @@ from iql_tf.envs import check_env_fits, make_env, stack_frames
 from iql_tf.errors import UserError
 from iql_tf.online import OnlinePhase
 from iql_tf.policy import Policy, exported, member_policy
-from iql_tf.policy.metadata import data_record, input_parts_of, input_shape_of
+from iql_tf.policy.metadata import agent_inputs, data_record
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.run_state import RunState, TrainedRun, training_record
 from iql_tf.settings import AgentSettings, DataSettings, RunSettings
@@ -138,7 +138,7 @@ class TrainingRun:
     def _new_agent(self, settings: AgentSettings) -> IQLAgent:
         return IQLAgent(self.observation_dim, self.action_dim, settings,
                         actor_decay_steps=max(self.settings.num_offline_steps, 1), seeds=self.seeds,
-                        image_shape=input_shape_of(self.data_record), parts=input_parts_of(self.data_record))
+                        **agent_inputs(self.data_record))
 
     def hparams_of(self, member: int) -> Dict[str, Any]:
         """What TensorBoard's HParams tab shows for one seed: the dataset, tau, beta and the seed, and what a sweep

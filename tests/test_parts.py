@@ -272,6 +272,27 @@ def test_predict_names_a_missing_or_unknown_part_and_a_part_of_the_wrong_shape(t
     with pytest.raises(UserError, match="observations: a ndarray, but the policy takes a dict of the parts"):
         agent.predict(image)
     assert agent.predict_value({"image": image, "state": state}, np.zeros((3, 2))).shape == (3,)
+    # Every part's weights are in the checkpoint: the run loaded back acts as trained, to the bit.
+    np.testing.assert_array_equal(IQL.load(str(tmp_path / "run")).predict({"image": image, "state": state}),
+                                  agent.predict({"image": image, "state": state}))
+
+
+def test_every_image_part_of_a_batch_is_shifted_by_the_same_offsets_and_vectors_not_at_all():
+    from iql_tf import augmentation
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (2, 16, 8, 8, 3), dtype=np.uint8)  # [members, B, h, w, c]
+    state = rng.normal(size=(2, 16, 4)).astype(np.float32)
+    observations = {"image": tf.constant(image), "wrist": tf.constant(image[..., :1]), "state": tf.constant(state)}
+    batch = {"observations": observations, "next_observations": dict(observations, image=tf.constant(image[::-1])),
+             "rewards": tf.zeros([2, 16])}
+    generators = [tf.random.Generator.from_seed(seed) for seed in (1, 2)]
+    shifted = augmentation.shifted(batch, generators, probability=1.0)
+    moved = shifted["observations"]["image"].numpy()
+    assert not np.array_equal(moved, image)
+    np.testing.assert_array_equal(shifted["observations"]["wrist"].numpy(), moved[..., :1])  # the same offsets
+    np.testing.assert_array_equal(shifted["next_observations"]["wrist"].numpy(), moved[..., :1])  # and s' alike
+    np.testing.assert_array_equal(shifted["observations"]["state"].numpy(), state)
 
 
 def test_parts_from_a_minari_dataset_are_the_arrays_and_its_environment_stacks_images_alone(tmp_path, minari_root):
@@ -303,3 +324,25 @@ def test_parts_from_a_minari_dataset_are_the_arrays_and_its_environment_stacks_i
     np.testing.assert_array_equal(first["image"][..., 0], first["image"][..., 1])  # the reset frame as padding
     np.testing.assert_array_equal(second["image"][..., 0], first["image"][..., 1])  # oldest first
     assert not np.array_equal(second["state"], first["state"])  # a vector: the newest alone
+
+
+def test_a_run_of_parts_resumed_is_the_run_uninterrupted_every_encoder_included(tmp_path):
+    # Every encoder's weights in the checkpoint, the target critics' too (no optimiser holds those): 2 + 2 updates
+    # with a resume in between end where 4 updates do, to the bit.
+    rows = dot_and_offset(64, seed=0)
+    data = from_arrays(**{key: value for key, value in rows.items() if key not in ("targets", "dots")})
+
+    def fit(steps, workdir):
+        agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
+                                eval_episodes=0, checkpoint_interval=2, steps_per_call=1, actor_cosine_decay=False,
+                                cache_dir=str(tmp_path / "cache"))
+        return agent.fit(data, steps=steps, workdir=str(workdir), progress=False).run.agent
+
+    fit(2, tmp_path / "resumed")
+    resumed, whole = fit(4, tmp_path / "resumed"), fit(4, tmp_path / "whole")
+    assert int(resumed.step) == 4
+    for network in ("value", "critic", "target_critic", "actor"):  # (Keras' lists: every encoder's weights)
+        pairs = list(zip(getattr(resumed, network).variables, getattr(whole, network).variables))
+        assert any("conv0" in theirs.name for _, theirs in pairs)
+        for mine, theirs in pairs:
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=f"{network} {theirs.name}")

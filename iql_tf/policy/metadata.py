@@ -84,6 +84,12 @@ class PolicyMetadata:
         return input_parts_of(vars(self))
 
 
+def agent_inputs(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """What `IQLAgent` takes of the observations a record describes: `image_shape` and `parts` (None each for
+    vectors)."""
+    return {"image_shape": input_shape_of(record), "parts": input_parts_of(record)}
+
+
 def input_parts_of(record: Mapping[str, Any]) -> Optional[List[parts_lib.Part]]:
     """The parts a policy takes (images stacked), from its record (`data_record`, or PolicyMetadata's fields); None
     for one array."""
