@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from iql_tf import IQL
 from iql_tf.agent import IQLAgent
-from iql_tf.data import from_arrays, parts, shards, sources, transitions
+from iql_tf.data import from_arrays, from_tf_dataset, parts, shards, sources, transitions
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.errors import UserError
@@ -102,7 +102,7 @@ def test_parts_are_stored_once_each_and_read_back_held_and_streamed_with_their_i
             np.testing.assert_array_equal(batch[key][name].numpy()[0][order], want[name], err_msg=f"{key}/{name}")
 
 
-def test_parts_from_npz_and_hdf5_files_are_the_arrays_transitions(tmp_path):
+def test_parts_from_npz_and_hdf5_files_and_a_tf_data_dataset_are_the_arrays_transitions(tmp_path):
     rows = episode_rows(episodes=3)
     flat = {key: value for key, value in rows.items() if not parts.is_parts(value)}
     named = {f"{key}/{name}": part for key in ("observations", "next_observations") for name, part in rows[key].items()}
@@ -112,8 +112,10 @@ def test_parts_from_npz_and_hdf5_files_are_the_arrays_transitions(tmp_path):
             file[key] = value
     expected = transitions.content_sha256(sources.read(sources.resolve(from_arrays(**rows)),
                                                        _report()).transitions)
-    for name in ("rows.npz", "rows.hdf5"):
-        data = sources.read(sources.resolve(str(tmp_path / name)), _report())
+    for name in ("rows.npz", "rows.hdf5", "tf.data"):
+        source = from_tf_dataset(tf.data.Dataset.from_tensor_slices(rows)) if name == "tf.data" else \
+            str(tmp_path / name)
+        data = sources.read(sources.resolve(source), _report())
         assert list(data.transitions["observations"]) == ["image", "wrist", "state"], name
         assert transitions.content_sha256(data.transitions) == expected, name
 
@@ -272,6 +274,8 @@ def test_predict_names_a_missing_or_unknown_part_and_a_part_of_the_wrong_shape(t
     with pytest.raises(UserError, match="observations: a ndarray, but the policy takes a dict of the parts"):
         agent.predict(image)
     assert agent.predict_value({"image": image, "state": state}, np.zeros((3, 2))).shape == (3,)
+    with pytest.raises(UserError, match="the policy reads observations of parts, and fitted Q evaluation reads"):
+        agent.estimate(from_arrays(**data))
     # Every part's weights are in the checkpoint: the run loaded back acts as trained, to the bit.
     np.testing.assert_array_equal(IQL.load(str(tmp_path / "run")).predict({"image": image, "state": state}),
                                   agent.predict({"image": image, "state": state}))

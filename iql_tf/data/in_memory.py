@@ -85,8 +85,8 @@ def from_tf_dataset(dataset: Any, action_bounds: ActionBounds = None, env_id: Op
                     env_kwargs: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
                     max_rows: Optional[int] = None) -> InMemorySource:
     """A source of a tf.data.Dataset of transitions in order, each element a dict of tensors keyed as
-    `ROW_FIELDS` (observations [obs], actions [act], rewards [], terminals [], timeouts [] or episode_id [],
-    next_observations [obs]; other keys are ignored), read to the end or to `max_rows` elements. Episode ends
+    `ROW_FIELDS` (observations [obs], or a dict of parts, actions [act], rewards [], terminals [], timeouts [] or
+    episode_id [], next_observations as observations; other keys are ignored), read to the end or to `max_rows` elements. Episode ends
     and the other arguments are as in `from_arrays`."""
     import tensorflow as tf
 
@@ -100,17 +100,15 @@ def from_tf_dataset(dataset: Any, action_bounds: ActionBounds = None, env_id: Op
         raise UserError(f"{where}: the dataset repeats forever; pass max_rows=N (the transitions to read) or drop "
                         "its .repeat()")
     dataset = dataset.map(lambda element: {key: element[key] for key in specs})
-    parts: Dict[str, list] = {key: [] for key in specs}
+    blocks: list = []
     try:
-        for block in _blocks(where, dataset, specs):
-            for key, values in block.items():
-                parts[key].append(values)
+        blocks.extend(_blocks(where, dataset, specs))
     except tf.errors.OpError as error:  # e.g. a generator that yields an element of another structure
         raise UserError(f"{where}: element {_first_unreadable(dataset)} cannot be read ({first_line(error)}); every "
                         "element needs the keys and shapes of the first") from error
-    arrays = {key: np.concatenate(values) if values else np.zeros((0, *(size or 0 for size in specs[key].shape)),
-                                                                   specs[key].dtype.as_numpy_dtype)
-              for key, values in parts.items()}
+    arrays = {key: tf.nest.map_structure(lambda spec, *values: np.concatenate(values) if values else np.zeros(
+        (0, *(size or 0 for size in spec.shape)), spec.dtype.as_numpy_dtype), spec,
+        *[block[key] for block in blocks]) for key, spec in specs.items()}
     return _source(arrays, where, name, action_bounds, env_id, env_kwargs)
 
 
@@ -134,8 +132,12 @@ def _element_specs(where: str, dataset: Any) -> Dict[str, Any]:
                             f"element needs {', '.join(_REQUIRED_FIELDS)} (and timeouts or episode_id)")
     specs = {key: spec[key] for key in ROW_FIELDS if key in spec}
     for key, field_spec in specs.items():
-        if not isinstance(field_spec, tf.TensorSpec):
-            raise UserError(f"{where}: element 0 holds {key!r} as {field_spec}; give it as a dense tensor")
+        # (observations of parts: a dict of tensors, one per part)
+        parted = key.endswith("observations") and isinstance(field_spec, Mapping)
+        if not all(isinstance(leaf, tf.TensorSpec) for leaf in (field_spec.values() if parted else [field_spec])):
+            raise UserError(f"{where}: element 0 holds {key!r} as {field_spec}; give it as a dense tensor"
+                            + (" (or observations as a dict of dense tensors, one per part)" if key.endswith(
+                                "observations") else ""))
     return specs
 
 
@@ -155,19 +157,22 @@ def _first_unreadable(dataset: Any) -> int:
 def _blocks(where: str, dataset: Any, specs: Dict[str, Any]) -> Iterator[Dict[str, np.ndarray]]:
     """The elements as numpy blocks of rows. With static shapes tf.data guarantees them for every element, so
     blocks of elements are batched; otherwise each element's shapes are checked against the first's."""
-    if all(spec.shape.is_fully_defined() for spec in specs.values()):
+    import tensorflow as tf
+
+    if all(spec.shape.is_fully_defined() for spec in tf.nest.flatten(specs)):
         yield from dataset.batch(_BLOCK).as_numpy_iterator()
         return
     first: Dict[str, Tuple[int, ...]] = {}
     for index, element in enumerate(dataset.as_numpy_iterator()):
-        shapes = {key: np.shape(value) for key, value in element.items()}
+        shapes = {key if name is None else f"{key}/{name}": np.shape(value) for key, values in element.items()
+                  for name, value in (values.items() if isinstance(values, Mapping) else [(None, values)])}
         first = first or shapes
         for key, shape in shapes.items():
             if shape != first[key]:
                 raise UserError(f"{where}: element {index} has {key!r} of shape {list(shape)}, element 0 of "
                                 f"{list(first[key])}; every element is one transition of one shape (a batched "
                                 "dataset: pass dataset.unbatch())")
-        yield {key: np.expand_dims(value, 0) for key, value in element.items()}
+        yield tf.nest.map_structure(lambda value: np.expand_dims(value, 0), element)
 
 
 def _source(arrays: Dict[str, Any], where: str, name: Optional[str], action_bounds: ActionBounds,

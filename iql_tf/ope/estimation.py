@@ -122,11 +122,12 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
 
 
 def _check_reads_vectors(policy: PolicyMetadata, source: Any) -> None:
-    """FQE's Q network reads vectors: an image policy is refused before its data is read."""
-    if policy.image_shape is not None:
+    """FQE's Q network reads vectors: a policy of images (or of parts) is refused before its data is read."""
+    if policy.image_shape is not None or policy.observation_parts:
         data = getattr(source, "name", source)
+        reads = "images" if policy.image_shape is not None else "observations of parts"
         raise UserError(f"the policy (trained on {policy.dataset}) against the dataset {data}: the policy reads "
-                        "images, and fitted Q evaluation reads vector observations only so far; score it in an "
+                        f"{reads}, and fitted Q evaluation reads vector observations only so far; score it in an "
                         "environment (iql-evaluate EXPORT --env_id=...)")
 
 
