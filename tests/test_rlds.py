@@ -422,3 +422,15 @@ def test_an_open_x_like_dataset_of_two_cameras_a_state_and_a_language_instructio
              "wrist_image": np.concatenate([rows["observations"]["wrist_image"][:1]] * 2, -1),
              "state": rows["observations"]["state"][:1]}
     assert agent.predict(first).shape == (1, ACTION)
+    # The command line's way, converted (not streamed as it is), without stacks.
+    gin.clear_config()
+    config.parse_gin(["locomotion"], [f"make_dataset.source = '{source}'", f"make_dataset.cache_dir = '{cache}'",
+                                      "make_dataset.rlds_final_step = 'transition'", "make_dataset.rlds_as_is = False",
+                                      "make_dataset.reward_preprocessing = 'none'", "IQLAgent.hidden_dims = (4,)",
+                                      "IQLAgent.encoder = 'conv_small'", "IQLAgent.jit_compile = False",
+                                      "train.num_offline_steps = 3", "train.eval_episodes = 0",
+                                      "train.progress_bar = False"])
+    run_training(str(tmp_path / "cli"))
+    parts = read_policy_metadata(tmp_path / "cli" / "export" / "policy").input_parts
+    assert [(part.name, part.shape) for part in parts] == [("image", (16, 16, 3)), ("state", (STATE,)),
+                                                            ("wrist_image", (16, 16, 3))]  # every part, sorted
