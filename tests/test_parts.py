@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from iql_tf import IQL
 from iql_tf.agent import IQLAgent
-from iql_tf.data import from_arrays, from_tf_dataset, parts, shards, sources, transitions
+from iql_tf.data import from_arrays, from_pandas, from_tf_dataset, parts, shards, sources, transitions
 from iql_tf.data.pipeline import make_dataset
 from iql_tf.data.streaming import StreamedBatches
 from iql_tf.errors import UserError
@@ -102,7 +102,7 @@ def test_parts_are_stored_once_each_and_read_back_held_and_streamed_with_their_i
             np.testing.assert_array_equal(batch[key][name].numpy()[0][order], want[name], err_msg=f"{key}/{name}")
 
 
-def test_parts_from_npz_and_hdf5_files_and_a_tf_data_dataset_are_the_arrays_transitions(tmp_path):
+def test_parts_from_npz_and_hdf5_files_a_tf_data_dataset_and_a_dataframe_are_the_arrays_transitions(tmp_path):
     rows = episode_rows(episodes=3)
     flat = {key: value for key, value in rows.items() if not parts.is_parts(value)}
     named = {f"{key}/{name}": part for key in ("observations", "next_observations") for name, part in rows[key].items()}
@@ -112,9 +112,13 @@ def test_parts_from_npz_and_hdf5_files_and_a_tf_data_dataset_are_the_arrays_tran
             file[key] = value
     expected = transitions.content_sha256(sources.read(sources.resolve(from_arrays(**rows)),
                                                        _report()).transitions)
-    for name in ("rows.npz", "rows.hdf5", "tf.data"):
-        source = from_tf_dataset(tf.data.Dataset.from_tensor_slices(rows)) if name == "tf.data" else \
-            str(tmp_path / name)
+    import pandas
+
+    frame = pandas.DataFrame({**{name: list(values) for name, values in named.items()},
+                              **{key: list(value) if value.ndim > 1 else value for key, value in flat.items()}})
+    in_memory = {"tf.data": from_tf_dataset(tf.data.Dataset.from_tensor_slices(rows)), "pandas": from_pandas(frame)}
+    for name in ("rows.npz", "rows.hdf5", "tf.data", "pandas"):
+        source = in_memory.get(name) or str(tmp_path / name)
         data = sources.read(sources.resolve(source), _report())
         assert list(data.transitions["observations"]) == ["image", "wrist", "state"], name
         assert transitions.content_sha256(data.transitions) == expected, name

@@ -73,8 +73,9 @@ def from_pandas(frame: Any, columns: Optional[Mapping[str, Any]] = None, action_
                 env_id: Optional[str] = None, env_kwargs: Optional[Mapping[str, Any]] = None,
                 name: Optional[str] = None) -> InMemorySource:
     """A source of a DataFrame's rows; `columns` maps fields to columns as for .csv / .parquet files (see
-    `iql_tf.data.tables`: by default the column named as the field, or FIELD_0, FIELD_1, ...; episode ends
-    from a timeouts column, else from an episode_id column). The other arguments are `from_arrays`'."""
+    `iql_tf.data.tables`: by default the column named as the field, or FIELD_0, FIELD_1, ...; observations of
+    parts as a column per part, observations/NAME; episode ends from a timeouts column, else from an episode_id
+    column). The other arguments are `from_arrays`'."""
     from iql_tf.data import tables  # imports pandas
 
     where = name or "DataFrame"

@@ -24,6 +24,7 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 VECTOR_FIELDS = ("observations", "actions", "next_observations")
 REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminals")
 FIELDS = (*REQUIRED_FIELDS, "timeouts", "next_observations", "episode_id")
+OBSERVATION_FIELDS = ("observations", "next_observations")  # a column each part of, FIELD/PART
 INSTALL = 'pip install "iql-tf[tables]"'
 _PREFIX_SEPARATORS = ("_", "/", ".")
 _NUMBERED = re.compile(r"(.+?)[_./]?\d+$")  # obs_0, act.1, q/12: a column of a field spread over columns
@@ -49,7 +50,13 @@ def frame_arrays(frame: Any, where: str, columns: Columns = None) -> Dict[str, n
     if repeated:
         raise UserError(f"{where}: column name(s) {repeated} appear more than once; rename them apart")
     mapping = _checked_mapping(where, columns)
-    chosen = {field: _columns_of(where, field, names, mapping) for field in FIELDS}
+    # Observations of parts: a column per part, named FIELD/PART (cells of arrays, or numbers), one of images at
+    # least (else FIELD/0, FIELD/1, ... are one vector spread over columns).
+    parted = {field: [name for name in names if name.startswith(f"{field}/")] for field in OBSERVATION_FIELDS
+              if field not in mapping and field not in names}
+    parted = {field: picked for field, picked in parted.items() if any(
+        _holds_arrays(frame[name]) and np.ndim(frame[name].iloc[0]) == 3 for name in picked)}
+    chosen = {field: parted.get(field) or _columns_of(where, field, names, mapping) for field in FIELDS}
     if chosen["timeouts"]:
         chosen["episode_id"] = []  # episode ids only stand in for missing timeouts
     missing = [field for field in REQUIRED_FIELDS if not chosen[field]]
@@ -57,7 +64,9 @@ def frame_arrays(frame: Any, where: str, columns: Columns = None) -> Dict[str, n
         missing.append("timeouts")
     if missing:
         raise _missing_columns(where, names, missing)
-    return {field: _values(where, frame, field, picked) for field, picked in chosen.items() if picked}
+    return {field: {name.split("/", 1)[1]: _values(where, frame, field, [name]) for name in picked}
+            if parted.get(field) else _values(where, frame, field, picked)
+            for field, picked in chosen.items() if picked}
 
 
 def _load(path: pathlib.Path) -> Any:
