@@ -168,6 +168,9 @@ def test_a_policy_of_parts_exports_an_input_per_part_to_savedmodel_tflite_and_on
     for path in (directory, directory / ONNX_FILE):  # as iql-evaluate and deployment code load them
         policy, _ = loading.load_policy(path)
         np.testing.assert_allclose(policy(inputs), actions, rtol=1e-5, atol=1e-5)
+        with pytest.raises(UserError, match="observations: missing the part.s. state; the policy takes a dict of the "
+                                            "parts image, state"):
+            policy({"image": inputs["image"]})
 
 
 class DotOffset(gym.Env):

@@ -6,7 +6,7 @@ An ONNX model is a graph of ONNX's standard operators, which onnxruntime runs wi
 operators run only when the caller registers their library, which this never does), so it needs no op check."""
 
 import pathlib
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
@@ -55,6 +55,10 @@ def _feeds(metadata: PolicyMetadata, observations: Any) -> Dict[str, np.ndarray]
     """Observations (a dict of parts for a policy of parts) as the policy's named inputs."""
     dtypes = _input_dtypes(metadata)
     if metadata.observation_parts:
+        missing = [name for name in dtypes if not isinstance(observations, Mapping) or name not in observations]
+        if missing:
+            raise UserError(f"observations: missing the part(s) {', '.join(missing)}; the policy takes a dict of the "
+                            f"parts {', '.join(dtypes)}")
         return {name: np.asarray(observations[name], dtype) for name, dtype in dtypes.items()}
     return {"observations": np.asarray(observations, dtypes["observations"])}
 
