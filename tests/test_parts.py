@@ -4,6 +4,8 @@ ONNX), refusals, and a policy that needs both its image and its state to do what
 
 import json
 
+import pathlib
+
 import gymnasium as gym
 import h5py
 import numpy as np
@@ -357,3 +359,16 @@ def test_a_run_of_parts_resumed_is_the_run_uninterrupted_every_encoder_included(
         assert any("conv0" in theirs.name for _, theirs in pairs)
         for mine, theirs in pairs:
             np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=f"{network} {theirs.name}")
+
+
+def test_the_readme_cameras_example_runs_as_written(tmp_path, monkeypatch):
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- parts:begin -->")[1].split("<!-- parts:end -->")[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    assert namespace["action"].shape == (7,) and np.all(np.abs(namespace["action"]) <= 1.0)
+    first = {name: values[0] for name, values in namespace["observations"].items()}
+    np.testing.assert_allclose(namespace["action"], namespace["agent"].predict(first), rtol=1e-5, atol=1e-6)
