@@ -165,12 +165,13 @@ def _unwritable(output: pathlib.Path, error: OSError) -> UserError:
 def summary(metadata: DatasetMetadata, output: pathlib.Path) -> str:
     """One paragraph for the log: counts, shapes, environment, reference scores."""
     keys = f" (flattened {', '.join(metadata.observation_keys)})" if metadata.observation_keys else ""
+    observations = f"{metadata.observation_shape}{keys}"
     if metadata.parts:
-        keys = " (" + ", ".join(f"{part.name} {list(part.shape)} {part.dtype}" for part in metadata.parts) + ")"
+        observations = "of parts " + ", ".join(f"{part.name} {list(part.shape)} {part.dtype}" for part in metadata.parts)
     return (
         f"converted {metadata.source} -> {output}: {metadata.num_transitions} transitions in "
         f"{metadata.num_episodes} trajectories, {len(metadata.shards)} shard(s); observations "
-        f"{metadata.observation_shape}{keys}, actions {metadata.action_shape} in "
+        f"{observations}, actions {metadata.action_shape} in "
         f"{validation.format_bounds(np.asarray(metadata.action_low), np.asarray(metadata.action_high))}"
         f"; evaluation env {metadata.env_id or 'unknown (pass --env_id)'} {metadata.env_kwargs or ''} "
         f"max_episode_steps={metadata.max_episode_steps}; ref_min_score={metadata.ref_min_score}, "
