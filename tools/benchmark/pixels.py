@@ -39,7 +39,9 @@ def define_flags() -> None:
     flags.DEFINE_string("encoder", "conv_small", "IQLAgent.encoder of the timed runs.")
     flags.DEFINE_integer("batch_size", 64, "Batch size of the timed runs.")
     flags.DEFINE_integer("frame_stack", 3, "make_dataset.frame_stack of the timed runs.")
-    flags.DEFINE_integer("updates", 300, "Updates of each timed or memory run.")
+    flags.DEFINE_integer("updates", 300, "Updates of the timed run.")
+    flags.DEFINE_integer("memory_updates", 1200, "Updates of each memory run: enough for the larger dataset's run to "
+                         "read about an epoch, after which the resident memory levels off (docs/performance.md).")
     flags.DEFINE_string("output_dir", "runs/benchmark", "Where pixels.md and pixels.json go.")
     flags.DEFINE_bool("ogbench_frames", False, "Measure storage on frames of OGBench's visual-cube-single environment "
                       "(rendered by MuJoCo offscreen: set MUJOCO_GL=egl, or osmesa after apt-get install libosmesa6) "
@@ -208,8 +210,8 @@ def memory_rows(sizes: List[int], scratch: pathlib.Path) -> List[Dict]:
         directory = converted(scratch / f"memory-{count}", count, seed=index + 1)
         gb = sum(path.stat().st_size for path in pathlib.Path(directory).glob("shard-*")) / 1e9
         command = [sys.executable, "-m", "tools.benchmark.pixels", f"--child={directory}",
-                   f"--updates={FLAGS.updates}", f"--encoder={FLAGS.encoder}", f"--batch_size={FLAGS.batch_size}",
-                   f"--frame_stack={FLAGS.frame_stack}"]
+                   f"--updates={FLAGS.memory_updates}", f"--encoder={FLAGS.encoder}",
+                   f"--batch_size={FLAGS.batch_size}", f"--frame_stack={FLAGS.frame_stack}"]
         rows.append({"row": f"streamed, {count} frames, {gb:.2f} GB converted", "dataset_gb": gb,
                      "peak_rss_gb": measure.child_peak_rss(command)})
     return rows
@@ -257,7 +259,7 @@ def main(argv) -> None:
               "| --- | --- | --- |",
               f"| {wait['row']} | {wait['updates_per_second']:.2f} | {100 * wait['input_wait_share']:.1f} % |"]
     if memory:
-        lines += ["", "| training run | peak RSS |", "| --- | --- |"]
+        lines += ["", f"| training run, {FLAGS.memory_updates} updates | peak RSS |", "| --- | --- |"]
         lines += [f"| {row['row']} | {row['peak_rss_gb']:.2f} GB |" for row in memory]
     text = "\n".join(lines) + "\n"
     output = pathlib.Path(FLAGS.output_dir)
