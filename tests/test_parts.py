@@ -372,3 +372,25 @@ def test_the_readme_cameras_example_runs_as_written(tmp_path, monkeypatch):
     assert namespace["action"].shape == (7,) and np.all(np.abs(namespace["action"]) <= 1.0)
     first = {name: values[0] for name, values in namespace["observations"].items()}
     np.testing.assert_allclose(namespace["action"], namespace["agent"].predict(first), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_without_the_encoders_weights_is_refused_for_resuming_and_still_loads(tmp_path, monkeypatch):
+    # As image runs checkpointed before every encoder weight was an attribute: the target critics' encoder missing.
+    from iql_tf import encoders
+
+    rows = dot_and_offset(64, seed=0)
+    data = from_arrays(**{key: value for key, value in rows.items() if key not in ("targets", "dots")})
+
+    def fit(steps):
+        agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
+                                eval_episodes=0, checkpoint_interval=2, actor_cosine_decay=False,
+                                cache_dir=str(tmp_path / "cache"))
+        return agent.fit(data, steps=steps, workdir=str(tmp_path / "run"), progress=False)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(encoders, "setattr", lambda *args: None, raising=False)  # (the module's, not the builtin)
+        old = fit(2)
+    with pytest.raises(UserError, match=r"ckpt-2: lacks some of this run's weights .*cannot be resumed exactly"):
+        fit(4)
+    first = {name: values[:1] for name, values in rows["observations"].items()}
+    np.testing.assert_array_equal(IQL.load(str(tmp_path / "run")).predict(first), old.predict(first))
