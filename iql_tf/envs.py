@@ -288,9 +288,7 @@ def _check_parts_fit(env: gym.Env, env_id: str, parts: Optional[Sequence[Any]], 
         if entry is None:
             raise UserError(f"dataset {dataset} has the observation part {name!r}, which environment {env_id} does not "
                             f"give (its parts: {', '.join(space.spaces)}): {_NOT_THIS_ENVIRONMENT}")
-        image = entry.dtype == np.uint8 and len(entry.shape) == 3
-        fits = tuple(entry.shape) == shape if dtype == "uint8" else not image and int(np.prod(entry.shape)) == shape[0]
-        if not fits:
+        if tuple(entry.shape) != shape or (entry.dtype == np.uint8) != (dtype == "uint8"):
             raise UserError(f"dataset {dataset} has the observation part {name!r} of shape {list(shape)} ({dtype}), but "
                             f"environment {env_id} gives {list(entry.shape)} ({entry.dtype}): {_NOT_THIS_ENVIRONMENT}")
     env_action_dim = int(np.prod(env.action_space.shape))

@@ -498,7 +498,7 @@ def test_images_from_an_npz_file_and_a_minari_dataset_are_the_arrays_transitions
 
     summary = inspection.validate(str(tmp_path / "counter.npz"))["summary"]  # what iql-validate prints
     assert summary["observation images (height, width, channels)"] == [4, 4, 2]
-    assert summary["observation pixel min / max"] == [int(rows["observations"].min()), int(rows["observations"].max())]
+    assert summary["pixel min / max"] == [int(rows["observations"].min()), int(rows["observations"].max())]
     import pandas
 
     frame = pandas.DataFrame({key: list(value) if value.ndim > 1 else value for key, value in rows.items()})

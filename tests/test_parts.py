@@ -64,7 +64,7 @@ def expected_stacks(rows: dict, k: int) -> "tuple[dict, dict]":
 
 
 def test_parts_are_stored_once_each_and_read_back_held_and_streamed_with_their_images_stacked(tmp_path, monkeypatch):
-    from iql_tf.data import conversion
+    from iql_tf.data import conversion, inspection
 
     rows = episode_rows(episodes=9)
     count, k = len(rows["rewards"]), 2
@@ -83,6 +83,9 @@ def test_parts_are_stored_once_each_and_read_back_held_and_streamed_with_their_i
                              "observations/image", "observations/state", "observations/wrist", "rewards", "shard",
                              "terminals"])
     expected = expected_stacks(rows, k)
+    checked = inspection.validate(str(tmp_path / "converted"))  # what iql-validate DIR prints
+    assert checked["problems"] == [] and checked["summary"]["observations/wrist images (height, width, channels)"] \
+        == [4, 4, 1]
 
     held = make_dataset(DataSettings(source=str(tmp_path / "converted"), streaming=False, frame_stack=k))
     assert [shard.num_transitions for shard in held.metadata.shards] == [15, 15, 15]
@@ -248,6 +251,9 @@ def test_parts_refuse_what_they_cannot_be_in_one_line(tmp_path):
         converted(observations={"state": state, "more": state}, next_observations=None)
     with pytest.raises(UserError, match=r"field 'observations/wrist image' cannot name a model input; name each"):
         converted(observations={"image": rows["observations"]["image"], "wrist image": state}, next_observations=None)
+    with pytest.raises(UserError, match=r"field 'observations/seed' cannot name a model input; .* other than "
+                                        r"observations, actions, temperature, seed"):
+        converted(observations={"image": rows["observations"]["image"], "seed": state}, next_observations=None)
     with pytest.raises(UserError, match=r"field 'next_observations' has the parts \['image', 'state'\], observations "
                                         r"\['image', 'wrist', 'state'\]"):
         converted(next_observations={name: rows["next_observations"][name] for name in ("image", "state")})
@@ -377,9 +383,10 @@ def test_the_readme_cameras_example_runs_as_written(tmp_path, monkeypatch):
 def test_a_checkpoint_without_the_encoders_weights_is_refused_for_resuming_and_still_loads(tmp_path, monkeypatch):
     # As image runs checkpointed before every encoder weight was an attribute: the target critics' encoder missing.
     from iql_tf import encoders
+    from test_images import dot_rows
 
-    rows = dot_and_offset(64, seed=0)
-    data = from_arrays(**{key: value for key, value in rows.items() if key not in ("targets", "dots")})
+    rows = dot_rows(64)
+    data = from_arrays(**rows)
 
     def fit(steps):
         agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
@@ -392,5 +399,5 @@ def test_a_checkpoint_without_the_encoders_weights_is_refused_for_resuming_and_s
         old = fit(2)
     with pytest.raises(UserError, match=r"ckpt-2: lacks some of this run's weights .*cannot be resumed exactly"):
         fit(4)
-    first = {name: values[:1] for name, values in rows["observations"].items()}
-    np.testing.assert_array_equal(IQL.load(str(tmp_path / "run")).predict(first), old.predict(first))
+    images = rows["observations"][:2]
+    np.testing.assert_array_equal(IQL.load(str(tmp_path / "run")).predict(images), old.predict(images))

@@ -408,6 +408,25 @@ def test_an_open_x_like_dataset_of_two_cameras_a_state_and_a_language_instructio
     np.testing.assert_array_equal(rows["next_observations"]["state"][:steps[0] - 1],
                                   episodes[0]["steps"]["observation"]["state"][1:])
 
+    # Streamed as it is, with two-frame stacks built per episode: the converted rows' stacks, each part's.
+    from iql_tf.data.streaming import StreamedBatches
+    from test_images import fql_stacks
+
+    streamed = make_dataset(DataSettings(source, cache_dir=cache, observation_keys=["image", "wrist_image", "state"],
+                                         rlds_final_step="transition", rlds_as_is=True, frame_stack=2,
+                                         reward_preprocessing="none"))
+    batches = StreamedBatches(streamed.directory, streamed.metadata, streamed.preprocessing, 1, sum(steps),
+                              sum(steps), seed=0, frame_stack=2)
+    batches.available()
+    batch = tf.nest.map_structure(lambda value: value.numpy()[0], batches.sample([]))
+    order = np.argsort(batch["observations"]["state"][:, 0])
+    want = np.argsort(rows["observations"]["state"][:, 0])
+    for name in ("image", "wrist_image"):
+        stacks = fql_stacks(rows["observations"][name], rows["next_observations"][name], rows["dones"], 2)
+        np.testing.assert_array_equal(batch["observations"][name][order], stacks[0][want], err_msg=name)
+        np.testing.assert_array_equal(batch["next_observations"][name][order], stacks[1][want], err_msg=name)
+    np.testing.assert_array_equal(batch["next_observations"]["state"][order], rows["next_observations"]["state"][want])
+
     run_dir = tmp_path / "run"
     agent = iql_tf.IQL.from_config("locomotion", hidden_dims=(4,), batch_size=4, encoder="conv_small",
                                    jit_compile=False, frame_stack=2, rlds_final_step="transition", rlds_as_is=True,

@@ -102,8 +102,7 @@ def describe_stream(source: sources.Source, output: "str | pathlib.Path", env_id
     data, gathered = sources.read_streamed(source, layout, report, env_id, env_kwargs, action_bounds)
     report.raise_first(source.name)
     checksum = sources.checksum(source)
-    stream_of = dict(dataclasses.asdict(layout), builder_dir=str(source.builder.data_dir),
-                     split=source.rlds_options.split)
+    stream_of = dict(layout.record(), builder_dir=str(source.builder.data_dir), split=source.rlds_options.split)
     metadata = _described(data, source.name, checksum, [], dict(
         gathered.statistics(), shards_bytes=rlds_source.split_bytes(source.builder, source.rlds_options)),
         gathered.num_transitions, gathered.num_episodes, json_records.sha256_of([checksum, stream_of]), stream_of)

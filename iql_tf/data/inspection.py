@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from iql_tf.data.parts import is_parts
+from iql_tf.data.parts import is_parts, map_parts
 from iql_tf.data.transitions import holds_frames, is_image
 from iql_tf.errors import UserError
 
@@ -55,7 +55,7 @@ def _validate_converted(directory) -> Dict[str, Any]:
         tensors, metadata = load_converted(directory)
     except UserError as error:
         return {"problems": [str(error)], "summary": None, "notes": []}
-    arrays = {key: value.numpy() for key, value in tensors.items()}
+    arrays = {key: map_parts(lambda values: values.numpy(), value) for key, value in tensors.items()}
     return _result([], arrays, metadata.num_episodes, np.asarray(metadata.action_low),
                    np.asarray(metadata.action_high), metadata.env_id, metadata.ref_min_score, metadata.ref_max_score)
 
@@ -123,6 +123,14 @@ def _observation_summary(observations: Any, label: str = "observation") -> Dict[
     return _image_summary(observations, label) if is_image(observations) else _vector_summary(observations, label)
 
 
+def _image_summary(observations: np.ndarray, label: str) -> Dict[str, Any]:
+    """What images are, without the per-pixel statistics (a float copy of a million frames would not fit); one
+    image observation's lines as they were before parts."""
+    pixels = "pixel min / max" if label == "observation" else f"{label} pixel min / max"
+    return {f"{label} images (height, width, channels)": list(observations.shape[1:]),
+            pixels: [int(observations.min()), int(observations.max())]}
+
+
 def _vector_summary(observations: np.ndarray, label: str) -> Dict[str, Any]:
     return {
         f"{label} size": int(observations.shape[1]),
@@ -133,11 +141,6 @@ def _vector_summary(observations: np.ndarray, label: str) -> Dict[str, Any]:
         f"constant {label} dimensions": np.flatnonzero(observations.std(0) == 0).tolist(),
     }
 
-
-def _image_summary(observations: np.ndarray, label: str) -> Dict[str, Any]:
-    """What images are, without the per-pixel statistics (a float copy of a million frames would not fit)."""
-    return {f"{label} images (height, width, channels)": list(observations.shape[1:]),
-            f"{label} pixel min / max": [int(observations.min()), int(observations.max())]}
 
 
 def report_text(source: str, result: Dict[str, Any]) -> str:

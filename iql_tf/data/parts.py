@@ -7,6 +7,7 @@ observation of parts has at least one image: a dict of vectors alone is one vect
 as Minari's Dict spaces are read, `make_dataset.observation_keys`). TensorFlow-free: the sources and metadata use it.
 """
 
+import collections.abc
 import dataclasses
 import re
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
@@ -39,9 +40,10 @@ class Part:
 
 
 def is_parts(observations: Any) -> bool:
-    """Whether `observations` are a dict of named parts (anything else is one array). Any mapping: a dict a
-    tf.Module holds is wrapped, and inside a tf.function `isinstance` does not see it as one."""
-    return hasattr(observations, "keys") and hasattr(observations, "items")
+    """Whether `observations` are a dict of named parts (anything else is one array, a DataFrame included).
+    collections.abc's Mapping, not typing's: inside a tf.function, autograph's isinstance sees the wrapper a
+    tf.Module puts around a dict as the former only."""
+    return isinstance(observations, collections.abc.Mapping)
 
 
 def map_parts(function: Callable[..., Any], *observations: Any) -> Any:
@@ -74,6 +76,11 @@ def stacked(parts: Sequence[Part], frame_stack: int) -> List[Part]:
     return [part.stacked(frame_stack) for part in parts]
 
 
+# The export's own inputs and output (`policy/exported.py`): a part of one of these names would be confused with them.
+RESERVED_NAMES = ("observations", "actions", "temperature", "seed")
+
+
 def bad_name(name: Any) -> bool:
-    """Whether `name` cannot name a part (a model input): a letter, then letters, digits or underscores."""
-    return not (isinstance(name, str) and _NAME.match(name))
+    """Whether `name` cannot name a part (a model input): a letter, then letters, digits or underscores, and none of
+    RESERVED_NAMES."""
+    return not (isinstance(name, str) and _NAME.match(name)) or name in RESERVED_NAMES

@@ -189,6 +189,15 @@ class Layout:
     d4rl: bool  # TFDS's D4RL builders' appended final steps (the module docstring)
     observation_parts: bool = False  # images beside other parts: observations of parts, a part per key
 
+    def record(self) -> Dict[str, Any]:
+        """The fields a streamed dataset's description keeps (`conversion.describe_stream`); observation_parts only
+        where set, so that the description, and the identity of the data hashed from it, of every dataset without
+        parts stays what it was before parts."""
+        fields = dataclasses.asdict(self)
+        if not fields["observation_parts"]:
+            del fields["observation_parts"]
+        return fields
+
     @property
     def flattening_order(self) -> Optional[List[str]]:
         """What a dataset's metadata records as its observation_keys: the parts' keys, flattened in order (None

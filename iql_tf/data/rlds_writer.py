@@ -16,7 +16,7 @@ import numpy as np
 
 from iql_tf import files
 from iql_tf.data import rewards as rewards_lib
-from iql_tf.data.transitions import Transitions, is_image
+from iql_tf.data.transitions import Transitions, holds_frames
 from iql_tf.errors import UserError
 
 VERSION = "1.0.0"
@@ -78,10 +78,10 @@ def transitions_episodes(data: Transitions) -> Iterable[Dict[str, Any]]:
 
 def write_transitions(data: Transitions, directory: "str | pathlib.Path", name: str) -> Tuple[pathlib.Path, int]:
     """`data` as an RLDS dataset named `name` in `directory`; the folder and the number of episodes. Image
-    observations are refused in one line (RLDS with images is not written yet)."""
-    if is_image(data["observations"]):
-        raise UserError(f"{name}: its observations are images, which iql-tf does not write as RLDS yet; drop "
-                        "--rlds_dir (the Minari dataset is written)")
+    observations (and observations of parts) are refused in one line (RLDS with images is not written yet)."""
+    if holds_frames(data["observations"]):
+        raise UserError(f"{name}: its observations are images (or parts with images), which iql-tf does not write as "
+                        "RLDS yet; drop --rlds_dir (the Minari dataset is written)")
     shape = (data["observations"].shape[1], data["actions"].shape[1])
     folder = write_episodes(directory, name, step_features(*shape), transitions_episodes(data))
     return folder, int(data["dones"].sum())

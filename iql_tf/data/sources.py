@@ -366,7 +366,8 @@ def _checked_observations(report: validation.Report, where: str, field: str, val
     for name in values:
         if parts.bad_name(name):
             report.add(where, f"{field}/{name}", "cannot name a model input",
-                       "name each part with a letter, then letters, digits or underscores (e.g. 'wrist_image')")
+                       "name each part with a letter, then letters, digits or underscores (e.g. 'wrist_image'), "
+                       f"other than {', '.join(parts.RESERVED_NAMES)} (the export's own)")
             return None
     if not any(np.ndim(part) == 4 for part in values.values()):
         report.add(where, field, f"is a dict of vectors ({', '.join(values)})", "observations of parts hold an image "

@@ -14,6 +14,7 @@ import numpy as np
 from minari.data_collector import EpisodeBuffer
 
 from iql_tf import envs, evaluation
+from iql_tf.data.parts import map_parts
 from iql_tf.policy import Policy
 
 
@@ -42,7 +43,8 @@ def collect(env: gym.Env, policy: Policy, observation_keys: Optional[Sequence[st
     reset is seeded (the env's RNG follows), and the last episode is truncated by the budget."""
 
     def act(observation: Any) -> np.ndarray:
-        return np.asarray(policy(envs.flatten_observation(observation, observation_keys)[None]))[0]
+        one = map_parts(lambda values: values[None], envs.flatten_observation(observation, observation_keys))
+        return np.asarray(policy(one))[0]
 
     episodes: List[EpisodeBuffer] = []
     total = 0
