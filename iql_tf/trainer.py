@@ -90,7 +90,8 @@ class TrainingRun:
                 raise
             self.eval_envs = [stack_frames(env, frame_stack) for env in self.eval_envs]
         if settings.num_online_steps and metadata.images:  # (before a buffer for the online steps is made)
-            raise UserError(f"dataset {metadata.source} has image observations, which online fine-tuning does not "
+            what = "observations of parts (with images)" if metadata.parts else "image observations"
+            raise UserError(f"dataset {metadata.source} has {what}, which online fine-tuning does not "
                             "take yet (nor does the FQL repository's); train offline: bind train.num_online_steps = 0")
         self.streaming = dataset.tensors is None
         if self.streaming:

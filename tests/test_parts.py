@@ -268,6 +268,12 @@ def test_parts_refuse_what_they_cannot_be_in_one_line(tmp_path):
                                   cache_dir=str(tmp_path)))
     with pytest.raises(UserError, match="observations are parts, which are taken as they are"):
         make_dataset(DataSettings(source=from_arrays(**rows), cache_dir=str(tmp_path), normalize_observations=True))
+    dots = {key: value for key, value in dot_and_offset(20, seed=0).items() if key not in ("targets", "dots")}
+    agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
+                            num_online_steps=10, actor_cosine_decay=False, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match=r"observations of parts \(with images\), which online fine-tuning does not"):
+        agent.fit(from_arrays(**dots, env_id="iql_tf_test/DotOffset-v0"), steps=2, workdir=str(tmp_path / "run"),
+                  progress=False)
 
 
 def test_predict_names_a_missing_or_unknown_part_and_a_part_of_the_wrong_shape(tmp_path):

@@ -59,7 +59,8 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
         action_bounds=(list(policy_metadata.action_low), list(policy_metadata.action_high)) if own_bounds else None))
     metadata = dataset.metadata
     if metadata.images:
-        raise UserError(f"{metadata.source}: its observations are images, and fitted Q evaluation reads vector "
+        what = "parts (with images)" if metadata.parts else "images"
+        raise UserError(f"{metadata.source}: its observations are {what}, and fitted Q evaluation reads vector "
                         "observations; estimate with a dataset of the vectors the policy takes")
     check_policy_fits(policy_metadata, metadata)
     tensors = {key: value.numpy() for key, value in dataset.tensors.items()}
