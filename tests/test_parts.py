@@ -276,12 +276,14 @@ def test_parts_refuse_what_they_cannot_be_in_one_line(tmp_path):
                   progress=False)
 
 
-def test_predict_names_a_missing_or_unknown_part_and_a_part_of_the_wrong_shape(tmp_path):
+def test_predict_names_a_missing_or_unknown_part_and_a_part_of_the_wrong_shape(tmp_path, caplog):
     rows = dot_and_offset(40, seed=0)
     data = {key: value for key, value in rows.items() if key not in ("targets", "dots")}
     agent = IQL.from_config("locomotion", hidden_dims=(4,), batch_size=8, encoder="conv_small", jit_compile=False,
-                            eval_episodes=0, cache_dir=str(tmp_path / "cache"))
-    agent.fit(from_arrays(**data), steps=2, workdir=str(tmp_path / "run"), progress=False)
+                            eval_episodes=0, validation_fraction=0.25, cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level("INFO"):
+        agent.fit(from_arrays(**data), steps=2, workdir=str(tmp_path / "run"), progress=False)
+    assert "step 2, held-out data: critic_loss" in caplog.text  # ten held-out trajectories of parts, scored
     image, state = rows["observations"]["image"][:3], rows["observations"]["state"][:3]
     with pytest.raises(UserError, match="observations: missing the part.s. state; the policy takes the parts image, "
                                         "state"):
