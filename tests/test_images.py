@@ -519,14 +519,21 @@ def test_images_from_an_npz_file_and_a_minari_dataset_are_the_arrays_transitions
     assert (by_minari.metadata.env_id, by_minari.metadata.observation_shape) == ("iql_tf_test/Counter-v0", [4, 4, 2])
 
 
-def test_the_readme_camera_example_runs_as_written(tmp_path, monkeypatch):
+def readme_example(marker: str, folder: pathlib.Path, monkeypatch) -> dict:
+    """The names the README's Python block between `<!-- MARKER:begin -->` and `<!-- MARKER:end -->` defines, run
+    as written in `folder`."""
     import re
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("<!-- camera:begin -->")[1].split("<!-- camera:end -->")[0]
-    monkeypatch.chdir(tmp_path)
+    section = readme.split(f"<!-- {marker}:begin -->")[1].split(f"<!-- {marker}:end -->")[0]
+    monkeypatch.chdir(folder)
     namespace = {}
     exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    return namespace
+
+
+def test_the_readme_camera_example_runs_as_written(tmp_path, monkeypatch):
+    namespace = readme_example("camera", tmp_path, monkeypatch)
     assert namespace["action"].shape == (2,) and np.all(np.abs(namespace["action"]) <= 1.0)
     np.testing.assert_allclose(namespace["action"], namespace["agent"].predict(namespace["stack"][0]), rtol=1e-5,
                                atol=1e-6)

@@ -4,8 +4,6 @@ ONNX), refusals, and a policy that needs both its image and its state to do what
 
 import json
 
-import pathlib
-
 import gymnasium as gym
 import h5py
 import numpy as np
@@ -24,7 +22,7 @@ from iql_tf.policy.metadata import ONNX_FILE, TFLITE_FILE
 from iql_tf.replay_buffer import ReplayBuffer
 from iql_tf.settings import AgentSettings, DataSettings
 from test_export import metadata
-from test_images import SIZE, fql_stacks, image_preprocessing, render
+from test_images import SIZE, fql_stacks, image_preprocessing, readme_example, render
 
 STEPS = 5  # per episode
 
@@ -376,13 +374,7 @@ def test_a_run_of_parts_resumed_is_the_run_uninterrupted_every_encoder_included(
 
 
 def test_the_readme_cameras_example_runs_as_written(tmp_path, monkeypatch):
-    import re
-
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("<!-- parts:begin -->")[1].split("<!-- parts:end -->")[0]
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    namespace = readme_example("parts", tmp_path, monkeypatch)
     assert namespace["action"].shape == (7,) and np.all(np.abs(namespace["action"]) <= 1.0)
     first = {name: values[0] for name, values in namespace["observations"].items()}
     np.testing.assert_allclose(namespace["action"], namespace["agent"].predict(first), rtol=1e-5, atol=1e-6)
