@@ -165,8 +165,8 @@ def _blocks(where: str, dataset: Any, specs: Dict[str, Any]) -> Iterator[Dict[st
         return
     first: Dict[str, Tuple[int, ...]] = {}
     for index, element in enumerate(dataset.as_numpy_iterator()):
-        shapes = {key if name is None else f"{key}/{name}": np.shape(value) for key, values in element.items()
-                  for name, value in (values.items() if isinstance(values, Mapping) else [(None, values)])}
+        shapes = {label: np.shape(value) for key, values in element.items()
+                  for label, value in parts.labelled(key, values)}
         first = first or shapes
         for key, shape in shapes.items():
             if shape != first[key]:
@@ -224,9 +224,7 @@ def _one_row_array(where: str, field: str, value: Any) -> np.ndarray:
 def _digest(rows: Dict[str, np.ndarray], settings: Dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode())
     for field in sorted(rows):
-        named = rows[field].items() if parts.is_parts(rows[field]) else [(None, rows[field])]
-        for name, array in named:
-            label = field if name is None else f"{field}/{name}"
+        for label, array in parts.labelled(field, rows[field]):
             digest.update(f"\n{label} {array.dtype.str} {list(array.shape)}\n".encode())
             digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from iql_tf import json_records
 from iql_tf.data import parts as parts_lib
 from iql_tf.data import storage
+from iql_tf.data.transitions import stacked_shape
 from iql_tf.errors import UserError
 
 # 3: statistics; 4: content_sha256; 5: stream_of; 6: observation_dtype; 7: image shards hold each frame once
@@ -137,6 +138,13 @@ class DatasetMetadata:
     def parts(self) -> Optional[List[parts_lib.Part]]:
         """The parts of observations of parts, in order; None for one array."""
         return parts_lib.from_records(self.observation_parts) if self.observation_parts else None
+
+    def observation_shapes(self, frame_stack: int = 1) -> Any:
+        """One observation's shape as the networks take it (images stacked `frame_stack` frames along their
+        channels): a list, or a dict of them per part."""
+        if self.parts:
+            return {part.name: list(part.stacked(frame_stack).shape) for part in self.parts}
+        return stacked_shape(self.observation_shape, frame_stack) if self.images else list(self.observation_shape)
 
     @property
     def image_shape(self) -> Optional[List[int]]:

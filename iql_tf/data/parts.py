@@ -58,6 +58,14 @@ def leaves(observations: Any) -> List[Any]:
     return list(observations.values()) if is_parts(observations) else [observations]
 
 
+def labelled(field: str, values: Any) -> List[Tuple[str, Any]]:
+    """(FIELD, array) for one array, or (FIELD/NAME, array) for each part in order: what a part is called in the
+    shards' features, in digests and in messages."""
+    if is_parts(values):
+        return [(f"{field}/{name}", part) for name, part in values.items()]
+    return [(field, values)]
+
+
 def row_count(observations: Any) -> int:
     return len(leaves(observations)[0])
 

@@ -101,8 +101,7 @@ def _encode(data: Transitions, start: int, stop: int, block: int, shard: int) ->
             if not np.array_equal(next_frames[:-1][~ends[:-1]], frames[1:][~ends[:-1]]):  # as every source makes them
                 raise ValueError(f"rows {start}-{stop}: a next frame inside a trajectory is not the following row's")
         arrays[END_FRAMES] = rows_of(arrays.pop("next_observations"), ends)
-    flat = {f"{key}/{name}" if name else key: value for key, values in arrays.items()
-            for name, value in (values.items() if parts.is_parts(values) else [(None, values)])}
+    flat = {label: value for key, values in arrays.items() for label, value in parts.labelled(key, values)}
     feature = {
         key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(value).numpy()]))
         for key, value in flat.items()
@@ -257,8 +256,7 @@ def _unreadable_shard(paths: List[str], directory: str, metadata: DatasetMetadat
 
 def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: str) -> None:
     """Block order, per-shard counts and array shapes agree with metadata.json."""
-    observation_shapes = {part.name: list(part.shape) for part in metadata.parts} if metadata.parts else \
-        metadata.observation_shape
+    observation_shapes = metadata.observation_shapes()
     expected = {"observations": observation_shapes, "next_observations": observation_shapes,
                 "actions": metadata.action_shape}
     for _, shard, arrays in blocks:
@@ -269,14 +267,11 @@ def _check_blocks(directory: str, metadata: DatasetMetadata, blocks: list, fix: 
             ends = int(tf.reduce_sum(tf.cast(_block_ends(arrays["dones"]), tf.int32)))
             shapes[END_FRAMES] = parts.map_parts(lambda shape: [ends, *shape], observation_shapes)
         for key in [key for key in shapes if key in arrays]:
-            named = shapes[key].items() if parts.is_parts(shapes[key]) else [(None, shapes[key])]
-            for name, shape in named:
-                array = arrays[key] if name is None else arrays[key][name]
+            for (label, shape), (_, array) in zip(parts.labelled(key, shapes[key]), parts.labelled(key, arrays[key])):
                 if array.shape.as_list() != shape:
                     raise UserError(
-                        f"{storage.join(directory, metadata.shards[shard].file)}: field "
-                        f"{key if name is None else f'{key}/{name}'!r} has shape {array.shape.as_list()} but "
-                        f"metadata.json implies {shape}; {fix}"
+                        f"{storage.join(directory, metadata.shards[shard].file)}: field {label!r} has shape "
+                        f"{array.shape.as_list()} but metadata.json implies {shape}; {fix}"
                     )
     _check_block_counts(directory, metadata, [(block, shard, int(arrays["rewards"].shape[0]))
                                               for block, shard, arrays in blocks], fix)

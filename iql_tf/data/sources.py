@@ -492,10 +492,9 @@ def _read_rlds(source: Source, report: validation.Report) -> Optional[SourceData
 def _check_rlds_rows(where: str, rows: transitions_lib.Transitions, report: validation.Report) -> None:
     """Finite numbers (images, uint8, are)."""
     for key in ("observations", "actions", "rewards", "next_observations"):
-        named = rows[key].items() if parts.is_parts(rows[key]) else [(None, rows[key])]
-        for name, values in named:
+        for label, values in parts.labelled(key, rows[key]):
             if not transitions_lib.is_image(values):
-                report.check_array(where, key if name is None else f"{key}/{name}", values, (None,) * values.ndim)
+                report.check_array(where, label, values, (None,) * values.ndim)
 
 
 def _rlds_data(source: Source, rows: transitions_lib.Transitions, observation_keys: Optional[List[str]]

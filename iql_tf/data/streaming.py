@@ -30,7 +30,7 @@ from iql_tf.data import frame_stacks, rlds_source, shards
 from iql_tf.data.parts import leaves, map_parts
 from iql_tf.data.metadata import DatasetMetadata
 from iql_tf.data.preprocessing import Preprocessing
-from iql_tf.data.transitions import TRANSITION_KEYS, stacked_shape
+from iql_tf.data.transitions import TRANSITION_KEYS
 from iql_tf.errors import UserError, first_line
 
 _PARALLEL_SHARDS = 4
@@ -43,13 +43,6 @@ IMAGE_SHUFFLE_BYTES = 256 * 2**20
 DEFAULT_SHUFFLE_BUFFER = 100_000  # rows, for vectors
 
 
-def observation_shapes(metadata: DatasetMetadata, frame_stack: int) -> Any:
-    """One observation's shape as the stream holds it (images stacked): a list, or a dict of them per part."""
-    if metadata.parts:
-        return {part.name: list(part.stacked(frame_stack).shape) for part in metadata.parts}
-    return stacked_shape(metadata.observation_shape, frame_stack) if metadata.images else metadata.observation_shape
-
-
 def _observation_dtypes(metadata: DatasetMetadata) -> Any:
     """What observations are held as: float32, images uint8 (until the networks scale them), or per part."""
     if metadata.parts:
@@ -60,7 +53,7 @@ def _observation_dtypes(metadata: DatasetMetadata) -> Any:
 def row_bytes(metadata: DatasetMetadata, frame_stack: int) -> int:
     """The bytes of one row as the stream holds it: its observation and next observation (stacked), its action
     and three numbers."""
-    sizes = map_parts(lambda shape, dtype: math.prod(shape) * dtype.size, observation_shapes(metadata, frame_stack),
+    sizes = map_parts(lambda shape, dtype: math.prod(shape) * dtype.size, metadata.observation_shapes(frame_stack),
                       _observation_dtypes(metadata))
     return 2 * sum(leaves(sizes)) + 4 * (math.prod(metadata.action_shape) + 3)
 
@@ -102,14 +95,14 @@ class StreamedBatches(tf.Module):
         stack = None
         if frame_stack > 1:
             stack = lambda blocks: frame_stacks.stack_blocks(  # noqa: E731
-                shaped(blocks, observation_shapes(metadata, 1)), frame_stack)
+                shaped(blocks, metadata.observation_shapes()), frame_stack)
         if metadata.stream_of is None:
             blocks = _shard_blocks(directory, metadata, seed, fix, stack)
         else:  # an RLDS dataset streamed as it is: a block per episode, each a trajectory of its own
             blocks = rlds_source.stream_rows(metadata.stream_of, seed)
             if stack:  # (a single-step episode is a block of no rows: nothing to stack)
                 blocks = stack(blocks.filter(lambda block: tf.size(block["rewards"]) > 0))
-        observation_shape = observation_shapes(metadata, frame_stack)
+        observation_shape = metadata.observation_shapes(frame_stack)
         blocks = shaped(blocks, observation_shape)
         chunks = blocks.rebatch(shuffle_buffer).repeat()
         # Seeds drawn after the repeat: every epoch permutes its chunks anew (stateless, so checkpointable).

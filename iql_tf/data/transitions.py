@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from iql_tf.data.parts import is_parts, leaves, map_parts
+from iql_tf.data.parts import is_parts, labelled, leaves, map_parts
 from iql_tf.data.rewards import trajectory_lengths
 from iql_tf.errors import UserError
 
@@ -87,11 +87,10 @@ def content_sha256(data: Transitions) -> str:
     observations: their bytes; parts: each as KEY/NAME, in order)."""
     digest = hashlib.sha256()
     for key in TRANSITION_KEYS:
-        named = data[key].items() if is_parts(data[key]) else [(None, data[key])]
-        for name, array in named:
+        for label, array in labelled(key, data[key]):
             values = np.ascontiguousarray(array, None if array.dtype == np.uint8 and key.endswith("observations")
                                           else "<f4")
-            digest.update(f"{key if name is None else f'{key}/{name}'} {list(values.shape)}\n".encode())
+            digest.update(f"{label} {list(values.shape)}\n".encode())
             digest.update(values.data)
     return digest.hexdigest()
 
