@@ -25,7 +25,9 @@ class OnnxImpl:
     """What d3rlpy's FQE asks of the evaluated algorithm's implementation."""
 
     def __init__(self, path: str):
-        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # one core per process, as torch's
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         return self.session.run(["actions"], {"observations": np.asarray(observations, np.float32)})[0]
@@ -46,6 +48,10 @@ class OnnxPolicy:
 
 def main(rows_path: str, request_path: str, out_path: str) -> None:
     request = json.loads(open(request_path).read())
+    # One core per process, as the caller plans (--peer_processes): thread pools left at the machine's core
+    # count fight the other processes for the same cores.
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
     with np.load(rows_path) as rows:
         dataset = d3rlpy.dataset.MDPDataset(rows["observations"], rows["actions"], rows["rewards"],
                                             rows["terminals"], rows["timeouts"],
