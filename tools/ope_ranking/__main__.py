@@ -15,7 +15,10 @@ TensorFlow). `run` makes the candidates and ranks them:
      same exported policies (their policy.onnx, run by onnxruntime in d3rlpy's venv, `d3rlpy_fqe.py`) on the same
      data, both with discount 0.99 and the same number of updates;
   4. OUT/table.md: per policy the true score and both estimates; per implementation the Spearman rank
-     correlation with the true scores and the regret of its top pick.
+     correlation with the true scores and the regret of its top pick. On the quickstart, whose score (success
+     from one start cell) is not what FQE estimates (the value from the data's trajectory starts, all over the
+     maze), the same against that value's truth, scored in the simulator from every start of the data
+     (`maze_starts.py`), and iql-tf's FQE read out at the evaluation's start states.
 """
 
 import json
@@ -147,18 +150,24 @@ def run() -> None:
     missing = [c["policy"] for c in candidates if str(pathlib.Path(c["policy"]) / "policy.onnx") not in peer]
     if missing:
         raise UserError(f"{peer_file}: no d3rlpy estimate of {missing[0]}; delete the file to estimate them again")
-    table = comparison_table(FLAGS.task, candidates,
-                             [peer[str(pathlib.Path(c["policy"]) / "policy.onnx")]["value"] for c in candidates],
-                             np.median([entry["updates_per_second"] for entry in peer.values()]))
+    peer_values = [peer[str(pathlib.Path(c["policy"]) / "policy.onnx")]["value"] for c in candidates]
+    table = comparison_table(f"{FLAGS.task}: {len(candidates)} policies", candidates,
+                             [c["true_score"] for c in candidates], "true score", peer_values)
     if FLAGS.task == "quickstart":
-        # The quickstart's score is success from one start cell, while the data's trajectories start all over
-        # the maze: iql-tf's FQE (the same Q networks, resumed) read out where the evaluation starts.
+        # The quickstart's score is success from one start cell, while the data's trajectories (where both FQEs
+        # read their values out) start all over the maze: the truth of what FQE estimates, scored from the
+        # data's starts, and iql-tf's FQE (the same Q networks, resumed) read out where the evaluation starts.
+        truths = data_start_values(candidates, source, settings.discount, out / "true_values_at_data_starts.json")
+        table += comparison_table("quickstart: against the true discounted value from the data's starts",
+                                  candidates, truths, "true value from the data's starts", peer_values)
         starts = out / "evaluation_starts.npy"
         np.save(starts, evaluation_starts(candidates[0]["policy"], 100))
         at_starts = ranking.rank_checkpoints(out / "runs", source, settings, out / "iql_tf",
                                              np.load(starts, allow_pickle=False))
         ranking.write(at_starts, out / "iql_tf_at_evaluation_starts")
         table += deployment_table(at_starts)
+    table += f"d3rlpy's FQE ran at a median {np.median([e['updates_per_second'] for e in peer.values()]):.0f} " \
+             "updates/s here.\n"
     (out / "table.md").write_text(table)
     print(table)
 
@@ -215,25 +224,39 @@ def deployment_table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(task: str, candidates: List[Dict[str, Any]], peer_values: List[float],
-                     peer_speed: float) -> str:
+def comparison_table(title: str, candidates: List[Dict[str, Any]], truths: List[float], truth_label: str,
+                     peer_values: List[float]) -> str:
     from iql_tf.ope.ranking import ranking_quality
 
-    truths = [c["true_score"] for c in candidates]
     ours = ranking_quality([c["value"] for c in candidates], truths)
     theirs = ranking_quality(peer_values, truths)
-    lines = [f"## {task}: {len(candidates)} policies", "",
-             "| policy | step | true score | iql-tf FQE [95 % CI] | d3rlpy FQE |", "| --- | --- | --- | --- | --- |"]
-    order = sorted(range(len(candidates)), key=lambda i: -truths[i])
-    for i in order:
+    lines = [f"## {title}", "", f"| policy | step | {truth_label} | iql-tf FQE [95 % CI] | d3rlpy FQE |",
+             "| --- | --- | --- | --- | --- |"]
+    for i in sorted(range(len(candidates)), key=lambda i: -truths[i]):
         c = candidates[i]
-        lines.append(f"| {c['run']} | {c['step']} | {c['true_score']:.4g} | {c['value']:.4g} "
+        lines.append(f"| {c['run']} | {c['step']} | {truths[i]:.4g} | {c['value']:.4g} "
                      f"[{c['value_low']:.4g}, {c['value_high']:.4g}] | {peer_values[i]:.4g} |")
     lines += ["", "| | Spearman rho | regret of the top pick |", "| --- | --- | --- |",
               f"| iql-tf FQE | {ours['spearman']:.3f} | {ours['regret']:.4g} |",
-              f"| d3rlpy 2.8.1 FQE | {theirs['spearman']:.3f} | {theirs['regret']:.4g} |", "",
-              f"d3rlpy's FQE ran at a median {peer_speed:.0f} updates/s here.", ""]
+              f"| d3rlpy 2.8.1 FQE | {theirs['spearman']:.3f} | {theirs['regret']:.4g} |", "", ""]
     return "\n".join(lines)
+
+
+def data_start_values(candidates: List[Dict[str, Any]], source: Any, discount: float,
+                      cache: pathlib.Path) -> List[float]:
+    """Each candidate's true discounted return averaged over the data's trajectory starts (`maze_starts.py`),
+    kept in `cache` as each finishes (a policy takes one to two minutes)."""
+    from iql_tf import files
+    from tools.ope_ranking import maze_starts
+
+    starts = maze_starts.data_starts(source)
+    done = json.loads(cache.read_text()) if cache.is_file() else {}
+    for c in candidates:
+        if c["policy"] not in done:
+            done[c["policy"]] = float(maze_starts.discounted_returns(c["policy"], starts, discount).mean())
+            print(f"{c['run']} step {c['step']}: {done[c['policy']]:.4g} from {len(starts)} data starts", flush=True)
+            files.write_json(cache, done)
+    return [done[c["policy"]] for c in candidates]
 
 
 def main(argv: Sequence[str]) -> None:
