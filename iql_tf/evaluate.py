@@ -117,6 +117,9 @@ def _estimate(export: str) -> None:
     if "return_equivalent" in result:
         print(f"  as an undiscounted return over {result['horizon']} steps: {result['return_equivalent']:.4g} "
               f"[{result['return_equivalent_low']:.4g}, {result['return_equivalent_high']:.4g}]")
+    if "soft_opc" in result:
+        print(f"  soft off-policy classification: {result['soft_opc']:.4g} (mean Q of the "
+              f"{result['successful_trajectories']} successful trajectories' transitions less the mean Q of all)")
 
 
 def run() -> None:

@@ -184,6 +184,22 @@ def test_soft_opc_separates_the_successful_trajectories(cache):
     assert "soft_opc" in labelled
 
 
+def test_success_labels_get_no_per_step_return_reading(pointmaze_root, cache, monkeypatch):
+    # Data with a known episode length (100 steps) and rewards of 0 and 1: the value is a discounted chance of
+    # success, which the undiscounted-equivalent return (a reward earned at every step) would misread.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pointmaze_root))
+    metadata = policy_metadata(observation_dim=8, action_dim=2, action_low=[-1.0, -1.0], action_high=[1.0, 1.0],
+                               observation_keys=["achieved_goal", "desired_goal", "observation"])
+    still = lambda observations: np.zeros((len(observations), 2), np.float32)  # noqa: E731
+    short = dataclasses.replace(SETTINGS, num_steps=500)
+    labelled = estimation.estimate_value(still, metadata, "pointmaze/umaze-example-v0", short, cache_dir=cache)
+    assert "return_equivalent" not in labelled and "horizon" not in labelled
+    # The same data read as rewards without success labels gets the reading, over the data's episode length.
+    monkeypatch.setattr(estimation, "successful_transitions", lambda *args: None)
+    unlabelled = estimation.estimate_value(still, metadata, "pointmaze/umaze-example-v0", short, cache_dir=cache)
+    assert unlabelled["horizon"] == 100 and unlabelled["return_equivalent"] > unlabelled["value"] > 0
+
+
 def test_bootstrapped_members_disagree_where_the_policy_acts_unlike_the_data(cache):
     # The data's actions lie in [-1, 0] only. A policy acting at -0.5 is read from the data, one acting at 0.9
     # from the networks' extrapolation, which differs between members (own initialisation, own resample).

@@ -10,8 +10,9 @@
    directory resumes, refusing one whose policy, data or settings differ.
 4. The estimate: the mean of Q(s0, pi(s0)) over the dataset's initial states (the first state of every
    trajectory), the discounted value, with a 95 % percentile bootstrap interval over those states; where the
-   episode length H is known, also as an undiscounted-equivalent return, the value times H (1 - discount) /
-   (1 - discount^H): the undiscounted return of a policy that earns the same reward at every step.
+   episode length H is known and the rewards are not success labels, also as an undiscounted-equivalent
+   return, the value times H (1 - discount) / (1 - discount^H): the undiscounted return of a policy that earns
+   the same reward at every step.
 """
 
 import pathlib
@@ -38,7 +39,8 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
                    policy_identity: str = "", initial_observations: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """FQE's estimate of `policy`'s value on `source` (see the module's docstring): a dict with `value` (the
     discounted value from the initial states), `value_low` / `value_high` (its 95 % interval), `initial_states`,
-    `discount`, `fqe_steps`, and `return_equivalent` (with its interval) where the episode length is known.
+    `discount`, `fqe_steps`, `return_equivalent` (with its interval) where the episode length is known and the
+    rewards are not success labels, and `soft_opc` where they are.
     `policy_identity` names the policy in the working directory's record (an export's checksums).
     `initial_observations` [K, observation size]: the states the policy will start from where deployed (raw, as
     the policy takes them), read out instead of the data's trajectory starts; the Q network is the same."""
@@ -113,7 +115,9 @@ def estimate_value(policy: Policy, policy_metadata: PolicyMetadata, source: Any,
         estimate.update(soft_opc=float(values[successes].mean() - values.mean()),
                         successful_trajectories=int(np.count_nonzero(successes[starts])))
     horizon = metadata.max_episode_steps
-    if horizon:
+    if horizon and successes is None:
+        # Not for success labels: their value is a discounted chance of success, which no reward earned at every
+        # step reads like (0.66 on the quickstart's data would read as a return of 2.1 where at most 1 is earned).
         factor = horizon * (1.0 - settings.discount) / (1.0 - settings.discount ** horizon)
         estimate.update(return_equivalent=value * factor, return_equivalent_low=low * factor,
                         return_equivalent_high=high * factor, horizon=int(horizon))
