@@ -6,10 +6,11 @@ An ONNX model is a graph of ONNX's standard operators, which onnxruntime runs wi
 operators run only when the caller registers their library, which this never does), so it needs no op check."""
 
 import pathlib
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from iql_tf.data.parts import is_parts
 from iql_tf.errors import UserError, first_line
 from iql_tf.policy import Policy
 from iql_tf.policy.checks import CHECKSUMS_FILE, check_export, verify_checksums
@@ -55,7 +56,7 @@ def _feeds(metadata: PolicyMetadata, observations: Any) -> Dict[str, np.ndarray]
     """Observations (a dict of parts for a policy of parts) as the policy's named inputs."""
     dtypes = _input_dtypes(metadata)
     if metadata.observation_parts:
-        missing = [name for name in dtypes if not isinstance(observations, Mapping) or name not in observations]
+        missing = [name for name in dtypes if not is_parts(observations) or name not in observations]
         if missing:
             raise UserError(f"observations: missing the part(s) {', '.join(missing)}; the policy takes a dict of the "
                             f"parts {', '.join(dtypes)}")

@@ -109,15 +109,21 @@ def train_candidates(task: str, source: Any, root: pathlib.Path) -> None:
         agent.fit(source, steps=steps, workdir=str(root / name), eval_env=env_id)
 
 
-def d3rlpy_rows(source: Any, path: pathlib.Path, env_id: Optional[str]) -> None:
-    """The converted dataset (what iql-tf's FQE reads) as the D4RL-style rows a d3rlpy user loads: raw
-    observations, actions and rewards; terminals, and timeouts at every other trajectory end."""
+def converted_rows(source: Any, env_id: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """The converted dataset's rows as they are stored (what iql-tf's FQE reads): raw observations, actions and
+    rewards, terminals and dones."""
     from iql_tf.data.pipeline import load_converted, make_dataset
     from iql_tf.settings import DataSettings
 
     # streaming=True: only the converted directory, which load_converted then reads once
     tensors, _ = load_converted(make_dataset(DataSettings(source=source, streaming=True, env_id=env_id)).directory)
-    rows = {key: value.numpy() for key, value in tensors.items()}
+    return {key: value.numpy() for key, value in tensors.items()}
+
+
+def d3rlpy_rows(source: Any, path: pathlib.Path, env_id: Optional[str]) -> None:
+    """The converted dataset as the D4RL-style rows a d3rlpy user loads: raw observations, actions and rewards;
+    terminals, and timeouts at every other trajectory end."""
+    rows = converted_rows(source, env_id)
     np.savez(path, observations=rows["observations"], actions=rows["actions"], rewards=rows["rewards"],
              terminals=rows["terminals"], timeouts=rows["dones"] * (1.0 - rows["terminals"]))
 
@@ -249,10 +255,13 @@ def data_start_values(candidates: List[Dict[str, Any]], source: Any, discount: f
     from iql_tf import files
     from tools.ope_ranking import maze_starts
 
-    starts = maze_starts.data_starts(source)
     done = json.loads(cache.read_text()) if cache.is_file() else {}
+    starts = None
     for c in candidates:
         if c["policy"] not in done:
+            if starts is None:  # read once, and only when a value is missing
+                rows = converted_rows(source)
+                starts = maze_starts.data_starts(rows["observations"], rows["dones"], str(source))
             done[c["policy"]] = float(maze_starts.discounted_returns(c["policy"], starts, discount).mean())
             print(f"{c['run']} step {c['step']}: {done[c['policy']]:.4g} from {len(starts)} data starts", flush=True)
             files.write_json(cache, done)

@@ -18,15 +18,12 @@ import numpy as np
 CHUNK = 64
 
 
-def data_starts(source: Any) -> np.ndarray:
-    """The raw observations of the first transition of every trajectory of the converted `source`: the states
+def data_starts(observations: np.ndarray, dones: np.ndarray, where: str) -> np.ndarray:
+    """The raw observations of the first transition of every trajectory (rows of a dataset `where`): the states
     FQE reads its value out at."""
-    from iql_tf.data.pipeline import load_converted, make_dataset
     from iql_tf.ope.estimation import initial_states
-    from iql_tf.settings import DataSettings
 
-    tensors, _ = load_converted(make_dataset(DataSettings(source=source, streaming=True)).directory)
-    return tensors["observations"].numpy()[initial_states(tensors["dones"].numpy(), str(source))]
+    return observations[initial_states(dones, where)]
 
 
 def discounted_returns(policy_path: "str | pathlib.Path", starts: np.ndarray, discount: float,
